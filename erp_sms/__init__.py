@@ -1,0 +1,31 @@
+"""erp-sms: text customers as their sales orders move.
+
+``import erp_sms`` connects the receivers of the four order events in
+``erp_sms.signals``; a host fires them with its own Session and the texts are queued in
+its transaction. See README.md.
+"""
+
+from __future__ import annotations
+
+from . import signals
+from .errors import ErpSmsError
+from .events import EventType, all_events, fire, get_event, register_builtin_events, register_event
+from .recipients import ContactView, OrderView, RecipientLookup, set_default_lookup
+
+__version__ = "0.1.0"
+
+register_builtin_events()
+
+__all__ = [
+    "ContactView",
+    "ErpSmsError",
+    "EventType",
+    "OrderView",
+    "RecipientLookup",
+    "all_events",
+    "fire",
+    "get_event",
+    "register_event",
+    "set_default_lookup",
+    "signals",
+]

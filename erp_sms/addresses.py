@@ -1,0 +1,147 @@
+"""Classify a contact's text-message address (Email 2) and decide how to reach it.
+
+``email2`` is either a carrier gateway address (``5555555555@vtext.com``) or a plain
+phone number (``555-555-5555``, ``+15555555555``). ``classify`` turns it into an
+``Address`` or raises ``AddressError`` with a sentence staff can act on; ``route``
+picks the channel (CONTRACT.md "Routing").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from .catalog import Carrier, carrier_for_domain, carriers
+from .errors import AddressError
+from .models import Channel
+
+PHONE = "phone"
+GATEWAY = "gateway"
+
+_PHONE_CHARS = re.compile(r"^\+?[0-9 ().\-]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Address:
+    kind: str  # phone | gateway
+    raw: str
+    e164: str  # the phone number, also for a gateway address (its 10 digits, +1)
+    gateway: str | None = None  # normalised gateway address
+    carrier: Carrier | None = None
+
+
+def mask(number: str | None) -> str:
+    """A phone number or address for logs: keeps the last 4 digits only."""
+    if not number:
+        return ""
+    local, at, domain = number.partition("@")
+    digits = re.sub(r"\D", "", local)
+    return f"***{digits[-4:]}{at}{domain}"
+
+
+def classify(raw: str | None, region: str = "US") -> Address:
+    if raw is None or not raw.strip():
+        raise AddressError("no text-message address: fill in Email 2 on the contact")
+    if _CONTROL.search(raw):
+        raise AddressError(
+            "the text-message address contains a line break or control character; "
+            "retype Email 2 on the contact"
+        )
+    text = raw.strip()
+    if "@" in text:
+        return _classify_gateway(text)
+    return _classify_phone(text, region)
+
+
+def _classify_gateway(text: str) -> Address:
+    try:
+        info = validate_email(text, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise AddressError(f"{text!r} is not a valid email-to-SMS address: {exc}") from None
+    local, domain = info.local_part, info.domain.lower()
+    if not local.isdigit() or not local.isascii():
+        raise AddressError(
+            f"{text!r}: a gateway address is the 10-digit phone number @ the carrier's "
+            "domain (e.g. 5555555555@vtext.com)"
+        )
+    if len(local) == 11 and local.startswith("1"):
+        raise AddressError(
+            f"{text!r}: leave out the leading 1 — a gateway address takes the 10-digit "
+            "number only (e.g. 5555555555@vtext.com)"
+        )
+    if len(local) != 10:
+        raise AddressError(
+            f"{text!r}: the gateway number must have exactly 10 digits, it has {len(local)}"
+        )
+    carrier = carrier_for_domain(domain)
+    if carrier is None:
+        known = ", ".join(d for c in carriers() for d in c.domains)
+        raise AddressError(
+            f"{text!r}: {domain} is not a known carrier gateway ({known}); "
+            "enter the plain phone number and use Twilio instead"
+        )
+    return Address(GATEWAY, text, f"+1{local}", f"{local}@{domain}", carrier)
+
+
+def _classify_phone(text: str, region: str) -> Address:
+    if text.startswith("+") and text.count("+") == 1:
+        pass
+    elif "+" in text:
+        raise AddressError(f"{text!r}: '+' may only start the number (e.g. +15555555555)")
+    if not _PHONE_CHARS.match(text):
+        raise AddressError(
+            f"{text!r} is neither a phone number (digits only, e.g. 555-555-5555) "
+            "nor a gateway address (5555555555@vtext.com)"
+        )
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        raise AddressError(f"{text!r} is not a phone number: {exc}") from None
+    # IS_POSSIBLE_LOCAL_ONLY (7 digits, no area code) cannot be texted either.
+    reason = phonenumbers.is_possible_number_with_reason(number)
+    if reason != phonenumbers.ValidationResult.IS_POSSIBLE:
+        digits = len(re.sub(r"\D", "", text))
+        raise AddressError(
+            f"{text!r} is not a complete phone number ({digits} digits); "
+            f"enter all 10 digits or +country code and number"
+        )
+    return Address(
+        PHONE, text, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    )
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a message goes, or why it cannot go (``channel`` None, ``reason`` set)."""
+
+    channel: str | None
+    address: str | None
+    reason: str | None = None
+
+
+def route(address: Address, twilio_active: bool, today: dt.date | None = None) -> Route:
+    """CONTRACT.md "Routing": Twilio when active; else the gateway over SMTP; a shut-down
+    gateway is never mailed."""
+    if twilio_active:
+        return Route(Channel.TWILIO, address.e164)
+    if address.kind == PHONE:
+        return Route(
+            None,
+            address.e164,
+            "a plain phone number needs Twilio: activate the TWILIO rule "
+            "(erp-sms rules set TWILIO … --active) or enter a carrier gateway address",
+        )
+    assert address.carrier is not None and address.gateway is not None
+    if address.carrier.is_shut_down(today):
+        return Route(
+            None,
+            address.gateway,
+            f"{address.carrier.describe(today)}; texts to {address.gateway} would be lost — "
+            "activate the TWILIO rule to text this number",
+        )
+    return Route(Channel.EMAIL_GATEWAY, address.gateway)

@@ -1,0 +1,177 @@
+"""The data in ``rules/``: carrier gateways, Twilio error policy, rule types, options,
+reply keywords. Read once, frozen, and looked up by the rest of the plugin."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+
+def _load(name: str) -> dict[str, Any]:
+    text = resources.files("erp_sms.rules").joinpath(name).read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+# -- carrier gateways ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Carrier:
+    name: str
+    domains: tuple[str, ...]
+    status: str  # active | sunsetting | shutdown | unknown
+    sunset: dt.date | None
+    note: str = ""
+
+    def is_shut_down(self, today: dt.date | None = None) -> bool:
+        today = today or dt.date.today()
+        if self.status == "shutdown":
+            return True
+        return self.sunset is not None and today >= self.sunset
+
+    def describe(self, today: dt.date | None = None) -> str:
+        """A sentence for staff, e.g. 'AT&T shut down its gateway on 2025-06-17'."""
+        if self.is_shut_down(today):
+            when = f" on {self.sunset.isoformat()}" if self.sunset else ""
+            return f"{self.name} shut down its email-to-SMS gateway{when}"
+        if self.sunset:
+            return f"{self.name} plans to shut down its email-to-SMS gateway on {self.sunset}"
+        return f"{self.name} email-to-SMS gateway ({self.status})"
+
+
+@cache
+def carriers() -> tuple[Carrier, ...]:
+    out = []
+    for row in _load("carriers.toml")["carrier"]:
+        out.append(
+            Carrier(
+                name=row["name"],
+                domains=tuple(d.lower() for d in row["domains"]),
+                status=row["status"],
+                sunset=row.get("sunset"),
+                note=row.get("note", ""),
+            )
+        )
+    return tuple(out)
+
+
+def carrier_for_domain(domain: str) -> Carrier | None:
+    domain = domain.lower()
+    for carrier in carriers():
+        if domain in carrier.domains:
+            return carrier
+    return None
+
+
+# -- Twilio error policy ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorPolicy:
+    code: int
+    action: str  # permanent | retry | config | opt_out
+    reason: str
+    max_attempts: int | None = None
+
+
+@cache
+def twilio_error_policies() -> dict[int, ErrorPolicy]:
+    data = _load("twilio_errors.toml")["codes"]
+    return {
+        int(code): ErrorPolicy(int(code), row["action"], row["reason"], row.get("max_attempts"))
+        for code, row in data.items()
+    }
+
+
+# -- rule types --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleField:
+    name: str
+    kind: str  # text | phone | logic | number
+    help: str
+    pattern: str | None = None
+    choices: tuple[str, ...] = ()
+    secret: bool = False
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class RuleType:
+    name: str
+    description: str
+    fields: tuple[RuleField, ...]
+
+    def field(self, name: str) -> RuleField:
+        for f in self.fields:
+            if f.name.lower() == name.lower():
+                return f
+        known = ", ".join(f.name for f in self.fields)
+        raise KeyError(f"{self.name} rule has no field {name!r}; fields: {known}")
+
+
+@cache
+def rule_types() -> dict[str, RuleType]:
+    out = {}
+    for name, row in _load("rule_types.toml").items():
+        fields = tuple(
+            RuleField(
+                name=f["name"],
+                kind=f["kind"],
+                help=f["help"],
+                pattern=f.get("pattern"),
+                choices=tuple(f.get("choices", ())),
+                secret=bool(f.get("secret", False)),
+                default=f.get("default"),
+            )
+            for f in row["fields"]
+        )
+        out[name] = RuleType(name, row.get("description", ""), fields)
+    return out
+
+
+# -- setup options -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptionDef:
+    name: str
+    kind: str  # bool | text
+    default: Any
+    help: str
+
+
+@cache
+def option_defs() -> dict[str, OptionDef]:
+    return {
+        name: OptionDef(name, row["kind"], row.get("default"), row.get("help", ""))
+        for name, row in _load("options.toml").items()
+    }
+
+
+# -- reply keywords ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Keywords:
+    stop: frozenset[str]
+    start: frozenset[str]
+    help: frozenset[str]
+    stop_phrases: tuple[re.Pattern[str], ...]
+
+
+@cache
+def keywords() -> Keywords:
+    data = _load("keywords.toml")
+    return Keywords(
+        stop=frozenset(w.upper() for w in data["stop"]),
+        start=frozenset(w.upper() for w in data["start"]),
+        help=frozenset(w.upper() for w in data["help"]),
+        stop_phrases=tuple(re.compile(p, re.IGNORECASE) for p in data["stop_phrases"]),
+    )

@@ -1,0 +1,133 @@
+"""Settings from environment variables (CONTRACT.md "Configuration").
+
+An optional TOML file named by ``ERP_SMS_CONFIG`` adds the dispatch tunables; the
+environment wins where both say something.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .errors import ConfigurationError
+
+SMTP_SECURITY = ("none", "starttls", "ssl")
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    """How the dispatcher claims, paces and retries."""
+
+    batch_size: int = 50
+    concurrency: int = 4
+    lease_seconds: float = 300.0
+    poll_seconds: float = 2.0
+    max_attempts: int = 6
+    backoff_base_seconds: float = 30.0
+    backoff_max_seconds: float = 3600.0
+    rate_per_second: float = 0.0  # per sender; 0 = no pacing
+    http_timeout_seconds: float = 15.0
+    smtp_timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///erp_sms.db"
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_security: str = "none"
+    smtp_from: str | None = None
+    twilio_api_url: str = "https://api.twilio.com"
+    public_url: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    default_region: str = "US"
+    inline_dispatch: bool = False
+    dispatch: DispatchSettings = DispatchSettings()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        file_values: dict[str, Any] = {}
+        path = env.get("ERP_SMS_CONFIG")
+        if path:
+            try:
+                with open(path, "rb") as fh:
+                    file_values = tomllib.load(fh)
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigurationError(f"ERP_SMS_CONFIG={path}: cannot read it ({exc})") from exc
+
+        def get(name: str, default: str | None) -> str | None:
+            value = env.get(f"ERP_SMS_{name}")
+            if value is None or value == "":
+                fv = file_values.get(name.lower())
+                return default if fv is None else str(fv)
+            return value
+
+        security = (get("SMTP_SECURITY", "none") or "none").lower()
+        if security not in SMTP_SECURITY:
+            raise ConfigurationError(
+                f"ERP_SMS_SMTP_SECURITY={security!r}: use one of {', '.join(SMTP_SECURITY)}"
+            )
+        port_text = get("SMTP_PORT", "465" if security == "ssl" else "25") or "25"
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ConfigurationError(
+                f"ERP_SMS_SMTP_PORT={port_text!r}: use a port number such as 25 or 587"
+            ) from None
+        dispatch = DispatchSettings()
+        section = file_values.get("dispatch", {})
+        if isinstance(section, dict):
+            known = DispatchSettings.__dataclass_fields__
+            unknown = sorted(set(section) - set(known))
+            if unknown:
+                raise ConfigurationError(
+                    f"ERP_SMS_CONFIG [dispatch]: unknown setting(s) {', '.join(unknown)}; "
+                    f"known: {', '.join(known)}"
+                )
+            dispatch = replace(dispatch, **section)
+        for name in ("concurrency", "batch_size"):
+            value = env.get(f"ERP_SMS_DISPATCH_{name.upper()}")
+            if value:
+                dispatch = replace(dispatch, **{name: int(value)})
+        rate = env.get("ERP_SMS_DISPATCH_RATE_PER_SECOND")
+        if rate:
+            dispatch = replace(dispatch, rate_per_second=float(rate))
+        return cls(
+            database_url=get("DATABASE_URL", cls.database_url) or cls.database_url,
+            smtp_host=get("SMTP_HOST", "localhost") or "localhost",
+            smtp_port=port,
+            smtp_user=get("SMTP_USER", None),
+            smtp_password=get("SMTP_PASSWORD", None),
+            smtp_security=security,
+            smtp_from=get("SMTP_FROM", None),
+            twilio_api_url=(get("TWILIO_API_URL", cls.twilio_api_url) or cls.twilio_api_url),
+            public_url=(get("PUBLIC_URL", None) or None),
+            secret_key=get("SECRET_KEY", None),
+            default_region=(get("DEFAULT_REGION", "US") or "US").upper(),
+            inline_dispatch=(get("INLINE_DISPATCH", "off") or "off").lower()
+            in ("1", "on", "true", "yes"),
+            dispatch=dispatch,
+        )
+
+
+_current: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    global _current
+    if _current is None:
+        _current = Settings.from_env()
+    return _current
+
+
+def set_settings(settings: Settings | None) -> None:
+    """Replace the process-wide settings (``None`` re-reads the environment on next use)."""
+    global _current
+    _current = settings

@@ -1,0 +1,74 @@
+"""One exception hierarchy for the plugin.
+
+Each class's docstring is its default message. Transient, permanent and configuration
+errors are distinct types so that a retry loop can never swallow a configuration problem.
+"""
+
+from __future__ import annotations
+
+
+class ErpSmsError(Exception):
+    """erp-sms failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigurationError(ErpSmsError):
+    """erp-sms is not configured correctly; see README "Configuration"."""
+
+
+class InputError(ErpSmsError):
+    """The input is not valid."""
+
+
+class AddressError(InputError):
+    """The contact's text-message address (Email 2) is not usable."""
+
+
+class TemplateError(InputError):
+    """The text-message template cannot be used."""
+
+
+class UnknownEventError(InputError):
+    """No such event is registered."""
+
+
+class DeliveryError(ErpSmsError):
+    """A channel could not deliver the message.
+
+    ``code`` is the provider's error code (Twilio code or SMTP reply code) when there is one.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: int | None = None,
+        provider: str = "",
+        max_attempts: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.provider = provider
+        self.max_attempts = max_attempts
+
+
+class TransientError(DeliveryError):
+    """The send failed for a reason that may pass; it will be retried."""
+
+
+class PermanentError(DeliveryError):
+    """The send failed for good; retrying will not help."""
+
+
+class OptedOutError(PermanentError):
+    """The recipient opted out of texts from this sender."""
+
+
+class ChannelConfigurationError(DeliveryError):
+    """The channel's credentials or settings were rejected; messages are held for staff."""

@@ -1,0 +1,146 @@
+"""Event types: each one a signal, a template and (optionally) a subject.
+
+The four order events are registered here; a host registers its own the same way,
+e.g. a payment reminder::
+
+    reminder = erp_sms.register_event(
+        "payment_reminder", template="SMS DUNNING", subject="invoice",
+        default_template="{{ order.organization.name }}: invoice {{ invoice.number }} is due. "
+                         "Reply STOP to opt out, HELP for help.",
+    )
+    reminder.signal.send(order, session=session, invoice=invoice)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from blinker import NamedSignal
+from sqlalchemy.orm import Session
+
+from . import signals
+from .errors import InputError, UnknownEventError
+from .recipients import RecipientLookup
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+@dataclass(frozen=True, eq=False)
+class EventType:
+    name: str
+    template: str
+    signal: NamedSignal
+    subject: str | None = None  # keyword argument naming the subject (work_order, …)
+    lookup: RecipientLookup | None = None  # None: the default lookup
+    sample_subject: Mapping[str, Any] | None = None  # for previews and template checks
+
+    def send(self, order: Any, *, session: Session | None = None, **kwargs: Any) -> None:
+        """Fire the event (same as ``self.signal.send``)."""
+        self.signal.send(order, session=session, **kwargs)
+
+
+_registry: dict[str, EventType] = {}
+
+
+def register_event(
+    name: str,
+    template: str,
+    *,
+    subject: str | None = None,
+    default_template: str | None = None,
+    lookup: RecipientLookup | None = None,
+    sample_subject: Mapping[str, Any] | None = None,
+) -> EventType:
+    """Register an event type and connect its receiver. Registering the same name again
+    with the same template and subject returns the existing event."""
+    if not _NAME.match(name):
+        raise InputError(f"event name {name!r}: use lower-case letters, digits and _ (max 64)")
+    if not template or len(template) > 64:
+        raise InputError(f"event {name}: template name must be 1 to 64 characters")
+    existing = _registry.get(name)
+    if existing is not None:
+        if (existing.template, existing.subject) != (template, subject):
+            raise InputError(
+                f"event {name!r} is already registered with template {existing.template!r}"
+            )
+        return existing
+    if default_template is not None:
+        from .templates import register_default
+
+        register_default(template, default_template)
+    event = EventType(
+        name=name,
+        template=template,
+        signal=signals._signals.signal(name),
+        subject=subject,
+        lookup=lookup,
+        sample_subject=sample_subject,
+    )
+    _registry[name] = event
+    from .notifier import connect
+
+    connect(event)
+    return event
+
+
+def get_event(name: str) -> EventType:
+    try:
+        return _registry[name]
+    except KeyError:
+        raise UnknownEventError(
+            f"unknown event {name!r}; registered events: {', '.join(sorted(_registry))}"
+        ) from None
+
+
+def all_events() -> list[EventType]:
+    return list(_registry.values())
+
+
+def event_for_template(template: str) -> EventType | None:
+    for ev in _registry.values():
+        if ev.template == template:
+            return ev
+    return None
+
+
+def fire(name: str, order: Any, *, session: Session | None = None, **kwargs: Any) -> None:
+    """Fire an event by name; an unknown name raises ``UnknownEventError`` at once."""
+    get_event(name).send(order, session=session, **kwargs)
+
+
+def register_builtin_events() -> None:
+    register_event(
+        "sent_to_production",
+        "SMS S2P",
+    )
+    register_event(
+        "work_order_completed",
+        "SMS PWOCOMP",
+        subject="work_order",
+        sample_subject={"id": 1, "number": "WO-58211", "status": "complete"},
+    )
+    register_event(
+        "shipment_shipped",
+        "SMS SESHIP",
+        subject="shipping_event",
+        sample_subject={
+            "id": 1,
+            "status": "Shipped",
+            "carrier": "UPS",
+            "tracking_number": "1Z999AA10123456784",
+        },
+    )
+    register_event(
+        "shipment_delivered",
+        "SMS SEDEL",
+        subject="shipping_event",
+        sample_subject={
+            "id": 1,
+            "status": "Delivered",
+            "carrier": "UPS",
+            "tracking_number": "1Z999AA10123456784",
+        },
+    )

@@ -1,0 +1,225 @@
+"""The plugin's tables: outbox (= email log) and its history, rule-maintenance records,
+setup options, template overrides, consent events and inbound replies.
+
+None of them has a foreign key into the ERP tables: a host may have tables of its own,
+and the email log must stay readable after a contact or order is deleted, so each
+message keeps a snapshot (order number, contact name, address) of what it was sent for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from .db import UTCDateTime, utcnow
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: UTCDateTime}
+
+
+class Status:
+    """Message statuses (CONTRACT.md "Email log report")."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    HELD = "held"
+    CANCELED = "canceled"
+
+    ALL = (QUEUED, SENDING, SENT, DELIVERED, READ, UNDELIVERED, FAILED, SKIPPED, HELD, CANCELED)
+    # Staff can still act on these; everything else is settled.
+    OPEN = (QUEUED, SENDING, HELD)
+
+
+class Channel:
+    TWILIO = "twilio"
+    EMAIL_GATEWAY = "email_gateway"
+    ALL = (TWILIO, EMAIL_GATEWAY)
+
+
+class Message(Base):
+    """One text message considered for one contact (or, with no contact, one order-level
+    entry explaining why nobody was texted). The outbox and the email log in one."""
+
+    __tablename__ = "sms_message"
+    __table_args__ = (
+        Index("ix_sms_message_due", "status", "next_attempt_at"),
+        Index("ix_sms_message_order", "order_number"),
+        Index("ix_sms_message_contact", "contact_ref"),
+        Index("ix_sms_message_created", "created_at"),
+        Index("ix_sms_message_provider", "provider_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    event: Mapped[str] = mapped_column(String(64))
+    template: Mapped[str] = mapped_column(String(64))
+    order_ref: Mapped[str] = mapped_column(String(64))
+    order_number: Mapped[str] = mapped_column(String(64))
+    organization_name: Mapped[str | None] = mapped_column(String(255))
+    subject_ref: Mapped[str | None] = mapped_column(String(64))
+    contact_ref: Mapped[str | None] = mapped_column(String(64))
+    contact_name: Mapped[str | None] = mapped_column(String(255))
+    raw_address: Mapped[str | None] = mapped_column(String(320))
+    channel: Mapped[str | None] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text, default="")
+    encoding: Mapped[str | None] = mapped_column(String(8))
+    segments: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    provider_id: Mapped[str | None] = mapped_column(String(255))
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    price: Mapped[str | None] = mapped_column(String(32))
+    price_unit: Mapped[str | None] = mapped_column(String(8))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+    history: Mapped[list[MessageEvent]] = relationship(
+        back_populates="message", order_by="MessageEvent.id", cascade="all, delete-orphan"
+    )
+
+    def __repr__(self) -> str:
+        return f"Message(id={self.id!r}, event={self.event!r}, status={self.status!r})"
+
+
+class MessageEvent(Base):
+    """One line of a message's timeline: a status change, a provider callback, a reroute."""
+
+    __tablename__ = "sms_message_event"
+    __table_args__ = (
+        Index("ix_sms_message_event_message", "message_id"),
+        Index("ix_sms_message_event_provider", "provider_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("sms_message.id", ondelete="CASCADE"))
+    provider_id: Mapped[str | None] = mapped_column(String(255))
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16))  # status | callback | reroute | note
+    status: Mapped[str | None] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(32))  # notifier | dispatch | webhook | staff
+    detail: Mapped[str | None] = mapped_column(Text)
+    raw: Mapped[str | None] = mapped_column(Text)  # JSON of the provider's payload
+
+    message: Mapped[Message | None] = relationship(back_populates="history")
+
+
+class Rule(Base):
+    """A rule-maintenance record (e.g. TWILIO); its fields are rows of ``RuleField``."""
+
+    __tablename__ = "sms_rule"
+
+    rule_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    rejected_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    rejected_reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    fields: Mapped[list[RuleFieldValue]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin"
+    )
+
+    def get(self, name: str) -> str | None:
+        for f in self.fields:
+            if f.name == name:
+                return f.value
+        return None
+
+    def changed_at(self, name: str) -> dt.datetime | None:
+        for f in self.fields:
+            if f.name == name:
+                return f.updated_at
+        return None
+
+
+class RuleFieldValue(Base):
+    __tablename__ = "sms_rule_field"
+
+    rule_type: Mapped[str] = mapped_column(
+        ForeignKey("sms_rule.rule_type", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RuleAudit(Base):
+    """Who changed which field of a rule record, and when (never the secret's value)."""
+
+    __tablename__ = "sms_rule_audit"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule_type: Mapped[str] = mapped_column(String(32))
+    field: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(16))  # set | cleared | flagged | test
+    changed_by: Mapped[str] = mapped_column(String(128))
+    changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Option(Base):
+    __tablename__ = "sms_option"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class TemplateOverride(Base):
+    """A staff-edited template; replaces the file default of the same name."""
+
+    __tablename__ = "sms_template"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    body: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class ConsentEvent(Base):
+    """An opt-in or opt-out, with where it came from (cli, sms_reply, twilio_21610, …)."""
+
+    __tablename__ = "sms_consent_event"
+    __table_args__ = (Index("ix_sms_consent_contact", "contact_ref"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    contact_ref: Mapped[str | None] = mapped_column(String(64))
+    contact_name: Mapped[str | None] = mapped_column(String(255))
+    address: Mapped[str | None] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(16))  # opt_in | opt_out
+    source: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class InboundMessage(Base):
+    """A text a recipient sent back: keyword or free text, never lost."""
+
+    __tablename__ = "sms_inbound"
+    __table_args__ = (Index("ix_sms_inbound_from", "from_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    provider_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    from_number: Mapped[str] = mapped_column(String(32))
+    to_number: Mapped[str | None] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))  # stop | start | help | reply
+    contact_refs: Mapped[str | None] = mapped_column(Text)  # comma-separated
+    order_number: Mapped[str | None] = mapped_column(String(64))
+    raw: Mapped[str | None] = mapped_column(Text)

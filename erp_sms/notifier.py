@@ -1,0 +1,267 @@
+"""The receiver: an order event becomes outbox rows in the host's own transaction.
+
+Nothing here touches the network. Everything runs inside a SAVEPOINT of the host's
+session, so an error in our tables rolls back our rows only, and no exception ever
+reaches the host's ``signal.send()`` (blinker would propagate it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import phonenumbers
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, object_session
+
+from . import options, rule_records, templates
+from .addresses import classify, route
+from .config import get_settings
+from .db import utcnow
+from .errors import AddressError, TemplateError
+from .models import Message, MessageEvent, Status
+from .outbox import existing_keys
+from .recipients import ContactView, OrderView, default_lookup, select_recipients
+
+if TYPE_CHECKING:
+    from .events import EventType
+
+log = logging.getLogger(__name__)
+
+_receivers: dict[str, Callable[..., list[Message]]] = {}
+# Called with (session, new messages) after rows are written; dispatch uses it for the
+# optional inline mode (send right after the host's commit).
+after_queue_hooks: list[Callable[[Session, list[Message]], None]] = []
+
+
+def connect(event: EventType) -> None:
+    """Connect ``event``'s receiver (strongly: blinker holds receivers weakly by default
+    and a closure would vanish)."""
+
+    def receiver(sender: Any, **kwargs: Any) -> list[Message]:
+        return notify(event, sender, **kwargs)
+
+    _receivers[event.name] = receiver
+    event.signal.connect(receiver, weak=False)
+
+
+def idempotency_key(event: str, order: str, subject: str | None, contact: str | None) -> str:
+    key = f"{event}|{order}|{subject or '-'}|{contact or '-'}"
+    if len(key) > 255:
+        key = f"{event}|sha256:{hashlib.sha256(key.encode()).hexdigest()}"
+    return key
+
+
+def notify(
+    event: EventType, order: Any, *, session: Session | None = None, **kwargs: Any
+) -> list[Message]:
+    """Queue the event's texts in ``session``; never raises. Returns the new rows."""
+    try:
+        if session is None:
+            session = object_session(order) if _is_mapped(order) else None
+            if session is None:
+                log.error(
+                    "erp-sms: %s was fired without session= for order %r and the order is "
+                    "in no session; no text was queued — pass session=<the host's Session>",
+                    event.name,
+                    getattr(order, "number", order),
+                    extra={"event": event.name},
+                )
+                return []
+            log.warning(
+                "erp-sms: %s was fired without session=; using the order's own session",
+                event.name,
+                extra={"event": event.name},
+            )
+        return _notify(event, order, session, kwargs)
+    except Exception as exc:
+        log.exception(
+            "erp-sms: could not queue %s texts for order %r: %s",
+            event.name,
+            getattr(order, "number", order),
+            exc,
+            extra={"event": event.name},
+        )
+        if session is not None:
+            _record_failure(event, order, session, kwargs, exc)
+        return []
+
+
+def _is_mapped(obj: Any) -> bool:
+    return hasattr(obj, "_sa_instance_state")
+
+
+def _notify(
+    event: EventType, order: Any, session: Session, kwargs: Mapping[str, Any]
+) -> list[Message]:
+    if session.new or session.dirty or session.deleted:
+        session.flush()  # the host's own pending rows, outside our savepoint: ids for keys
+    for attempt in (1, 2):
+        try:
+            with session.begin_nested():
+                planned = _plan(event, order, session, kwargs)
+                have = existing_keys(session, [m.idempotency_key for m in planned])
+                new = [m for m in planned if m.idempotency_key not in have]
+                session.add_all(new)
+                session.flush()
+            break
+        except IntegrityError:
+            if attempt == 2:
+                raise
+            # The same event fired concurrently for this order: re-read and add the rest.
+            log.info("erp-sms: %s rows for this order appeared meanwhile; retrying", event.name)
+    if new:
+        log.info(
+            "erp-sms: %s: %d message(s) for order %s (%s)",
+            event.name,
+            len(new),
+            new[0].order_number,
+            ", ".join(f"{m.status}" for m in new),
+            extra={"event": event.name, "count": len(new)},
+        )
+    for hook in after_queue_hooks:
+        hook(session, new)
+    return new
+
+
+def _new_message(base: Mapping[str, Any], key: str, status: str, reason: str | None) -> Message:
+    now = utcnow()
+    msg = Message(
+        idempotency_key=key,
+        status=status,
+        reason=reason,
+        created_at=now,
+        updated_at=now,
+        attempts=0,
+        body="",
+        **base,
+    )
+    if status == Status.QUEUED:
+        msg.next_attempt_at = now
+    msg.history.append(
+        MessageEvent(kind="status", status=status, source="notifier", detail=reason, at=now)
+    )
+    return msg
+
+
+def _sender_context(phone: str | None) -> dict[str, str]:
+    if not phone:
+        return {"phone_number": ""}
+    try:
+        num = phonenumbers.parse(phone, "US")
+        fmt = phonenumbers.PhoneNumberFormat.NATIONAL
+        return {"phone_number": phonenumbers.format_number(num, fmt), "e164": phone}
+    except phonenumbers.NumberParseException:
+        return {"phone_number": phone}
+
+
+def _plan(
+    event: EventType, order: Any, session: Session, kwargs: Mapping[str, Any]
+) -> list[Message]:
+    lookup = event.lookup or default_lookup()
+    view: OrderView = lookup.order(session, order)
+    base: dict[str, Any] = {
+        "event": event.name,
+        "template": event.template,
+        "order_ref": view.key,
+        "order_number": view.number,
+        "organization_name": view.organization_name,
+    }
+    subject_ref: str | None = None
+    subject_ctx: Mapping[str, Any] = {}
+    if event.subject:
+        obj = kwargs.get(event.subject)
+        if obj is None:
+            key = idempotency_key(event.name, view.key, None, None)
+            what = event.subject.replace("_", " ")
+            reason = (
+                f"{event.name} was fired without {event.subject}=: pass the {what} to "
+                f"signal.send() so the text can name it"
+            )
+            return [_new_message(base, key, Status.FAILED, reason)]
+        subject_ref, subject_ctx = lookup.subject(event.subject, obj)
+    base["subject_ref"] = subject_ref
+
+    only_one = options.get_bool(session, "SMSONLYONE")
+    twilio_active, sender_phone = rule_records.twilio_routing(session)
+    decisions = select_recipients(
+        view, lookup.contacts(session, order, listed_only=only_one), only_listed=only_one
+    )
+    source: str | None = None
+    template_error: str | None = None
+    try:
+        source = templates.load(session, event.template).source
+    except TemplateError as exc:
+        template_error = exc.message
+    context: dict[str, Any] = {"order": view.context, "sender": _sender_context(sender_phone)}
+    if event.subject:
+        context[event.subject] = subject_ctx
+    region = get_settings().default_region
+
+    out = []
+    for d in decisions:
+        contact: ContactView | None = d.contact
+        key = idempotency_key(event.name, view.key, subject_ref, contact.key if contact else None)
+        if contact is None:
+            out.append(_new_message(base, key, Status.SKIPPED, d.skip_reason))
+            continue
+        who = {
+            "contact_ref": contact.key,
+            "contact_name": contact.name,
+            "raw_address": contact.address,
+        }
+        if d.skip_reason:
+            out.append(_new_message({**base, **who}, key, Status.SKIPPED, d.skip_reason))
+            continue
+        try:
+            address = classify(contact.address, region)
+        except AddressError as exc:
+            out.append(_new_message({**base, **who}, key, Status.SKIPPED, exc.message))
+            continue
+        r = route(address, twilio_active)
+        who |= {"channel": r.channel, "address": r.address}
+        if r.channel is None:
+            out.append(_new_message({**base, **who}, key, Status.SKIPPED, r.reason))
+            continue
+        if template_error or source is None:
+            out.append(_new_message({**base, **who}, key, Status.FAILED, template_error))
+            continue
+        try:
+            rendered = templates.render(
+                source, {**context, "contact": contact.context}, event.template
+            )
+        except TemplateError as exc:
+            out.append(_new_message({**base, **who}, key, Status.FAILED, exc.message))
+            continue
+        msg = _new_message({**base, **who}, key, Status.QUEUED, None)
+        msg.body, msg.encoding, msg.segments = rendered.body, rendered.encoding, rendered.segments
+        out.append(msg)
+    return out
+
+
+def _record_failure(
+    event: EventType, order: Any, session: Session, kwargs: Mapping[str, Any], exc: Exception
+) -> None:
+    """Leave a failed order-level row explaining what went wrong, in the host's
+    transaction, when our tables can still be written."""
+    try:
+        order_ref = str(getattr(order, "id", None) or getattr(order, "number", "?"))
+        number = str(getattr(order, "number", order_ref))
+        key = idempotency_key(event.name, order_ref, None, "!error")
+        reason = f"erp-sms could not queue texts: {type(exc).__name__}: {exc}"[:2000]
+        with session.begin_nested():
+            if existing_keys(session, [key]):
+                return
+            base = {
+                "event": event.name,
+                "template": event.template,
+                "order_ref": order_ref,
+                "order_number": number,
+                "organization_name": None,
+            }
+            session.add(_new_message(base, key, Status.FAILED, reason))
+            session.flush()
+    except Exception:
+        log.exception("erp-sms: could not record the failure of %s either", event.name)

@@ -1,0 +1,70 @@
+"""Setup options (defined as data in ``rules/options.toml``), e.g. SMSONLYONE."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .catalog import OptionDef, option_defs
+from .errors import InputError
+from .models import Option
+
+_TRUE = ("on", "true", "yes", "1")
+_FALSE = ("off", "false", "no", "0")
+
+
+def definition(name: str) -> OptionDef:
+    defs = option_defs()
+    found = defs.get(name.upper())
+    if found is None:
+        raise InputError(f"unknown option {name!r}; known options: {', '.join(sorted(defs))}")
+    return found
+
+
+def parse_value(opt: OptionDef, value: str) -> str:
+    if opt.kind == "bool":
+        v = value.strip().lower()
+        if v in _TRUE:
+            return "on"
+        if v in _FALSE:
+            return "off"
+        raise InputError(f"{opt.name} takes on or off, not {value!r}")
+    return value
+
+
+def _default_text(opt: OptionDef) -> str:
+    if opt.kind == "bool":
+        return "on" if opt.default else "off"
+    return str(opt.default or "")
+
+
+def get(session: Session, name: str) -> str:
+    opt = definition(name)
+    stored = session.execute(select(Option.value).where(Option.name == opt.name)).scalar()
+    return stored if stored is not None else _default_text(opt)
+
+
+def get_bool(session: Session, name: str) -> bool:
+    return get(session, name) == "on"
+
+
+def set_value(session: Session, name: str, value: str, *, by: str = "staff") -> str:
+    opt = definition(name)
+    text = parse_value(opt, value)
+    row = session.get(Option, opt.name)
+    if row is None:
+        session.add(Option(name=opt.name, value=text, updated_by=by))
+    else:
+        row.value = text
+        row.updated_by = by
+    session.flush()
+    return text
+
+
+def all_values(session: Session) -> dict[str, tuple[str, bool]]:
+    """name -> (value, is_default)."""
+    stored = dict(session.execute(select(Option.name, Option.value)).tuples().all())
+    return {
+        name: (stored[name], False) if name in stored else (_default_text(opt), True)
+        for name, opt in sorted(option_defs().items())
+    }

@@ -1,0 +1,341 @@
+"""The outbox, which is also the email log: every statement that creates, claims or
+updates message rows lives here.
+
+Claims follow the procrastinate model: one short transaction selects due rows
+(``FOR UPDATE SKIP LOCKED`` where the database has it) and moves each one to
+``sending`` with a conditional UPDATE whose rowcount proves the claim (SQLite renders no
+FOR UPDATE). The send happens outside any transaction; a second short transaction
+records the outcome, again conditional on still holding the claim. A claim carries a
+lease: a row left in ``sending`` by a dead worker is claimed again after it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from .db import Database, utcnow
+from .models import Message, MessageEvent, Status
+
+log = logging.getLogger(__name__)
+
+
+def _json(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    return raw if isinstance(raw, str) else json.dumps(raw, sort_keys=True, default=str)
+
+
+# -- ORM side (the host's session, staff commands) -------------------------------------
+
+
+def add_event(
+    session: Session,
+    message: Message,
+    *,
+    kind: str,
+    source: str,
+    status: str | None = None,
+    detail: str | None = None,
+    raw: Any = None,
+) -> MessageEvent:
+    ev = MessageEvent(
+        kind=kind,
+        status=status,
+        source=source,
+        detail=detail,
+        raw=_json(raw),
+        provider_id=message.provider_id,
+        at=utcnow(),
+    )
+    message.history.append(ev)
+    return ev
+
+
+def set_status(
+    session: Session,
+    message: Message,
+    status: str,
+    *,
+    source: str,
+    reason: str | None = None,
+    raw: Any = None,
+) -> None:
+    """Change a message's status and append the change to its timeline."""
+    message.status = status
+    if reason is not None:
+        message.reason = reason
+    if status == Status.QUEUED:
+        message.next_attempt_at = message.next_attempt_at or utcnow()
+    add_event(session, message, kind="status", status=status, source=source, detail=reason, raw=raw)
+
+
+def existing_keys(session: Session, keys: Iterable[str]) -> set[str]:
+    keys = list(keys)
+    if not keys:
+        return set()
+    rows = session.execute(
+        select(Message.idempotency_key).where(Message.idempotency_key.in_(keys))
+    ).scalars()
+    return set(rows)
+
+
+def find(
+    session: Session, status: str | None = None, ids: Sequence[int] | None = None
+) -> list[Message]:
+    q = select(Message).order_by(Message.id)
+    if status:
+        q = q.where(Message.status == status)
+    if ids:
+        q = q.where(Message.id.in_(ids))
+    return list(session.scalars(q))
+
+
+# -- dispatch side (own short transactions) --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A message claimed for sending: everything the channel needs, detached from any
+    session."""
+
+    id: int
+    token: str
+    channel: str | None
+    address: str | None
+    raw_address: str | None
+    body: str
+    attempts: int
+    claimed_at: dt.datetime
+    contact_ref: str | None
+    contact_name: str | None
+    order_number: str
+    reclaimed_after: dt.datetime | None  # the earlier claim's time, when its lease expired
+    previous_provider_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to a claimed message."""
+
+    status: str
+    reason: str | None = None
+    provider_id: str | None = None
+    provider_status: str | None = None
+    error_code: int | None = None
+    segments: int | None = None
+    price: str | None = None
+    price_unit: str | None = None
+    next_attempt_at: dt.datetime | None = None
+    channel: str | None = None
+    address: str | None = None
+    raw: Any = None
+    detail: str | None = None  # for the timeline, when it differs from reason
+
+
+def new_token(worker_id: str) -> str:
+    return f"{worker_id[:48]}:{uuid.uuid4().hex[:12]}"
+
+
+def claim_due(
+    db: Database,
+    worker_id: str,
+    *,
+    limit: int,
+    lease_seconds: float,
+    now: dt.datetime | None = None,
+) -> list[Claimed]:
+    """Claim up to ``limit`` due messages for ``worker_id``."""
+    now = now or utcnow()
+    m = Message.__table__.c
+    due = or_(
+        and_(m.status == Status.QUEUED, m.next_attempt_at <= now),
+        and_(m.status == Status.SENDING, m.lease_expires_at < now),
+    )
+    candidates = (
+        select(m.id, m.status, m.claimed_by, m.claimed_at)
+        .where(due)
+        .order_by(m.next_attempt_at, m.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    lease_until = now + dt.timedelta(seconds=lease_seconds)
+    claimed_ids: list[tuple[int, str, dt.datetime | None]] = []
+    with db.engine.connect().execution_options(erp_sms_begin_immediate=True) as conn:
+        with conn.begin():
+            for row in conn.execute(candidates).all():
+                token = new_token(worker_id)
+                res = conn.execute(
+                    update(Message.__table__)
+                    .where(
+                        m.id == row.id,
+                        m.status == row.status,
+                        m.claimed_by.is_not_distinct_from(row.claimed_by),
+                    )
+                    .values(
+                        status=Status.SENDING,
+                        claimed_by=token,
+                        claimed_at=now,
+                        lease_expires_at=lease_until,
+                        attempts=m.attempts + 1,
+                        updated_at=now,
+                    )
+                )
+                if res.rowcount != 1:
+                    continue  # another worker got it first
+                reclaimed = row.claimed_at if row.status == Status.SENDING else None
+                claimed_ids.append((row.id, token, reclaimed))
+                detail = f"claimed by {token}"
+                if reclaimed is not None:
+                    detail = f"reclaimed by {token}: the lease of {row.claimed_by} expired"
+                conn.execute(
+                    insert(MessageEvent.__table__).values(
+                        message_id=row.id,
+                        at=now,
+                        kind="status",
+                        status=Status.SENDING,
+                        source="dispatch",
+                        detail=detail,
+                    )
+                )
+            if not claimed_ids:
+                return []
+            ids = [c[0] for c in claimed_ids]
+            rows = {r.id: r for r in conn.execute(select(Message.__table__).where(m.id.in_(ids)))}
+    out = []
+    for mid, token, reclaimed in claimed_ids:
+        r = rows[mid]
+        out.append(
+            Claimed(
+                id=mid,
+                token=token,
+                channel=r.channel,
+                address=r.address,
+                raw_address=r.raw_address,
+                body=r.body,
+                attempts=r.attempts,
+                claimed_at=now,
+                contact_ref=r.contact_ref,
+                contact_name=r.contact_name,
+                order_number=r.order_number,
+                reclaimed_after=(
+                    reclaimed.replace(tzinfo=dt.UTC)
+                    if reclaimed and reclaimed.tzinfo is None
+                    else reclaimed
+                ),
+                previous_provider_id=r.provider_id,
+            )
+        )
+    return out
+
+
+def finish(db: Database, claimed: Claimed, outcome: Outcome, *, source: str = "dispatch") -> bool:
+    """Record the outcome of a send; False when the claim was lost meanwhile."""
+    now = utcnow()
+    m = Message.__table__.c
+    values: dict[str, Any] = {
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "claimed_by": None,
+        "lease_expires_at": None,
+        "updated_at": now,
+    }
+    for name in (
+        "provider_id",
+        "error_code",
+        "segments",
+        "price",
+        "price_unit",
+        "channel",
+        "address",
+    ):
+        value = getattr(outcome, name)
+        if value is not None:
+            values[name] = value
+    if outcome.status == Status.QUEUED:
+        values["next_attempt_at"] = outcome.next_attempt_at or now
+    if outcome.status == Status.SENT:
+        values["sent_at"] = now
+    with db.engine.begin() as conn:
+        res = conn.execute(
+            update(Message.__table__)
+            .where(m.id == claimed.id, m.status == Status.SENDING, m.claimed_by == claimed.token)
+            .values(**values)
+        )
+        if res.rowcount != 1:
+            log.warning(
+                "message %s: claim %s was lost before its outcome (%s) was recorded",
+                claimed.id,
+                claimed.token,
+                outcome.status,
+                extra={"message_id": claimed.id, "status": outcome.status},
+            )
+            return False
+        conn.execute(
+            insert(MessageEvent.__table__).values(
+                message_id=claimed.id,
+                at=now,
+                kind="status",
+                status=outcome.status,
+                source=source,
+                detail=outcome.detail or outcome.reason,
+                provider_id=outcome.provider_id,
+                raw=_json(outcome.raw),
+            )
+        )
+    return True
+
+
+def extend_lease(db: Database, claimed: Claimed, lease_seconds: float) -> bool:
+    """Keep a long send's claim alive (heartbeat)."""
+    m = Message.__table__.c
+    with db.engine.begin() as conn:
+        res = conn.execute(
+            update(Message.__table__)
+            .where(m.id == claimed.id, m.claimed_by == claimed.token)
+            .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
+        )
+        return res.rowcount == 1
+
+
+def hold_where(session: Session, rows: Sequence[Message], reason: str, source: str) -> int:
+    for msg in rows:
+        set_status(session, msg, Status.HELD, source=source, reason=reason)
+    return len(rows)
+
+
+def release(
+    session: Session, ids: Sequence[int] | None = None, *, by: str = "staff"
+) -> list[Message]:
+    """Held messages (all, or these ids) go back to the queue."""
+    rows = find(session, Status.HELD, ids)
+    for msg in rows:
+        msg.next_attempt_at = utcnow()
+        set_status(session, msg, Status.QUEUED, source=by, reason=None)
+        msg.reason = None
+    return rows
+
+
+def cancel(
+    session: Session, ids: Sequence[int], *, by: str = "staff", reason: str | None = None
+) -> list[Message]:
+    """Cancel queued or held messages; sent ones are past canceling."""
+    rows = [m for m in find(session, None, ids) if m.status in (Status.QUEUED, Status.HELD)]
+    for msg in rows:
+        set_status(session, msg, Status.CANCELED, source=by, reason=reason or f"canceled by {by}")
+    return rows
+
+
+def counts_by_status(session: Session) -> dict[str, int]:
+    from sqlalchemy import func
+
+    rows = session.execute(select(Message.status, func.count()).group_by(Message.status)).tuples()
+    return dict(rows.all())

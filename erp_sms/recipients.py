@@ -1,0 +1,252 @@
+"""Who gets a text (CONTRACT.md "Who gets a text") and the host boundary.
+
+A host with tables of its own implements ``RecipientLookup``; ``ErpLookup`` is the
+implementation for the reference schema in ``erp_sms.erp`` and the default.
+``select_recipients`` applies the rules to what a lookup returns, the same for every host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import erp
+
+
+@dataclass(frozen=True)
+class OrderView:
+    """What the plugin needs to know about an order (or any document an event is about)."""
+
+    key: str  # stable identifier, part of the idempotency key
+    number: str
+    organization_key: str | None
+    organization_name: str | None
+    sms_update: bool  # the 'SMS Update' checkbox
+    listed_contact_key: str | None
+    context: Mapping[str, Any] = field(default_factory=dict)  # the template's `order`
+
+
+@dataclass(frozen=True)
+class ContactView:
+    key: str
+    name: str
+    address: str | None  # Email 2: gateway address or phone number
+    has_smsupdate: bool
+    organization_keys: frozenset[str]
+    context: Mapping[str, Any] = field(default_factory=dict)  # the template's `contact`
+
+
+class RecipientLookup(Protocol):
+    """What a host provides so erp-sms can find who to text. All calls get the host's
+    session and run inside the host's transaction."""
+
+    def order(self, session: Session, order: Any) -> OrderView:
+        """Describe the order the event is about."""
+        ...
+
+    def contacts(self, session: Session, order: Any, *, listed_only: bool) -> Sequence[ContactView]:
+        """The contacts to consider: with ``listed_only``, the contact listed on the order
+        (if any); otherwise the contacts with SMSUPDATE linked to the order's
+        organization, plus the listed contact when it has SMSUPDATE."""
+        ...
+
+    def subject(self, name: str, obj: Any) -> tuple[str, Mapping[str, Any]]:
+        """Key and template context of the event's subject (a work order, a shipping event,
+        an invoice…)."""
+        ...
+
+    def contacts_with_number(self, session: Session, e164: str) -> Sequence[ContactView]:
+        """Contacts whose text-message address is this number (for replies and opt-outs)."""
+        ...
+
+    def set_consent(self, session: Session, contact_key: str, opted_in: bool) -> ContactView:
+        """Add (True) or remove (False) the contact's SMSUPDATE attribute."""
+        ...
+
+    def contact(self, session: Session, contact_key: str) -> ContactView | None:
+        """One contact by key, or None."""
+        ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    contact: ContactView | None  # None: an order-level entry (nobody could be texted)
+    skip_reason: str | None = None
+
+
+def select_recipients(
+    order: OrderView, contacts: Sequence[ContactView], *, only_listed: bool
+) -> list[Decision]:
+    """Apply CONTRACT.md "Who gets a text" to the contacts a lookup returned."""
+    if only_listed and order.listed_contact_key is None:
+        return [
+            Decision(
+                None,
+                f"SMSONLYONE is on but order {order.number} has no listed contact: pick the "
+                "contact on the order, or turn SMSONLYONE off",
+            )
+        ]
+    if order.organization_key is None and not contacts:
+        return [
+            Decision(
+                None,
+                f"order {order.number} has no organization: set the organization on the order "
+                "so its contacts can be texted",
+            )
+        ]
+    decisions = []
+    for c in contacts:
+        reason = None
+        if order.organization_key is None:
+            reason = f"order {order.number} has no organization to link {c.name} to"
+        elif order.organization_key not in c.organization_keys:
+            org = order.organization_name or order.organization_key
+            reason = f"{c.name} is not linked to {org}: link the contact to the organization"
+        elif not c.has_smsupdate:
+            reason = f"{c.name} does not have the SMSUPDATE attribute (not opted in)"
+        elif not order.sms_update:
+            reason = f"the SMS Update box is not checked on order {order.number}"
+        decisions.append(Decision(c, reason))
+    if not decisions and order.sms_update:
+        org = order.organization_name or order.organization_key
+        decisions.append(
+            Decision(
+                None,
+                f"no contact linked to {org} has the SMSUPDATE attribute: add it to the "
+                "contacts who want texts",
+            )
+        )
+    return decisions
+
+
+def object_context(obj: Any) -> dict[str, Any]:
+    """Template context for an arbitrary host object: a mapping as is, the column
+    attributes of a mapped object, or the public attributes of anything else."""
+    if obj is None:
+        return {}
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    try:
+        mapper = sa_inspect(type(obj))
+    except Exception:
+        mapper = None
+    if mapper is not None and hasattr(mapper, "column_attrs"):
+        return {a.key: getattr(obj, a.key) for a in mapper.column_attrs}
+    return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+
+
+def object_key(obj: Any) -> str:
+    for attr in ("id", "pk", "key", "number"):
+        value = getattr(obj, attr, None)
+        if value is None and isinstance(obj, Mapping):
+            value = obj.get(attr)
+        if value is not None:
+            return str(value)
+    raise ValueError(f"cannot tell which {type(obj).__name__} this is: give it an id")
+
+
+class ErpLookup:
+    """``RecipientLookup`` for the reference schema (``erp_sms.erp``)."""
+
+    def order(self, session: Session, order: Any) -> OrderView:
+        if not isinstance(order, erp.SalesOrder):
+            raise TypeError(
+                f"the default recipient lookup handles erp_sms.erp.SalesOrder, not "
+                f"{type(order).__name__}: register the event with lookup=YourLookup()"
+            )
+        org = order.organization
+        return OrderView(
+            key=str(order.id),
+            number=order.number,
+            organization_key=str(org.id) if org is not None else None,
+            organization_name=org.name if org is not None else None,
+            sms_update=bool(order.sms_update),
+            listed_contact_key=str(order.contact.id) if order.contact is not None else None,
+            context={
+                "number": order.number,
+                "organization": {"name": org.name if org is not None else ""},
+                "sms_update": bool(order.sms_update),
+            },
+        )
+
+    @staticmethod
+    def _view(c: erp.Contact) -> ContactView:
+        return ContactView(
+            key=str(c.id),
+            name=c.name,
+            address=c.email2,
+            has_smsupdate=c.has_attribute(erp.SMSUPDATE),
+            organization_keys=frozenset(str(o.id) for o in c.organizations),
+            context={"name": c.name, "id": c.id},
+        )
+
+    def contacts(self, session: Session, order: Any, *, listed_only: bool) -> Sequence[ContactView]:
+        listed = order.contact
+        if listed_only:
+            return [self._view(listed)] if listed is not None else []
+        found: dict[int, erp.Contact] = {}
+        if order.organization is not None:
+            for c in order.organization.contacts:
+                if c.has_attribute(erp.SMSUPDATE):
+                    found[c.id] = c
+        if listed is not None and listed.has_attribute(erp.SMSUPDATE):
+            found.setdefault(listed.id, listed)
+        return [self._view(c) for c in sorted(found.values(), key=lambda c: c.id)]
+
+    def subject(self, name: str, obj: Any) -> tuple[str, Mapping[str, Any]]:
+        return object_key(obj), object_context(obj)
+
+    def contacts_with_number(self, session: Session, e164: str) -> Sequence[ContactView]:
+        from .addresses import classify  # local: addresses imports models, not recipients
+        from .errors import AddressError
+
+        digits = e164[-10:]
+        rows = session.scalars(select(erp.Contact).where(erp.Contact.email2.is_not(None))).all()
+        out = []
+        for c in rows:
+            text = c.email2 or ""
+            if digits not in "".join(ch for ch in text if ch.isdigit()):
+                continue
+            try:
+                if classify(text).e164 == e164:
+                    out.append(self._view(c))
+            except AddressError:
+                continue
+        return out
+
+    def set_consent(self, session: Session, contact_key: str, opted_in: bool) -> ContactView:
+        c = session.get(erp.Contact, int(contact_key))
+        if c is None:
+            raise LookupError(f"no contact with id {contact_key}")
+        if opted_in and not c.has_attribute(erp.SMSUPDATE):
+            c.attributes.append(erp.ContactAttribute(code=erp.SMSUPDATE))
+        elif not opted_in:
+            for a in [a for a in c.attributes if a.code == erp.SMSUPDATE]:
+                c.attributes.remove(a)
+        session.flush()
+        return self._view(c)
+
+    def contact(self, session: Session, contact_key: str) -> ContactView | None:
+        try:
+            c = session.get(erp.Contact, int(contact_key))
+        except ValueError:
+            return None
+        return self._view(c) if c is not None else None
+
+
+_default_lookup: RecipientLookup = ErpLookup()
+
+
+def default_lookup() -> RecipientLookup:
+    return _default_lookup
+
+
+def set_default_lookup(lookup: RecipientLookup) -> None:
+    """Use the host's own lookup for every event that was not registered with one."""
+    global _default_lookup
+    _default_lookup = lookup

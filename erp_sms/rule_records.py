@@ -1,0 +1,218 @@
+"""Rule-maintenance records (TWILIO): validation, the AuthCode kept secret, and an audit.
+
+Rule types and their fields are data (``rules/rule_types.toml``). The AuthCode is
+encrypted at rest with Fernet when ``ERP_SMS_SECRET_KEY`` is set, never logged, and
+shown masked; the audit records which field changed, never a secret's value.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import phonenumbers
+from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .catalog import RuleType, rule_types
+from .config import get_settings
+from .db import utcnow
+from .errors import ConfigurationError, InputError
+from .models import Rule, RuleAudit, RuleFieldValue
+
+TWILIO = "TWILIO"
+_ENCRYPTED = "fernet:"
+
+
+def rule_type(name: str) -> RuleType:
+    types = rule_types()
+    found = types.get(name.upper())
+    if found is None:
+        raise InputError(f"unknown rule {name!r}; known rules: {', '.join(sorted(types))}")
+    return found
+
+
+def validate_field(rtype: RuleType, name: str, value: str) -> str:
+    """The value as stored, or ``InputError`` with the field's help sentence."""
+    try:
+        f = rtype.field(name)
+    except KeyError as exc:
+        raise InputError(str(exc.args[0])) from None
+    value = value.strip()
+    if f.kind == "phone":
+        digits = re.sub(r"[\s().\-]", "", value)
+        try:
+            num = phonenumbers.parse(digits, "US")
+        except phonenumbers.NumberParseException:
+            raise InputError(f"{f.help} (got {value!r})") from None
+        if not (digits.isdigit() and len(digits) == 10) and not digits.startswith("+"):
+            raise InputError(f"{f.help} (got {value!r})")
+        if not phonenumbers.is_possible_number(num):
+            raise InputError(f"{f.help} (got {value!r})")
+        return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    if f.choices and value.upper() not in f.choices:
+        raise InputError(f"{f.help} (got {value!r})")
+    if f.choices:
+        return value.upper()
+    if f.pattern and not re.fullmatch(f.pattern, value):
+        shown = "the value given" if f.secret else repr(value)
+        raise InputError(f"{f.help} ({shown} does not fit)")
+    return value
+
+
+def _fernet() -> Fernet | None:
+    key = get_settings().secret_key
+    if not key:
+        return None
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))
+
+
+def seal(value: str) -> str:
+    f = _fernet()
+    return _ENCRYPTED + f.encrypt(value.encode()).decode() if f else value
+
+
+def unseal(stored: str) -> str:
+    if not stored.startswith(_ENCRYPTED):
+        return stored
+    f = _fernet()
+    if f is None:
+        raise ConfigurationError(
+            "the TWILIO AuthCode is stored encrypted: set ERP_SMS_SECRET_KEY to the key it "
+            "was saved with"
+        )
+    try:
+        return f.decrypt(stored[len(_ENCRYPTED) :].encode()).decode()
+    except InvalidToken:
+        raise ConfigurationError(
+            "the TWILIO AuthCode cannot be decrypted with this ERP_SMS_SECRET_KEY: use the "
+            "key it was saved with, or set the AuthCode again"
+        ) from None
+
+
+def mask_secret(value: str | None) -> str:
+    return "(not set)" if not value else "set (hidden)"
+
+
+@dataclass(frozen=True)
+class TwilioRule:
+    """The TWILIO record as the Twilio channel needs it."""
+
+    sid: str
+    auth_code: str = field(repr=False)
+    phone_number: str
+    active: bool
+    rejected_reason: str | None = None
+
+
+def get_rule(session: Session, name: str) -> Rule | None:
+    return session.get(Rule, rule_type(name).name)
+
+
+def set_fields(
+    session: Session,
+    name: str,
+    values: Mapping[str, str],
+    *,
+    active: bool | None = None,
+    by: str = "staff",
+) -> Rule:
+    """Validate and save fields (and Active), audit each change; an active record must
+    be complete. New credentials clear a 'rejected' flag."""
+    rtype = rule_type(name)
+    clean = {rtype.field(k).name: validate_field(rtype, k, v) for k, v in values.items()}
+    rule = session.get(Rule, rtype.name)
+    if rule is None:
+        rule = Rule(rule_type=rtype.name, active=False)
+        session.add(rule)
+        for f in rtype.fields:
+            if f.kind != "logic" and f.default is not None and f.name not in clean:
+                clean[f.name] = str(f.default)
+    now = utcnow()
+    by_name = {f.name: f for f in rule.fields}
+    for fname, value in clean.items():
+        spec = rtype.field(fname)
+        stored = seal(value) if spec.secret else value
+        row = by_name.get(fname)
+        if row is None:
+            rule.fields.append(RuleFieldValue(name=fname, value=stored, updated_at=now))
+        else:
+            if not spec.secret and row.value == stored:
+                continue
+            row.value = stored
+            row.updated_at = now
+        session.add(RuleAudit(rule_type=rtype.name, field=fname, action="set", changed_by=by))
+    if active is not None and active != rule.active:
+        if active:
+            missing = [
+                f.name
+                for f in rtype.fields
+                if f.kind != "logic" and not (clean.get(f.name) or rule.get(f.name))
+            ]
+            if missing:
+                raise InputError(
+                    f"cannot activate {rtype.name}: {', '.join(missing)} missing; set them "
+                    f"with `erp-sms rules set {rtype.name} --{missing[0].lower()} …`"
+                )
+        rule.active = active
+        session.add(
+            RuleAudit(
+                rule_type=rtype.name,
+                field="Active",
+                action="set",
+                changed_by=by,
+                detail="on" if active else "off",
+            )
+        )
+    credentials_changed = any(rtype.field(k).secret or k == "SID" for k in clean)
+    if credentials_changed and rule.rejected_at is not None:
+        rule.rejected_at = None
+        rule.rejected_reason = None
+    session.flush()
+    return rule
+
+
+def flag_rejected(session: Session, name: str, reason: str) -> None:
+    """Mark the record's credentials as rejected by the provider (e.g. Twilio 20003)."""
+    rule = session.get(Rule, rule_type(name).name)
+    if rule is None or rule.rejected_at is not None:
+        return
+    rule.rejected_at = utcnow()
+    rule.rejected_reason = reason
+    session.add(
+        RuleAudit(
+            rule_type=rule.rule_type,
+            field="AuthCode",
+            action="flagged",
+            changed_by="dispatch",
+            detail=reason,
+        )
+    )
+
+
+def twilio_routing(session: Session) -> tuple[bool, str | None]:
+    """(active, sending phone number): what the host-side notifier needs, no secrets."""
+    rule = session.execute(select(Rule).where(Rule.rule_type == TWILIO)).scalar_one_or_none()
+    if rule is None:
+        return False, None
+    return bool(rule.active), rule.get("PhoneNumber")
+
+
+def twilio_rule(session: Session) -> TwilioRule | None:
+    """The TWILIO record with the AuthCode decrypted, or None when there is none."""
+    rule = session.get(Rule, TWILIO)
+    if rule is None:
+        return None
+    auth = rule.get("AuthCode")
+    return TwilioRule(
+        sid=rule.get("SID") or "",
+        auth_code=unseal(auth) if auth else "",
+        phone_number=rule.get("PhoneNumber") or "",
+        active=bool(rule.active),
+        rejected_reason=rule.rejected_reason,
+    )

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from erp_sms.addresses import GATEWAY, PHONE, classify, mask, route
+from erp_sms.errors import AddressError
+from erp_sms.models import Channel
+
+TODAY = dt.date(2026, 11, 21)
+
+
+@pytest.mark.parametrize(
+    ("raw", "e164"),
+    [
+        ("555-555-5555", "+15555555555"),
+        ("+15555555555", "+15555555555"),
+        ("(312) 555-0142", "+13125550142"),
+        (" 312.555.0142 ", "+13125550142"),
+        ("+44 7911 123456", "+447911123456"),
+    ],
+)
+def test_plain_phone_numbers_become_e164(raw: str, e164: str) -> None:
+    a = classify(raw)
+    assert (a.kind, a.e164, a.gateway) == (PHONE, e164, None)
+
+
+def test_gateway_address_keeps_address_and_digits() -> None:
+    a = classify("3125550142@VTEXT.com")
+    assert a.kind == GATEWAY
+    assert a.gateway == "3125550142@vtext.com"
+    assert a.e164 == "+13125550142"
+    assert a.carrier is not None and a.carrier.name == "Verizon"
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ("call-me-maybe", "neither a phone number"),
+        ("555-CALL-NOW", "neither a phone number"),
+        ("555-1234", "not a complete phone number"),
+        ("12", "not a complete phone number"),
+        ("+13125550142@vtext.com", "10-digit phone number"),
+        ("13125550142@vtext.com", "leave out the leading 1"),
+        ("312555014@vtext.com", "exactly 10 digits"),
+        ("3125550142@example.com", "not a known carrier gateway"),
+        ("3125550142@vtext.com\r\nBcc: victim@example.com", "line break"),
+        ("3125550142\n@vtext.com", "line break"),
+        ("555-555-5555\r\n", "line break"),
+        ("", "fill in Email 2"),
+        (None, "fill in Email 2"),
+        ("12+34", "'+' may only start"),
+    ],
+)
+def test_malformed_addresses_give_one_clear_reason(raw: str | None, fragment: str) -> None:
+    with pytest.raises(AddressError) as info:
+        classify(raw)
+    assert fragment in str(info.value)
+
+
+def test_twilio_active_sends_every_address_to_its_e164_number() -> None:
+    assert route(classify("555-555-5555"), True, TODAY) == route(
+        classify("5555555555@vtext.com"), True, TODAY
+    )
+    r = route(classify("5555555555@txt.att.net"), True, TODAY)
+    assert (r.channel, r.address) == (Channel.TWILIO, "+15555555555")
+
+
+def test_without_twilio_a_gateway_goes_by_email_and_a_phone_is_skipped() -> None:
+    r = route(classify("5555555555@vtext.com"), False, TODAY)
+    assert (r.channel, r.address, r.reason) == (Channel.EMAIL_GATEWAY, "5555555555@vtext.com", None)
+    r = route(classify("555-555-5555"), False, TODAY)
+    assert r.channel is None and "needs Twilio" in (r.reason or "")
+
+
+@pytest.mark.parametrize(
+    ("address", "carrier", "date"),
+    [
+        ("5555555555@txt.att.net", "AT&T", "2025-06-17"),
+        ("5555555555@tmomail.net", "T-Mobile", "2024-12-01"),
+        ("5555555555@messaging.sprintpcs.com", "Sprint", "2020-04-01"),
+    ],
+)
+def test_shut_down_gateway_is_never_mailed(address: str, carrier: str, date: str) -> None:
+    r = route(classify(address), False, TODAY)
+    assert r.channel is None
+    assert carrier in (r.reason or "") and date in (r.reason or "")
+
+
+def test_verizon_counts_as_shut_down_from_its_sunset_date() -> None:
+    a = classify("5555555555@vtext.com")
+    assert route(a, False, dt.date(2027, 3, 30)).channel == Channel.EMAIL_GATEWAY
+    late = route(a, False, dt.date(2027, 3, 31))
+    assert late.channel is None and "2027-03-31" in (late.reason or "")
+
+
+def test_mask_keeps_only_the_last_four_digits() -> None:
+    assert mask("+13125550142") == "***0142"
+    assert mask("3125550142@vtext.com") == "***0142@vtext.com"
