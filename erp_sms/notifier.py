@@ -31,9 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _receivers: dict[str, Callable[..., list[Message]]] = {}
-# Called with (session, new messages) after rows are written; dispatch uses it for the
-# optional inline mode (send right after the host's commit).
-after_queue_hooks: list[Callable[[Session, list[Message]], None]] = []
 
 
 def connect(event: EventType) -> None:
@@ -121,8 +118,11 @@ def _notify(
             ", ".join(f"{m.status}" for m in new),
             extra={"event": event.name, "count": len(new)},
         )
-    for hook in after_queue_hooks:
-        hook(session, new)
+    settings = get_settings()
+    if settings.inline_dispatch and any(m.status == Status.QUEUED for m in new):
+        from .dispatch import schedule_inline  # the host path imports no channel otherwise
+
+        schedule_inline(session, settings)
     return new
 
 

@@ -139,6 +139,7 @@ class Outcome:
     address: str | None = None
     raw: Any = None
     detail: str | None = None  # for the timeline, when it differs from reason
+    released: bool = False  # handed back unsent (worker shutdown): the attempt does not count
 
 
 def new_token(worker_id: str) -> str:
@@ -169,47 +170,47 @@ def claim_due(
     )
     lease_until = now + dt.timedelta(seconds=lease_seconds)
     claimed_ids: list[tuple[int, str, dt.datetime | None]] = []
-    with db.engine.connect().execution_options(erp_sms_begin_immediate=True) as conn:
-        with conn.begin():
-            for row in conn.execute(candidates).all():
-                token = new_token(worker_id)
-                res = conn.execute(
-                    update(Message.__table__)
-                    .where(
-                        m.id == row.id,
-                        m.status == row.status,
-                        m.claimed_by.is_not_distinct_from(row.claimed_by),
-                    )
-                    .values(
-                        status=Status.SENDING,
-                        claimed_by=token,
-                        claimed_at=now,
-                        lease_expires_at=lease_until,
-                        attempts=m.attempts + 1,
-                        updated_at=now,
-                    )
+    conn_cm = db.engine.connect().execution_options(erp_sms_begin_immediate=True)
+    with conn_cm as conn, conn.begin():
+        for row in conn.execute(candidates).all():
+            token = new_token(worker_id)
+            res = conn.execute(
+                update(Message.__table__)
+                .where(
+                    m.id == row.id,
+                    m.status == row.status,
+                    m.claimed_by.is_not_distinct_from(row.claimed_by),
                 )
-                if res.rowcount != 1:
-                    continue  # another worker got it first
-                reclaimed = row.claimed_at if row.status == Status.SENDING else None
-                claimed_ids.append((row.id, token, reclaimed))
-                detail = f"claimed by {token}"
-                if reclaimed is not None:
-                    detail = f"reclaimed by {token}: the lease of {row.claimed_by} expired"
-                conn.execute(
-                    insert(MessageEvent.__table__).values(
-                        message_id=row.id,
-                        at=now,
-                        kind="status",
-                        status=Status.SENDING,
-                        source="dispatch",
-                        detail=detail,
-                    )
+                .values(
+                    status=Status.SENDING,
+                    claimed_by=token,
+                    claimed_at=now,
+                    lease_expires_at=lease_until,
+                    attempts=m.attempts + 1,
+                    updated_at=now,
                 )
-            if not claimed_ids:
-                return []
-            ids = [c[0] for c in claimed_ids]
-            rows = {r.id: r for r in conn.execute(select(Message.__table__).where(m.id.in_(ids)))}
+            )
+            if res.rowcount != 1:
+                continue  # another worker got it first
+            reclaimed = row.claimed_at if row.status == Status.SENDING else None
+            claimed_ids.append((row.id, token, reclaimed))
+            detail = f"claimed by {token}"
+            if reclaimed is not None:
+                detail = f"reclaimed by {token}: the lease of {row.claimed_by} expired"
+            conn.execute(
+                insert(MessageEvent.__table__).values(
+                    message_id=row.id,
+                    at=now,
+                    kind="status",
+                    status=Status.SENDING,
+                    source="dispatch",
+                    detail=detail,
+                )
+            )
+        if not claimed_ids:
+            return []
+        ids = [c[0] for c in claimed_ids]
+        rows = {r.id: r for r in conn.execute(select(Message.__table__).where(m.id.in_(ids)))}
     out = []
     for mid, token, reclaimed in claimed_ids:
         r = rows[mid]
@@ -262,6 +263,8 @@ def finish(db: Database, claimed: Claimed, outcome: Outcome, *, source: str = "d
             values[name] = value
     if outcome.status == Status.QUEUED:
         values["next_attempt_at"] = outcome.next_attempt_at or now
+    if outcome.released:
+        values["attempts"] = m.attempts - 1
     if outcome.status == Status.SENT:
         values["sent_at"] = now
     with db.engine.begin() as conn:
@@ -322,6 +325,12 @@ def release(
         set_status(session, msg, Status.QUEUED, source=by, reason=None)
         msg.reason = None
     return rows
+
+
+def release_channel(session: Session, channel: str, *, by: str) -> list[Message]:
+    """Release the held messages of one channel (e.g. after TWILIO credentials are fixed)."""
+    ids = [m.id for m in find(session, Status.HELD) if m.channel == channel]
+    return release(session, ids, by=by) if ids else []
 
 
 def cancel(

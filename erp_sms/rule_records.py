@@ -174,6 +174,11 @@ def set_fields(
         rule.rejected_at = None
         rule.rejected_reason = None
     session.flush()
+    if rtype.name == TWILIO and rule.active and rule.rejected_at is None:
+        # Texts held for this record (credentials rejected, or TWILIO inactive) go out again.
+        from .outbox import release_channel
+
+        release_channel(session, "twilio", by=by)
     return rule
 
 
@@ -193,6 +198,29 @@ def flag_rejected(session: Session, name: str, reason: str) -> None:
             detail=reason,
         )
     )
+
+
+def clear_rejected(session: Session, name: str, *, by: str) -> None:
+    """The credentials were checked and work: lift the flag and release held texts."""
+    rule = session.get(Rule, rule_type(name).name)
+    if rule is None or rule.rejected_at is None:
+        return
+    rule.rejected_at = None
+    rule.rejected_reason = None
+    session.add(
+        RuleAudit(
+            rule_type=rule.rule_type,
+            field="AuthCode",
+            action="cleared",
+            changed_by=by,
+            detail="credentials checked and working",
+        )
+    )
+    session.flush()
+    if rule.active:
+        from .outbox import release_channel
+
+        release_channel(session, "twilio", by=by)
 
 
 def twilio_routing(session: Session) -> tuple[bool, str | None]:

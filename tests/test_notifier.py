@@ -122,7 +122,7 @@ def test_the_idempotency_key_is_enforced_by_the_database(session, world):
         status=Status.QUEUED,
     )
     session.add(dup)
-    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
         session.flush()
     session.rollback()
 
@@ -298,7 +298,8 @@ def test_bad_template_fails_each_message_with_reason_and_never_reaches_the_host(
 
 
 def test_unknown_event_name_is_a_clear_error_and_writes_nothing(session, world):
-    with pytest.raises(UnknownEventError, match="unknown event 'sent_to_prod'.*sent_to_production"):
+    expected = r"unknown event 'sent_to_prod'.*sent_to_production"
+    with pytest.raises(UnknownEventError, match=expected):
         erp_sms.fire("sent_to_prod", world["order"], session=session)
     session.commit()
     assert messages(session) == []

@@ -1,0 +1,534 @@
+"""``erp-sms``: the staff and operator command line (CONTRACT.md "Staff CLI").
+
+Bad input exits non-zero with one clear line on stderr. The AuthCode is never printed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session
+
+from . import options as options_mod
+from . import outbox, report, rule_records
+from .config import get_settings
+from .db import Database
+from .errors import ErpSmsError, InputError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "staff"
+
+
+def _db() -> Database:
+    return Database(get_settings().database_url)
+
+
+@contextmanager
+def staff_session() -> Iterator[Session]:
+    db = _db()
+    try:
+        with db.session() as s:
+            yield s
+    except (OperationalError, ProgrammingError) as exc:
+        text = str(exc.orig) if exc.orig is not None else str(exc)
+        if "no such table" in text or "does not exist" in text or "doesn't exist" in text:
+            raise ErpSmsError(
+                f"the erp-sms tables are missing in {_safe_url()}: run `erp-sms db upgrade`"
+            ) from None
+        raise ErpSmsError(f"database error: {text.splitlines()[0]}") from None
+    finally:
+        db.dispose()
+
+
+def _safe_url() -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(get_settings().database_url).render_as_string(hide_password=True)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # The twilio client logs every request's headers at INFO.
+    logging.getLogger("twilio").setLevel(logging.WARNING)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens (INFO).")
+def cli(verbose: bool) -> None:
+    """erp-sms: text customers as their sales orders move.
+
+    \b
+    Example:
+      erp-sms db upgrade
+      erp-sms rules set TWILIO --sid AC… --auth-code … --phone-number 3125550100 --active
+      erp-sms worker
+    """
+    _setup_logging(verbose)
+
+
+# -- db --------------------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Create or migrate the tables.
+
+    \b
+    Example:
+      ERP_SMS_DATABASE_URL=postgresql+psycopg://erp@localhost/erp erp-sms db upgrade
+    """
+
+
+@db.command("upgrade")
+@click.option(
+    "--plugin-only", is_flag=True, help="Only the plugin's tables (a host with its own ERP tables)."
+)
+def db_upgrade(plugin_only: bool) -> None:
+    """Create or migrate all tables (ERP reference + plugin); safe to run again.
+
+    \b
+    Example:
+      erp-sms db upgrade
+      erp-sms db upgrade --plugin-only
+    """
+    from . import migrate
+
+    database = _db()
+    try:
+        migrate.upgrade(database.engine, plugin_only=plugin_only)
+        heads = ", ".join(sorted(migrate.current(database.engine)))
+    except OperationalError as exc:
+        raise ErpSmsError(f"cannot reach the database {_safe_url()}: {exc.orig}") from None
+    finally:
+        database.dispose()
+    click.echo(f"database {_safe_url()} is up to date ({heads})")
+
+
+# -- rules -------------------------------------------------------------------------------------
+
+
+@cli.group()
+def rules() -> None:
+    """Rule-maintenance records (TWILIO).
+
+    \b
+    Example:
+      erp-sms rules show TWILIO
+    """
+
+
+def _rule_name(name: str) -> str:
+    return rule_records.rule_type(name).name
+
+
+@rules.command("show")
+@click.argument("name")
+def rules_show(name: str) -> None:
+    """Show a rule record; the AuthCode only as set / not set.
+
+    \b
+    Example:
+      erp-sms rules show TWILIO
+    """
+    rtype = rule_records.rule_type(name)
+    with staff_session() as s:
+        rule = rule_records.get_rule(s, rtype.name)
+        click.echo(f"{rtype.name} — {rtype.description}")
+        if rule is None:
+            click.echo(
+                "  not set up: use `erp-sms rules set TWILIO --sid … --auth-code … --phone-number …`"
+            )
+            return
+        for f in rtype.fields:
+            if f.kind == "logic":
+                continue
+            value = rule.get(f.name)
+            changed = rule.changed_at(f.name)
+            when = f" (changed {changed:%Y-%m-%d %H:%M} UTC)" if changed else ""
+            shown = rule_records.mask_secret(value) if f.secret else (value or "(not set)")
+            click.echo(f"  {f.name:<12} {shown}{when}")
+        click.echo(f"  {'Active':<12} {'on' if rule.active else 'off'}")
+        if rule.rejected_at:
+            click.echo(
+                f"  REJECTED     {rule.rejected_at:%Y-%m-%d %H:%M} UTC: {rule.rejected_reason}"
+            )
+        held = len([m for m in outbox.find(s, "held") if m.channel == "twilio"])
+        if held:
+            click.echo(f"  {held} text(s) held for this record: `erp-sms report --status held`")
+
+
+@rules.command("set")
+@click.argument("name")
+@click.option("--sid", help="Twilio Account SID (AC + 32 hex).")
+@click.option("--auth-code", help="Twilio Auth Token (32 hex). Use - to read it from stdin.")
+@click.option("--phone-number", help="The Twilio number texts come from (10 digits or E.164).")
+@click.option("--use-code", help="Must be SMSUPDATE.")
+@click.option("--active/--inactive", default=None, help="Switch the integration on or off.")
+@click.option(
+    "--by", default=None, help="Who makes the change (for the audit; default: login name)."
+)
+def rules_set(
+    name: str,
+    sid: str | None,
+    auth_code: str | None,
+    phone_number: str | None,
+    use_code: str | None,
+    active: bool | None,
+    by: str | None,
+) -> None:
+    """Set fields of a rule record; every change is audited (never the secret's value).
+
+    \b
+    Example:
+      erp-sms rules set TWILIO --sid AC0123… --auth-code - --phone-number 3125550100 \\
+          --use-code SMSUPDATE --active
+    """
+    if auth_code == "-":
+        auth_code = sys.stdin.readline().strip()
+    values = {
+        k: v
+        for k, v in (
+            ("SID", sid),
+            ("AuthCode", auth_code),
+            ("PhoneNumber", phone_number),
+            ("UseCode", use_code),
+        )
+        if v is not None
+    }
+    if not values and active is None:
+        raise InputError(
+            "nothing to set: give --sid, --auth-code, --phone-number, --use-code or --active/--inactive"
+        )
+    with staff_session() as s:
+        held_before = {m.id for m in outbox.find(s, "held")}
+        rule = rule_records.set_fields(s, _rule_name(name), values, active=active, by=by or _user())
+        released = held_before - {m.id for m in outbox.find(s, "held")}
+        state = "active" if rule.active else "inactive"
+    changed = ", ".join(sorted(values)) + (", Active" if active is not None else "")
+    click.echo(f"{name.upper()} saved ({changed.strip(', ')}); the record is {state}")
+    if released:
+        click.echo(f"{len(released)} held text(s) released to the queue")
+
+
+@rules.command("test")
+@click.argument("name")
+def rules_test(name: str) -> None:
+    """Check the stored credentials against the Twilio API and say whether they work.
+
+    \b
+    Example:
+      erp-sms rules test TWILIO
+    """
+    from .twilio_check import check_credentials
+
+    _rule_name(name)
+    with staff_session() as s:
+        rule = rule_records.twilio_rule(s)
+        if rule is None or not rule.sid or not rule.auth_code:
+            raise InputError(
+                "TWILIO is not set up: use `erp-sms rules set TWILIO --sid … --auth-code …`"
+            )
+        ok, sentence = check_credentials(rule, get_settings())
+        if ok:
+            rule_records.clear_rejected(s, rule_records.TWILIO, by=_user())
+        else:
+            rule_records.flag_rejected(s, rule_records.TWILIO, sentence)
+    if not ok:
+        raise ErpSmsError(sentence)
+    click.echo(sentence)
+
+
+# -- options --------------------------------------------------------------------------------
+
+
+@cli.group()
+def options() -> None:
+    """Setup options (SMSONLYONE, …).
+
+    \b
+    Example:
+      erp-sms options set SMSONLYONE on
+    """
+
+
+@options.command("show")
+def options_show() -> None:
+    """Show every option, its value and what it does.
+
+    \b
+    Example:
+      erp-sms options show
+    """
+    from .catalog import option_defs
+
+    defs = option_defs()
+    with staff_session() as s:
+        for name, (value, is_default) in options_mod.all_values(s).items():
+            note = " (default)" if is_default else ""
+            click.echo(f"{name:<12} {value}{note}\n             {defs[name].help}")
+
+
+@options.command("set")
+@click.argument("name")
+@click.argument("value")
+def options_set(name: str, value: str) -> None:
+    """Set an option (on/off for switches).
+
+    \b
+    Example:
+      erp-sms options set SMSONLYONE on
+    """
+    with staff_session() as s:
+        stored = options_mod.set_value(s, name, value, by=_user())
+    click.echo(f"{name.upper()} = {stored}")
+
+
+# -- templates ------------------------------------------------------------------------------
+
+from .cli_templates import templates  # noqa: E402
+
+cli.add_command(templates)
+
+
+# -- dispatch / worker ----------------------------------------------------------------------
+
+
+@cli.command()
+def dispatch() -> None:
+    """Deliver every text that is due, then exit with a one-line summary.
+
+    \b
+    Example:
+      erp-sms dispatch        # e.g. from cron every minute
+    """
+    from .dispatch import Dispatcher
+
+    database = _db()
+    try:
+        summary = Dispatcher(database).run_once()
+    finally:
+        database.dispose()
+    click.echo(summary.line())
+
+
+@cli.command()
+@click.option("--worker-id", default=None, help="Name of this worker in claims (default host:pid).")
+def worker(worker_id: str | None) -> None:
+    """Keep delivering until SIGTERM or SIGINT; the text in hand is finished first.
+
+    \b
+    Example:
+      erp-sms worker
+    """
+    import threading
+
+    from .dispatch import Dispatcher
+
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        click.echo(f"worker: {signal.Signals(signum).name}, finishing the text in hand", err=True)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    database = _db()
+    try:
+        d = Dispatcher(database, worker_id=worker_id, stop=stop)
+        click.echo(f"worker {d.worker_id}: delivering (SIGTERM to stop)", err=True)
+        d.run_forever(on_batch=lambda s: click.echo(s.line(), err=True))
+    finally:
+        database.dispose()
+    click.echo("worker: stopped", err=True)
+
+
+# -- messages -----------------------------------------------------------------------------------
+
+
+@cli.group()
+def messages() -> None:
+    """Release or cancel held and queued texts.
+
+    \b
+    Example:
+      erp-sms messages release --all
+    """
+
+
+@messages.command("release")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "all_", is_flag=True, help="Release every held text.")
+def messages_release(ids: tuple[int, ...], all_: bool) -> None:
+    """Put held texts back in the queue.
+
+    \b
+    Example:
+      erp-sms messages release 41 42
+      erp-sms messages release --all
+    """
+    if not ids and not all_:
+        raise InputError("name the message ids to release, or use --all")
+    with staff_session() as s:
+        if all_:
+            ids = tuple(m.id for m in outbox.find(s, "held"))
+        done = outbox.release(s, list(ids), by=_user()) if ids else []
+    click.echo(f"{len(done)} text(s) released")
+
+
+@messages.command("cancel")
+@click.argument("ids", nargs=-1, type=int, required=True)
+@click.option("--reason", default=None, help="Why (shown in the email log).")
+def messages_cancel(ids: tuple[int, ...], reason: str | None) -> None:
+    """Cancel queued or held texts (sent ones are past canceling).
+
+    \b
+    Example:
+      erp-sms messages cancel 41 --reason "customer called"
+    """
+    with staff_session() as s:
+        done = outbox.cancel(s, list(ids), by=_user(), reason=reason)
+    click.echo(f"{len(done)} text(s) canceled")
+    if len(done) < len(ids):
+        missing = sorted(set(ids) - {m.id for m in done})
+        raise InputError(
+            f"not canceled (unknown, or no longer queued/held): {', '.join(map(str, missing))}"
+        )
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+@cli.command("report")
+@click.option("--since", help="From this day (YYYY-MM-DD) or time.")
+@click.option("--until", help="Up to and including this day (YYYY-MM-DD) or time.")
+@click.option("--order", help="Sales order number.")
+@click.option("--contact", help="Contact id.")
+@click.option("--status", help="Status, or several separated by commas.")
+@click.option("--event", help="Event name, e.g. shipment_shipped.")
+@click.option("--channel", type=click.Choice(["twilio", "email_gateway"]), help="Channel.")
+@click.option(
+    "--format", "fmt", type=click.Choice(report.FORMATS), default="table", show_default=True
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write to this file.",
+)
+def report_cmd(
+    since: str | None,
+    until: str | None,
+    order: str | None,
+    contact: str | None,
+    status: str | None,
+    event: str | None,
+    channel: str | None,
+    fmt: str,
+    output: Path | None,
+) -> None:
+    """The email log report: every text considered, with status and reason.
+
+    \b
+    Example:
+      erp-sms report --since 2026-11-01 --status failed,held
+      erp-sms report --order SO-104233 --format csv --output so-104233.csv
+      erp-sms report --format html --output log.html
+    """
+    filters = report.make_filters(
+        since=since,
+        until=until,
+        order=order,
+        contact=contact,
+        status=status,
+        event=event,
+        channel=channel,
+    )
+    with staff_session() as s:
+        rows = report.rows(s, filters, attention_first=fmt in ("table", "html"))
+        out_file = output.open("w", encoding="utf-8", newline="") if output else None
+        try:
+            out = out_file or sys.stdout
+            if out_file is not None and sys.stderr.isatty():
+                total = report.count(s, filters)
+                with click.progressbar(
+                    rows, length=total, label="exporting", file=sys.stderr
+                ) as bar:
+                    totals = _write(fmt, bar, out)
+            else:
+                totals = _write(fmt, rows, out)
+        finally:
+            if out_file:
+                out_file.close()
+    if output:
+        click.echo(f"{totals.rows} row(s) written to {output}", err=True)
+
+
+def _write(fmt: str, rows: Any, out: Any) -> report.Totals:
+    if fmt == "html":
+        return report.write_html(iter(rows), out, subtitle="erp-sms")
+    writer: Any = report.WRITERS[fmt]
+    return writer(iter(rows), out)  # type: ignore[no-any-return]
+
+
+# -- demo --------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--database", default=None, help="SQLite file for the demo (default: a temporary one)."
+)
+def demo(database: str | None) -> None:
+    """Build sample data, fire all four events, deliver through a local SMTP sink and a
+    local Twilio-compatible API, and print the email log report.
+
+    \b
+    Example:
+      erp-sms demo
+    """
+    from .demo import run_demo
+
+    run_demo(database, echo=click.echo)
+
+
+# -- entry point ---------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one clear line on stderr for any error."""
+    try:
+        cli.main(args=argv, prog_name="erp-sms", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("erp-sms: aborted", err=True)
+        sys.exit(1)
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        click.echo(f"erp-sms: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"erp-sms: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except InputError as exc:
+        click.echo(f"erp-sms: {exc.message}", err=True)
+        sys.exit(2)
+    except ErpSmsError as exc:
+        click.echo(f"erp-sms: {exc.message}", err=True)
+        sys.exit(1)

@@ -1,0 +1,231 @@
+"""``erp-sms templates …``: list, show, set, preview, reset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy import select
+
+from . import options as options_mod
+from . import rule_records, templates
+from .addresses import classify, route
+from .config import get_settings
+from .errors import AddressError, InputError, TemplateError
+from .events import EventType, all_events, event_for_template
+from .models import TemplateOverride
+from .recipients import default_lookup, select_recipients
+
+SAMPLE_ORDER = {
+    "number": "SO-104233",
+    "organization": {"name": "Acme Fabrication LLC"},
+    "sms_update": True,
+}
+SAMPLE_CONTACT = {"name": "Jordan Smith", "id": 1}
+SAMPLE_SENDER = {"phone_number": "(312) 555-0100", "e164": "+13125550100"}
+
+
+def sample_context(event: EventType | None) -> dict[str, Any]:
+    ctx: dict[str, Any] = {
+        "order": SAMPLE_ORDER,
+        "contact": SAMPLE_CONTACT,
+        "sender": SAMPLE_SENDER,
+    }
+    if event is not None and event.subject:
+        ctx[event.subject] = dict(event.sample_subject or {})
+    return ctx
+
+
+def known_names(session: Any) -> list[str]:
+    names = {e.template for e in all_events()}
+    names |= set(session.scalars(select(TemplateOverride.name)))
+    return sorted(names)
+
+
+def _check_name(session: Any, name: str) -> str:
+    for known in known_names(session):
+        if known.lower() == name.lower():
+            return known
+    raise InputError(f"unknown template {name!r}; templates: {', '.join(known_names(session))}")
+
+
+@click.group()
+def templates_group() -> None:
+    """Text-message templates (SMS S2P, SMS PWOCOMP, SMS SESHIP, SMS SEDEL, …).
+
+    \b
+    Example:
+      erp-sms templates list
+      erp-sms templates preview "SMS SESHIP" --order SO-104233
+    """
+
+
+templates = templates_group
+templates.name = "templates"
+
+
+def _session():  # type: ignore[no-untyped-def]
+    from .cli import staff_session
+
+    return staff_session()
+
+
+@templates.command("list")
+def templates_list() -> None:
+    """Every template: where it comes from, its encoding and segments with sample data,
+    and warnings.
+
+    \b
+    Example:
+      erp-sms templates list
+    """
+    with _session() as s:
+        click.echo(f"{'name':<14} {'source':<10} {'encoding':<8} {'segments':>8}  warnings")
+        for name in known_names(s):
+            src = templates.load(s, name)
+            try:
+                r = templates.check(src.source, sample_context(event_for_template(name)), name)
+                warns = templates.warnings_for(r.body)
+                line = f"{name:<14} {src.origin:<10} {r.encoding:<8} {r.segments:>8}  "
+                click.echo(line + ("; ".join(warns) or "none"))
+            except TemplateError as exc:
+                click.echo(f"{name:<14} {src.origin:<10} {'-':<8} {'-':>8}  ERROR: {exc.message}")
+
+
+@templates.command("show")
+@click.argument("name")
+def templates_show(name: str) -> None:
+    """Show a template's source and how it renders with sample data.
+
+    \b
+    Example:
+      erp-sms templates show "SMS S2P"
+    """
+    with _session() as s:
+        name = _check_name(s, name)
+        src = templates.load(s, name)
+    click.echo(f"# {name} ({src.origin})")
+    click.echo(src.source)
+    try:
+        r = templates.check(src.source, sample_context(event_for_template(name)), name)
+        click.echo(f"\n# with sample data: {r.encoding}, {r.segments} segment(s)\n{r.body}")
+        for w in templates.warnings_for(r.body):
+            click.echo(f"warning: {w}")
+    except TemplateError as exc:
+        click.echo(f"\nERROR: {exc.message}")
+
+
+@templates.command("set")
+@click.argument("name")
+@click.option(
+    "--file", "path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+def templates_set(name: str, path: Path) -> None:
+    """Replace a template with the text of FILE, after checking it (syntax with line
+    numbers, unknown variables, sandbox).
+
+    \b
+    Example:
+      erp-sms templates set "SMS S2P" --file s2p.txt
+    """
+    body = path.read_text(encoding="utf-8").strip()
+    with _session() as s:
+        name = _check_name(s, name)
+        r = templates.check(body, sample_context(event_for_template(name)), name)
+        from .cli import _user
+
+        row = s.get(TemplateOverride, name)
+        if row is None:
+            s.add(TemplateOverride(name=name, body=body, updated_by=_user()))
+        else:
+            row.body = body
+            row.updated_by = _user()
+    click.echo(f"{name} saved: {r.encoding}, {r.segments} segment(s) with sample data")
+    for w in templates.warnings_for(r.body):
+        click.echo(f"warning: {w}")
+
+
+@templates.command("reset")
+@click.argument("name")
+def templates_reset(name: str) -> None:
+    """Drop the staff override; the shipped default applies again.
+
+    \b
+    Example:
+      erp-sms templates reset "SMS S2P"
+    """
+    with _session() as s:
+        name = _check_name(s, name)
+        row = s.get(TemplateOverride, name)
+        if row is None:
+            raise InputError(f"{name} has no override; it already uses the default")
+        if templates.default_source(name) is None:
+            raise InputError(f"{name} has no shipped default to go back to")
+        s.delete(row)
+    click.echo(f"{name} reset to the default")
+
+
+@templates.command("preview")
+@click.argument("name")
+@click.option("--order", "number", required=True, help="Sales order number.")
+def templates_preview(name: str, number: str) -> None:
+    """Render a template for each recipient of a real order, with segment counts.
+
+    \b
+    Example:
+      erp-sms templates preview "SMS S2P" --order SO-104233
+    """
+    from . import erp
+
+    with _session() as s:
+        name = _check_name(s, name)
+        event = event_for_template(name)
+        order = s.scalar(select(erp.SalesOrder).where(erp.SalesOrder.number == number))
+        if order is None:
+            raise InputError(f"no sales order {number!r}")
+        lookup = (event.lookup if event else None) or default_lookup()
+        view = lookup.order(s, order)
+        only_one = options_mod.get_bool(s, "SMSONLYONE")
+        decisions = select_recipients(
+            view, lookup.contacts(s, order, listed_only=only_one), only_listed=only_one
+        )
+        active, phone = rule_records.twilio_routing(s)
+        src = templates.load(s, name)
+        base = sample_context(event)
+        base["order"] = view.context
+        if phone:
+            from .notifier import _sender_context
+
+            base["sender"] = _sender_context(phone)
+        if event is not None and event.subject:
+            related = order.work_orders if event.subject == "work_order" else order.shipping_events
+            if related:
+                base[event.subject] = lookup.subject(event.subject, related[-1])[1]
+                click.echo(f"# {event.subject.replace('_', ' ')} from the order's latest record")
+            else:
+                click.echo(
+                    f"# order {number} has no {event.subject.replace('_', ' ')} yet: sample data used"
+                )
+        if not decisions:
+            click.echo(f"order {number}: nobody would be texted")
+        for d in decisions:
+            if d.contact is None:
+                click.echo(f"- (order) skipped: {d.skip_reason}")
+                continue
+            c = d.contact
+            try:
+                addr = classify(c.address, get_settings().default_region)
+                r_ = route(addr, active)
+                where = f"{r_.channel} {r_.address}" if r_.channel else f"skipped: {r_.reason}"
+            except AddressError as exc:
+                where = f"skipped: {exc.message}"
+            if d.skip_reason:
+                where = f"skipped: {d.skip_reason}"
+            try:
+                r = templates.render(src.source, {**base, "contact": c.context}, name)
+                click.echo(
+                    f"- {c.name} → {where}\n  [{r.encoding}, {r.segments} segment(s)] {r.body}"
+                )
+            except TemplateError as exc:
+                click.echo(f"- {c.name} → {where}\n  ERROR: {exc.message}")

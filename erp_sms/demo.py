@@ -1,0 +1,140 @@
+"""``erp-sms demo`` / ``make demo``: the whole flow on loopback, with nothing to set up.
+
+Starts an SMTP sink and a Twilio-compatible API on 127.0.0.1, builds sample
+organizations, contacts and orders in a SQLite file, fires the four order events,
+delivers (first over the carrier gateways, then through Twilio once the TWILIO record is
+active), and prints the email log report.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+
+from . import erp, migrate, report, rule_records, signals
+from .config import get_settings, set_settings
+from .db import Database
+from .devservers import SmtpSink, TwilioServer
+from .dispatch import Dispatcher
+
+PEOPLE = [
+    # name, email2, opted in
+    ("Jordan Smith", "3125550101@vtext.com", True),  # Verizon gateway: works until 2027-03-31
+    ("Riley Chen", "312-555-0102", True),  # plain number: needs Twilio
+    ("Sam Ortiz", "3125550103@txt.att.net", True),  # AT&T gateway: shut down 2025-06-17
+    ("Alex Kim", "3125550104@vtext.com", False),  # no SMSUPDATE: not texted
+]
+
+
+def run_demo(database: str | None = None, *, echo: Callable[[str], None] = print) -> str:
+    """Run the demo; returns the report text it printed."""
+    workdir = tempfile.mkdtemp(prefix="erp-sms-demo-")
+    path = database or os.path.join(workdir, "erp_sms_demo.db")
+    url = f"sqlite:///{path}"
+    previous = get_settings()
+    with TwilioServer() as twilio, SmtpSink() as sink:
+        sid = "AC" + secrets.token_hex(16)
+        token = secrets.token_hex(16)  # a throwaway secret for the local API only
+        twilio.add_account(sid, token)
+        settings = replace(
+            previous,
+            database_url=url,
+            smtp_host=sink.host,
+            smtp_port=sink.port,
+            smtp_security="none",
+            smtp_user=None,
+            smtp_password=None,
+            smtp_from="orders@acme-fabrication.example",
+            twilio_api_url=twilio.url,
+            public_url=None,
+            inline_dispatch=False,
+        )
+        set_settings(settings)
+        db = Database(url)
+        try:
+            migrate.upgrade(db.engine)
+            echo(f"demo database: {path}")
+            echo(f"SMTP sink on {sink.host}:{sink.port}; Twilio-compatible API on {twilio.url}")
+            orders = _sample_data(db)
+
+            echo("\n1) TWILIO inactive: order events go to carrier gateways by email")
+            with db.session() as s:
+                for number in orders:
+                    o = s.get(erp.SalesOrder, orders[number])
+                    signals.sent_to_production.send(o, session=s)
+                    wo = erp.WorkOrder(number=f"WO-{number[3:]}", sales_order=o, status="complete")
+                    s.add(wo)
+                    s.flush()
+                    signals.work_order_completed.send(o, session=s, work_order=wo)
+            echo("   " + Dispatcher(db, settings).run_once().line())
+            echo(f"   SMTP sink received {len(sink.received)} mail(s)")
+
+            echo("\n2) TWILIO rule set up and active: shipping events go through Twilio")
+            with db.session() as s:
+                rule_records.set_fields(
+                    s,
+                    "TWILIO",
+                    {
+                        "SID": sid,
+                        "AuthCode": token,
+                        "PhoneNumber": "3125550100",
+                        "UseCode": "SMSUPDATE",
+                    },
+                    active=True,
+                    by="demo",
+                )
+                for number in orders:
+                    o = s.get(erp.SalesOrder, orders[number])
+                    se = erp.ShippingEvent(
+                        sales_order=o,
+                        status="Shipped",
+                        carrier="UPS",
+                        tracking_number=f"1Z999AA1{orders[number]:010d}",
+                    )
+                    s.add(se)
+                    s.flush()
+                    signals.shipment_shipped.send(o, session=s, shipping_event=se)
+                    se.status = "Delivered"
+                    signals.shipment_delivered.send(o, session=s, shipping_event=se)
+                # firing again changes nothing: one text per contact and event
+                o = s.get(erp.SalesOrder, orders["SO-104233"])
+                signals.sent_to_production.send(o, session=s)
+            echo("   " + Dispatcher(db, settings).run_once().line())
+            echo(f"   Twilio-compatible API accepted {len(twilio.messages)} message(s)")
+
+            echo("\nEmail log report\n")
+            out = io.StringIO()
+            with db.session() as s:
+                report.write_table(report.rows(s, report.Filters(), attention_first=True), out)
+            echo(out.getvalue())
+            return out.getvalue()
+        finally:
+            db.dispose()
+            set_settings(previous)
+
+
+def _sample_data(db: Database) -> dict[str, int]:
+    with db.session() as s:
+        acme = erp.Organization(name="Acme Fabrication")
+        birch = erp.Organization(name="Birch & Sons")
+        people = []
+        for name, email2, opted_in in PEOPLE:
+            attrs = [erp.ContactAttribute(code=erp.SMSUPDATE)] if opted_in else []
+            people.append(
+                erp.Contact(name=name, email2=email2, organizations=[acme], attributes=attrs)
+            )
+        casey = erp.Contact(
+            name="Casey Birch",
+            email2="+13125550105",
+            organizations=[birch],
+            attributes=[erp.ContactAttribute(code=erp.SMSUPDATE)],
+        )
+        o1 = erp.SalesOrder("SO-104233", acme, contact=people[0])
+        o2 = erp.SalesOrder("SO-104234", birch, contact=casey)
+        s.add_all([o1, o2, *people, casey])
+        s.flush()
+        return {o1.number: o1.id, o2.number: o2.id}

@@ -1,0 +1,312 @@
+"""The email log report: every message considered, with its status and reason.
+
+Rows stream from the database (``yield_per``) into table, CSV, JSON or HTML writers, so a
+log of a million rows exports with flat memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import IO, Any
+
+from jinja2 import Environment
+from sqlalchemy import Select, case, func, select
+from sqlalchemy.orm import Session
+
+from .errors import InputError
+from .models import Channel, Message, Status
+
+COLUMNS = (
+    "message_id",
+    "created_at",
+    "sent_at",
+    "order_number",
+    "event",
+    "template",
+    "contact_name",
+    "channel",
+    "address",
+    "status",
+    "reason",
+    "provider_id",
+    "segments",
+    "body",
+)
+FORMATS = ("table", "csv", "json", "html")
+# Failures and held messages first in the terminal table and the HTML page.
+_ATTENTION = (Status.FAILED, Status.HELD, Status.UNDELIVERED, Status.SKIPPED)
+
+
+@dataclass(frozen=True)
+class Filters:
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    order: str | None = None
+    contact: str | None = None
+    statuses: tuple[str, ...] = ()
+    event: str | None = None
+    channel: str | None = None
+
+
+def parse_when(text: str | None, *, end: bool = False) -> dt.datetime | None:
+    """YYYY-MM-DD (a whole day; ``end``: up to its end) or an ISO date-time (UTC if no zone)."""
+    if not text:
+        return None
+    try:
+        if len(text) == 10:
+            day = dt.date.fromisoformat(text)
+            when = dt.datetime.combine(day, dt.time(), dt.UTC)
+            return when + dt.timedelta(days=1) if end else when
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{text!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def make_filters(
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    order: str | None = None,
+    contact: str | None = None,
+    status: str | None = None,
+    event: str | None = None,
+    channel: str | None = None,
+) -> Filters:
+    statuses = tuple(s.strip().lower() for s in status.split(",") if s.strip()) if status else ()
+    bad = [s for s in statuses if s not in Status.ALL]
+    if bad:
+        raise InputError(f"unknown status {bad[0]!r}; use one of {', '.join(Status.ALL)}")
+    if channel and channel not in Channel.ALL:
+        raise InputError(f"unknown channel {channel!r}; use {' or '.join(Channel.ALL)}")
+    f = Filters(
+        parse_when(since), parse_when(until, end=True), order, contact, statuses, event, channel
+    )
+    if f.since and f.until and f.since >= f.until:
+        raise InputError("--since must be before --until")
+    return f
+
+
+def _where(q: Select[Any], f: Filters) -> Select[Any]:
+    if f.since:
+        q = q.where(Message.created_at >= f.since)
+    if f.until:
+        q = q.where(Message.created_at < f.until)
+    if f.order:
+        q = q.where(Message.order_number == f.order)
+    if f.contact:
+        q = q.where(Message.contact_ref == f.contact)
+    if f.statuses:
+        q = q.where(Message.status.in_(f.statuses))
+    if f.event:
+        q = q.where(Message.event == f.event)
+    if f.channel:
+        q = q.where(Message.channel == f.channel)
+    return q
+
+
+def count(session: Session, f: Filters) -> int:
+    return int(session.scalar(_where(select(func.count(Message.id)), f)) or 0)
+
+
+def rows(
+    session: Session, f: Filters, *, attention_first: bool = False, chunk: int = 2000
+) -> Iterator[dict[str, Any]]:
+    """The report rows, streamed."""
+    cols = [
+        getattr(Message, c)
+        for c in (
+            "id",
+            "created_at",
+            "sent_at",
+            "order_number",
+            "event",
+            "template",
+            "contact_name",
+            "channel",
+            "address",
+            "status",
+            "reason",
+            "provider_id",
+            "segments",
+            "body",
+            "price",
+            "price_unit",
+        )
+    ]
+    q = _where(select(*cols), f)
+    if attention_first:
+        rank = case(
+            {s: i for i, s in enumerate(_ATTENTION)}, value=Message.status, else_=len(_ATTENTION)
+        )
+        q = q.order_by(rank, Message.id)
+    else:
+        q = q.order_by(Message.id)
+    for r in session.execute(q.execution_options(yield_per=chunk)):
+        yield {
+            "message_id": r.id,
+            "created_at": _iso(r.created_at),
+            "sent_at": _iso(r.sent_at),
+            "order_number": r.order_number,
+            "event": r.event,
+            "template": r.template,
+            "contact_name": r.contact_name,
+            "channel": r.channel,
+            "address": r.address,
+            "status": r.status,
+            "reason": r.reason,
+            "provider_id": r.provider_id,
+            "segments": r.segments,
+            "body": r.body,
+            "_price": r.price,
+            "_price_unit": r.price_unit,
+        }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value else None
+
+
+@dataclass
+class Totals:
+    by_status: Counter[str] = field(default_factory=Counter)
+    by_channel: Counter[str] = field(default_factory=Counter)
+    segments: int = 0
+    cost: Decimal = Decimal(0)
+    cost_unit: str = ""
+    rows: int = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows += 1
+        self.by_status[row["status"]] += 1
+        self.by_channel[row["channel"] or "none"] += 1
+        if row["status"] not in (Status.SKIPPED, Status.CANCELED, Status.FAILED, Status.HELD):
+            self.segments += row["segments"] or 0
+        if row["_price"]:
+            try:
+                self.cost += abs(Decimal(row["_price"]))
+                self.cost_unit = row["_price_unit"] or self.cost_unit
+            except InvalidOperation:
+                pass
+
+    def lines(self) -> list[str]:
+        st = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
+        ch = ", ".join(f"{k} {v}" for k, v in sorted(self.by_channel.items()))
+        cost = (
+            f"{self.cost:.4f} {self.cost_unit}".strip()
+            if self.cost
+            else "0 (Twilio prices arrive with status callbacks; gateways cost nothing)"
+        )
+        return [
+            f"{self.rows} message(s) — by status: {st or 'none'}",
+            f"by channel: {ch or 'none'}",
+            f"segments sent: {self.segments}; cost: {cost}",
+        ]
+
+
+def public(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in COLUMNS}
+
+
+# -- writers -------------------------------------------------------------------------------
+
+
+def write_csv(it: Iterator[dict[str, Any]], out: IO[str]) -> Totals:
+    totals = Totals()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for row in it:
+        totals.add(row)
+        w.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
+    return totals
+
+
+def write_json(it: Iterator[dict[str, Any]], out: IO[str]) -> Totals:
+    totals = Totals()
+    out.write("[")
+    first = True
+    for row in it:
+        totals.add(row)
+        out.write("\n  " if first else ",\n  ")
+        out.write(json.dumps(public(row), ensure_ascii=False))
+        first = False
+    out.write("\n]\n" if not first else "]\n")
+    return totals
+
+
+_TABLE_COLS = (
+    ("message_id", "id", 6),
+    ("created_at", "created", 16),
+    ("order_number", "order", 10),
+    ("event", "event", 20),
+    ("contact_name", "contact", 14),
+    ("channel", "channel", 13),
+    ("status", "status", 11),
+    ("reason", "reason / address", 60),
+)
+
+
+def write_table(it: Iterator[dict[str, Any]], out: IO[str]) -> Totals:
+    totals = Totals()
+    header = "  ".join(title.ljust(width) for _, title, width in _TABLE_COLS)
+    out.write(header.rstrip() + "\n" + "-" * len(header.rstrip()) + "\n")
+    for row in it:
+        totals.add(row)
+        cells = []
+        for key, _, width in _TABLE_COLS:
+            value = row[key]
+            if key == "reason":
+                value = row["reason"] or row["address"] or ""
+            if key == "created_at" and value:
+                value = value[:16].replace("T", " ")
+            text = "" if value is None else str(value)
+            cells.append(
+                text
+                if key == "reason"
+                else (text[: width - 1] + "…" if len(text) > width else text).ljust(width)
+            )
+        out.write("  ".join(cells).rstrip() + "\n")
+    out.write("\n" + "\n".join(totals.lines()) + "\n")
+    return totals
+
+
+_HTML = Environment(autoescape=True).from_string("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Email log report</title>
+<style>
+body{font:13px/1.4 system-ui,sans-serif;margin:2em}
+table{border-collapse:collapse;width:100%}
+th,td{border:1px solid #bbb;padding:3px 6px;text-align:left;vertical-align:top}
+th{background:#eee} tr.failed td,tr.undelivered td{background:#fde8e8} tr.held td{background:#fff4d6}
+tr.skipped td{color:#555} .body{max-width:28em}
+@media print{body{margin:0} th{background:#ddd !important}}
+</style></head><body>
+<h1>Email log report</h1>
+<p>{{ subtitle }}</p>
+<table id="report"><thead><tr>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr></thead><tbody>
+{% for row in rows %}<tr class="{{ row.status }}">{% for c in columns %}<td{% if c == 'body' %} class="body"{% endif %}>{{ row[c] if row[c] is not none else '' }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>
+<h2>Summary</h2><ul id="summary">{% for line in totals.lines() %}<li>{{ line }}</li>{% endfor %}</ul>
+</body></html>
+""")
+
+
+def write_html(it: Iterator[dict[str, Any]], out: IO[str], subtitle: str = "") -> Totals:
+    totals = Totals()
+
+    def counted() -> Iterator[dict[str, Any]]:
+        for row in it:
+            totals.add(row)
+            yield row
+
+    for chunk in _HTML.generate(columns=COLUMNS, rows=counted(), totals=totals, subtitle=subtitle):
+        out.write(chunk)
+    return totals
+
+
+WRITERS = {"table": write_table, "csv": write_csv, "json": write_json, "html": write_html}
