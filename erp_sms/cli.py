@@ -303,9 +303,9 @@ def options_set(name: str, value: str) -> None:
 
 # -- templates ------------------------------------------------------------------------------
 
-from .cli_templates import templates  # noqa: E402
+from .cli_templates import group as templates_group  # noqa: E402
 
-cli.add_command(templates)
+cli.add_command(templates_group)
 
 
 # -- dispatch / worker ----------------------------------------------------------------------

@@ -9,7 +9,8 @@ import click
 from sqlalchemy import select
 
 from . import options as options_mod
-from . import rule_records, templates
+from . import rule_records
+from . import templates as tpl
 from .addresses import classify, route
 from .config import get_settings
 from .errors import AddressError, InputError, TemplateError
@@ -50,8 +51,8 @@ def _check_name(session: Any, name: str) -> str:
     raise InputError(f"unknown template {name!r}; templates: {', '.join(known_names(session))}")
 
 
-@click.group()
-def templates_group() -> None:
+@click.group("templates")
+def group() -> None:
     """Text-message templates (SMS S2P, SMS PWOCOMP, SMS SESHIP, SMS SEDEL, …).
 
     \b
@@ -61,17 +62,13 @@ def templates_group() -> None:
     """
 
 
-templates = templates_group
-templates.name = "templates"
-
-
 def _session():  # type: ignore[no-untyped-def]
     from .cli import staff_session
 
     return staff_session()
 
 
-@templates.command("list")
+@group.command("list")
 def templates_list() -> None:
     """Every template: where it comes from, its encoding and segments with sample data,
     and warnings.
@@ -83,17 +80,17 @@ def templates_list() -> None:
     with _session() as s:
         click.echo(f"{'name':<14} {'source':<10} {'encoding':<8} {'segments':>8}  warnings")
         for name in known_names(s):
-            src = templates.load(s, name)
+            src = tpl.load(s, name)
             try:
-                r = templates.check(src.source, sample_context(event_for_template(name)), name)
-                warns = templates.warnings_for(r.body)
+                r = tpl.check(src.source, sample_context(event_for_template(name)), name)
+                warns = tpl.warnings_for(r.body)
                 line = f"{name:<14} {src.origin:<10} {r.encoding:<8} {r.segments:>8}  "
                 click.echo(line + ("; ".join(warns) or "none"))
             except TemplateError as exc:
                 click.echo(f"{name:<14} {src.origin:<10} {'-':<8} {'-':>8}  ERROR: {exc.message}")
 
 
-@templates.command("show")
+@group.command("show")
 @click.argument("name")
 def templates_show(name: str) -> None:
     """Show a template's source and how it renders with sample data.
@@ -104,19 +101,19 @@ def templates_show(name: str) -> None:
     """
     with _session() as s:
         name = _check_name(s, name)
-        src = templates.load(s, name)
+        src = tpl.load(s, name)
     click.echo(f"# {name} ({src.origin})")
     click.echo(src.source)
     try:
-        r = templates.check(src.source, sample_context(event_for_template(name)), name)
+        r = tpl.check(src.source, sample_context(event_for_template(name)), name)
         click.echo(f"\n# with sample data: {r.encoding}, {r.segments} segment(s)\n{r.body}")
-        for w in templates.warnings_for(r.body):
+        for w in tpl.warnings_for(r.body):
             click.echo(f"warning: {w}")
     except TemplateError as exc:
         click.echo(f"\nERROR: {exc.message}")
 
 
-@templates.command("set")
+@group.command("set")
 @click.argument("name")
 @click.option(
     "--file", "path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -132,7 +129,7 @@ def templates_set(name: str, path: Path) -> None:
     body = path.read_text(encoding="utf-8").strip()
     with _session() as s:
         name = _check_name(s, name)
-        r = templates.check(body, sample_context(event_for_template(name)), name)
+        r = tpl.check(body, sample_context(event_for_template(name)), name)
         from .cli import _user
 
         row = s.get(TemplateOverride, name)
@@ -142,11 +139,11 @@ def templates_set(name: str, path: Path) -> None:
             row.body = body
             row.updated_by = _user()
     click.echo(f"{name} saved: {r.encoding}, {r.segments} segment(s) with sample data")
-    for w in templates.warnings_for(r.body):
+    for w in tpl.warnings_for(r.body):
         click.echo(f"warning: {w}")
 
 
-@templates.command("reset")
+@group.command("reset")
 @click.argument("name")
 def templates_reset(name: str) -> None:
     """Drop the staff override; the shipped default applies again.
@@ -160,13 +157,13 @@ def templates_reset(name: str) -> None:
         row = s.get(TemplateOverride, name)
         if row is None:
             raise InputError(f"{name} has no override; it already uses the default")
-        if templates.default_source(name) is None:
+        if tpl.default_source(name) is None:
             raise InputError(f"{name} has no shipped default to go back to")
         s.delete(row)
     click.echo(f"{name} reset to the default")
 
 
-@templates.command("preview")
+@group.command("preview")
 @click.argument("name")
 @click.option("--order", "number", required=True, help="Sales order number.")
 def templates_preview(name: str, number: str) -> None:
@@ -191,7 +188,7 @@ def templates_preview(name: str, number: str) -> None:
             view, lookup.contacts(s, order, listed_only=only_one), only_listed=only_one
         )
         active, phone = rule_records.twilio_routing(s)
-        src = templates.load(s, name)
+        src = tpl.load(s, name)
         base = sample_context(event)
         base["order"] = view.context
         if phone:
@@ -223,7 +220,7 @@ def templates_preview(name: str, number: str) -> None:
             if d.skip_reason:
                 where = f"skipped: {d.skip_reason}"
             try:
-                r = templates.render(src.source, {**base, "contact": c.context}, name)
+                r = tpl.render(src.source, {**base, "contact": c.context}, name)
                 click.echo(
                     f"- {c.name} → {where}\n  [{r.encoding}, {r.segments} segment(s)] {r.body}"
                 )

@@ -3,6 +3,7 @@ across a batch. An SMTP 250 is not a delivery receipt: gateways give none."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import smtplib
 import ssl
@@ -128,10 +129,8 @@ class EmailGatewayChannel:
     def _drop(self) -> None:
         smtp, self._smtp = self._smtp, None
         if smtp is not None:
-            try:
+            with contextlib.suppress(Exception):  # already broken; nothing to report
                 smtp.close()
-            except Exception:  # noqa: S110 - already broken; nothing to report
-                pass
 
     def close(self) -> None:
         smtp, self._smtp = self._smtp, None

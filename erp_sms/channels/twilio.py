@@ -38,7 +38,7 @@ def error_for(code: int | None, http_status: int | None, text: str) -> DeliveryE
         kw = {"code": code, "provider": "twilio", "max_attempts": policy.max_attempts}
         if policy.action == "config":
             return ChannelConfigurationError(
-                f"TWILIO rule: {policy.reason}; update it with "
+                f"TWILIO rule: {policy.reason}; update it with "  # noqa: S608 - not SQL
                 "`erp-sms rules set TWILIO --sid … --auth-code …`",
                 **kw,
             )
