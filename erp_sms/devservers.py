@@ -94,6 +94,8 @@ class TwilioServer:
         self.faults: deque[Fault] = deque()
         self.requests = 0
         self.creates = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         self._rand = random.Random(self.seed)
         self._httpd: ThreadingHTTPServer | None = None
@@ -178,6 +180,17 @@ class TwilioServer:
     def _handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
         with self._lock:
             self.requests += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            self._route(h, method)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout, killed worker): as with Twilio, done is done
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _route(self, h: BaseHTTPRequestHandler, method: str) -> None:
         if self.latency:
             time.sleep(self.latency)
         parsed = urllib.parse.urlsplit(h.path)
@@ -392,13 +405,19 @@ class SmtpSink:
     """
 
     def __init__(
-        self, mode: str = "accept", *, flaky_failures: int = 1, drop_after: int = 2
+        self,
+        mode: str = "accept",
+        *,
+        flaky_failures: int = 1,
+        drop_after: int = 2,
+        delay_after_store: float = 0.0,
     ) -> None:
         try:
             from aiosmtpd.controller import Controller
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise RuntimeError("the SMTP sink needs aiosmtpd: pip install 'erp-sms[demo]'") from exc
         self.mode = mode
+        self.delay_after_store = delay_after_store  # store, then wait before answering 250
         self.flaky_failures = flaky_failures
         self.drop_after = drop_after
         self.received: list[tuple[str, list[str], bytes]] = []
@@ -432,6 +451,10 @@ class SmtpSink:
             server.transport.close()
             return "421 closing"
         self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        if self.delay_after_store:
+            import asyncio
+
+            await asyncio.sleep(self.delay_after_store)
         return "250 OK queued"
 
     def start(self) -> SmtpSink:

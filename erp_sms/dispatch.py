@@ -273,10 +273,10 @@ class Dispatcher:
 
     def _send_one(self, channel: Channel, msg: Claimed, summary: Summary) -> str:
         try:
-            previous = channel.find_previous_send(msg) if msg.reclaimed_after else None
+            previous = channel.find_previous_send(msg) if msg.may_have_been_sent else None
             if previous is not None:
                 log.warning(
-                    "message %s: found the earlier send %s after a lost lease; not sending again",
+                    "message %s: the earlier attempt reached the provider (%s); not sending again",
                     msg.id,
                     previous.provider_id,
                     extra={"message_id": msg.id},

@@ -119,7 +119,15 @@ class Claimed:
     contact_name: str | None
     order_number: str
     reclaimed_after: dt.datetime | None  # the earlier claim's time, when its lease expired
+    created_at: dt.datetime | None = None
+    segments: int | None = None
     previous_provider_id: str | None = None
+
+    @property
+    def may_have_been_sent(self) -> bool:
+        """An earlier attempt may have reached the provider (lease lost, timeout, dropped
+        connection): look before sending again."""
+        return self.reclaimed_after is not None or self.attempts > 1
 
 
 @dataclass(frozen=True)

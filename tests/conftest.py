@@ -183,3 +183,36 @@ def with_settings(**changes: object) -> Settings:
     s = replace(get_settings(), **changes)  # type: ignore[arg-type]
     set_settings(s)
     return s
+
+
+# -- loopback servers ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def twilio_server() -> Iterator[object]:
+    from erp_sms.devservers import TwilioServer
+
+    from .helpers import AUTH, SID
+
+    with TwilioServer() as server:
+        server.add_account(SID, AUTH)
+        yield server
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[object]:
+    from erp_sms.devservers import SmtpSink
+
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def delivery(settings: Settings, twilio_server, smtp_sink) -> Settings:
+    """Settings pointing at the loopback SMTP sink and Twilio-compatible API."""
+    return with_settings(
+        smtp_host=smtp_sink.host,
+        smtp_port=smtp_sink.port,
+        twilio_api_url=twilio_server.url,
+        dispatch=replace(settings.dispatch, http_timeout_seconds=5.0, smtp_timeout_seconds=5.0),
+    )

@@ -26,6 +26,7 @@ def activate_twilio(
 
 
 def messages(session: Session) -> list[Message]:
+    session.commit()  # end the read snapshot: see what the dispatcher committed since
     session.expire_all()
     return list(session.scalars(select(Message).order_by(Message.id)))
 

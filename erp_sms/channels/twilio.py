@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -69,8 +70,14 @@ def error_for(code: int | None, http_status: int | None, text: str) -> DeliveryE
 class Pacer:
     """At most ``rate`` segments per second per sender (0: no pacing). Thread-safe."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.rate = rate
+        self._clock, self._sleep = clock, sleep
         self._next = 0.0
         self._lock = threading.Lock()
 
@@ -78,11 +85,11 @@ class Pacer:
         if self.rate <= 0:
             return
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             start = max(now, self._next)
             self._next = start + max(segments, 1) / self.rate
         if start > now:
-            time.sleep(start - now)
+            self._sleep(start - now)
 
 
 class TwilioChannel:
@@ -108,7 +115,7 @@ class TwilioChannel:
 
     def send(self, message: Claimed) -> SendResult:
         assert message.address is not None
-        self.pacer.wait()
+        self.pacer.wait(max(message.segments or 1, 1))
         kwargs = {"status_callback": self.status_callback} if self.status_callback else {}
         try:
             m = self.client.messages.create(
@@ -136,10 +143,11 @@ class TwilioChannel:
 
     def find_previous_send(self, message: Claimed) -> SendResult | None:
         """Twilio has no idempotency key: look for our earlier send (same To, From and
-        body, created after the earlier claim) before sending again."""
-        if message.reclaimed_after is None or message.address is None:
+        body, created since the message was queued) before sending again."""
+        if not message.may_have_been_sent or message.address is None:
             return None
-        since = message.reclaimed_after - dt.timedelta(minutes=1)
+        first = message.created_at or message.reclaimed_after or message.claimed_at
+        since = first - dt.timedelta(minutes=1)  # clock skew between us and Twilio
         try:
             found = self.client.messages.list(
                 to=message.address, from_=self.from_, date_sent_after=since, limit=50

@@ -11,6 +11,10 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
+
+# Microseconds on MySQL/MariaDB too (their DATETIME keeps whole seconds by default).
+DATETIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 revision: str = "p0001"
 down_revision: str | Sequence[str] | None = None
@@ -23,7 +27,7 @@ def upgrade() -> None:
     op.create_table(
         "sms_consent_event",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("at", sa.DateTime(), nullable=False),
+        sa.Column("at", DATETIME, nullable=False),
         sa.Column("contact_ref", sa.String(length=64), nullable=True),
         sa.Column("contact_name", sa.String(length=255), nullable=True),
         sa.Column("address", sa.String(length=320), nullable=True),
@@ -38,7 +42,7 @@ def upgrade() -> None:
     op.create_table(
         "sms_inbound",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("received_at", sa.DateTime(), nullable=False),
+        sa.Column("received_at", DATETIME, nullable=False),
         sa.Column("provider_id", sa.String(length=255), nullable=True),
         sa.Column("from_number", sa.String(length=32), nullable=False),
         sa.Column("to_number", sa.String(length=32), nullable=True),
@@ -74,17 +78,17 @@ def upgrade() -> None:
         sa.Column("encoding", sa.String(length=8), nullable=True),
         sa.Column("segments", sa.Integer(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("next_attempt_at", sa.DateTime(), nullable=True),
+        sa.Column("next_attempt_at", DATETIME, nullable=True),
         sa.Column("claimed_by", sa.String(length=64), nullable=True),
-        sa.Column("claimed_at", sa.DateTime(), nullable=True),
-        sa.Column("lease_expires_at", sa.DateTime(), nullable=True),
+        sa.Column("claimed_at", DATETIME, nullable=True),
+        sa.Column("lease_expires_at", DATETIME, nullable=True),
         sa.Column("provider_id", sa.String(length=255), nullable=True),
         sa.Column("error_code", sa.Integer(), nullable=True),
         sa.Column("price", sa.String(length=32), nullable=True),
         sa.Column("price_unit", sa.String(length=8), nullable=True),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(), nullable=False),
-        sa.Column("sent_at", sa.DateTime(), nullable=True),
+        sa.Column("created_at", DATETIME, nullable=False),
+        sa.Column("updated_at", DATETIME, nullable=False),
+        sa.Column("sent_at", DATETIME, nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("idempotency_key"),
     )
@@ -99,7 +103,7 @@ def upgrade() -> None:
         "sms_option",
         sa.Column("name", sa.String(length=32), nullable=False),
         sa.Column("value", sa.Text(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("updated_at", DATETIME, nullable=False),
         sa.Column("updated_by", sa.String(length=128), nullable=True),
         sa.PrimaryKeyConstraint("name"),
     )
@@ -107,9 +111,9 @@ def upgrade() -> None:
         "sms_rule",
         sa.Column("rule_type", sa.String(length=32), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("rejected_at", sa.DateTime(), nullable=True),
+        sa.Column("rejected_at", DATETIME, nullable=True),
         sa.Column("rejected_reason", sa.Text(), nullable=True),
-        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("updated_at", DATETIME, nullable=False),
         sa.PrimaryKeyConstraint("rule_type"),
     )
     op.create_table(
@@ -119,7 +123,7 @@ def upgrade() -> None:
         sa.Column("field", sa.String(length=32), nullable=False),
         sa.Column("action", sa.String(length=16), nullable=False),
         sa.Column("changed_by", sa.String(length=128), nullable=False),
-        sa.Column("changed_at", sa.DateTime(), nullable=False),
+        sa.Column("changed_at", DATETIME, nullable=False),
         sa.Column("detail", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -127,7 +131,7 @@ def upgrade() -> None:
         "sms_template",
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("updated_at", DATETIME, nullable=False),
         sa.Column("updated_by", sa.String(length=128), nullable=True),
         sa.PrimaryKeyConstraint("name"),
     )
@@ -136,7 +140,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("message_id", sa.Integer(), nullable=True),
         sa.Column("provider_id", sa.String(length=255), nullable=True),
-        sa.Column("at", sa.DateTime(), nullable=False),
+        sa.Column("at", DATETIME, nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=True),
         sa.Column("source", sa.String(length=32), nullable=False),
@@ -154,7 +158,7 @@ def upgrade() -> None:
         sa.Column("rule_type", sa.String(length=32), nullable=False),
         sa.Column("name", sa.String(length=32), nullable=False),
         sa.Column("value", sa.Text(), nullable=True),
-        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("updated_at", DATETIME, nullable=False),
         sa.ForeignKeyConstraint(["rule_type"], ["sms_rule.rule_type"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("rule_type", "name"),
     )

@@ -1,0 +1,246 @@
+"""Workers die, leases expire, several workers claim at once: nothing is lost, nothing is
+sent twice (Twilio), and the one SMTP window that remains is measured."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert
+
+from erp_sms import outbox
+from erp_sms.db import Database, utcnow
+from erp_sms.devservers import SmtpSink
+from erp_sms.models import Message, Status
+from erp_sms.outbox import Outcome
+
+from .helpers import activate_twilio, messages
+from .test_dispatch import make_orders
+
+pytestmark = pytest.mark.slow
+
+
+def _env(
+    tmp_path: Path, db_url: str, twilio_url: str, smtp_port: int, lease: float = 1.5
+) -> dict[str, str]:
+    config = tmp_path / "erp_sms.toml"
+    config.write_text(
+        "[dispatch]\n"
+        f"lease_seconds = {lease}\nconcurrency = 1\npoll_seconds = 0.2\n"
+        "backoff_base_seconds = 0.0\nbackoff_max_seconds = 0.0\nhttp_timeout_seconds = 10.0\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ERP_SMS_")}
+    env.update(
+        ERP_SMS_DATABASE_URL=db_url,
+        ERP_SMS_TWILIO_API_URL=twilio_url,
+        ERP_SMS_SMTP_HOST="127.0.0.1",
+        ERP_SMS_SMTP_PORT=str(smtp_port),
+        ERP_SMS_SMTP_FROM="orders@example.com",
+        ERP_SMS_CONFIG=str(config),
+    )
+    return env
+
+
+def _erp_sms(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from erp_sms.cli import main; main()", *args]
+
+
+def _wait(pred, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+def test_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice_via_twilio(
+    delivery, db, session, twilio_server, tmp_path
+):
+    activate_twilio(session)
+    make_orders(session, 6, gateway=False)
+    # the third request is slow: the worker is killed while Twilio is still creating it
+    twilio_server.fail_next(2, status=200, delay=0.0)
+    twilio_server.fail_next(status=200, delay=3.0)
+    env = _env(tmp_path, delivery.database_url, twilio_server.url, 1)
+    worker = subprocess.Popen(
+        _erp_sms("worker"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait(lambda: twilio_server.requests >= 3)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == -signal.SIGKILL
+    stuck = [m for m in messages(session) if m.status == Status.SENDING]
+    assert stuck, "the kill should leave claimed rows behind"
+    _wait(lambda: twilio_server.creates == 3)  # Twilio finished the slow one anyway
+    time.sleep(1.6)  # the dead worker's lease expires
+    done = subprocess.run(_erp_sms("dispatch"), env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    rows = messages(session)
+    assert {m.status for m in rows} == {Status.SENT}
+    to = [m.to for m in twilio_server.messages]
+    assert len(to) == 6 and len(set(to)) == 6  # no duplicate
+    found = [m for m in rows if any("not sent again" in (h.detail or "") for h in m.history)]
+    assert len(found) == 1  # the slow one was found at Twilio, not sent again
+    assert any("reclaimed" in (h.detail or "") for h in found[0].history)
+
+
+def test_smtp_duplicate_window_is_the_one_message_in_hand(delivery, db, session, tmp_path):
+    """SMTP has no way to ask whether a mail went out: a worker killed after the server
+    stored a mail and before the outcome was committed sends that one again. Measured
+    here: exactly one duplicate, the message in hand; the rest exactly once."""
+    with SmtpSink(delay_after_store=3.0) as sink:
+        make_orders(session, 4)
+        env = _env(tmp_path, delivery.database_url, "http://127.0.0.1:9", sink.port)
+        worker = subprocess.Popen(
+            _erp_sms("worker"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            _wait(lambda: len(sink.received) >= 1)
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(10)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        sink.delay_after_store = 0.0
+        time.sleep(1.6)
+        done = subprocess.run(
+            _erp_sms("dispatch"), env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        rcpts = [r[1][0] for r in sink.received]
+    assert {m.status for m in messages(session)} == {Status.SENT}
+    assert len(set(rcpts)) == 4
+    duplicates = len(rcpts) - len(set(rcpts))
+    assert duplicates == 1
+
+
+def test_sigterm_finishes_the_text_in_hand_and_hands_back_the_rest(
+    delivery, db, session, twilio_server, tmp_path
+):
+    activate_twilio(session)
+    make_orders(session, 8, gateway=False)
+    twilio_server.latency = 0.3
+    env = _env(tmp_path, delivery.database_url, twilio_server.url, 1, lease=60)
+    worker = subprocess.Popen(
+        _erp_sms("worker"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait(lambda: twilio_server.requests >= 2)
+        worker.send_signal(signal.SIGTERM)
+        _out, err = worker.communicate(timeout=20)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, err
+    assert "SIGTERM" in err and "stopped" in err
+    rows = messages(session)
+    assert Status.SENDING not in {m.status for m in rows}  # nothing left claimed
+    sent = [m for m in rows if m.status == Status.SENT]
+    assert len(sent) == len(twilio_server.messages) >= 2
+    queued = [m for m in rows if m.status == Status.QUEUED]
+    assert queued and all(m.attempts == 0 for m in queued)  # handed back, attempt not counted
+    done = subprocess.run(_erp_sms("dispatch"), env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("dispatch: ")
+    assert len(twilio_server.messages) == 8 and len({m.to for m in twilio_server.messages}) == 8
+
+
+# -- claims on every database ------------------------------------------------------------------
+
+
+def _queue(db: Database, n: int) -> None:
+    now = utcnow()
+    with db.engine.begin() as conn:
+        conn.execute(
+            insert(Message.__table__),
+            [
+                {
+                    "idempotency_key": f"k{i}",
+                    "event": "sent_to_production",
+                    "template": "SMS S2P",
+                    "order_ref": str(i),
+                    "order_number": f"SO-{i}",
+                    "status": Status.QUEUED,
+                    "body": "hi",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                    "channel": "twilio",
+                    "address": f"+1312555{i:04d}",
+                    "raw_address": f"+1312555{i:04d}",
+                }
+                for i in range(n)
+            ],
+        )
+
+
+def test_concurrent_workers_claim_each_message_exactly_once(any_db: Database, any_db_url: str):
+    _queue(any_db, 120)
+    claimed: list[int] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker(name: str) -> None:
+        db = Database(any_db_url)
+        try:
+            while True:
+                got = outbox.claim_due(db, name, limit=7, lease_seconds=60)
+                if not got:
+                    return
+                with lock:
+                    claimed.extend(c.id for c in got)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            db.dispose()
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(claimed) == 120 and len(set(claimed)) == 120
+
+
+def test_an_expired_lease_is_reclaimed_and_the_old_claim_cannot_record(any_db: Database):
+    _queue(any_db, 1)
+    (first,) = outbox.claim_due(any_db, "old", limit=5, lease_seconds=-1)  # expires at once
+    (second,) = outbox.claim_due(any_db, "new", limit=5, lease_seconds=60)
+    assert second.id == first.id and second.reclaimed_after == first.claimed_at
+    assert second.attempts == 2 and second.may_have_been_sent
+    assert not outbox.finish(any_db, first, Outcome(Status.SENT, provider_id="SMold"))
+    assert outbox.finish(any_db, second, Outcome(Status.SENT, provider_id="SMnew"))
+    assert outbox.claim_due(any_db, "third", limit=5, lease_seconds=60) == []
+    with any_db.sessions() as s:
+        (m,) = messages(s)
+        assert (m.status, m.provider_id) == (Status.SENT, "SMnew")
+
+
+def test_a_live_lease_is_not_reclaimed(any_db: Database):
+    _queue(any_db, 3)
+    assert len(outbox.claim_due(any_db, "a", limit=5, lease_seconds=60)) == 3
+    assert outbox.claim_due(any_db, "b", limit=5, lease_seconds=60) == []
+
+
+def test_a_message_waits_until_its_time(any_db: Database):
+    _queue(any_db, 1)
+    import datetime as dt
+
+    with any_db.sessions() as s:
+        (m,) = messages(s)
+        m.next_attempt_at = utcnow() + dt.timedelta(hours=1)
+        s.commit()
+    assert outbox.claim_due(any_db, "a", limit=5, lease_seconds=60) == []
+    later = utcnow() + dt.timedelta(hours=2)
+    assert len(outbox.claim_due(any_db, "a", limit=5, lease_seconds=60, now=later)) == 1
