@@ -49,7 +49,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC)
 
 
-def _sqlite_setup(engine: Engine) -> None:
+def _sqlite_setup(engine: Engine, immediate: bool) -> None:
     # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT; let
     # SQLAlchemy emit BEGIN itself (the recipe in SQLAlchemy's SQLite dialect docs).
     @event.listens_for(engine, "connect")
@@ -66,19 +66,22 @@ def _sqlite_setup(engine: Engine) -> None:
     def _begin(conn: Any) -> None:
         # Claims write after reading: take the write lock up front so two workers wait
         # for each other (busy_timeout) instead of failing to upgrade a read lock.
-        if conn.get_execution_options().get("erp_sms_begin_immediate"):
+        if immediate or conn.get_execution_options().get("erp_sms_begin_immediate"):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine set up for erp-sms (SQLite: real transactions, WAL, busy timeout)."""
+def make_engine(url: str, *, sqlite_immediate: bool = False, **kwargs: Any) -> Engine:
+    """An engine set up for erp-sms (SQLite: real transactions and SAVEPOINTs, WAL, busy
+    timeout). ``sqlite_immediate``: every transaction takes the write lock at BEGIN — for
+    erp-sms's own worker threads, which all write; a WAL reader that later writes after
+    another connection's commit fails at once instead of waiting."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         kwargs.setdefault("connect_args", {}).setdefault("timeout", 30)
         engine = create_engine(url, **kwargs)
-        _sqlite_setup(engine)
+        _sqlite_setup(engine, sqlite_immediate)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
@@ -89,7 +92,7 @@ class Database:
 
     def __init__(self, url_or_engine: str | Engine) -> None:
         if isinstance(url_or_engine, str):
-            self.engine = make_engine(url_or_engine)
+            self.engine = make_engine(url_or_engine, sqlite_immediate=True)
         else:
             self.engine = url_or_engine
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)

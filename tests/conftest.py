@@ -172,9 +172,13 @@ def any_db(any_db_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def session(db: Database) -> Iterator[Session]:
-    with db.sessions() as s:
+def session(settings: Settings) -> Iterator[Session]:
+    """The host's session: an engine as a host would make it (deferred transactions), not
+    the dispatcher's."""
+    engine = make_engine(settings.database_url)
+    with Session(engine, expire_on_commit=False) as s:
         yield s
+    engine.dispose()
 
 
 def with_settings(**changes: object) -> Settings:
