@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import phonenumbers
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
@@ -21,7 +22,7 @@ from .addresses import classify, route
 from .config import get_settings
 from .db import utcnow
 from .errors import AddressError, TemplateError
-from .models import Message, MessageEvent, Status
+from .models import Message, Status
 from .outbox import existing_keys
 from .recipients import ContactView, OrderView, default_lookup, select_recipients
 
@@ -54,7 +55,8 @@ def idempotency_key(event: str, order: str, subject: str | None, contact: str | 
 def notify(
     event: EventType, order: Any, *, session: Session | None = None, **kwargs: Any
 ) -> list[Message]:
-    """Queue the event's texts in ``session``; never raises. Returns the new rows."""
+    """Queue the event's texts in ``session``; never raises. Returns the new rows (as
+    unattached objects: the rows themselves are written with one bulk INSERT)."""
     try:
         if session is None:
             session = object_session(order) if _is_mapped(order) else None
@@ -101,8 +103,11 @@ def _notify(
                 planned = _plan(event, order, session, kwargs)
                 have = existing_keys(session, [m.idempotency_key for m in planned])
                 new = [m for m in planned if m.idempotency_key not in have]
-                session.add_all(new)
-                session.flush()
+                if new:
+                    # One executemany, no primary keys fetched back: the host's path
+                    # needs none, and per-row INSERT … RETURNING would cost a round
+                    # trip per contact.
+                    session.execute(insert(Message.__table__), [_row(m) for m in new])
             break
         except IntegrityError:
             if attempt == 2:
@@ -126,6 +131,13 @@ def _notify(
     return new
 
 
+_COLUMNS = [c.key for c in Message.__table__.columns if c.key != "id"]
+
+
+def _row(msg: Message) -> dict[str, Any]:
+    return {k: getattr(msg, k) for k in _COLUMNS}
+
+
 def _new_message(base: Mapping[str, Any], key: str, status: str, reason: str | None) -> Message:
     now = utcnow()
     msg = Message(
@@ -140,9 +152,8 @@ def _new_message(base: Mapping[str, Any], key: str, status: str, reason: str | N
     )
     if status == Status.QUEUED:
         msg.next_attempt_at = now
-    msg.history.append(
-        MessageEvent(kind="status", status=status, source="notifier", detail=reason, at=now)
-    )
+    # No history row at creation: the message row itself is the first entry of its
+    # timeline (created_at, initial status, reason); history holds the changes.
     return msg
 
 
@@ -261,7 +272,8 @@ def _record_failure(
                 "order_number": number,
                 "organization_name": None,
             }
-            session.add(_new_message(base, key, Status.FAILED, reason))
-            session.flush()
+            session.execute(
+                insert(Message.__table__), [_row(_new_message(base, key, Status.FAILED, reason))]
+            )
     except Exception:
         log.exception("erp-sms: could not record the failure of %s either", event.name)

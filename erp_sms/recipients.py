@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from . import erp
 
@@ -190,10 +190,22 @@ class ErpLookup:
         if listed_only:
             return [self._view(listed)] if listed is not None else []
         found: dict[int, erp.Contact] = {}
-        if order.organization is not None:
-            for c in order.organization.contacts:
-                if c.has_attribute(erp.SMSUPDATE):
-                    found[c.id] = c
+        if order.organization_id is not None:
+            # One query for the opted-in contacts, two more for their attributes and
+            # organizations (no lazy load per contact on the host's path).
+            q = (
+                select(erp.Contact)
+                .join(erp.contact_organization)
+                .join(erp.ContactAttribute)
+                .where(
+                    erp.contact_organization.c.organization_id == order.organization_id,
+                    erp.ContactAttribute.code == erp.SMSUPDATE,
+                )
+                .options(selectinload(erp.Contact.attributes), selectinload(erp.Contact.organizations))
+                .order_by(erp.Contact.id)
+            )
+            for c in session.scalars(q).unique():
+                found[c.id] = c
         if listed is not None and listed.has_attribute(erp.SMSUPDATE):
             found.setdefault(listed.id, listed)
         return [self._view(c) for c in sorted(found.values(), key=lambda c: c.id)]

@@ -79,7 +79,7 @@ def test_gateway_texts_go_out_as_plain_mail_on_one_reused_connection(
     assert {m.status for m in rows} == {Status.SENT}
     assert rows[0].provider_id == parsed["Message-ID"]
     assert rows[0].sent_at is not None
-    assert [h.status for h in rows[0].history] == [Status.QUEUED, Status.SENDING, Status.SENT]
+    assert [h.status for h in rows[0].history] == [Status.SENDING, Status.SENT]
 
 
 def test_smtp_refusal_fails_with_the_servers_reply(delivery, db, session):

@@ -55,7 +55,7 @@ def test_sent_to_production_queues_one_rendered_text_per_opted_in_contact(sessio
     assert ann.body.startswith("Acme Fabrication: your order SO-104233 has gone into production")
     assert (ann.encoding, ann.segments) == ("GSM-7", 1)
     assert ann.template == "SMS S2P" and ann.event == "sent_to_production"
-    assert [h.status for h in ann.history] == [Status.QUEUED]
+    assert ann.history == []  # the row itself is the first timeline entry; history holds changes
     # no Twilio: the plain phone number cannot be sent, the AT&T gateway is shut down
     assert rows["Bob"].status == Status.SKIPPED and "needs Twilio" in rows["Bob"].reason
     assert rows["Cat"].status == Status.SKIPPED and "AT&T" in rows["Cat"].reason
@@ -335,6 +335,7 @@ def test_work_order_event_without_work_order_is_recorded_as_failed(session, worl
 
 def test_a_database_error_in_our_tables_never_breaks_the_hosts_transaction(session, world, caplog):
     session.execute(text("DROP TABLE sms_message_event"))
+    session.execute(text("DROP TABLE sms_message"))
     session.commit()
     order = world["order"]
     order.sms_update = True
