@@ -31,7 +31,9 @@ def sqlite_url() -> str:
 
 
 def postgres_url() -> str | None:
-    admin = os.environ.get("ERP_SMS_TEST_POSTGRESQL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    admin = os.environ.get(
+        "ERP_SMS_TEST_POSTGRESQL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    )
     name = f"erp_sms_bench_{os.getpid()}"
     try:
         eng = create_engine(admin, isolation_level="AUTOCOMMIT")

@@ -35,12 +35,21 @@ def _queue(url: str, n: int, gateway: bool) -> None:
         for i in range(n):
             org = erp.Organization(name=f"Org {i}")
             addr = f"312{i:07d}@vtext.com" if gateway else f"+1312{i:07d}"
-            c = erp.Contact(name=f"C{i}", email2=addr, organizations=[org],
-                            attributes=[erp.ContactAttribute(code=erp.SMSUPDATE)])
+            c = erp.Contact(
+                name=f"C{i}",
+                email2=addr,
+                organizations=[org],
+                attributes=[erp.ContactAttribute(code=erp.SMSUPDATE)],
+            )
             o = erp.SalesOrder(f"SO-{i}", org, contact=c)
             s.add(o)
         if not gateway:
-            rule_records.set_fields(s, "TWILIO", {"SID": SID, "AuthCode": TOKEN, "PhoneNumber": "3125550100"}, active=True)
+            rule_records.set_fields(
+                s,
+                "TWILIO",
+                {"SID": SID, "AuthCode": TOKEN, "PhoneNumber": "3125550100"},
+                active=True,
+            )
         s.flush()
         for o in s.query(erp.SalesOrder):
             signals.sent_to_production.send(o, session=s)
@@ -54,6 +63,7 @@ def _rate(n: int, seconds: float) -> float:
 
 def smtp_bench() -> None:
     with SmtpSink() as sink:
+
         def mail(i: int) -> EmailMessage:
             m = EmailMessage()
             m["From"], m["To"], m["Subject"] = "o@example.com", f"312{i:07d}@vtext.com", ""
@@ -74,7 +84,9 @@ def smtp_bench() -> None:
 
         url = sqlite_url()
         _queue(url, N_SMTP, gateway=True)
-        settings = Settings(database_url=url, smtp_host=sink.host, smtp_port=sink.port, smtp_from="o@example.com")
+        settings = Settings(
+            database_url=url, smtp_host=sink.host, smtp_port=sink.port, smtp_from="o@example.com"
+        )
         set_settings(settings)
         db = Database(url)
         t0 = time.perf_counter()
@@ -84,8 +96,12 @@ def smtp_bench() -> None:
         assert summary.counts["sent"] == N_SMTP, summary.line()
     print(f"dispatch to the SMTP sink ({N_SMTP} texts, SQLite outbox)")
     print(f"  erp-sms dispatch                   {ours:7.0f} msg/s")
-    print(f"  smtplib, one reused connection     {reuse:7.0f} msg/s   ratio erp-sms/this {ours / reuse:5.2f}")
-    print(f"  smtplib, a connection per message  {per_msg:7.0f} msg/s   ratio erp-sms/this {ours / per_msg:5.2f}")
+    print(
+        f"  smtplib, one reused connection     {reuse:7.0f} msg/s   ratio erp-sms/this {ours / reuse:5.2f}"
+    )
+    print(
+        f"  smtplib, a connection per message  {per_msg:7.0f} msg/s   ratio erp-sms/this {ours / per_msg:5.2f}"
+    )
 
 
 def twilio_bench() -> None:
@@ -94,21 +110,30 @@ def twilio_bench() -> None:
 
     with TwilioServer(latency=LATENCY) as api:
         api.add_account(SID, TOKEN)
-        client = Client(SID, TOKEN, http_client=TwilioHttpClient(timeout=10),
-                        environment={"TWILIO_REGION": "", "TWILIO_EDGE": ""})
+        client = Client(
+            SID,
+            TOKEN,
+            http_client=TwilioHttpClient(timeout=10),
+            environment={"TWILIO_REGION": "", "TWILIO_EDGE": ""},
+        )
         client.api.base_url = api.url
         n_seq = 40
         t0 = time.perf_counter()
         for i in range(n_seq):
             client.messages.create(to=f"+1312{i:07d}", from_="+13125550100", body="hello")
         sequential = _rate(n_seq, time.perf_counter() - t0)
-        print(f"dispatch to the Twilio-compatible API ({N_TWILIO} texts, {LATENCY * 1000:.0f} ms added latency)")
+        print(
+            f"dispatch to the Twilio-compatible API ({N_TWILIO} texts, {LATENCY * 1000:.0f} ms added latency)"
+        )
         print(f"  twilio client, one at a time       {sequential:7.1f} msg/s")
         for concurrency in (1, 4, 8):
             url = sqlite_url()
             _queue(url, N_TWILIO, gateway=False)
-            settings = Settings(database_url=url, twilio_api_url=api.url,
-                                dispatch=replace(DispatchSettings(), concurrency=concurrency))
+            settings = Settings(
+                database_url=url,
+                twilio_api_url=api.url,
+                dispatch=replace(DispatchSettings(), concurrency=concurrency),
+            )
             set_settings(settings)
             db = Database(url)
             t0 = time.perf_counter()
@@ -116,7 +141,9 @@ def twilio_bench() -> None:
             ours = _rate(summary.counts["sent"], time.perf_counter() - t0)
             db.dispose()
             assert summary.counts["sent"] == N_TWILIO, summary.line()
-            print(f"  erp-sms dispatch, concurrency {concurrency}    {ours:7.1f} msg/s   ratio erp-sms/sequential {ours / sequential:5.2f}")
+            print(
+                f"  erp-sms dispatch, concurrency {concurrency}    {ours:7.1f} msg/s   ratio erp-sms/sequential {ours / sequential:5.2f}"
+            )
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-import erp_sms  # noqa: F401  (connects the receivers)
+import erp_sms
 from erp_sms import erp, signals
 
 from .common import fresh, median_ms, postgres_url, sqlite_url, timed
@@ -23,7 +23,9 @@ def _setup(session: Session) -> list[erp.SalesOrder]:
         org = erp.Organization(name=f"Org {i}")
         for j in range(CONTACTS):
             erp.Contact(
-                name=f"C{i}-{j}", email2=f"312555{j:04d}@vtext.com", organizations=[org],
+                name=f"C{i}-{j}",
+                email2=f"312555{j:04d}@vtext.com",
+                organizations=[org],
                 attributes=[erp.ContactAttribute(code=erp.SMSUPDATE)],
             )
         orders.append(erp.SalesOrder(f"SO-{i}", org, sms_update=True))
@@ -41,7 +43,11 @@ def run(url: str) -> tuple[float, float]:
 
         def host_only() -> None:
             o = next(it_host)
-            s.add(erp.ShippingEvent(sales_order=o, status="Shipped", carrier="UPS", tracking_number="1Z"))
+            s.add(
+                erp.ShippingEvent(
+                    sales_order=o, status="Shipped", carrier="UPS", tracking_number="1Z"
+                )
+            )
             s.flush()
 
         def with_sms() -> None:
@@ -69,5 +75,7 @@ def main() -> None:
         print("  postgresql: not reachable on loopback, skipped")
     for name, url in targets:
         base, sms = run(url)
-        print(f"  {name:<10} host's own change {base:6.2f} ms | erp-sms signal {sms:6.2f} ms "
-              f"| ratio {sms / base:5.1f}x | per contact {sms / CONTACTS:5.2f} ms")
+        print(
+            f"  {name:<10} host's own change {base:6.2f} ms | erp-sms signal {sms:6.2f} ms "
+            f"| ratio {sms / base:5.1f}x | per contact {sms / CONTACTS:5.2f} ms"
+        )

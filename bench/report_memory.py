@@ -31,13 +31,28 @@ def _fill(engine, n: int) -> None:  # type: ignore[no-untyped-def]
     chunk = 20000
     with engine.begin() as conn:
         for start in range(0, n, chunk):
-            conn.execute(insert(Message.__table__), [
-                {"idempotency_key": f"k{i}", "event": "shipment_shipped", "template": "SMS SESHIP",
-                 "order_ref": str(i), "order_number": f"SO-{i}", "status": "sent", "channel": "twilio",
-                 "address": f"+1312{i % 10**7:07d}", "body": "Acme: order shipped via UPS, tracking 1Z999. Reply STOP to opt out, HELP for help.",
-                 "attempts": 1, "created_at": now, "updated_at": now, "segments": 1, "contact_name": f"Contact {i}"}
-                for i in range(start, min(n, start + chunk))
-            ])
+            conn.execute(
+                insert(Message.__table__),
+                [
+                    {
+                        "idempotency_key": f"k{i}",
+                        "event": "shipment_shipped",
+                        "template": "SMS SESHIP",
+                        "order_ref": str(i),
+                        "order_number": f"SO-{i}",
+                        "status": "sent",
+                        "channel": "twilio",
+                        "address": f"+1312{i % 10**7:07d}",
+                        "body": "Acme: order shipped via UPS, tracking 1Z999. Reply STOP to opt out, HELP for help.",
+                        "attempts": 1,
+                        "created_at": now,
+                        "updated_at": now,
+                        "segments": 1,
+                        "contact_name": f"Contact {i}",
+                    }
+                    for i in range(start, min(n, start + chunk))
+                ],
+            )
 
 
 def measure(engine, n: int, fmt: str) -> tuple[float, float]:  # type: ignore[no-untyped-def]

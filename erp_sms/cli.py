@@ -70,7 +70,49 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("twilio").setLevel(logging.WARNING)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class ErpSmsGroup(click.Group):
+    """A click group whose errors are one line on stderr (usage errors exit 2, input
+    errors 2, other failures 1)."""
+
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(
+                args, prog_name or "erp-sms", complete_var, standalone_mode=False, **extra
+            )
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            _fail("aborted", 1)
+        except click.UsageError as exc:
+            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+            _fail(f"{exc.format_message()}{hint}", 2)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except InputError as exc:
+            _fail(exc.message, 2)
+        except ErpSmsError as exc:
+            _fail(exc.message, 1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"erp-sms: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(
+    cls=ErpSmsGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (INFO).")
 def cli(verbose: bool) -> None:
     """erp-sms: text customers as their sales orders move.
@@ -228,6 +270,38 @@ def rules_set(
         click.echo(f"{len(released)} held text(s) released to the queue")
 
 
+@rules.command("audit")
+@click.argument("name")
+@click.option("--limit", default=50, show_default=True, help="How many changes, newest first.")
+def rules_audit(name: str, limit: int) -> None:
+    """Who changed which field of a rule record, and when (never a secret's value).
+
+    \b
+    Example:
+      erp-sms rules audit TWILIO
+    """
+    from sqlalchemy import select
+
+    from .models import RuleAudit
+
+    rtype = rule_records.rule_type(name)
+    with staff_session() as s:
+        q = (
+            select(RuleAudit)
+            .where(RuleAudit.rule_type == rtype.name)
+            .order_by(RuleAudit.id.desc())
+            .limit(limit)
+        )
+        rows = list(s.scalars(q))
+        for a in rows:
+            detail = f" ({a.detail})" if a.detail else ""
+            click.echo(
+                f"{a.changed_at:%Y-%m-%d %H:%M:%S} UTC  {a.changed_by:<12} {a.action:<8} {a.field}{detail}"
+            )
+        if not rows:
+            click.echo(f"no changes recorded for {rtype.name}")
+
+
 @rules.command("test")
 @click.argument("name")
 def rules_test(name: str) -> None:
@@ -306,6 +380,11 @@ def options_set(name: str, value: str) -> None:
 from .cli_templates import group as templates_group  # noqa: E402
 
 cli.add_command(templates_group)
+
+
+from .cli_contacts import group as contacts_group  # noqa: E402
+
+cli.add_command(contacts_group)
 
 
 # -- dispatch / worker ----------------------------------------------------------------------
@@ -511,24 +590,5 @@ def demo(database: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: one clear line on stderr for any error."""
-    try:
-        cli.main(args=argv, prog_name="erp-sms", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("erp-sms: aborted", err=True)
-        sys.exit(1)
-    except click.UsageError as exc:
-        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
-        click.echo(f"erp-sms: {exc.format_message()}{hint}", err=True)
-        sys.exit(2)
-    except click.ClickException as exc:
-        click.echo(f"erp-sms: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
-    except InputError as exc:
-        click.echo(f"erp-sms: {exc.message}", err=True)
-        sys.exit(2)
-    except ErpSmsError as exc:
-        click.echo(f"erp-sms: {exc.message}", err=True)
-        sys.exit(1)
+    """Console entry point."""
+    cli.main(args=argv, prog_name="erp-sms")

@@ -32,12 +32,13 @@ from .errors import (
     ChannelConfigurationError,
     ConfigurationError,
     DeliveryError,
+    InputError,
     OptedOutError,
     PermanentError,
     TransientError,
 )
 from .models import Channel as ChannelName
-from .models import ConsentEvent, Status
+from .models import Status
 from .outbox import Claimed, Outcome
 
 log = logging.getLogger(__name__)
@@ -397,28 +398,34 @@ class Dispatcher:
 
     def _opt_out(self, msg: Claimed, exc: DeliveryError) -> None:
         """21610: the recipient replied STOP at Twilio — record the opt-out here too."""
-        from .recipients import default_lookup
+        from . import consent
 
         with self.db.session() as s:
-            name = msg.contact_name
-            if msg.contact_ref:
-                try:
-                    default_lookup().set_consent(s, msg.contact_ref, False)
-                except (LookupError, ValueError):
-                    log.warning(
-                        "contact %s for message %s no longer exists", msg.contact_ref, msg.id
-                    )
-            s.add(
-                ConsentEvent(
-                    contact_ref=msg.contact_ref,
-                    contact_name=name,
-                    address=msg.address,
-                    action="opt_out",
+            try:
+                if msg.contact_ref is None:
+                    raise InputError("no contact")
+                consent.change(
+                    s,
+                    msg.contact_ref,
+                    False,
                     source="twilio_21610",
                     detail=exc.message,
+                    address=msg.address,
                 )
-            )
-        log.info("contact %s opted out (Twilio 21610) for %s", msg.contact_ref, mask(msg.address))
+            except InputError:
+                consent.record_unmatched(
+                    s,
+                    msg.address or "",
+                    False,
+                    source="twilio_21610",
+                    detail=f"{exc.message} (contact {msg.contact_ref} not found)",
+                )
+        log.info(
+            "contact %s opted out (Twilio 21610) for %s",
+            msg.contact_ref,
+            mask(msg.address),
+            extra={"message_id": msg.id},
+        )
 
 
 _HELD_CREDENTIALS = (

@@ -63,7 +63,9 @@ def set_value(session: Session, name: str, value: str, *, by: str = "staff") -> 
 
 def all_values(session: Session) -> dict[str, tuple[str, bool]]:
     """name -> (value, is_default)."""
-    stored = dict(session.execute(select(Option.name, Option.value)).tuples().all())
+    stored: dict[str, str] = {
+        r.name: r.value for r in session.execute(select(Option.name, Option.value))
+    }
     return {
         name: (stored[name], False) if name in stored else (_default_text(opt), True)
         for name, opt in sorted(option_defs().items())

@@ -354,5 +354,5 @@ def cancel(
 def counts_by_status(session: Session) -> dict[str, int]:
     from sqlalchemy import func
 
-    rows = session.execute(select(Message.status, func.count()).group_by(Message.status)).tuples()
-    return dict(rows.all())
+    rows = session.execute(select(Message.status, func.count()).group_by(Message.status))
+    return {status: int(n) for status, n in rows}

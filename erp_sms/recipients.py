@@ -201,7 +201,9 @@ class ErpLookup:
                     erp.contact_organization.c.organization_id == order.organization_id,
                     erp.ContactAttribute.code == erp.SMSUPDATE,
                 )
-                .options(selectinload(erp.Contact.attributes), selectinload(erp.Contact.organizations))
+                .options(
+                    selectinload(erp.Contact.attributes), selectinload(erp.Contact.organizations)
+                )
                 .order_by(erp.Contact.id)
             )
             for c in session.scalars(q).unique():

@@ -39,6 +39,8 @@ COLUMNS = (
     "body",
 )
 FORMATS = ("table", "csv", "json", "html")
+# Statuses whose segments left us (and may be billed).
+_SENT = (Status.SENT, Status.DELIVERED, Status.READ, Status.UNDELIVERED)
 # Failures and held messages first in the terminal table and the HTML page.
 _ATTENTION = (Status.FAILED, Status.HELD, Status.UNDELIVERED, Status.SKIPPED)
 
@@ -186,7 +188,7 @@ class Totals:
         self.rows += 1
         self.by_status[row["status"]] += 1
         self.by_channel[row["channel"] or "none"] += 1
-        if row["status"] not in (Status.SKIPPED, Status.CANCELED, Status.FAILED, Status.HELD):
+        if row["status"] in _SENT:
             self.segments += row["segments"] or 0
         if row["_price"]:
             try:

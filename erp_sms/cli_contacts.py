@@ -1,0 +1,108 @@
+"""``erp-sms contacts …``: opt-in, opt-out (with a consent trail), and the contacts whose
+gateway address is at a carrier that shut down or is shutting down its gateway."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import click
+from sqlalchemy import select
+
+from . import consent, erp, rule_records
+from .addresses import GATEWAY, classify
+from .errors import AddressError
+
+
+def _session():  # type: ignore[no-untyped-def]
+    from .cli import staff_session
+
+    return staff_session()
+
+
+def _by() -> str:
+    from .cli import _user
+
+    return _user()
+
+
+@click.group("contacts")
+def group() -> None:
+    """Consent and carrier-gateway housekeeping for contacts.
+
+    \b
+    Example:
+      erp-sms contacts opt-out 42 --note "asked by phone"
+      erp-sms contacts gateways
+    """
+
+
+def _change(contact: str, opted_in: bool, note: str | None) -> None:
+    with _session() as s:
+        detail = f"by {_by()}" + (f": {note}" if note else "")
+        view = consent.change(s, contact, opted_in, source="cli", detail=detail)
+    state = "opted in (SMSUPDATE added)" if opted_in else "opted out (SMSUPDATE removed)"
+    click.echo(f"contact {view.key} {view.name}: {state}; consent recorded")
+
+
+@group.command("opt-in")
+@click.argument("contact")
+@click.option("--note", default=None, help="How the consent was given (kept in the consent trail).")
+def opt_in(contact: str, note: str | None) -> None:
+    """Add SMSUPDATE to a contact and record the consent (source cli, time, who).
+
+    \b
+    Example:
+      erp-sms contacts opt-in 42 --note "signed form at pickup"
+    """
+    _change(contact, True, note)
+
+
+@group.command("opt-out")
+@click.argument("contact")
+@click.option("--note", default=None, help="How the request came in (kept in the consent trail).")
+def opt_out(contact: str, note: str | None) -> None:
+    """Remove SMSUPDATE from a contact and record the opt-out (source cli, time, who).
+
+    \b
+    Example:
+      erp-sms contacts opt-out 42 --note "asked by phone"
+    """
+    _change(contact, False, note)
+
+
+@group.command("gateways")
+def gateways() -> None:
+    """Contacts whose Email 2 is a carrier gateway that is shut down or shutting down,
+    with the date and what to do.
+
+    \b
+    Example:
+      erp-sms contacts gateways
+    """
+    today = dt.date.today()
+    found = 0
+    with _session() as s:
+        active, _phone = rule_records.twilio_routing(s)
+        rows = s.scalars(
+            select(erp.Contact).where(erp.Contact.email2.like("%@%")).order_by(erp.Contact.id)
+        )
+        for c in rows:
+            try:
+                addr = classify(c.email2)
+            except AddressError:
+                continue
+            if addr.kind != GATEWAY or addr.carrier is None or addr.carrier.sunset is None:
+                continue
+            found += 1
+            carrier = addr.carrier
+            if active:
+                todo = f"texts already go through Twilio to {addr.e164}; you may replace Email 2 with {addr.e164}"
+            elif carrier.is_shut_down(today):
+                todo = f"not texted: activate the TWILIO rule, texts will go to {addr.e164}"
+            else:
+                todo = f"still texted by email until then: activate TWILIO before {carrier.sunset}"
+            opted = "" if c.has_attribute(erp.SMSUPDATE) else " (not opted in)"
+            click.echo(
+                f"{c.id:>6}  {c.name}{opted}  {addr.gateway}\n        {carrier.describe(today)} — {todo}"
+            )
+    click.echo(f"{found} contact(s) on shut-down or sunsetting gateways")

@@ -1,0 +1,79 @@
+"""rules/ and email_templates/ ship inside the wheel: a plain (non-editable) install finds
+them, not only a checkout."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def test_wheel_carries_the_data_and_a_plain_install_finds_it(tmp_path):
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(ROOT),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dist),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    (wheel,) = dist.glob("erp_sms-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for data in (
+        "erp_sms/rules/carriers.toml",
+        "erp_sms/rules/twilio_errors.toml",
+        "erp_sms/rules/rule_types.toml",
+        "erp_sms/rules/options.toml",
+        "erp_sms/rules/keywords.toml",
+        "erp_sms/email_templates/SMS_S2P.txt",
+        "erp_sms/email_templates/SMS_SEDEL.txt",
+        "erp_sms/migrations/script.py.mako",
+    ):
+        assert data in names, data
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    probe = (
+        "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
+        "import erp_sms, erp_sms.catalog as c, erp_sms.templates as t\n"
+        "assert erp_sms.__file__.startswith(sys.argv[1]), erp_sms.__file__\n"
+        "print(len(c.carriers()), t.file_default('SMS S2P')[:30])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(target)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("8 {{ order.organization.name }}")
