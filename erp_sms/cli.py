@@ -66,8 +66,10 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # The twilio client logs every request's headers at INFO.
+    # The twilio client logs every request's headers at INFO; werkzeug every request.
     logging.getLogger("twilio").setLevel(logging.WARNING)
+    if not verbose:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 class ErpSmsGroup(click.Group):
@@ -564,6 +566,54 @@ def _write(fmt: str, rows: Any, out: Any) -> report.Totals:
         return report.write_html(iter(rows), out, subtitle="erp-sms")
     writer: Any = report.WRITERS[fmt]
     return writer(iter(rows), out)  # type: ignore[no-any-return]
+
+
+# -- timeline / serve ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--order", "number", default=None, help="Sales order number.")
+@click.option("--contact", default=None, help="Contact id.")
+def timeline(number: str | None, contact: str | None) -> None:
+    """Every text of an order or a contact with its status history, replies and
+    consent changes, in time order.
+
+    \b
+    Example:
+      erp-sms timeline --order SO-104233
+      erp-sms timeline --contact 42
+    """
+    from . import timeline as tl
+
+    if bool(number) == bool(contact):
+        raise InputError("give one of --order N or --contact ID")
+    with staff_session() as s:
+        entries = tl.for_order(s, number) if number else tl.for_contact(s, str(contact))
+        for e in entries:
+            click.echo(e.line())
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+def serve(host: str, port: int) -> None:
+    """Serve the Twilio webhooks (/twilio/status, /twilio/inbound) and the staff pages.
+    Point Twilio at ERP_SMS_PUBLIC_URL; behind a proxy that is the URL Twilio signs.
+
+    \b
+    Example:
+      ERP_SMS_PUBLIC_URL=https://erp.example.com/sms erp-sms serve --port 8080
+    """
+    from .webhooks import serve as run
+
+    if not get_settings().public_url:
+        click.echo(
+            "warning: ERP_SMS_PUBLIC_URL is not set; signatures are checked against "
+            "the URL each request shows (wrong behind a proxy)",
+            err=True,
+        )
+    click.echo(f"erp-sms: serving on http://{host}:{port}", err=True)
+    run(host, port)
 
 
 # -- demo --------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Starts an SMTP sink and a Twilio-compatible API on 127.0.0.1, builds sample
 organizations, contacts and orders in a SQLite file, fires the four order events,
 delivers (first over the carrier gateways, then through Twilio once the TWILIO record is
-active), and prints the email log report.
+active), lets the Twilio-compatible server post signed delivery reports and a customer's
+STOP reply to erp-sms's own webhooks, and prints the email log report.
 """
 
 from __future__ import annotations
@@ -12,13 +13,18 @@ import io
 import os
 import secrets
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import select
 
 from . import erp, migrate, report, rule_records, signals
-from .config import get_settings, set_settings
+from .config import Settings, get_settings, set_settings
 from .db import Database
-from .devservers import SmtpSink, TwilioServer
+from .devservers import SmtpSink, TwilioServer, post_signed
 from .dispatch import Dispatcher
 
 PEOPLE = [
@@ -36,7 +42,7 @@ def run_demo(database: str | None = None, *, echo: Callable[[str], None] = print
     path = database or os.path.join(workdir, "erp_sms_demo.db")
     url = f"sqlite:///{path}"
     previous = get_settings()
-    with TwilioServer() as twilio, SmtpSink() as sink:
+    with TwilioServer() as twilio, SmtpSink() as sink, _webhook_server() as (hook_url, bind):
         sid = "AC" + secrets.token_hex(16)
         token = secrets.token_hex(16)  # a throwaway secret for the local API only
         twilio.add_account(sid, token)
@@ -50,11 +56,12 @@ def run_demo(database: str | None = None, *, echo: Callable[[str], None] = print
             smtp_password=None,
             smtp_from="orders@acme-fabrication.example",
             twilio_api_url=twilio.url,
-            public_url=None,
+            public_url=hook_url,
             inline_dispatch=False,
         )
         set_settings(settings)
         db = Database(url)
+        bind(db, settings)
         try:
             migrate.upgrade(db.engine)
             echo(f"demo database: {path}")
@@ -106,6 +113,35 @@ def run_demo(database: str | None = None, *, echo: Callable[[str], None] = print
             echo("   " + Dispatcher(db, settings).run_once().line())
             echo(f"   Twilio-compatible API accepted {len(twilio.messages)} message(s)")
 
+            echo(f"\n3) Twilio calls back (signed) to the webhooks at {hook_url}/twilio/…")
+            for m in twilio.messages:
+                if m.to == "+13125550103":  # Sam's handset is off
+                    twilio.deliver(m.sid, "undelivered", error_code=30003)
+                else:
+                    twilio.deliver(m.sid, "delivered")
+            code = post_signed(
+                f"{hook_url}/twilio/inbound",
+                {
+                    "MessageSid": "SM" + secrets.token_hex(16),
+                    "AccountSid": sid,
+                    "From": "+13125550102",
+                    "To": "+13125550100",
+                    "Body": "please stop texting me",
+                },
+                token,
+            )
+            echo(
+                f"   {len(twilio.messages)} delivery reports; Riley replied 'please stop texting me' ({code})"
+            )
+
+            from . import timeline
+
+            with db.session() as s:
+                riley = s.scalars(select(erp.Contact).where(erp.Contact.name == "Riley Chen")).one()
+                echo(f"\nTimeline of contact {riley.id} (erp-sms timeline --contact {riley.id})")
+                for entry in timeline.for_contact(s, str(riley.id)):
+                    echo("   " + entry.line())
+
             echo("\nEmail log report\n")
             out = io.StringIO()
             with db.session() as s:
@@ -115,6 +151,31 @@ def run_demo(database: str | None = None, *, echo: Callable[[str], None] = print
         finally:
             db.dispose()
             set_settings(previous)
+
+
+@contextmanager
+def _webhook_server() -> Iterator[tuple[str, Callable[[Database, Settings], None]]]:
+    """erp-sms's webhook app on a loopback port, bound to the demo database once known."""
+    from flask import Flask
+    from werkzeug.serving import make_server
+
+    from .webhooks import create_app
+
+    holder: dict[str, Flask] = {}
+
+    def app(environ: Any, start_response: Any) -> Any:
+        return holder["app"](environ, start_response)
+
+    def bind(db: Database, settings: Settings) -> None:
+        holder["app"] = create_app(db=db, settings=settings)
+
+    srv = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_port}", bind
+    finally:
+        srv.shutdown()
 
 
 def _sample_data(db: Database) -> dict[str, int]:

@@ -302,7 +302,36 @@ def finish(db: Database, claimed: Claimed, outcome: Outcome, *, source: str = "d
                 raw=_json(outcome.raw),
             )
         )
+        if outcome.provider_id and outcome.status == Status.SENT:
+            _adopt_early_callbacks(conn, claimed.id, outcome.provider_id)
     return True
+
+
+def _adopt_early_callbacks(conn: Any, message_id: int, provider_id: str) -> None:
+    """A provider callback can arrive before the send's outcome is committed; the webhook
+    keeps it as an unknown MessageSid. Attach such callbacks now and apply their status."""
+    from .statuses import advance
+
+    ev = MessageEvent.__table__.c
+    orphans = conn.execute(
+        select(ev.id, ev.status)
+        .where(ev.message_id.is_(None), ev.provider_id == provider_id)
+        .order_by(ev.id)
+    ).all()
+    if not orphans:
+        return
+    conn.execute(
+        update(MessageEvent.__table__)
+        .where(ev.id.in_([o.id for o in orphans]))
+        .values(message_id=message_id)
+    )
+    current = Status.SENT
+    for o in orphans:
+        if o.status and advance(current, o.status):
+            current = o.status
+    if current != Status.SENT:
+        m = Message.__table__.c
+        conn.execute(update(Message.__table__).where(m.id == message_id).values(status=current))
 
 
 def extend_lease(db: Database, claimed: Claimed, lease_seconds: float) -> bool:

@@ -468,3 +468,51 @@ def test_messages_release_and_cancel(run, session, logged):
 def test_dispatch_prints_a_one_line_summary(run, delivery, logged, smtp_sink):
     out = run("dispatch").stdout
     assert out.count("\n") == 1 and re.match(r"dispatch: 2 sent, 0 failed in \d+\.\d s", out)
+
+
+def test_long_exports_show_a_progress_bar_on_a_terminal_but_not_in_pipes(
+    settings, logged, tmp_path
+):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ERP_SMS_DATABASE_URL": settings.database_url}
+    cmd = [
+        sys.executable,
+        "-c",
+        "from erp_sms.cli import main; main()",
+        "report",
+        "--format",
+        "csv",
+    ]
+    piped = subprocess.run(
+        [*cmd, "--output", str(tmp_path / "a.csv")], env=env, capture_output=True, text=True
+    )
+    assert piped.returncode == 0 and "exporting" not in piped.stderr
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [*cmd, "--output", str(tmp_path / "b.csv")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            timeout=60,
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                data = os.read(leader, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0
+    shown = b"".join(chunks).decode(errors="replace")
+    assert "exporting" in shown and "row(s) written" in shown
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()

@@ -1,0 +1,103 @@
+"""Timelines of an order or a contact: every message with its status history, replies
+and consent changes, in time order."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from .addresses import classify
+from .errors import AddressError, InputError
+from .models import ConsentEvent, InboundMessage, Message
+from .recipients import default_lookup
+
+
+@dataclass(frozen=True)
+class Entry:
+    at: dt.datetime
+    what: str  # message | status | callback | reply | consent
+    text: str
+    message_id: int | None = None
+
+    def line(self) -> str:
+        ref = f"#{self.message_id} " if self.message_id else ""
+        return f"{self.at:%Y-%m-%d %H:%M:%S}  {self.what:<8} {ref}{self.text}"
+
+
+def _message_entries(m: Message) -> list[Entry]:
+    initial = "queued" if m.history else m.status
+    who = m.contact_name or "(no contact)"
+    via = f" via {m.channel} {m.address}" if m.channel else ""
+    reason = f": {m.reason}" if initial != "queued" and m.reason else ""
+    out = [Entry(m.created_at, "message", f"{m.event} → {who}{via} — {initial}{reason}", m.id)]
+    for h in m.history:
+        if h.kind == "callback":
+            out.append(Entry(h.at, "callback", h.detail or (h.status or ""), m.id))
+        else:
+            detail = f": {h.detail}" if h.detail else ""
+            out.append(Entry(h.at, "status", f"{h.status}{detail}", m.id))
+    return out
+
+
+def for_order(session: Session, number: str) -> list[Entry]:
+    msgs = list(
+        session.scalars(
+            select(Message)
+            .where(Message.order_number == number)
+            .options(selectinload(Message.history))
+            .order_by(Message.id)
+        )
+    )
+    replies = session.scalars(select(InboundMessage).where(InboundMessage.order_number == number))
+    if not msgs:
+        raise InputError(f"no texts for order {number!r} in the email log")
+    entries = [e for m in msgs for e in _message_entries(m)]
+    entries += [
+        Entry(r.received_at, "reply", f"{r.kind}: {r.body!r} from {r.from_number}") for r in replies
+    ]
+    return sorted(entries, key=lambda e: (e.at, e.message_id or 0))
+
+
+def for_contact(session: Session, contact_key: str) -> list[Entry]:
+    contact = default_lookup().contact(session, contact_key)
+    numbers: list[str] = []
+    if contact is not None and contact.address:
+        with contextlib.suppress(AddressError):
+            numbers.append(classify(contact.address).e164)
+    msgs = list(
+        session.scalars(
+            select(Message)
+            .where(Message.contact_ref == contact_key)
+            .options(selectinload(Message.history))
+            .order_by(Message.id)
+        )
+    )
+    conds = [InboundMessage.contact_refs.contains(contact_key)]
+    if numbers:
+        conds.append(InboundMessage.from_number.in_(numbers))
+    replies = [
+        r
+        for r in session.scalars(select(InboundMessage).where(or_(*conds)))
+        if r.from_number in numbers or contact_key in (r.contact_refs or "").split(",")
+    ]
+    consents = session.scalars(select(ConsentEvent).where(ConsentEvent.contact_ref == contact_key))
+    if contact is None and not msgs:
+        raise InputError(f"no contact with id {contact_key!r}")
+    entries = [e for m in msgs for e in _message_entries(m)]
+    entries += [
+        Entry(
+            r.received_at,
+            "reply",
+            f"{r.kind}: {r.body!r}" + (f" (order {r.order_number})" if r.order_number else ""),
+        )
+        for r in replies
+    ]
+    entries += [
+        Entry(c.at, "consent", f"{c.action} ({c.source})" + (f": {c.detail}" if c.detail else ""))
+        for c in consents
+    ]
+    return sorted(entries, key=lambda e: (e.at, e.message_id or 0))

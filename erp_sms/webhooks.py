@@ -1,0 +1,296 @@
+"""Twilio webhooks (Flask): ``POST /twilio/status`` and ``POST /twilio/inbound``.
+
+Each request is validated (``X-Twilio-Signature`` with the TWILIO AuthCode over the
+configured public URL — behind a proxy the Host and scheme the request shows are not what
+Twilio signed), parsed, normalised and applied in one transaction. A bad or missing
+signature gets 403 and changes nothing; any other error 500, so Twilio retries.
+
+Mount it in a host's Flask app::
+
+    from erp_sms import webhooks
+    webhooks.init_app(app)                       # once
+    app.register_blueprint(webhooks.blueprint, url_prefix="/twilio")
+
+or run it alone: ``erp-sms serve`` / ``erp_sms.webhooks.create_app()`` under any WSGI server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+from xml.sax.saxutils import escape
+
+from flask import Blueprint, Flask, Response, abort, current_app, request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from twilio.request_validator import RequestValidator
+
+from . import consent, options, rule_records
+from .addresses import mask
+from .catalog import keywords, twilio_error_policies
+from .config import Settings, get_settings
+from .db import Database, utcnow
+from .errors import ConfigurationError, InputError
+from .models import InboundMessage, Message, MessageEvent
+from .recipients import default_lookup
+from .statuses import advance, normalise
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("erp_sms_twilio", __name__)
+
+STOP, START, HELP, REPLY = "stop", "start", "help", "reply"
+
+
+@dataclass
+class _State:
+    db: Database
+    settings: Settings
+
+
+def init_app(app: Flask, db: Database | None = None, settings: Settings | None = None) -> None:
+    """Keep erp-sms's state in ``app.extensions`` (never on the blueprint)."""
+    settings = settings or get_settings()
+    app.extensions["erp_sms"] = _State(db or Database(settings.database_url), settings)
+
+
+def create_app(db: Database | None = None, settings: Settings | None = None) -> Flask:
+    """A WSGI app with the webhooks at ``/twilio/…`` (and the staff pages, when present)."""
+    app = Flask("erp_sms")
+    init_app(app, db, settings)
+    app.register_blueprint(blueprint, url_prefix="/twilio")
+
+    @app.get("/healthz")
+    def healthz() -> tuple[str, int]:
+        return "ok", 200
+
+    return app
+
+
+def _state() -> _State:
+    state = current_app.extensions.get("erp_sms")
+    if state is None:
+        raise RuntimeError("erp_sms.webhooks.init_app(app) was not called")
+    assert isinstance(state, _State)
+    return state
+
+
+# -- validate ---------------------------------------------------------------------------------
+
+
+def signed_url(settings: Settings, endpoint: str) -> str:
+    """The URL Twilio signed: the configured public URL, not what the request shows."""
+    if settings.public_url:
+        url = settings.public_url.rstrip("/") + f"/twilio/{endpoint}"
+        query = request.query_string.decode()
+        return f"{url}?{query}" if query else url
+    log.warning(
+        "ERP_SMS_PUBLIC_URL is not set: validating against %s (wrong behind a proxy)", request.url
+    )
+    return request.url
+
+
+def _validate(session: Session, state: _State, endpoint: str) -> None:
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not signature:
+        log.warning("twilio %s: no X-Twilio-Signature; refused", endpoint)
+        abort(403)
+    try:
+        rule = rule_records.twilio_rule(session)
+    except ConfigurationError as exc:
+        log.error("twilio %s: cannot check signatures: %s", endpoint, exc.message)
+        abort(403)
+    if rule is None or not rule.auth_code:
+        log.warning("twilio %s: no TWILIO AuthCode to check the signature with; refused", endpoint)
+        abort(403)
+    url = signed_url(state.settings, endpoint)
+    params = request.form.to_dict(flat=True)
+    if not RequestValidator(rule.auth_code).validate(url, params, signature):
+        log.warning("twilio %s: bad X-Twilio-Signature for %s; refused", endpoint, url)
+        abort(403)
+
+
+# -- status callbacks -----------------------------------------------------------------------------
+
+
+def error_reason(code: int) -> str:
+    policy = twilio_error_policies().get(code)
+    return policy.reason if policy else f"Twilio error {code} (see twilio.com/docs/errors/{code})"
+
+
+@blueprint.post("/status")
+def status_callback() -> Response:
+    state = _state()
+    with state.db.session() as s:
+        _validate(s, state, "status")
+        form = request.form.to_dict(flat=True)
+        sid = form.get("MessageSid") or form.get("SmsSid")
+        provider_status = form.get("MessageStatus") or form.get("SmsStatus") or ""
+        if not sid:
+            abort(400)
+        apply_status(s, sid, provider_status, form)
+    return Response(status=204)
+
+
+def apply_status(session: Session, sid: str, provider_status: str, raw: dict[str, str]) -> None:
+    """Record a callback and move the message forward if the status is newer."""
+    new = normalise(provider_status)
+    code_text = raw.get("ErrorCode") or ""
+    code = int(code_text) if code_text.isdigit() else None
+    reason = error_reason(code) if code else None
+    raw_json = json.dumps(raw, sort_keys=True)
+    msg = session.scalar(select(Message).where(Message.provider_id == sid).with_for_update())
+    if msg is None:
+        log.warning("twilio status %s for unknown message %s: recorded", provider_status, sid)
+        session.add(
+            MessageEvent(
+                message_id=None,
+                provider_id=sid,
+                kind="callback",
+                status=new,
+                source="webhook",
+                detail=f"unknown MessageSid ({provider_status})",
+                raw=raw_json,
+                at=utcnow(),
+            )
+        )
+        return
+    if any(h.kind == "callback" and h.raw == raw_json for h in msg.history):
+        return  # the same callback again (Twilio retries): nothing to do
+    moved = new is not None and advance(msg.status, new)
+    detail = f"Twilio: {provider_status}" + (f" — {reason}" if reason else "")
+    if not moved:
+        detail += f" (kept {msg.status})"
+    msg.history.append(
+        MessageEvent(
+            provider_id=sid,
+            kind="callback",
+            status=new,
+            source="webhook",
+            detail=detail,
+            raw=raw_json,
+            at=utcnow(),
+        )
+    )
+    if moved:
+        assert new is not None
+        msg.status = new
+        if code:
+            msg.error_code = code
+            msg.reason = reason
+        price = raw.get("Price")
+        if price:
+            msg.price, msg.price_unit = price, raw.get("PriceUnit") or msg.price_unit
+
+
+# -- inbound -----------------------------------------------------------------------------------
+
+
+_WORD = re.compile(r"^[\s\W_]*([A-Za-z]+)[\s\W_]*$")
+
+
+def classify_reply(body: str) -> str:
+    """stop | start | help | reply. Single keywords (any case, surrounding spaces and
+    punctuation ignored), and free text that clearly asks to stop."""
+    kw = keywords()
+    m = _WORD.match(body or "")
+    if m:
+        word = m.group(1).upper()
+        if word in kw.stop:
+            return STOP
+        if word in kw.start:
+            return START
+        if word in kw.help:
+            return HELP
+    if any(p.search(body or "") for p in kw.stop_phrases):
+        return STOP
+    return REPLY
+
+
+def twiml(message: str | None = None) -> Response:
+    inner = f"<Message>{escape(message)}</Message>" if message else ""
+    body = f'<?xml version="1.0" encoding="UTF-8"?><Response>{inner}</Response>'
+    return Response(body, mimetype="application/xml")
+
+
+@blueprint.post("/inbound")
+def inbound() -> Response:
+    state = _state()
+    with state.db.session() as s:
+        _validate(s, state, "inbound")
+        form = request.form.to_dict(flat=True)
+        answer = handle_inbound(s, form)
+    return twiml(answer)
+
+
+def handle_inbound(session: Session, form: dict[str, str]) -> str | None:
+    """Store the reply, apply STOP/START, and return the text to answer with (HELP)."""
+    sid = form.get("MessageSid") or form.get("SmsSid")
+    sender = form.get("From", "")
+    body = form.get("Body", "")
+    if sid and session.scalar(select(InboundMessage.id).where(InboundMessage.provider_id == sid)):
+        kind = classify_reply(body)  # Twilio retried: answer the same, change nothing
+        return options.get(session, "SMSHELPTEXT") if kind == HELP else None
+    kind = classify_reply(body)
+    lookup = default_lookup()
+    contacts = list(lookup.contacts_with_number(session, sender)) if sender else []
+    refs = [c.key for c in contacts]
+    order_number = None
+    if refs:
+        order_number = session.scalar(
+            select(Message.order_number)
+            .where(Message.contact_ref.in_(refs))
+            .order_by(Message.created_at.desc(), Message.id.desc())
+            .limit(1)
+        )
+    session.add(
+        InboundMessage(
+            provider_id=sid,
+            from_number=sender,
+            to_number=form.get("To"),
+            body=body,
+            kind=kind,
+            contact_refs=",".join(refs) or None,
+            order_number=order_number,
+            raw=json.dumps(form, sort_keys=True),
+            received_at=utcnow(),
+        )
+    )
+    if kind in (STOP, START):
+        opted_in = kind == START
+        detail = f"reply {body.strip()[:60]!r}"
+        for c in contacts:
+            try:
+                consent.change(
+                    session, c.key, opted_in, source="sms_reply", detail=detail, address=sender
+                )
+            except InputError:  # the contact vanished meanwhile
+                continue
+        if not contacts:
+            consent.record_unmatched(
+                session,
+                sender,
+                opted_in,
+                source="sms_reply",
+                detail=f"{detail}; no contact has this number",
+            )
+        log.info(
+            "inbound %s from %s: %d contact(s) %s",
+            kind,
+            mask(sender),
+            len(contacts),
+            "opted in" if opted_in else "opted out",
+        )
+    session.flush()
+    if kind == HELP:
+        return options.get(session, "SMSHELPTEXT")
+    return None
+
+
+def serve(host: str, port: int, app: Any = None) -> None:  # pragma: no cover - blocking
+    from werkzeug.serving import run_simple
+
+    run_simple(host, port, app or create_app(), threaded=True, use_reloader=False)

@@ -1,0 +1,458 @@
+"""Twilio webhooks: signatures, the status state machine, STOP/START/HELP and replies,
+and what staff see afterwards (report, timelines)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select, text
+from twilio.request_validator import RequestValidator
+from werkzeug.serving import make_server
+
+from erp_sms import erp, signals
+from erp_sms.cli import cli
+from erp_sms.db import Database
+from erp_sms.dispatch import Dispatcher
+from erp_sms.models import ConsentEvent, InboundMessage, Message, MessageEvent, Status
+from erp_sms.webhooks import classify_reply, create_app
+
+from .conftest import with_settings
+from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+from .helpers import AUTH, SID, TWILIO_NUMBER, activate_twilio, messages
+
+PUBLIC = "https://erp.example.com/sms"
+
+
+def test_signature_known_vector_from_the_design_notes():
+    url = "https://mycompany.com/myapp.php?foo=1&bar=2"
+    params = {
+        "CallSid": "CA1234567890ABCDE",
+        "Caller": "+12349013030",
+        "Digits": "1234",
+        "From": "+12349013030",
+        "To": "+18005551212",
+    }
+    v = RequestValidator("12345")
+    assert v.compute_signature(url, params) == "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
+    assert v.validate(url, params, "0/KCTR6DLpKmkAf8muzZqo1nDgQ=")
+
+
+@pytest.fixture
+def app(settings, db: Database, session):
+    activate_twilio(session)
+    session.commit()
+    s = with_settings(public_url=PUBLIC)
+    return create_app(db=db, settings=s)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def post(
+    client,
+    endpoint: str,
+    params: dict[str, str],
+    *,
+    token: str = AUTH,
+    url: str | None = None,
+    signature: str | None = None,
+    base: str = "http://10.0.0.5:8080",
+):
+    """POST as Twilio would: signed over the public URL, arriving at an internal address."""
+    signed_over = url or f"{PUBLIC}/twilio/{endpoint}"
+    sig = (
+        signature
+        if signature is not None
+        else RequestValidator(token).compute_signature(signed_over, params)
+    )
+    headers = {"X-Twilio-Signature": sig} if sig != "" else {}
+    return client.post(f"/twilio/{endpoint}", data=params, headers=headers, base_url=base)
+
+
+@pytest.fixture
+def sent(session):
+    """One order with two contacts whose texts went out through Twilio."""
+    org = OrganizationFactory(name="Acme")
+    ann = ContactFactory(name="Ann", email2="+13125550101", organizations=[org])
+    bob = ContactFactory(name="Bob", email2="3125550102@vtext.com", organizations=[org])
+    order = SalesOrderFactory(number="SO-7", organization=org, contact=ann)
+    session.add_all([order, ann, bob])
+    signals.sent_to_production.send(order, session=session)
+    session.commit()
+    rows = messages(session)
+    for i, m in enumerate(rows):
+        m.status, m.provider_id = Status.SENT, f"SM{i:032d}"
+    session.commit()
+    return {"order": order, "ann": ann, "bob": bob, "rows": rows}
+
+
+def callback(sid: str, status: str, **extra: str) -> dict[str, str]:
+    return {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "AccountSid": SID,
+        "From": TWILIO_NUMBER,
+        "To": "+13125550101",
+        "ApiVersion": "2010-04-01",
+        **extra,
+    }
+
+
+def state(session, sid: str) -> tuple[str, int]:
+    session.commit()
+    m = session.scalar(select(Message).where(Message.provider_id == sid))
+    session.refresh(m)
+    return m.status, len(m.history)
+
+
+# -- signatures ------------------------------------------------------------------------------
+
+
+def test_a_signed_callback_is_accepted_though_it_arrives_at_an_internal_address(
+    client, session, sent
+):
+    sid = sent["rows"][0].provider_id
+    r = post(client, "status", callback(sid, "delivered"))
+    assert r.status_code == 204
+    assert state(session, sid)[0] == Status.DELIVERED
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "missing",
+        "garbage",
+        "wrong token",
+        "signed for the internal URL",
+        "params tampered",
+        "signed for the other endpoint",
+    ],
+)
+def test_bad_signatures_get_403_and_change_nothing(client, session, sent, how, caplog):
+    sid = sent["rows"][0].provider_id
+    before = state(session, sid)
+    params = callback(sid, "delivered")
+    kwargs: dict = {}
+    if how == "missing":
+        kwargs["signature"] = ""
+    elif how == "garbage":
+        kwargs["signature"] = "bm90IGEgc2lnbmF0dXJl"
+    elif how == "wrong token":
+        kwargs["token"] = "0" * 32
+    elif how == "signed for the internal URL":
+        kwargs["url"] = "http://10.0.0.5:8080/twilio/status"
+    elif how == "signed for the other endpoint":
+        kwargs["url"] = f"{PUBLIC}/twilio/inbound"
+    if how == "params tampered":
+        good = RequestValidator(AUTH).compute_signature(f"{PUBLIC}/twilio/status", params)
+        kwargs["signature"] = good
+        params = {**params, "MessageStatus": "read"}
+    r = post(client, "status", params, **kwargs)
+    assert r.status_code == 403
+    assert state(session, sid) == before
+    assert AUTH not in caplog.text
+
+
+def test_a_replayed_callback_changes_nothing_the_second_time(client, session, sent):
+    sid = sent["rows"][0].provider_id
+    params = callback(sid, "delivered")
+    assert post(client, "status", params).status_code == 204
+    first = state(session, sid)
+    assert post(client, "status", params).status_code == 204
+    assert state(session, sid) == first
+
+
+def test_without_a_twilio_rule_nothing_can_be_validated(client, session, sent):
+    session.execute(text("DELETE FROM sms_rule_field"))
+    session.execute(text("DELETE FROM sms_rule"))
+    session.commit()
+    assert (
+        post(client, "status", callback(sent["rows"][0].provider_id, "delivered")).status_code
+        == 403
+    )
+
+
+def test_an_internal_error_is_500_so_twilio_retries(client, session, sent):
+    session.execute(text("DROP TABLE sms_message_event"))
+    session.commit()
+    r = post(client, "status", callback(sent["rows"][0].provider_id, "delivered"))
+    assert r.status_code == 500
+
+
+# -- the status state machine ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("twilio_status", "expected"),
+    [
+        ("queued", Status.SENT),
+        ("accepted", Status.SENT),
+        ("sending", Status.SENT),
+        ("sent", Status.SENT),
+        ("delivered", Status.DELIVERED),
+        ("undelivered", Status.UNDELIVERED),
+        ("failed", Status.FAILED),
+        ("read", Status.READ),
+        ("partially_delivered", Status.DELIVERED),
+        ("canceled", Status.CANCELED),
+        ("receiving", Status.SENT),
+        ("something_new", Status.SENT),
+    ],
+)
+def test_every_status_from_sent(client, session, sent, twilio_status, expected):
+    sid = sent["rows"][0].provider_id
+    assert post(client, "status", callback(sid, twilio_status)).status_code == 204
+    status, history = state(session, sid)
+    assert status == expected
+    assert history == 1  # every callback is kept, also the ones that change nothing
+
+
+def test_out_of_order_callbacks_never_move_a_status_back(client, session, sent):
+    sid = sent["rows"][0].provider_id
+    for s in ("delivered", "sending", "sent", "queued", "failed", "undelivered"):
+        post(client, "status", callback(sid, s))
+    status, history = state(session, sid)
+    assert (status, history) == (Status.DELIVERED, 6)
+    post(client, "status", callback(sid, "read"))
+    assert state(session, sid)[0] == Status.READ
+    post(client, "status", callback(sid, "delivered", Extra="again"))
+    assert state(session, sid)[0] == Status.READ
+
+
+def test_the_raw_callback_is_kept_on_the_timeline(client, session, sent):
+    sid = sent["rows"][0].provider_id
+    post(client, "status", callback(sid, "delivered", NewField="twilio added this"))
+    ev = session.scalar(select(MessageEvent).where(MessageEvent.kind == "callback"))
+    assert json.loads(ev.raw)["NewField"] == "twilio added this"
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        ("30007", "filtered by the carrier as spam (30007)"),
+        ("30005", "unknown or inactive number (30005)"),
+        ("30003", "the handset was unreachable (30003)"),
+        ("12345", "Twilio error 12345 (see twilio.com/docs/errors/12345)"),
+    ],
+)
+def test_error_codes_are_stored_with_a_plain_words_reason(client, session, sent, code, reason):
+    sid = sent["rows"][0].provider_id
+    post(client, "status", callback(sid, "undelivered", ErrorCode=code))
+    session.commit()
+    m = session.scalar(select(Message).where(Message.provider_id == sid))
+    session.refresh(m)
+    assert (m.status, m.error_code, m.reason) == (Status.UNDELIVERED, int(code), reason)
+
+
+def test_a_callback_for_an_unknown_sid_is_recorded_and_answered_200(client, session):
+    r = post(client, "status", callback("SM" + "f" * 32, "delivered"))
+    assert r.status_code == 204
+    ev = session.scalar(select(MessageEvent).where(MessageEvent.provider_id == "SM" + "f" * 32))
+    assert ev.message_id is None and ev.status == Status.DELIVERED
+
+
+def test_a_callback_that_beats_the_send_outcome_is_adopted(
+    delivery, db, session, twilio_server, app
+):
+    """Twilio can call back before the dispatcher has committed the SID: the early
+    callback is kept and applied when the outcome is recorded."""
+    client = app.test_client()
+    org = OrganizationFactory()
+    c = ContactFactory(email2="+13125550111", organizations=[org])
+    order = SalesOrderFactory(organization=org)
+    session.add_all([order, c])
+    signals.sent_to_production.send(order, session=session)
+    session.commit()
+    sids = []
+
+    def early(m):  # the API answers; meanwhile Twilio's delivered callback comes in
+        sids.append(m.sid)
+        post(client, "status", callback(m.sid, "delivered"))
+
+    original = twilio_server._send
+
+    def send_then_callback(h, status, payload):
+        if status == 201:  # the callback lands before the API response reaches us
+            early(twilio_server.messages[-1])
+        original(h, status, payload)
+
+    twilio_server._send = send_then_callback
+    Dispatcher(db).run_once()
+    (m,) = messages(session)
+    assert m.provider_id == sids[0] and m.status == Status.DELIVERED
+    assert sorted((h.kind, h.status) for h in m.history) == [
+        ("callback", Status.DELIVERED),
+        ("status", Status.SENDING),
+        ("status", Status.SENT),
+    ]
+
+
+def test_end_to_end_a_real_callback_over_http(delivery, db, session, twilio_server):
+    """erp-sms's WSGI app on loopback; the Twilio-compatible server posts a signed
+    StatusCallback to it, as Twilio does."""
+    activate_twilio(session)
+    session.commit()
+    srv = make_server("127.0.0.1", 0, create_app(db=db, settings=delivery), threaded=True)
+    url = f"http://127.0.0.1:{srv.server_port}"
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        s = with_settings(public_url=url)
+        org = OrganizationFactory()
+        c = ContactFactory(email2="+13125550122", organizations=[org])
+        order = SalesOrderFactory(organization=org)
+        session.add_all([order, c])
+        signals.sent_to_production.send(order, session=session)
+        session.commit()
+        Dispatcher(db, s).run_once()
+        (sent_msg,) = twilio_server.messages
+        assert sent_msg.status_callback == f"{url}/twilio/status"
+        assert twilio_server.deliver(sent_msg.sid, "delivered") == 204
+        assert twilio_server.deliver(sent_msg.sid, "read") == 204
+    finally:
+        srv.shutdown()
+    (m,) = messages(session)
+    assert m.status == Status.READ
+
+
+# -- inbound ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        ("STOP", "stop"),
+        ("stop", "stop"),
+        ("  Stop  ", "stop"),
+        ("STOP.", "stop"),
+        ("unsubscribe", "stop"),
+        ("Cancel", "stop"),
+        ("end", "stop"),
+        ("quit!", "stop"),
+        ("REVOKE", "stop"),
+        ("optout", "stop"),
+        ("stopall", "stop"),
+        ("START", "start"),
+        ("yes", "start"),
+        (" unstop ", "start"),
+        ("HELP", "help"),
+        ("info?", "help"),
+        ("please stop texting me", "stop"),
+        ("Stop sending me these messages", "stop"),
+        ("unsubscribe me please", "stop"),
+        ("remove me from this list", "stop"),
+        ("don't text me again", "stop"),
+        ("Thanks! See you Tuesday", "reply"),
+        ("can you deliver to the back door?", "reply"),
+        ("yes please leave it on the porch", "reply"),
+        ("", "reply"),
+    ],
+)
+def test_reply_classification(body, kind):
+    assert classify_reply(body) == kind
+
+
+def inbound(sender: str, body: str, sid: str) -> dict[str, str]:
+    return {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "AccountSid": SID,
+        "From": sender,
+        "To": TWILIO_NUMBER,
+        "Body": body,
+        "NumMedia": "0",
+    }
+
+
+def test_stop_opts_out_every_contact_with_that_number_and_start_opts_back_in(client, session, sent):
+    twin = ContactFactory(name="Ann's twin", email2="(312) 555-0101", organizations=[])
+    session.add(twin)
+    session.commit()
+    r = post(client, "inbound", inbound("+13125550101", " stop ", "SM" + "1" * 32))
+    assert r.status_code == 200 and r.mimetype == "application/xml"
+    assert b"<Message>" not in r.data
+    session.commit()
+    session.expire_all()
+    ann = session.get(erp.Contact, sent["ann"].id)
+    twin = session.get(erp.Contact, twin.id)
+    assert not ann.has_attribute("SMSUPDATE") and not twin.has_attribute("SMSUPDATE")
+    bob = session.get(erp.Contact, sent["bob"].id)
+    assert bob.has_attribute("SMSUPDATE")
+    trail = list(session.scalars(select(ConsentEvent)))
+    assert {(e.contact_ref, e.action, e.source) for e in trail} == {
+        (str(ann.id), "opt_out", "sms_reply"),
+        (str(twin.id), "opt_out", "sms_reply"),
+    }
+    post(client, "inbound", inbound("+13125550101", "START", "SM" + "2" * 32))
+    session.commit()
+    session.expire_all()
+    assert session.get(erp.Contact, sent["ann"].id).has_attribute("SMSUPDATE")
+
+
+def test_a_stop_from_an_unknown_number_is_kept(client, session):
+    post(client, "inbound", inbound("+13125559999", "STOP", "SM" + "3" * 32))
+    (e,) = session.scalars(select(ConsentEvent)).all()
+    assert (e.contact_ref, e.address, e.action) == (None, "+13125559999", "opt_out")
+
+
+def test_help_answers_with_the_configured_text(client, session, sent):
+    r = post(client, "inbound", inbound("+13125550101", "help", "SM" + "4" * 32))
+    assert b"<Response><Message>Order updates by text. Reply STOP to opt out" in r.data
+    runner = CliRunner()
+    assert (
+        runner.invoke(
+            cli, ["options", "set", "SMSHELPTEXT", "Acme orders: call 312 555 0100 & reply STOP"]
+        ).exit_code
+        == 0
+    )
+    r = post(client, "inbound", inbound("+13125550101", "INFO", "SM" + "5" * 32))
+    assert b"<Message>Acme orders: call 312 555 0100 &amp; reply STOP</Message>" in r.data
+
+
+def test_free_text_replies_are_kept_and_shown_on_the_timelines(client, session, sent):
+    body = "Can you deliver to the back door?"
+    post(client, "inbound", inbound("+13125550101", body, "SM" + "6" * 32))
+    post(client, "inbound", inbound("+13125550101", body, "SM" + "6" * 32))  # Twilio retried
+    (reply,) = session.scalars(select(InboundMessage)).all()
+    assert (reply.kind, reply.order_number, reply.contact_refs) == (
+        "reply",
+        "SO-7",
+        str(sent["ann"].id),
+    )
+    assert sent["ann"].has_attribute("SMSUPDATE")  # not an opt-out
+    runner = CliRunner()
+    order_tl = runner.invoke(cli, ["timeline", "--order", "SO-7"]).stdout
+    assert "reply: 'Can you deliver to the back door?'" in order_tl
+    contact_tl = runner.invoke(cli, ["timeline", "--contact", str(sent["ann"].id)]).stdout
+    assert "Can you deliver to the back door?" in contact_tl
+
+
+def test_report_and_timelines_show_callbacks_and_opt_outs(client, session, sent):
+    ann_sid = next(m.provider_id for m in sent["rows"] if m.contact_name == "Ann")
+    bob_sid = next(m.provider_id for m in sent["rows"] if m.contact_name == "Bob")
+    post(client, "status", callback(ann_sid, "delivered"))
+    post(client, "status", callback(bob_sid, "undelivered", ErrorCode="30005"))
+    post(client, "inbound", inbound("+13125550101", "please stop texting me", "SM" + "7" * 32))
+    runner = CliRunner()
+    data = json.loads(runner.invoke(cli, ["report", "--format", "json"]).stdout)
+    assert {d["contact_name"]: (d["status"], d["reason"]) for d in data} == {
+        "Ann": ("delivered", None),
+        "Bob": ("undelivered", "unknown or inactive number (30005)"),
+    }
+    tl = runner.invoke(cli, ["timeline", "--contact", str(sent["ann"].id)]).stdout
+    lines = tl.splitlines()
+    assert any("message" in ln and "sent_to_production → Ann" in ln for ln in lines)
+    assert any("callback" in ln and "Twilio: delivered" in ln for ln in lines)
+    assert any("reply" in ln and "stop: 'please stop texting me'" in ln for ln in lines)
+    assert any("consent" in ln and "opt_out (sms_reply)" in ln for ln in lines)
+    order_tl = runner.invoke(cli, ["timeline", "--order", "SO-7"]).stdout
+    assert "unknown or inactive number (30005)" in order_tl
+    bad = runner.invoke(cli, ["timeline"])
+    assert bad.exit_code == 2 and "give one of --order N or --contact ID" in bad.stderr
