@@ -261,6 +261,9 @@ def rules_set(
         raise InputError(
             "nothing to set: give --sid, --auth-code, --phone-number, --use-code or --active/--inactive"
         )
+    rtype = rule_records.rule_type(name)
+    for field_name, value in values.items():  # bad input is reported before the database is touched
+        rule_records.validate_field(rtype, field_name, value)
     with staff_session() as s:
         held_before = {m.id for m in outbox.find(s, "held")}
         rule = rule_records.set_fields(s, _rule_name(name), values, active=active, by=by or _user())

@@ -401,7 +401,8 @@ class SmtpSink:
 
     ``mode``: "accept" (250), "refuse" (550 for every recipient), "flaky" (451 for the
     first ``flaky_failures`` messages, then 250), "drop" (closes the connection after
-    ``drop_after`` messages, once).
+    ``drop_after`` messages, once). ``tls``: "starttls" (required) or "ssl" (implicit TLS)
+    with ``certfile``/``keyfile``; ``credentials``: (user, password) required to send.
     """
 
     def __init__(
@@ -411,6 +412,10 @@ class SmtpSink:
         flaky_failures: int = 1,
         drop_after: int = 2,
         delay_after_store: float = 0.0,
+        tls: str | None = None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         try:
             from aiosmtpd.controller import Controller
@@ -425,7 +430,36 @@ class SmtpSink:
         self._dropped = False
         self.host = "127.0.0.1"
         self.port = _free_port()
-        self._controller = Controller(self, hostname=self.host, port=self.port)
+        kwargs: dict[str, Any] = {}
+        if tls is not None:
+            import ssl
+
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(certfile or "", keyfile)
+            if tls == "ssl":
+                kwargs["ssl_context"] = ctx
+            else:
+                kwargs.update(tls_context=ctx, require_starttls=True)
+        if credentials is not None:
+            from aiosmtpd.smtp import AuthResult
+
+            def authenticator(
+                server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+            ) -> Any:
+                ok = (data.login.decode(), data.password.decode()) == credentials
+                self.logins.append((data.login.decode(), ok))
+                return AuthResult(success=ok, handled=False)  # False: aiosmtpd answers 535
+
+            # With implicit TLS aiosmtpd cannot see that the session is encrypted, and
+            # warns (in its own thread) when AUTH is required without TLS: there AUTH is
+            # offered and checked, not required.
+            kwargs.update(
+                authenticator=authenticator,
+                auth_required=tls != "ssl",
+                auth_require_tls=tls == "starttls",
+            )
+        self.logins: list[tuple[str, bool]] = []
+        self._controller = Controller(self, hostname=self.host, port=self.port, **kwargs)
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]

@@ -235,11 +235,9 @@ def claim_due(
                 contact_ref=r.contact_ref,
                 contact_name=r.contact_name,
                 order_number=r.order_number,
-                reclaimed_after=(
-                    reclaimed.replace(tzinfo=dt.UTC)
-                    if reclaimed and reclaimed.tzinfo is None
-                    else reclaimed
-                ),
+                reclaimed_after=reclaimed,
+                created_at=r.created_at,
+                segments=r.segments,
                 previous_provider_id=r.provider_id,
             )
         )

@@ -478,3 +478,33 @@ def test_inline_mode_sends_after_the_hosts_commit_and_not_after_rollback(
     session.commit()
     assert _wait_for(lambda: len(smtp_sink.received) == 1)
     assert _wait_for(lambda: messages(session)[0].status == Status.SENT)
+
+
+def test_a_retry_hours_later_still_finds_the_earlier_send(delivery, db, session, twilio_server):
+    """The duplicate check looks back to when the message was queued, not to the retry's
+    own claim: a timeout followed by a long backoff must not send twice."""
+    import datetime as dt
+
+    with_settings(dispatch=replace(delivery.dispatch, http_timeout_seconds=0.5))
+    activate_twilio(session)
+    make_orders(session, 1, gateway=False)
+    twilio_server.fail_next(status=200, delay=1.5)
+    Dispatcher(db).run_once(max_batches=1)
+    time.sleep(1.5)
+    later = outbox.claim_due(
+        db, "w", limit=5, lease_seconds=60, now=utcnow_plus(dt.timedelta(hours=3))
+    )
+    (claimed,) = later
+    assert claimed.created_at is not None and claimed.may_have_been_sent
+    from erp_sms.channels.twilio import TwilioChannel
+
+    with db.session() as s:
+        rule = rule_records.twilio_rule(s)
+    found = TwilioChannel(rule, delivery).find_previous_send(claimed)
+    assert found is not None and found.provider_id == twilio_server.messages[0].sid
+
+
+def utcnow_plus(delta):
+    from erp_sms.db import utcnow
+
+    return utcnow() + delta

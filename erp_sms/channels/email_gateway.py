@@ -44,9 +44,10 @@ class EmailGatewayChannel:
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
         timeout = s.dispatch.smtp_timeout_seconds
+        smtp: smtplib.SMTP | None = None
         try:
             if s.smtp_security == "ssl":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                smtp = smtplib.SMTP_SSL(
                     s.smtp_host, s.smtp_port, timeout=timeout, context=ssl.create_default_context()
                 )
             else:
@@ -56,6 +57,7 @@ class EmailGatewayChannel:
             if s.smtp_user:
                 smtp.login(s.smtp_user, s.smtp_password or "")
         except smtplib.SMTPAuthenticationError as exc:
+            _close_quietly(smtp)
             raise ChannelConfigurationError(
                 f"SMTP login refused ({exc.smtp_code}): check ERP_SMS_SMTP_USER and "
                 "ERP_SMS_SMTP_PASSWORD",
@@ -63,6 +65,7 @@ class EmailGatewayChannel:
                 provider="smtp",
             ) from None
         except (OSError, smtplib.SMTPException) as exc:
+            _close_quietly(smtp)
             raise TransientError(
                 f"cannot connect to SMTP {s.smtp_host}:{s.smtp_port}: {exc}", provider="smtp"
             ) from None
@@ -128,9 +131,7 @@ class EmailGatewayChannel:
 
     def _drop(self) -> None:
         smtp, self._smtp = self._smtp, None
-        if smtp is not None:
-            with contextlib.suppress(Exception):  # already broken; nothing to report
-                smtp.close()
+        _close_quietly(smtp)
 
     def close(self) -> None:
         smtp, self._smtp = self._smtp, None
@@ -139,3 +140,9 @@ class EmailGatewayChannel:
                 smtp.quit()
             except (OSError, smtplib.SMTPException):
                 smtp.close()
+
+
+def _close_quietly(smtp: smtplib.SMTP | None) -> None:
+    if smtp is not None:
+        with contextlib.suppress(Exception):  # already broken; nothing to report
+            smtp.close()
