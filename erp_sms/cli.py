@@ -5,60 +5,25 @@ Bad input exits non-zero with one clear line on stderr. The AuthCode is never pr
 
 from __future__ import annotations
 
-import getpass
 import logging
 import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import OperationalError
 
 from . import options as options_mod
 from . import outbox, report, rule_records
+from .cli_common import _db, _safe_url, _user, staff_session
+from .cli_contacts import group as contacts_group
+from .cli_templates import group as templates_group
 from .config import get_settings
-from .db import Database
 from .errors import ErpSmsError, InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "staff"
-
-
-def _db() -> Database:
-    return Database(get_settings().database_url)
-
-
-@contextmanager
-def staff_session() -> Iterator[Session]:
-    db = _db()
-    try:
-        with db.session() as s:
-            yield s
-    except (OperationalError, ProgrammingError) as exc:
-        text = str(exc.orig) if exc.orig is not None else str(exc)
-        if "no such table" in text or "does not exist" in text or "doesn't exist" in text:
-            raise ErpSmsError(
-                f"the erp-sms tables are missing in {_safe_url()}: run `erp-sms db upgrade`"
-            ) from None
-        raise ErpSmsError(f"database error: {text.splitlines()[0]}") from None
-    finally:
-        db.dispose()
-
-
-def _safe_url() -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(get_settings().database_url).render_as_string(hide_password=True)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -382,15 +347,6 @@ def options_set(name: str, value: str) -> None:
 
 # -- templates ------------------------------------------------------------------------------
 
-from .cli_templates import group as templates_group  # noqa: E402
-
-cli.add_command(templates_group)
-
-
-from .cli_contacts import group as contacts_group  # noqa: E402
-
-cli.add_command(contacts_group)
-
 
 # -- dispatch / worker ----------------------------------------------------------------------
 
@@ -637,6 +593,10 @@ def demo(database: str | None) -> None:
     from .demo import run_demo
 
     run_demo(database, echo=click.echo)
+
+
+cli.add_command(templates_group)
+cli.add_command(contacts_group)
 
 
 # -- entry point ---------------------------------------------------------------------------------

@@ -10,19 +10,8 @@ from sqlalchemy import select
 
 from . import consent, erp, rule_records
 from .addresses import GATEWAY, classify
+from .cli_common import _user, staff_session
 from .errors import AddressError
-
-
-def _session():  # type: ignore[no-untyped-def]
-    from .cli import staff_session
-
-    return staff_session()
-
-
-def _by() -> str:
-    from .cli import _user
-
-    return _user()
 
 
 @click.group("contacts")
@@ -37,8 +26,8 @@ def group() -> None:
 
 
 def _change(contact: str, opted_in: bool, note: str | None) -> None:
-    with _session() as s:
-        detail = f"by {_by()}" + (f": {note}" if note else "")
+    with staff_session() as s:
+        detail = f"by {_user()}" + (f": {note}" if note else "")
         view = consent.change(s, contact, opted_in, source="cli", detail=detail)
     state = "opted in (SMSUPDATE added)" if opted_in else "opted out (SMSUPDATE removed)"
     click.echo(f"contact {view.key} {view.name}: {state}; consent recorded")
@@ -81,7 +70,7 @@ def gateways() -> None:
     """
     today = dt.date.today()
     found = 0
-    with _session() as s:
+    with staff_session() as s:
         active, _phone = rule_records.twilio_routing(s)
         rows = s.scalars(
             select(erp.Contact).where(erp.Contact.email2.like("%@%")).order_by(erp.Contact.id)

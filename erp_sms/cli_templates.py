@@ -12,6 +12,7 @@ from . import options as options_mod
 from . import rule_records
 from . import templates as tpl
 from .addresses import classify, route
+from .cli_common import _user, staff_session
 from .config import get_settings
 from .errors import AddressError, InputError, TemplateError
 from .events import EventType, all_events, event_for_template
@@ -62,12 +63,6 @@ def group() -> None:
     """
 
 
-def _session():  # type: ignore[no-untyped-def]
-    from .cli import staff_session
-
-    return staff_session()
-
-
 @group.command("list")
 def templates_list() -> None:
     """Every template: where it comes from, its encoding and segments with sample data,
@@ -77,7 +72,7 @@ def templates_list() -> None:
     Example:
       erp-sms templates list
     """
-    with _session() as s:
+    with staff_session() as s:
         click.echo(f"{'name':<14} {'source':<10} {'encoding':<8} {'segments':>8}  warnings")
         for name in known_names(s):
             src = tpl.load(s, name)
@@ -99,7 +94,7 @@ def templates_show(name: str) -> None:
     Example:
       erp-sms templates show "SMS S2P"
     """
-    with _session() as s:
+    with staff_session() as s:
         name = _check_name(s, name)
         src = tpl.load(s, name)
     click.echo(f"# {name} ({src.origin})")
@@ -127,11 +122,9 @@ def templates_set(name: str, path: Path) -> None:
       erp-sms templates set "SMS S2P" --file s2p.txt
     """
     body = path.read_text(encoding="utf-8").strip()
-    with _session() as s:
+    with staff_session() as s:
         name = _check_name(s, name)
         r = tpl.check(body, sample_context(event_for_template(name)), name)
-        from .cli import _user
-
         row = s.get(TemplateOverride, name)
         if row is None:
             s.add(TemplateOverride(name=name, body=body, updated_by=_user()))
@@ -152,7 +145,7 @@ def templates_reset(name: str) -> None:
     Example:
       erp-sms templates reset "SMS S2P"
     """
-    with _session() as s:
+    with staff_session() as s:
         name = _check_name(s, name)
         row = s.get(TemplateOverride, name)
         if row is None:
@@ -175,7 +168,7 @@ def templates_preview(name: str, number: str) -> None:
     """
     from . import erp
 
-    with _session() as s:
+    with staff_session() as s:
         name = _check_name(s, name)
         event = event_for_template(name)
         order = s.scalar(select(erp.SalesOrder).where(erp.SalesOrder.number == number))

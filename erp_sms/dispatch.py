@@ -54,7 +54,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         raw = min(self.max_seconds, self.base_seconds * 2 ** max(attempt - 1, 0))
-        return raw * (0.5 + random.random() / 2)  # "equal jitter"
+        return float(raw * (0.5 + random.random() / 2))  # "equal jitter"
 
     def allows(self, error: TransientError, attempts: int) -> bool:
         limit = self.max_attempts

@@ -9,8 +9,9 @@ message keeps a snapshot (order number, contact name, address) of what it was se
 from __future__ import annotations
 
 import datetime as dt
+from typing import cast
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from .db import UTCDateTime, utcnow
@@ -95,6 +96,10 @@ class Message(Base):
 
     def __repr__(self) -> str:
         return f"Message(id={self.id!r}, event={self.event!r}, status={self.status!r})"
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
 
 
 class MessageEvent(Base):
@@ -223,3 +228,8 @@ class InboundMessage(Base):
     contact_refs: Mapped[str | None] = mapped_column(Text)  # comma-separated
     order_number: Mapped[str | None] = mapped_column(String(64))
     raw: Mapped[str | None] = mapped_column(Text)
+
+
+# Core handles for the statements that claim and update rows (outbox, notifier).
+message_table = _table(Message)
+message_event_table = _table(MessageEvent)

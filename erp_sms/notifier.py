@@ -22,7 +22,7 @@ from .addresses import classify, route
 from .config import get_settings
 from .db import utcnow
 from .errors import AddressError, TemplateError
-from .models import Message, Status
+from .models import Message, Status, message_table
 from .outbox import existing_keys
 from .recipients import ContactView, OrderView, default_lookup, select_recipients
 
@@ -107,7 +107,7 @@ def _notify(
                     # One executemany, no primary keys fetched back: the host's path
                     # needs none, and per-row INSERT … RETURNING would cost a round
                     # trip per contact.
-                    session.execute(insert(Message.__table__), [_row(m) for m in new])
+                    session.execute(insert(message_table), [_row(m) for m in new])
             break
         except IntegrityError:
             if attempt == 2:
@@ -131,7 +131,7 @@ def _notify(
     return new
 
 
-_COLUMNS = [c.key for c in Message.__table__.columns if c.key != "id"]
+_COLUMNS = [c.key for c in message_table.columns if c.key != "id"]
 
 
 def _row(msg: Message) -> dict[str, Any]:
@@ -273,7 +273,7 @@ def _record_failure(
                 "organization_name": None,
             }
             session.execute(
-                insert(Message.__table__), [_row(_new_message(base, key, Status.FAILED, reason))]
+                insert(message_table), [_row(_new_message(base, key, Status.FAILED, reason))]
             )
     except Exception:
         log.exception("erp-sms: could not record the failure of %s either", event.name)

@@ -23,7 +23,7 @@ from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from .db import Database, utcnow
-from .models import Message, MessageEvent, Status
+from .models import Message, MessageEvent, Status, message_event_table, message_table
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def claim_due(
 ) -> list[Claimed]:
     """Claim up to ``limit`` due messages for ``worker_id``."""
     now = now or utcnow()
-    m = Message.__table__.c
+    m = message_table.c
     due = or_(
         and_(m.status == Status.QUEUED, m.next_attempt_at <= now),
         and_(m.status == Status.SENDING, m.lease_expires_at < now),
@@ -183,7 +183,7 @@ def claim_due(
         for row in conn.execute(candidates).all():
             token = new_token(worker_id)
             res = conn.execute(
-                update(Message.__table__)
+                update(message_table)
                 .where(
                     m.id == row.id,
                     m.status == row.status,
@@ -206,7 +206,7 @@ def claim_due(
             if reclaimed is not None:
                 detail = f"reclaimed by {token}: the lease of {row.claimed_by} expired"
             conn.execute(
-                insert(MessageEvent.__table__).values(
+                insert(message_event_table).values(
                     message_id=row.id,
                     at=now,
                     kind="status",
@@ -218,7 +218,7 @@ def claim_due(
         if not claimed_ids:
             return []
         ids = [c[0] for c in claimed_ids]
-        rows = {r.id: r for r in conn.execute(select(Message.__table__).where(m.id.in_(ids)))}
+        rows = {r.id: r for r in conn.execute(select(message_table).where(m.id.in_(ids)))}
     out = []
     for mid, token, reclaimed in claimed_ids:
         r = rows[mid]
@@ -247,7 +247,7 @@ def claim_due(
 def finish(db: Database, claimed: Claimed, outcome: Outcome, *, source: str = "dispatch") -> bool:
     """Record the outcome of a send; False when the claim was lost meanwhile."""
     now = utcnow()
-    m = Message.__table__.c
+    m = message_table.c
     values: dict[str, Any] = {
         "status": outcome.status,
         "reason": outcome.reason,
@@ -275,7 +275,7 @@ def finish(db: Database, claimed: Claimed, outcome: Outcome, *, source: str = "d
         values["sent_at"] = now
     with db.engine.begin() as conn:
         res = conn.execute(
-            update(Message.__table__)
+            update(message_table)
             .where(m.id == claimed.id, m.status == Status.SENDING, m.claimed_by == claimed.token)
             .values(**values)
         )
@@ -289,7 +289,7 @@ def finish(db: Database, claimed: Claimed, outcome: Outcome, *, source: str = "d
             )
             return False
         conn.execute(
-            insert(MessageEvent.__table__).values(
+            insert(message_event_table).values(
                 message_id=claimed.id,
                 at=now,
                 kind="status",
@@ -310,7 +310,7 @@ def _adopt_early_callbacks(conn: Any, message_id: int, provider_id: str) -> None
     keeps it as an unknown MessageSid. Attach such callbacks now and apply their status."""
     from .statuses import advance
 
-    ev = MessageEvent.__table__.c
+    ev = message_event_table.c
     orphans = conn.execute(
         select(ev.id, ev.status)
         .where(ev.message_id.is_(None), ev.provider_id == provider_id)
@@ -319,7 +319,7 @@ def _adopt_early_callbacks(conn: Any, message_id: int, provider_id: str) -> None
     if not orphans:
         return
     conn.execute(
-        update(MessageEvent.__table__)
+        update(message_event_table)
         .where(ev.id.in_([o.id for o in orphans]))
         .values(message_id=message_id)
     )
@@ -328,16 +328,16 @@ def _adopt_early_callbacks(conn: Any, message_id: int, provider_id: str) -> None
         if o.status and advance(current, o.status):
             current = o.status
     if current != Status.SENT:
-        m = Message.__table__.c
-        conn.execute(update(Message.__table__).where(m.id == message_id).values(status=current))
+        m = message_table.c
+        conn.execute(update(message_table).where(m.id == message_id).values(status=current))
 
 
 def extend_lease(db: Database, claimed: Claimed, lease_seconds: float) -> bool:
     """Keep a long send's claim alive (heartbeat)."""
-    m = Message.__table__.c
+    m = message_table.c
     with db.engine.begin() as conn:
         res = conn.execute(
-            update(Message.__table__)
+            update(message_table)
             .where(m.id == claimed.id, m.claimed_by == claimed.token)
             .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
         )

@@ -113,11 +113,11 @@ def select_recipients(
             reason = f"the SMS Update box is not checked on order {order.number}"
         decisions.append(Decision(c, reason))
     if not decisions and order.sms_update:
-        org = order.organization_name or order.organization_key
+        label = order.organization_name or order.organization_key
         decisions.append(
             Decision(
                 None,
-                f"no contact linked to {org} has the SMSUPDATE attribute: add it to the "
+                f"no contact linked to {label} has the SMSUPDATE attribute: add it to the "
                 "contacts who want texts",
             )
         )

@@ -36,18 +36,21 @@ def error_for(code: int | None, http_status: int | None, text: str) -> DeliveryE
     """The typed error for a Twilio error code / HTTP status (policy as data)."""
     policy = twilio_error_policies().get(code) if code is not None else None
     if policy is not None:
-        kw = {"code": code, "provider": "twilio", "max_attempts": policy.max_attempts}
+        limit = policy.max_attempts
         if policy.action == "config":
             return ChannelConfigurationError(
                 f"TWILIO rule: {policy.reason}; update it with "  # noqa: S608 - not SQL
                 "`erp-sms rules set TWILIO --sid … --auth-code …`",
-                **kw,
+                code=code,
+                provider="twilio",
             )
-        if policy.action == "retry":
-            return TransientError(policy.reason, **kw)
-        if policy.action == "opt_out":
-            return OptedOutError(policy.reason, **kw)
-        return PermanentError(policy.reason, **kw)
+        kinds: dict[str, type[DeliveryError]] = {
+            "retry": TransientError,
+            "opt_out": OptedOutError,
+            "permanent": PermanentError,
+        }
+        kind = kinds.get(policy.action, PermanentError)
+        return kind(policy.reason, code=code, provider="twilio", max_attempts=limit)
     if http_status == 429 or (http_status is not None and http_status >= 500):
         return TransientError(
             f"Twilio answered HTTP {http_status}: {text}", code=code, provider="twilio"
