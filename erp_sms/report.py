@@ -120,28 +120,10 @@ def count(session: Session, f: Filters) -> int:
 def rows(
     session: Session, f: Filters, *, attention_first: bool = False, chunk: int = 2000
 ) -> Iterator[dict[str, Any]]:
-    """The report rows, streamed."""
-    cols = [
-        getattr(Message, c)
-        for c in (
-            "id",
-            "created_at",
-            "sent_at",
-            "order_number",
-            "event",
-            "template",
-            "contact_name",
-            "channel",
-            "address",
-            "status",
-            "reason",
-            "provider_id",
-            "segments",
-            "body",
-            "price",
-            "price_unit",
-        )
-    ]
+    """The report rows (COLUMNS, plus ``_price``/``_price_unit`` for the totals), streamed."""
+    source = {"message_id": "id"}  # report column -> Message attribute, where they differ
+    cols = [getattr(Message, source.get(c, c)).label(c) for c in COLUMNS]
+    cols += [Message.price.label("_price"), Message.price_unit.label("_price_unit")]
     q = _where(select(*cols), f)
     if attention_first:
         rank = case(
@@ -151,24 +133,10 @@ def rows(
     else:
         q = q.order_by(Message.id)
     for r in session.execute(q.execution_options(yield_per=chunk)):
-        yield {
-            "message_id": r.id,
-            "created_at": _iso(r.created_at),
-            "sent_at": _iso(r.sent_at),
-            "order_number": r.order_number,
-            "event": r.event,
-            "template": r.template,
-            "contact_name": r.contact_name,
-            "channel": r.channel,
-            "address": r.address,
-            "status": r.status,
-            "reason": r.reason,
-            "provider_id": r.provider_id,
-            "segments": r.segments,
-            "body": r.body,
-            "_price": r.price,
-            "_price_unit": r.price_unit,
-        }
+        row = r._asdict()
+        row["created_at"] = _iso(row["created_at"])
+        row["sent_at"] = _iso(row["sent_at"])
+        yield row
 
 
 def _iso(value: dt.datetime | None) -> str | None:

@@ -174,12 +174,18 @@ def set_fields(
         rule.rejected_at = None
         rule.rejected_reason = None
     session.flush()
-    if rtype.name == TWILIO and rule.active and rule.rejected_at is None:
-        # Texts held for this record (credentials rejected, or TWILIO inactive) go out again.
+    if rtype.name == TWILIO:
+        _release_held(session, rule, by)
+    return rule
+
+
+def _release_held(session: Session, rule: Rule, by: str) -> None:
+    """Texts held for the TWILIO record (credentials rejected, or TWILIO inactive) go
+    back to the queue once the record is active and not flagged."""
+    if rule.active and rule.rejected_at is None:
         from .outbox import release_channel
 
         release_channel(session, "twilio", by=by)
-    return rule
 
 
 def flag_rejected(session: Session, name: str, reason: str) -> None:
@@ -217,10 +223,7 @@ def clear_rejected(session: Session, name: str, *, by: str) -> None:
         )
     )
     session.flush()
-    if rule.active:
-        from .outbox import release_channel
-
-        release_channel(session, "twilio", by=by)
+    _release_held(session, rule, by)
 
 
 def twilio_routing(session: Session) -> tuple[bool, str | None]:
