@@ -72,9 +72,11 @@ class RetryPolicy:
 class Summary:
     counts: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, what: str, n: int = 1) -> None:
-        self.counts[what] += n
+        with self._lock:  # the SMTP thread and the Twilio pool both count
+            self.counts[what] += n
 
     @property
     def handled(self) -> int:
@@ -142,7 +144,14 @@ class Dispatcher:
         """Keep delivering until ``self.stop`` is set."""
         log.info("worker %s started", self.worker_id)
         while not self.stop.is_set():
-            summary = self.run_once()
+            try:
+                summary = self.run_once()
+            except Exception:
+                # The database went away, say. Claimed rows come back after their lease;
+                # the worker keeps going rather than dying.
+                log.exception("worker %s: dispatch failed; trying again", self.worker_id)
+                self.stop.wait(max(self.settings.dispatch.poll_seconds, 1.0))
+                continue
             if summary.handled and on_batch:
                 on_batch(summary)
             if not summary.handled:
@@ -152,14 +161,21 @@ class Dispatcher:
     # -- one batch ------------------------------------------------------------------------
 
     def _deliver_batch(self, claimed: list[Claimed], summary: Summary) -> None:
+        held_reason: str | None = None
+        twilio: rule_records.TwilioRule | None = None
         with self.db.session() as s:
-            twilio = rule_records.twilio_rule(s) if self._has_rule(s) else None
-        twilio_active = bool(twilio and twilio.active)
-        twilio_held = twilio_active and twilio is not None and twilio.rejected_reason is not None
+            twilio_active, _phone = rule_records.twilio_routing(s)
+            if twilio_active:
+                try:
+                    twilio = rule_records.twilio_rule(s)
+                except ConfigurationError as exc:  # e.g. the AuthCode cannot be decrypted
+                    held_reason = f"held: {exc.message}"
+        if twilio is not None and twilio.rejected_reason is not None:
+            held_reason = _HELD_CREDENTIALS
 
         sendable: dict[str, list[Claimed]] = {ChannelName.TWILIO: [], ChannelName.EMAIL_GATEWAY: []}
         for msg in claimed:
-            decided = self._reroute(msg, twilio_active, twilio_held, summary)
+            decided = self._reroute(msg, twilio_active, held_reason, summary)
             if decided is not None:
                 sendable[decided.channel or ""].append(decided)
 
@@ -171,17 +187,13 @@ class Dispatcher:
             t.start()
             threads.append(t)
         if twilio_jobs:
-            assert twilio is not None
+            assert twilio is not None  # otherwise held_reason is set and nothing is sendable
             self._send_twilio(twilio_jobs, twilio, summary)
         for t in threads:
             t.join()
 
-    @staticmethod
-    def _has_rule(s: Session) -> bool:
-        return rule_records.get_rule(s, rule_records.TWILIO) is not None
-
     def _reroute(
-        self, msg: Claimed, twilio_active: bool, twilio_held: bool, summary: Summary
+        self, msg: Claimed, twilio_active: bool, held_reason: str | None, summary: Summary
     ) -> Claimed | None:
         """Route the claimed message again with today's rules: the TWILIO record may have
         been switched on or off, a carrier may have shut its gateway meanwhile."""
@@ -194,20 +206,16 @@ class Dispatcher:
         if r.channel is None:
             if msg.channel == ChannelName.TWILIO:
                 reason = (
-                    "the TWILIO rule is inactive and this contact has no working gateway "
-                    f"address ({r.reason}); release it with `erp-sms messages release` once "
-                    "TWILIO is active again, or cancel it"
+                    "held: the TWILIO rule is inactive and this contact has no working "
+                    f"gateway address ({r.reason}); it goes out when TWILIO is active again "
+                    "(`erp-sms rules set TWILIO --active`), or cancel it"
                 )
                 self._finish(msg, Outcome(Status.HELD, reason=reason), summary, "held")
             else:
                 self._finish(msg, Outcome(Status.SKIPPED, reason=r.reason), summary, "skipped")
             return None
-        if r.channel == ChannelName.TWILIO and twilio_held:
-            reason = (
-                "held: Twilio rejected the TWILIO credentials; update them with "
-                "`erp-sms rules set TWILIO --auth-code …` and held texts are released"
-            )
-            self._finish(msg, Outcome(Status.HELD, reason=reason), summary, "held")
+        if r.channel == ChannelName.TWILIO and held_reason is not None:
+            self._finish(msg, Outcome(Status.HELD, reason=held_reason), summary, "held")
             return None
         if (r.channel, r.address) != (msg.channel, msg.address):
             summary.add("rerouted")

@@ -4,6 +4,7 @@ twilio client) and aiosmtpd."""
 from __future__ import annotations
 
 import email
+import threading
 import time
 from dataclasses import replace
 
@@ -508,3 +509,49 @@ def utcnow_plus(delta):
     from erp_sms.db import utcnow
 
     return utcnow() + delta
+
+
+def test_an_auth_code_that_cannot_be_decrypted_holds_twilio_texts_and_nothing_crashes(
+    delivery, db, session, twilio_server, smtp_sink
+):
+    with_settings(secret_key="the key it was saved with")
+    activate_twilio(session)
+    make_orders(session, 2, gateway=False)
+    with_settings(secret_key=None)  # an operator lost the key
+    summary = Dispatcher(db).run_once()
+    assert summary.counts["held"] == 2
+    rows = messages(session)
+    assert {m.status for m in rows} == {Status.HELD}
+    assert all("set ERP_SMS_SECRET_KEY" in m.reason for m in rows)
+    assert twilio_server.requests == 0
+    with_settings(secret_key="the key it was saved with")
+    outbox.release(session, [m.id for m in rows], by="test")
+    session.commit()
+    Dispatcher(db).run_once()
+    assert {m.status for m in messages(session)} == {Status.SENT}
+
+
+def test_the_worker_keeps_going_through_a_database_failure(
+    delivery, db, session, smtp_sink, caplog
+):
+    """The outbox table disappears under a running worker (a failed migration, say), then
+    comes back: the worker logs, waits, and delivers once it can."""
+    from sqlalchemy import text
+
+    with_settings(dispatch=replace(delivery.dispatch, poll_seconds=0.05))
+    session.execute(text("ALTER TABLE sms_message RENAME TO sms_message_away"))
+    session.commit()
+    d = Dispatcher(db)
+    worker = threading.Thread(target=d.run_forever, daemon=True)
+    worker.start()
+    try:
+        assert _wait_for(lambda: "dispatch failed; trying again" in caplog.text)
+        assert worker.is_alive()
+        session.execute(text("ALTER TABLE sms_message_away RENAME TO sms_message"))
+        session.commit()
+        make_orders(session, 1)
+        assert _wait_for(lambda: len(smtp_sink.received) == 1)
+    finally:
+        d.stop.set()
+        worker.join(10)
+    assert not worker.is_alive()
