@@ -88,6 +88,18 @@ def notify(
         return []
 
 
+def _begin_sqlite_transaction(session: Session) -> None:
+    """pysqlite's legacy transaction handling opens no transaction before a SAVEPOINT: the
+    SAVEPOINT would start one and its RELEASE commit it — our rows would survive the host's
+    rollback. When the host's SQLite connection is not in a transaction yet, begin one."""
+    conn = session.connection(bind_arguments={"mapper": Message})
+    if conn.dialect.name != "sqlite":
+        return
+    driver = conn.connection.driver_connection
+    if driver is not None and not getattr(driver, "in_transaction", True):
+        conn.exec_driver_sql("BEGIN")
+
+
 def _is_mapped(obj: Any) -> bool:
     return hasattr(obj, "_sa_instance_state")
 
@@ -97,6 +109,7 @@ def _notify(
 ) -> list[Message]:
     if session.new or session.dirty or session.deleted:
         session.flush()  # the host's own pending rows, outside our savepoint: ids for keys
+    _begin_sqlite_transaction(session)
     for attempt in (1, 2):
         try:
             with session.begin_nested():

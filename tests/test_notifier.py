@@ -399,3 +399,25 @@ def test_host_registered_event_with_its_own_template_and_lookup(session, world):
 def test_registering_an_event_twice_with_another_template_is_refused():
     with pytest.raises(erp_sms.ErpSmsError, match="already registered"):
         erp_sms.register_event("sent_to_production", "SMS OTHER")
+
+
+def test_host_rollback_with_a_plain_sqlite_engine(settings, world):
+    """A host that made its engine with plain create_engine() (pysqlite's own transaction
+    handling): the host's rollback still takes our rows with it."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(settings.database_url)
+    try:
+        with Session(engine) as s:
+            order = s.get(erp.SalesOrder, world["order"].id)
+            signals.sent_to_production.send(order, session=s)
+            s.rollback()
+        with Session(engine) as s:
+            assert messages(s) == []
+            order = s.get(erp.SalesOrder, world["order"].id)
+            signals.sent_to_production.send(order, session=s)
+            s.commit()
+        with Session(engine) as s:
+            assert len(messages(s)) == 3
+    finally:
+        engine.dispose()
