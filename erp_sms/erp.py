@@ -37,6 +37,9 @@ class Organization(ErpBase):
         secondary=contact_organization, back_populates="organizations"
     )
 
+    def __init__(self, name: str, **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+
     def __repr__(self) -> str:
         return f"Organization(id={self.id!r}, name={self.name!r})"
 
@@ -51,6 +54,9 @@ class ContactAttribute(ErpBase):
     contact_id: Mapped[int] = mapped_column(ForeignKey("erp_contact.id", ondelete="CASCADE"))
     code: Mapped[str] = mapped_column(String(32))
     contact: Mapped[Contact] = relationship(back_populates="attributes")
+
+    def __init__(self, code: str, **kwargs: Any) -> None:
+        super().__init__(code=code, **kwargs)
 
 
 class Contact(ErpBase):
@@ -68,6 +74,22 @@ class Contact(ErpBase):
     attributes: Mapped[list[ContactAttribute]] = relationship(
         back_populates="contact", cascade="all, delete-orphan"
     )
+
+    def __init__(
+        self,
+        name: str,
+        email2: str | None = None,
+        organizations: list[Organization] | None = None,
+        attributes: list[ContactAttribute] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            name=name,
+            email2=email2,
+            organizations=list(organizations or []),
+            attributes=list(attributes or []),
+            **kwargs,
+        )
 
     def has_attribute(self, code: str) -> bool:
         return any(a.code == code for a in self.attributes)
@@ -123,6 +145,17 @@ class WorkOrder(ErpBase):
     status: Mapped[str] = mapped_column(String(32), default="open")
     sales_order: Mapped[SalesOrder] = relationship(back_populates="work_orders")
 
+    def __init__(
+        self,
+        number: str,
+        sales_order: SalesOrder | None = None,
+        status: str = "open",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(number=number, status=status, **kwargs)
+        if sales_order is not None:
+            self.sales_order = sales_order
+
 
 class ShippingEvent(ErpBase):
     __tablename__ = "erp_shipping_event"
@@ -133,6 +166,18 @@ class ShippingEvent(ErpBase):
     carrier: Mapped[str | None] = mapped_column(String(64))
     tracking_number: Mapped[str | None] = mapped_column(String(64))
     sales_order: Mapped[SalesOrder] = relationship(back_populates="shipping_events")
+
+    def __init__(
+        self,
+        sales_order: SalesOrder | None = None,
+        status: str = "open",
+        carrier: str | None = None,
+        tracking_number: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(status=status, carrier=carrier, tracking_number=tracking_number, **kwargs)
+        if sales_order is not None:
+            self.sales_order = sales_order
 
 
 __all__ = [

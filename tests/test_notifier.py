@@ -421,3 +421,21 @@ def test_host_rollback_with_a_plain_sqlite_engine(settings, world):
             assert len(messages(s)) == 3
     finally:
         engine.dispose()
+
+
+def test_the_reference_schema_takes_the_contracts_positional_arguments(session):
+    org = erp.Organization("Positional Inc")
+    c = erp.Contact("Pat", "3125550150@vtext.com", [org], [erp.ContactAttribute("SMSUPDATE")])
+    order = erp.SalesOrder("SO-P1", org, c)
+    wo = erp.WorkOrder("WO-P1", order, "complete")
+    se = erp.ShippingEvent(order, "Shipped", "UPS", "1ZP")
+    session.add_all([order, wo, se])
+    session.commit()
+    assert order.sms_update and wo.sales_order is order and se.tracking_number == "1ZP"
+    signals.work_order_completed.send(order, session=session, work_order=wo)
+    signals.shipment_shipped.send(order, session=session, shipping_event=se)
+    session.commit()
+    bodies = [m.body for m in messages(session)]
+    assert any("work order WO-P1" in b for b in bodies) and any(
+        "via UPS, tracking 1ZP" in b for b in bodies
+    )
