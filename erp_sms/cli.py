@@ -158,7 +158,7 @@ def rules_show(name: str) -> None:
       erp-sms rules show TWILIO
     """
     rtype = rule_records.rule_type(name)
-    with staff_session() as s:
+    with staff_session(readonly=True) as s:
         rule = rule_records.get_rule(s, rtype.name)
         click.echo(f"{rtype.name} — {rtype.description}")
         if rule is None:
@@ -255,7 +255,7 @@ def rules_audit(name: str, limit: int) -> None:
     from .models import RuleAudit
 
     rtype = rule_records.rule_type(name)
-    with staff_session() as s:
+    with staff_session(readonly=True) as s:
         q = (
             select(RuleAudit)
             .where(RuleAudit.rule_type == rtype.name)
@@ -324,7 +324,7 @@ def options_show() -> None:
     from .catalog import option_defs
 
     defs = option_defs()
-    with staff_session() as s:
+    with staff_session(readonly=True) as s:
         for name, (value, is_default) in options_mod.all_values(s).items():
             note = " (default)" if is_default else ""
             click.echo(f"{name:<12} {value}{note}\n             {defs[name].help}")
@@ -500,7 +500,7 @@ def report_cmd(
         event=event,
         channel=channel,
     )
-    with staff_session() as s:
+    with staff_session(readonly=True) as s:
         rows = report.rows(s, filters, attention_first=fmt in ("table", "html"))
         out_file = output.open("w", encoding="utf-8", newline="") if output else None
         try:
@@ -546,7 +546,7 @@ def timeline(number: str | None, contact: str | None) -> None:
 
     if bool(number) == bool(contact):
         raise InputError("give one of --order N or --contact ID")
-    with staff_session() as s:
+    with staff_session(readonly=True) as s:
         entries = tl.for_order(s, number) if number else tl.for_contact(s, str(contact))
         for e in entries:
             click.echo(e.line())

@@ -26,10 +26,11 @@ def _db() -> Database:
 
 
 @contextmanager
-def staff_session() -> Iterator[Session]:
+def staff_session(*, readonly: bool = False) -> Iterator[Session]:
+    """A session for one staff command; ``readonly`` takes no write lock on SQLite."""
     db = _db()
     try:
-        with db.session() as s:
+        with db.read_session() if readonly else db.session() as s:
             yield s
     except (OperationalError, ProgrammingError) as exc:
         text = str(exc.orig) if exc.orig is not None else str(exc)

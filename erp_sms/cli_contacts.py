@@ -70,7 +70,7 @@ def gateways() -> None:
     """
     today = dt.date.today()
     found = 0
-    with staff_session() as s:
+    with staff_session(readonly=True) as s:
         active, _phone = rule_records.twilio_routing(s)
         rows = s.scalars(
             select(erp.Contact).where(erp.Contact.email2.like("%@%")).order_by(erp.Contact.id)

@@ -72,7 +72,7 @@ def templates_list() -> None:
     Example:
       erp-sms templates list
     """
-    with staff_session() as s:
+    with staff_session(readonly=True) as s:
         click.echo(f"{'name':<14} {'source':<10} {'encoding':<8} {'segments':>8}  warnings")
         for name in known_names(s):
             src = tpl.load(s, name)
@@ -94,7 +94,7 @@ def templates_show(name: str) -> None:
     Example:
       erp-sms templates show "SMS S2P"
     """
-    with staff_session() as s:
+    with staff_session(readonly=True) as s:
         name = _check_name(s, name)
         src = tpl.load(s, name)
     click.echo(f"# {name} ({src.origin})")
@@ -168,7 +168,7 @@ def templates_preview(name: str, number: str) -> None:
     """
     from . import erp
 
-    with staff_session() as s:
+    with staff_session(readonly=True) as s:
         name = _check_name(s, name)
         event = event_for_template(name)
         order = s.scalar(select(erp.SalesOrder).where(erp.SalesOrder.number == number))

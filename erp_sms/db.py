@@ -66,7 +66,8 @@ def _sqlite_setup(engine: Engine, immediate: bool) -> None:
     def _begin(conn: Any) -> None:
         # Claims write after reading: take the write lock up front so two workers wait
         # for each other (busy_timeout) instead of failing to upgrade a read lock.
-        if immediate or conn.get_execution_options().get("erp_sms_begin_immediate"):
+        wanted = conn.get_execution_options().get("erp_sms_begin_immediate")
+        if wanted if wanted is not None else immediate:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")
@@ -101,6 +102,14 @@ class Database:
     def session(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on error."""
         with self.sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reading only (reports, timelines): on SQLite it takes no write
+        lock, so a long export never holds up the worker."""
+        engine = self.engine.execution_options(erp_sms_begin_immediate=False)
+        with Session(engine, expire_on_commit=False) as session, session.begin():
             yield session
 
     def dispose(self) -> None:

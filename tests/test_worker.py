@@ -244,3 +244,19 @@ def test_a_message_waits_until_its_time(any_db: Database):
     assert outbox.claim_due(any_db, "a", limit=5, lease_seconds=60) == []
     later = utcnow() + dt.timedelta(hours=2)
     assert len(outbox.claim_due(any_db, "a", limit=5, lease_seconds=60, now=later)) == 1
+
+
+def test_a_long_report_export_does_not_hold_up_claims(db, settings):
+    """SQLite: the report reads in a deferred transaction, so the worker can still claim
+    and record while an export is half-way through."""
+    from erp_sms import report
+
+    _queue(db, 30)
+    with db.read_session() as s:
+        rows = report.rows(s, report.Filters(), chunk=5)
+        first = [next(rows) for _ in range(10)]  # the export is under way
+        claimed = outbox.claim_due(db, "w", limit=30, lease_seconds=60)
+        assert len(claimed) == 30
+        assert all(outbox.finish(db, c, Outcome(Status.SENT, provider_id=f"SM{c.id}")) for c in claimed)
+        rest = list(rows)
+    assert len(first) + len(rest) == 30
