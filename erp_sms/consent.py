@@ -7,7 +7,6 @@ refused to send because the recipient had replied STOP), ``web`` (staff pages).
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .errors import InputError
@@ -62,12 +61,3 @@ def record_unmatched(
             detail=detail,
         )
     )
-
-
-def history(session: Session, contact_key: str) -> list[ConsentEvent]:
-    q = (
-        select(ConsentEvent)
-        .where(ConsentEvent.contact_ref == contact_key)
-        .order_by(ConsentEvent.id)
-    )
-    return list(session.scalars(q))

@@ -110,9 +110,6 @@ class TwilioServer:
         for _ in range(n):
             self.faults.append(Fault(**fault))
 
-    def sent_to(self, to: str) -> list[StoredMessage]:
-        return [m for m in self.messages if m.to == to]
-
     def start(self) -> TwilioServer:
         server = self
 

@@ -128,7 +128,7 @@ class Dispatcher:
             claimed = outbox.claim_due(
                 self.db,
                 self.worker_id,
-                limit=self.settings.dispatch.batch_size,
+                limit=self.batch_limit(),
                 lease_seconds=self.settings.dispatch.lease_seconds,
             )
             if not claimed:
@@ -139,6 +139,14 @@ class Dispatcher:
                 break
         summary.seconds = time.monotonic() - started
         return summary
+
+    def batch_limit(self) -> int:
+        """How many messages to claim at once: the batch size, but never more than
+        pacing lets out within half a lease (the rest would be reclaimed mid-batch)."""
+        d = self.settings.dispatch
+        if d.rate_per_second <= 0:
+            return d.batch_size
+        return max(1, min(d.batch_size, int(d.lease_seconds * d.rate_per_second / 2)))
 
     def run_forever(self, on_batch: Callable[[Summary], None] | None = None) -> None:
         """Keep delivering until ``self.stop`` is set."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import phonenumbers
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_receivers: dict[str, Callable[..., list[Message]]] = {}
-
 
 def connect(event: EventType) -> None:
     """Connect ``event``'s receiver (strongly: blinker holds receivers weakly by default
@@ -41,7 +39,6 @@ def connect(event: EventType) -> None:
     def receiver(sender: Any, **kwargs: Any) -> list[Message]:
         return notify(event, sender, **kwargs)
 
-    _receivers[event.name] = receiver
     event.signal.connect(receiver, weak=False)
 
 

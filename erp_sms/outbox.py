@@ -121,7 +121,6 @@ class Claimed:
     reclaimed_after: dt.datetime | None  # the earlier claim's time, when its lease expired
     created_at: dt.datetime | None = None
     segments: int | None = None
-    previous_provider_id: str | None = None
 
     @property
     def may_have_been_sent(self) -> bool:
@@ -238,7 +237,6 @@ def claim_due(
                 reclaimed_after=reclaimed,
                 created_at=r.created_at,
                 segments=r.segments,
-                previous_provider_id=r.provider_id,
             )
         )
     return out
@@ -332,24 +330,6 @@ def _adopt_early_callbacks(conn: Any, message_id: int, provider_id: str) -> None
         conn.execute(update(message_table).where(m.id == message_id).values(status=current))
 
 
-def extend_lease(db: Database, claimed: Claimed, lease_seconds: float) -> bool:
-    """Keep a long send's claim alive (heartbeat)."""
-    m = message_table.c
-    with db.engine.begin() as conn:
-        res = conn.execute(
-            update(message_table)
-            .where(m.id == claimed.id, m.claimed_by == claimed.token)
-            .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
-        )
-        return res.rowcount == 1
-
-
-def hold_where(session: Session, rows: Sequence[Message], reason: str, source: str) -> int:
-    for msg in rows:
-        set_status(session, msg, Status.HELD, source=source, reason=reason)
-    return len(rows)
-
-
 def release(
     session: Session, ids: Sequence[int] | None = None, *, by: str = "staff"
 ) -> list[Message]:
@@ -376,10 +356,3 @@ def cancel(
     for msg in rows:
         set_status(session, msg, Status.CANCELED, source=by, reason=reason or f"canceled by {by}")
     return rows
-
-
-def counts_by_status(session: Session) -> dict[str, int]:
-    from sqlalchemy import func
-
-    rows = session.execute(select(Message.status, func.count()).group_by(Message.status))
-    return {status: int(n) for status, n in rows}

@@ -50,7 +50,3 @@ def analyse(text: str) -> SegmentInfo:
         return SegmentInfo(GSM7, _pack(costs, 160, 153), sum(costs))
     costs = [2 if ord(c) > 0xFFFF else 1 for c in text]
     return SegmentInfo(UCS2, _pack(costs, 70, 67), sum(costs), tuple(dict.fromkeys(non_gsm)))
-
-
-def count_segments(text: str) -> int:
-    return analyse(text).segments

@@ -257,6 +257,8 @@ def test_a_long_report_export_does_not_hold_up_claims(db, settings):
         first = [next(rows) for _ in range(10)]  # the export is under way
         claimed = outbox.claim_due(db, "w", limit=30, lease_seconds=60)
         assert len(claimed) == 30
-        assert all(outbox.finish(db, c, Outcome(Status.SENT, provider_id=f"SM{c.id}")) for c in claimed)
+        assert all(
+            outbox.finish(db, c, Outcome(Status.SENT, provider_id=f"SM{c.id}")) for c in claimed
+        )
         rest = list(rows)
     assert len(first) + len(rest) == 30

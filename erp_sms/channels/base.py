@@ -23,8 +23,6 @@ class Channel(Protocol):
     or ``ChannelConfigurationError`` on failure."""
 
     name: str
-    # Maximum characters per message this channel should carry (for warnings).
-    body_maxlen: int
 
     def send(self, message: Claimed) -> SendResult: ...
 

@@ -29,7 +29,6 @@ def _smtp_error(code: int, reply: bytes | str, what: str) -> TransientError | Pe
 
 class EmailGatewayChannel:
     name = "email_gateway"
-    body_maxlen = 160
 
     def __init__(self, settings: Settings) -> None:
         if not settings.smtp_from:
@@ -39,7 +38,6 @@ class EmailGatewayChannel:
         self.settings = settings
         self.sender = settings.smtp_from
         self._smtp: smtplib.SMTP | None = None
-        self.connections_opened = 0
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
@@ -69,7 +67,6 @@ class EmailGatewayChannel:
             raise TransientError(
                 f"cannot connect to SMTP {s.smtp_host}:{s.smtp_port}: {exc}", provider="smtp"
             ) from None
-        self.connections_opened += 1
         return smtp
 
     def _build(self, message: Claimed) -> EmailMessage:

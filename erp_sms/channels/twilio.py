@@ -97,7 +97,6 @@ class Pacer:
 
 class TwilioChannel:
     name = "twilio"
-    body_maxlen = 1600
 
     def __init__(self, rule: TwilioRule, settings: Settings, pacer: Pacer | None = None) -> None:
         self.from_ = rule.phone_number
