@@ -516,3 +516,14 @@ def test_long_exports_show_a_progress_bar_on_a_terminal_but_not_in_pipes(
     shown = b"".join(chunks).decode(errors="replace")
     assert "exporting" in shown and "row(s) written" in shown
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_flow_on_loopback(run, tmp_path):
+    out = run("demo", "--database", str(tmp_path / "demo.db")).stdout
+    assert "SMTP sink received 2 mail(s)" in out
+    assert "Twilio-compatible API accepted 8 message(s)" in out
+    assert "opt_out (sms_reply)" in out
+    summary = out.split("by status: ")[1].splitlines()[0]
+    assert summary == "delivered 6, sent 2, skipped 6, undelivered 2"
+    assert "AT&T shut down its email-to-SMS gateway on 2025-06-17" in out
