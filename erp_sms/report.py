@@ -171,7 +171,7 @@ class Totals:
         cost = (
             f"{self.cost:.4f} {self.cost_unit}".strip()
             if self.cost
-            else "0 (Twilio prices arrive with status callbacks; gateways cost nothing)"
+            else "unknown for Twilio (the price is not fetched yet); gateways cost nothing"
         )
         return [
             f"{self.rows} message(s) — by status: {st or 'none'}",

@@ -560,7 +560,9 @@ def test_the_worker_keeps_going_through_a_database_failure(
 def test_a_paced_worker_claims_no_more_than_it_can_send_within_its_lease(delivery, db):
     d = Dispatcher(db)
     assert d.batch_limit() == delivery.dispatch.batch_size  # no pacing
-    d.settings = replace(delivery, dispatch=replace(delivery.dispatch, rate_per_second=0.1, lease_seconds=300))
+    d.settings = replace(
+        delivery, dispatch=replace(delivery.dispatch, rate_per_second=0.1, lease_seconds=300)
+    )
     assert d.batch_limit() == 15  # 300 s x 0.1/s, halved
     d.settings = replace(delivery, dispatch=replace(delivery.dispatch, rate_per_second=0.001))
     assert d.batch_limit() == 1
