@@ -400,6 +400,27 @@ def worker(worker_id: str | None) -> None:
     click.echo("worker: stopped", err=True)
 
 
+@cli.command()
+@click.option("--days", default=7, show_default=True, help="Look back this many days.")
+@click.option("--limit", default=500, show_default=True, help="At most this many messages per run.")
+def prices(days: int, limit: int) -> None:
+    """Fetch Twilio's price for recent texts that have none yet (Twilio prices a message
+    after it is sent; the report totals the cost).
+
+    \b
+    Example:
+      erp-sms prices            # e.g. hourly from cron
+    """
+    from .prices import reconcile
+
+    database = _db()
+    try:
+        run = reconcile(database, get_settings(), days=days, limit=limit)
+    finally:
+        database.dispose()
+    click.echo(run.line())
+
+
 # -- messages -----------------------------------------------------------------------------------
 
 

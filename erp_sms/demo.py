@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import erp, migrate, report, rule_records, signals
+from . import erp, migrate, prices, report, rule_records, signals
 from .config import Settings, get_settings, set_settings
 from .db import Database
 from .devservers import SmtpSink, TwilioServer, post_signed
@@ -133,6 +133,7 @@ def run_demo(database: str | None = None, *, echo: Callable[[str], None] = print
             echo(
                 f"   {len(twilio.messages)} delivery reports; Riley replied 'please stop texting me' ({code})"
             )
+            echo("   " + prices.reconcile(db, settings).line())
 
             from . import timeline
 

@@ -54,6 +54,7 @@ class StoredMessage:
     date_sent: dt.datetime
     status_callback: str | None
     num_segments: int
+    price: str | None = None  # Twilio fills it in after sending
 
     def json(self) -> dict[str, Any]:
         return {
@@ -67,7 +68,7 @@ class StoredMessage:
             "num_media": "0",
             "direction": "outbound-api",
             "api_version": "2010-04-01",
-            "price": None,
+            "price": self.price,
             "price_unit": "USD",
             "error_code": None,
             "error_message": None,
@@ -157,6 +158,8 @@ class TwilioServer:
         HTTP status the callback got (0 when the message has no callback URL)."""
         msg = next(m for m in self.messages if m.sid == sid)
         msg.status = status
+        if status in ("sent", "delivered", "undelivered", "read") and msg.price is None:
+            msg.price = f"-{0.0079 * msg.num_segments:.5f}"  # US long code, per segment
         target = url or msg.status_callback
         if not target:
             return 0

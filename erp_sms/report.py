@@ -171,7 +171,7 @@ class Totals:
         cost = (
             f"{self.cost:.4f} {self.cost_unit}".strip()
             if self.cost
-            else "unknown for Twilio (the price is not fetched yet); gateways cost nothing"
+            else "none recorded (run `erp-sms prices` for Twilio; gateways cost nothing)"
         )
         return [
             f"{self.rows} message(s) — by status: {st or 'none'}",

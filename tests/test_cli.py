@@ -527,3 +527,22 @@ def test_demo_runs_the_whole_flow_on_loopback(run, tmp_path):
     summary = out.split("by status: ")[1].splitlines()[0]
     assert summary == "delivered 6, sent 2, skipped 6, undelivered 2"
     assert "AT&T shut down its email-to-SMS gateway on 2025-06-17" in out
+
+
+def test_prices_are_fetched_after_sending_and_totalled_in_the_report(
+    run, session, delivery, twilio_server, shop
+):
+    run("rules", "set", "TWILIO", *GOOD, "--active")
+    signals.sent_to_production.send(shop["order"], session=session)
+    session.commit()
+    run("dispatch")
+    assert "none recorded" in run("report").stdout
+    assert (
+        run("prices").stdout.strip() == "prices: 0 of 3 message(s) priced, 0 error(s)"
+    )  # not priced yet
+    for m in twilio_server.messages:
+        twilio_server.deliver(m.sid, "delivered")  # Twilio prices it once sent
+    assert run("prices").stdout.strip() == "prices: 3 of 3 message(s) priced, 0 error(s)"
+    assert run("prices").stdout.strip() == "prices: 0 of 0 message(s) priced, 0 error(s)"
+    assert "cost: 0.0237 USD" in run("report").stdout
+    assert {m.price for m in messages(session) if m.channel == "twilio"} == {"-0.00790"}
