@@ -520,3 +520,11 @@ def test_erp_sms_serve_answers_signed_twilio_requests(settings, session, sent):
         _out, err = proc.communicate(timeout=10)
     assert state(session, sid)[0] == Status.DELIVERED
     assert AUTH not in err
+
+
+def test_an_oversized_request_is_refused_before_anything_is_read(client, session, sent):
+    r = client.post(
+        "/twilio/inbound", data={"Body": "x" * 100_000}, headers={"X-Twilio-Signature": "x"}
+    )
+    assert r.status_code == 413
+    assert session.scalars(select(InboundMessage)).all() == []
