@@ -60,6 +60,7 @@ def init_app(app: Flask, db: Database | None = None, settings: Settings | None =
 def create_app(db: Database | None = None, settings: Settings | None = None) -> Flask:
     """A WSGI app with the webhooks at ``/twilio/…`` (and the staff pages, when present)."""
     app = Flask("erp_sms")
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # Twilio's forms are a few hundred bytes
     init_app(app, db, settings)
     app.register_blueprint(blueprint, url_prefix="/twilio")
 
