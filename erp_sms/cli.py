@@ -294,7 +294,7 @@ def rules_test(name: str) -> None:
         if ok:
             rule_records.clear_rejected(s, rule_records.TWILIO, by=_user())
         else:
-            rule_records.flag_rejected(s, rule_records.TWILIO, sentence)
+            rule_records.flag_rejected(s, rule_records.TWILIO, sentence, by=_user())
     if not ok:
         raise ErpSmsError(sentence)
     click.echo(sentence)

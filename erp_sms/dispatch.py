@@ -7,6 +7,7 @@ worker``, SIGTERM/SIGINT), finishing the message in hand and handing back the re
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import random
@@ -16,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy.orm import Session
 
@@ -234,7 +235,7 @@ class Dispatcher:
                 r.channel,
                 extra={"message_id": msg.id},
             )
-            return _replace(msg, channel=r.channel, address=r.address)
+            return replace(msg, channel=r.channel, address=r.address)
         return msg
 
     # -- sending --------------------------------------------------------------------------
@@ -315,7 +316,7 @@ class Dispatcher:
             return "failed"
         except TransientError as exc:
             if self.retry.allows(exc, msg.attempts):
-                when = utcnow() + _seconds(self.retry.delay(msg.attempts))
+                when = utcnow() + dt.timedelta(seconds=self.retry.delay(msg.attempts))
                 outcome = Outcome(
                     Status.QUEUED,
                     reason=f"attempt {msg.attempts} failed, will retry: {exc.message}",
@@ -448,18 +449,6 @@ _HELD_CREDENTIALS = (
     "held: Twilio rejected the TWILIO credentials (20003); update them with "
     "`erp-sms rules set TWILIO --auth-code …` and held texts are released"
 )
-
-
-def _seconds(s: float):  # type: ignore[no-untyped-def]
-    import datetime as dt
-
-    return dt.timedelta(seconds=s)
-
-
-def _replace(msg: Claimed, **changes: object) -> Claimed:
-    from dataclasses import replace
-
-    return replace(msg, **changes)  # type: ignore[arg-type]
 
 
 # -- inline mode: send right after the host's commit (never inside it) ------------------

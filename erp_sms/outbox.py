@@ -91,10 +91,11 @@ def existing_keys(session: Session, keys: Iterable[str]) -> set[str]:
 def find(
     session: Session, status: str | None = None, ids: Sequence[int] | None = None
 ) -> list[Message]:
+    """Messages (of one status, or these ids; an empty id list finds none)."""
     q = select(Message).order_by(Message.id)
     if status:
         q = q.where(Message.status == status)
-    if ids:
+    if ids is not None:
         q = q.where(Message.id.in_(ids))
     return list(session.scalars(q))
 
@@ -345,7 +346,7 @@ def release(
 def release_channel(session: Session, channel: str, *, by: str) -> list[Message]:
     """Release the held messages of one channel (e.g. after TWILIO credentials are fixed)."""
     ids = [m.id for m in find(session, Status.HELD) if m.channel == channel]
-    return release(session, ids, by=by) if ids else []
+    return release(session, ids, by=by)
 
 
 def cancel(

@@ -16,6 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from . import erp
+from .addresses import classify
+from .errors import AddressError
 
 
 @dataclass(frozen=True)
@@ -216,9 +218,6 @@ class ErpLookup:
         return object_key(obj), object_context(obj)
 
     def contacts_with_number(self, session: Session, e164: str) -> Sequence[ContactView]:
-        from .addresses import classify  # local: addresses imports models, not recipients
-        from .errors import AddressError
-
         digits = e164[-10:]
         # Narrow in SQL by the last four digits (contiguous in every usual way of writing
         # a number), then compare exactly.

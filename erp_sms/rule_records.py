@@ -146,7 +146,7 @@ def set_fields(
                 continue
             row.value = stored
             row.updated_at = now
-        session.add(RuleAudit(rule_type=rtype.name, field=fname, action="set", changed_by=by))
+        _audit(session, rtype.name, fname, "set", by)
     if active is not None and active != rule.active:
         if active:
             missing = [
@@ -160,15 +160,7 @@ def set_fields(
                     f"with `erp-sms rules set {rtype.name} --{missing[0].lower()} …`"
                 )
         rule.active = active
-        session.add(
-            RuleAudit(
-                rule_type=rtype.name,
-                field="Active",
-                action="set",
-                changed_by=by,
-                detail="on" if active else "off",
-            )
-        )
+        _audit(session, rtype.name, "Active", "set", by, "on" if active else "off")
     credentials_changed = any(rtype.field(k).secret or k == "SID" for k in clean)
     if credentials_changed and rule.rejected_at is not None:
         rule.rejected_at = None
@@ -188,22 +180,23 @@ def _release_held(session: Session, rule: Rule, by: str) -> None:
         release_channel(session, "twilio", by=by)
 
 
-def flag_rejected(session: Session, name: str, reason: str) -> None:
+def _audit(
+    session: Session, rule_name: str, field: str, action: str, by: str, detail: str | None = None
+) -> None:
+    """Record who changed which field (never a secret's value: callers pass none)."""
+    session.add(
+        RuleAudit(rule_type=rule_name, field=field, action=action, changed_by=by, detail=detail)
+    )
+
+
+def flag_rejected(session: Session, name: str, reason: str, *, by: str = "dispatch") -> None:
     """Mark the record's credentials as rejected by the provider (e.g. Twilio 20003)."""
     rule = session.get(Rule, rule_type(name).name)
     if rule is None or rule.rejected_at is not None:
         return
     rule.rejected_at = utcnow()
     rule.rejected_reason = reason
-    session.add(
-        RuleAudit(
-            rule_type=rule.rule_type,
-            field="AuthCode",
-            action="flagged",
-            changed_by="dispatch",
-            detail=reason,
-        )
-    )
+    _audit(session, rule.rule_type, "AuthCode", "flagged", by, reason)
 
 
 def clear_rejected(session: Session, name: str, *, by: str) -> None:
@@ -213,15 +206,7 @@ def clear_rejected(session: Session, name: str, *, by: str) -> None:
         return
     rule.rejected_at = None
     rule.rejected_reason = None
-    session.add(
-        RuleAudit(
-            rule_type=rule.rule_type,
-            field="AuthCode",
-            action="cleared",
-            changed_by=by,
-            detail="credentials checked and working",
-        )
-    )
+    _audit(session, rule.rule_type, "AuthCode", "cleared", by, "credentials checked and working")
     session.flush()
     _release_held(session, rule, by)
 

@@ -35,6 +35,7 @@ from .config import Settings, get_settings
 from .db import Database, utcnow
 from .errors import ConfigurationError, InputError
 from .models import InboundMessage, Message, MessageEvent
+from .outbox import add_event
 from .recipients import default_lookup
 from .statuses import advance, normalise
 
@@ -165,17 +166,7 @@ def apply_status(session: Session, sid: str, provider_status: str, raw: dict[str
     detail = f"Twilio: {provider_status}" + (f" — {reason}" if reason else "")
     if not moved:
         detail += f" (kept {msg.status})"
-    msg.history.append(
-        MessageEvent(
-            provider_id=sid,
-            kind="callback",
-            status=new,
-            source="webhook",
-            detail=detail,
-            raw=raw_json,
-            at=utcnow(),
-        )
-    )
+    add_event(session, msg, kind="callback", source="webhook", status=new, detail=detail, raw=raw)
     if moved:
         assert new is not None
         msg.status = new
@@ -232,10 +223,10 @@ def handle_inbound(session: Session, form: dict[str, str]) -> str | None:
     sid = form.get("MessageSid") or form.get("SmsSid")
     sender = form.get("From", "")
     body = form.get("Body", "")
-    if sid and session.scalar(select(InboundMessage.id).where(InboundMessage.provider_id == sid)):
-        kind = classify_reply(body)  # Twilio retried: answer the same, change nothing
-        return options.get(session, "SMSHELPTEXT") if kind == HELP else None
     kind = classify_reply(body)
+    if sid and session.scalar(select(InboundMessage.id).where(InboundMessage.provider_id == sid)):
+        # Twilio retried: answer the same, change nothing
+        return options.get(session, "SMSHELPTEXT") if kind == HELP else None
     lookup = default_lookup()
     contacts = list(lookup.contacts_with_number(session, sender)) if sender else []
     refs = [c.key for c in contacts]

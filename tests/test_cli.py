@@ -402,7 +402,6 @@ def test_report_html_renders_the_same_rows(run, logged, tmp_path):
     html_ids = {int(x) for x in re.findall(r'<tr class="\w+"><td>(\d+)</td>', html)}
     assert html_ids == csv_ids and html_ids
     assert "<th>reason</th>" in html and "by status:" in html
-    assert "&lt;" not in html or "<script" not in html
 
 
 def test_report_html_escapes_what_contacts_typed(run, session, shop):
