@@ -78,6 +78,9 @@ def _classify_gateway(text: str) -> Address:
         raise AddressError(
             f"{text!r}: the gateway number must have exactly 10 digits, it has {len(local)}"
         )
+    invalid = _invalid_reason(phonenumbers.parse(f"+1{local}", None))
+    if invalid:
+        raise AddressError(f"{text!r}: {local} is not a real phone number ({invalid}); fix Email 2")
     carrier = carrier_for_domain(domain)
     if carrier is None:
         known = ", ".join(d for c in carriers() for d in c.domains)
@@ -110,9 +113,29 @@ def _classify_phone(text: str, region: str) -> Address:
             f"{text!r} is not a complete phone number ({digits} digits); "
             f"enter all 10 digits or +country code and number"
         )
+    invalid = _invalid_reason(number)
+    if invalid:
+        raise AddressError(f"{text!r} is not a real phone number ({invalid}); fix Email 2")
     return Address(
         PHONE, text, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     )
+
+
+def _invalid_reason(number: phonenumbers.PhoneNumber) -> str | None:
+    """Why a possible-looking number cannot exist (None when it is valid): Twilio would
+    refuse it later with 21211, so it is refused when planned, with the reason."""
+    if phonenumbers.is_valid_number(number):
+        return None
+    national = phonenumbers.national_significant_number(number)
+    if number.country_code == 1 and len(national) == 10:
+        area, exchange = national[:3], national[3:6]
+        if area[0] in "01":
+            return f"area codes never start with {area[0]}: {area}"
+        if exchange[0] in "01":
+            return f"the exchange after the area code never starts with {exchange[0]}: {exchange}"
+        return f"area code {area} is not in use"
+    region = phonenumbers.region_code_for_country_code(number.country_code or 0)
+    return f"no {region} number is written like this (+{number.country_code} {national})"
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ Bad input exits non-zero with one clear line on stderr. The AuthCode is never pr
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import signal
 import sys
@@ -13,11 +15,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import options as options_mod
 from . import outbox, report, rule_records
-from .cli_common import _db, _safe_url, _user, staff_session
+from .cli_common import _safe_url, _user, database, staff_session
 from .cli_contacts import group as contacts_group
 from .cli_templates import group as templates_group
 from .config import get_settings
@@ -68,6 +70,20 @@ class ErpSmsGroup(click.Group):
             _fail(exc.message, 2)
         except ErpSmsError as exc:
             _fail(exc.message, 1)
+        except SQLAlchemyError as exc:
+            from .db import describe_error
+
+            _fail(describe_error(exc, get_settings().database_url), 1)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as exc:
+            # Never a traceback for staff: one line, the details in the log with -v.
+            logging.getLogger("erp_sms.cli").debug("unexpected error", exc_info=True)
+            _fail(
+                f"unexpected error: {type(exc).__name__}: {exc} (run again with -v to log "
+                "the details, and report it)",
+                1,
+            )
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -81,7 +97,8 @@ def _fail(message: str, code: int) -> None:
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (INFO).")
-def cli(verbose: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
     """erp-sms: text customers as their sales orders move.
 
     \b
@@ -91,6 +108,12 @@ def cli(verbose: bool) -> None:
       erp-sms worker
     """
     _setup_logging(verbose)
+    if ctx.invoked_subcommand != "demo" and not ctx.resilient_parsing:
+        # The host's integration module first, for every command (CONTRACT.md "Host
+        # integration"): its lookup, events and templates. The demo uses its own data.
+        from .host import load_host_module
+
+        load_host_module()
 
 
 # -- db --------------------------------------------------------------------------------------
@@ -110,8 +133,14 @@ def db() -> None:
 @click.option(
     "--plugin-only", is_flag=True, help="Only the plugin's tables (a host with its own ERP tables)."
 )
-def db_upgrade(plugin_only: bool) -> None:
-    """Create or migrate all tables (ERP reference + plugin); safe to run again.
+@click.option(
+    "--with-reference",
+    is_flag=True,
+    help="Also the reference ERP tables when ERP_SMS_HOST_MODULE is set (normally not).",
+)
+def db_upgrade(plugin_only: bool, with_reference: bool) -> None:
+    """Create or migrate all tables (ERP reference + plugin); safe to run again. With
+    ERP_SMS_HOST_MODULE set (a host with its own tables), only the plugin's tables.
 
     \b
     Example:
@@ -119,16 +148,16 @@ def db_upgrade(plugin_only: bool) -> None:
       erp-sms db upgrade --plugin-only
     """
     from . import migrate
+    from .host import host_configured
 
-    database = _db()
-    try:
-        migrate.upgrade(database.engine, plugin_only=plugin_only)
-        heads = ", ".join(sorted(migrate.current(database.engine)))
-    except OperationalError as exc:
-        raise ErpSmsError(f"cannot reach the database {_safe_url()}: {exc.orig}") from None
-    finally:
-        database.dispose()
-    click.echo(f"database {_safe_url()} is up to date ({heads})")
+    if plugin_only and with_reference:
+        raise InputError("--plugin-only and --with-reference contradict each other: pick one")
+    plugin_only = plugin_only or (host_configured() and not with_reference)
+    with database() as db_:
+        migrate.upgrade(db_.engine, plugin_only=plugin_only)
+        heads = ", ".join(sorted(migrate.current(db_.engine)))
+    only = "; plugin tables only (the host has its own)" if plugin_only else ""
+    click.echo(f"database {_safe_url()} is up to date ({heads}){only}")
 
 
 # -- rules -------------------------------------------------------------------------------------
@@ -211,7 +240,12 @@ def rules_set(
           --use-code SMSUPDATE --active
     """
     if auth_code == "-":
-        auth_code = sys.stdin.readline().strip()
+        if sys.stdin.isatty():
+            auth_code = click.prompt("AuthCode", hide_input=True, err=True).strip()
+        else:
+            auth_code = sys.stdin.readline().strip()
+        if not auth_code:
+            raise InputError("no AuthCode given on standard input: nothing was changed")
     values = {
         k: v
         for k, v in (
@@ -236,6 +270,12 @@ def rules_set(
         state = "active" if rule.active else "inactive"
     changed = ", ".join(sorted(values)) + (", Active" if active is not None else "")
     click.echo(f"{name.upper()} saved ({changed.strip(', ')}); the record is {state}")
+    if auth_code is not None and not get_settings().secret_key:
+        click.echo(
+            "warning: ERP_SMS_SECRET_KEY is not set, so the AuthCode is stored unencrypted; "
+            "set it and run this command again to encrypt it",
+            err=True,
+        )
     if released:
         click.echo(f"{len(released)} held text(s) released to the queue")
 
@@ -281,7 +321,7 @@ def rules_test(name: str) -> None:
     Example:
       erp-sms rules test TWILIO
     """
-    from .twilio_check import check_credentials
+    from .twilio_check import OK, REJECTED, check_credentials
 
     _rule_name(name)
     with staff_session() as s:
@@ -290,12 +330,12 @@ def rules_test(name: str) -> None:
             raise InputError(
                 "TWILIO is not set up: use `erp-sms rules set TWILIO --sid … --auth-code …`"
             )
-        ok, sentence = check_credentials(rule, get_settings())
-        if ok:
+        verdict, sentence = check_credentials(rule, get_settings())
+        if verdict == OK:
             rule_records.clear_rejected(s, rule_records.TWILIO, by=_user())
-        else:
+        elif verdict == REJECTED:
             rule_records.flag_rejected(s, rule_records.TWILIO, sentence, by=_user())
-    if not ok:
+    if verdict != OK:
         raise ErpSmsError(sentence)
     click.echo(sentence)
 
@@ -361,11 +401,8 @@ def dispatch() -> None:
     """
     from .dispatch import Dispatcher
 
-    database = _db()
-    try:
-        summary = Dispatcher(database).run_once()
-    finally:
-        database.dispose()
+    with database() as db_:
+        summary = Dispatcher(db_).run_once()
     click.echo(summary.line())
 
 
@@ -390,13 +427,10 @@ def worker(worker_id: str | None) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    database = _db()
-    try:
-        d = Dispatcher(database, worker_id=worker_id, stop=stop)
+    with database() as db_:
+        d = Dispatcher(db_, worker_id=worker_id, stop=stop)
         click.echo(f"worker {d.worker_id}: delivering (SIGTERM to stop)", err=True)
         d.run_forever(on_batch=lambda s: click.echo(s.line(), err=True))
-    finally:
-        database.dispose()
     click.echo("worker: stopped", err=True)
 
 
@@ -413,11 +447,8 @@ def prices(days: int, limit: int) -> None:
     """
     from .prices import reconcile
 
-    database = _db()
-    try:
-        run = reconcile(database, get_settings(), days=days, limit=limit)
-    finally:
-        database.dispose()
+    with database() as db_:
+        run = reconcile(db_, get_settings(), days=days, limit=limit)
     click.echo(run.line())
 
 
@@ -426,7 +457,7 @@ def prices(days: int, limit: int) -> None:
 
 @cli.group()
 def messages() -> None:
-    """Release or cancel held and queued texts.
+    """Release, cancel or retry texts.
 
     \b
     Example:
@@ -447,10 +478,10 @@ def messages_release(ids: tuple[int, ...], all_: bool) -> None:
     """
     if not ids and not all_:
         raise InputError("name the message ids to release, or use --all")
+    if ids and all_:
+        raise InputError("give message ids or --all, not both")
     with staff_session() as s:
-        if all_:
-            ids = tuple(m.id for m in outbox.find(s, "held"))
-        done = outbox.release(s, list(ids), by=_user()) if ids else []
+        done = outbox.release(s, None if all_ else list(ids), by=_user())
     click.echo(f"{len(done)} text(s) released")
 
 
@@ -467,11 +498,25 @@ def messages_cancel(ids: tuple[int, ...], reason: str | None) -> None:
     with staff_session() as s:
         done = outbox.cancel(s, list(ids), by=_user(), reason=reason)
     click.echo(f"{len(done)} text(s) canceled")
-    if len(done) < len(ids):
-        missing = sorted(set(ids) - {m.id for m in done})
-        raise InputError(
-            f"not canceled (unknown, or no longer queued/held): {', '.join(map(str, missing))}"
-        )
+
+
+@messages.command("retry")
+@click.argument("ids", nargs=-1, type=int, required=True)
+def messages_retry(ids: tuple[int, ...]) -> None:
+    """Plan skipped or failed texts again with today's data and rules (after fixing
+    the cause: TWILIO activated, Email 2 corrected, the contact opted in…).
+
+    \b
+    Example:
+      erp-sms messages retry 41 42
+    """
+    from .notifier import retry
+
+    with staff_session() as s:
+        done = retry(s, list(ids), by=_user())
+        lines = [line for _m, line in done]
+    for line in lines:
+        click.echo(line)
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -522,8 +567,17 @@ def report_cmd(
         channel=channel,
     )
     with staff_session(readonly=True) as s:
+        # Run the query before writing anything: a failure never leaves a header behind.
         rows = report.rows(s, filters, attention_first=fmt in ("table", "html"))
-        out_file = output.open("w", encoding="utf-8", newline="") if output else None
+        first = next(rows, None)
+        rows = itertools.chain([first] if first is not None else [], rows)
+        try:
+            out_file = output.open("w", encoding="utf-8", newline="") if output else None
+        except OSError as exc:
+            raise InputError(
+                f"cannot write --output {output}: {exc.strerror or exc}; choose a file in a "
+                "folder that exists and you may write to"
+            ) from None
         try:
             out = out_file or sys.stdout
             if out_file is not None and sys.stderr.isatty():
@@ -534,9 +588,17 @@ def report_cmd(
                     totals = _write(fmt, bar, out)
             else:
                 totals = _write(fmt, rows, out)
-        finally:
             if out_file:
                 out_file.close()
+        except OSError as exc:
+            if out_file:
+                with contextlib.suppress(OSError):
+                    out_file.close()
+            target = f"--output {output}" if output else "standard output"
+            raise ErpSmsError(
+                f"cannot write {target}: {exc.strerror or exc}; free some space or choose "
+                "another file"
+            ) from None
     if output:
         click.echo(f"{totals.rows} row(s) written to {output}", err=True)
 

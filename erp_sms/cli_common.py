@@ -1,4 +1,4 @@
-"""What every staff command shares: the database session, who is acting."""
+"""What every staff command shares: the database, the session, who is acting."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from .config import get_settings
-from .db import Database
+from .db import Database, describe_error, safe_url
 from .errors import ErpSmsError
 
 
@@ -26,24 +26,23 @@ def _db() -> Database:
 
 
 @contextmanager
-def staff_session(*, readonly: bool = False) -> Iterator[Session]:
-    """A session for one staff command; ``readonly`` takes no write lock on SQLite."""
+def database() -> Iterator[Database]:
+    """The configured database; its errors become one line that says what to do."""
     db = _db()
     try:
-        with db.read_session() if readonly else db.session() as s:
-            yield s
-    except (OperationalError, ProgrammingError) as exc:
-        text = str(exc.orig) if exc.orig is not None else str(exc)
-        if "no such table" in text or "does not exist" in text or "doesn't exist" in text:
-            raise ErpSmsError(
-                f"the erp-sms tables are missing in {_safe_url()}: run `erp-sms db upgrade`"
-            ) from None
-        raise ErpSmsError(f"database error: {text.splitlines()[0]}") from None
+        yield db
+    except SQLAlchemyError as exc:
+        raise ErpSmsError(describe_error(exc, get_settings().database_url)) from None
     finally:
         db.dispose()
 
 
-def _safe_url() -> str:
-    from sqlalchemy.engine import make_url
+@contextmanager
+def staff_session(*, readonly: bool = False) -> Iterator[Session]:
+    """A session for one staff command; ``readonly`` takes no write lock on SQLite."""
+    with database() as db, db.read_session() if readonly else db.session() as s:
+        yield s
 
-    return make_url(get_settings().database_url).render_as_string(hide_password=True)
+
+def _safe_url() -> str:
+    return safe_url(get_settings().database_url)

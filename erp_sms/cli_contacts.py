@@ -6,12 +6,13 @@ from __future__ import annotations
 import datetime as dt
 
 import click
-from sqlalchemy import select
 
-from . import consent, erp, rule_records
+from . import consent, rule_records
 from .addresses import GATEWAY, classify
 from .cli_common import _user, staff_session
+from .config import get_settings
 from .errors import AddressError
+from .recipients import default_lookup, lookup_method
 
 
 @click.group("contacts")
@@ -26,11 +27,20 @@ def group() -> None:
 
 
 def _change(contact: str, opted_in: bool, note: str | None) -> None:
+    change = consent.opt_in if opted_in else consent.opt_out
     with staff_session() as s:
-        detail = f"by {_user()}" + (f": {note}" if note else "")
-        view = consent.change(s, contact, opted_in, source="cli", detail=detail)
+        done = change(s, contact_key=contact, source="cli", detail=note, actor=_user())
+    view = done.contacts[0]
+    number = f" ({done.number})" if done.number else ""
+    if not done.changed:
+        state = "opted in" if opted_in else "opted out"
+        click.echo(f"contact {view.key} {view.name}{number} was already {state}; nothing changed")
+        return
     state = "opted in (SMSUPDATE added)" if opted_in else "opted out (SMSUPDATE removed)"
-    click.echo(f"contact {view.key} {view.name}: {state}; consent recorded")
+    click.echo(f"contact {view.key} {view.name}{number}: {state}; consent recorded")
+    if done.canceled:
+        ids = ", ".join(f"#{i}" for i in done.canceled)
+        click.echo(f"{len(done.canceled)} queued or held text(s) canceled: {ids}")
 
 
 @group.command("opt-in")
@@ -70,14 +80,14 @@ def gateways() -> None:
     """
     today = dt.date.today()
     found = 0
+    region = get_settings().default_region
     with staff_session(readonly=True) as s:
         active, _phone = rule_records.twilio_routing(s)
-        rows = s.scalars(
-            select(erp.Contact).where(erp.Contact.email2.like("%@%")).order_by(erp.Contact.id)
-        )
+        lookup = default_lookup()
+        rows = lookup_method(lookup, "gateway_contacts", "list contacts on gateways")(s)
         for c in rows:
             try:
-                addr = classify(c.email2)
+                addr = classify(c.address, region)
             except AddressError:
                 continue
             if addr.kind != GATEWAY or addr.carrier is None or addr.carrier.sunset is None:
@@ -90,8 +100,8 @@ def gateways() -> None:
                 todo = f"not texted: activate the TWILIO rule, texts will go to {addr.e164}"
             else:
                 todo = f"still texted by email until then: activate TWILIO before {carrier.sunset}"
-            opted = "" if c.has_attribute(erp.SMSUPDATE) else " (not opted in)"
+            opted = "" if c.has_smsupdate else " (not opted in)"
             click.echo(
-                f"{c.id:>6}  {c.name}{opted}  {addr.gateway}\n        {carrier.describe(today)} — {todo}"
+                f"{c.key:>6}  {c.name}{opted}  {addr.gateway}\n        {carrier.describe(today)} — {todo}"
             )
     click.echo(f"{found} contact(s) on shut-down or sunsetting gateways")

@@ -17,24 +17,21 @@ from .config import get_settings
 from .errors import AddressError, InputError, TemplateError
 from .events import EventType, all_events, event_for_template
 from .models import TemplateOverride
-from .recipients import default_lookup, select_recipients
+from .recipients import ErpLookup, default_lookup, lookup_method, select_recipients
 
-SAMPLE_ORDER = {
-    "number": "SO-104233",
-    "organization": {"name": "Acme Fabrication LLC"},
-    "sms_update": True,
-}
-SAMPLE_CONTACT = {"name": "Jordan Smith", "id": 1}
 SAMPLE_SENDER = {"phone_number": "(312) 555-0100", "e164": "+13125550100"}
 
 
 def sample_context(event: EventType | None) -> dict[str, Any]:
-    ctx: dict[str, Any] = {
-        "order": SAMPLE_ORDER,
-        "contact": SAMPLE_CONTACT,
-        "sender": SAMPLE_SENDER,
-    }
-    if event is not None and event.subject:
+    """Sample data for template checks: the variables the event's lookup provides (its
+    ``samples()``; the reference schema's otherwise), the sender, and the subject."""
+    lookup = (event.lookup if event else None) or default_lookup()
+    samples = getattr(lookup, "samples", None)
+    given = dict(samples() if callable(samples) else ErpLookup().samples())
+    ctx: dict[str, Any] = {"sender": SAMPLE_SENDER, **given}
+    ctx.setdefault("order", ErpLookup().samples()["order"])
+    ctx.setdefault("contact", ErpLookup().samples()["contact"])
+    if event is not None and event.subject and event.subject not in ctx:
         ctx[event.subject] = dict(event.sample_subject or {})
     return ctx
 
@@ -121,7 +118,10 @@ def templates_set(name: str, path: Path) -> None:
     Example:
       erp-sms templates set "SMS S2P" --file s2p.txt
     """
-    body = path.read_text(encoding="utf-8").strip()
+    try:
+        body = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}; save it as UTF-8 text") from None
     with staff_session() as s:
         name = _check_name(s, name)
         r = tpl.check(body, sample_context(event_for_template(name)), name)
@@ -166,15 +166,15 @@ def templates_preview(name: str, number: str) -> None:
     Example:
       erp-sms templates preview "SMS S2P" --order SO-104233
     """
-    from . import erp
-
     with staff_session(readonly=True) as s:
         name = _check_name(s, name)
         event = event_for_template(name)
-        order = s.scalar(select(erp.SalesOrder).where(erp.SalesOrder.number == number))
-        if order is None:
-            raise InputError(f"no sales order {number!r}")
         lookup = (event.lookup if event else None) or default_lookup()
+        order = lookup_method(lookup, "find_order", "preview templates against real orders")(
+            s, number
+        )
+        if order is None:
+            raise InputError(f"no order {number!r}: check the number")
         view = lookup.order(s, order)
         only_one = options_mod.get_bool(s, "SMSONLYONE")
         decisions = select_recipients(
@@ -189,7 +189,8 @@ def templates_preview(name: str, number: str) -> None:
 
             base["sender"] = _sender_context(phone)
         if event is not None and event.subject:
-            related = order.work_orders if event.subject == "work_order" else order.shipping_events
+            subjects = getattr(lookup, "subjects", None)
+            related = list(subjects(s, order, event.subject)) if callable(subjects) else []
             if related:
                 base[event.subject] = lookup.subject(event.subject, related[-1])[1]
                 click.echo(f"# {event.subject.replace('_', ' ')} from the order's latest record")

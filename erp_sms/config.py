@@ -46,6 +46,8 @@ class Settings:
     public_url: str | None = None
     secret_key: str | None = field(default=None, repr=False)
     default_region: str = "US"
+    host_module: str | None = None
+    default_timezone: str = "America/Chicago"
     inline_dispatch: bool = False
     dispatch: DispatchSettings = DispatchSettings()
 
@@ -91,13 +93,16 @@ class Settings:
                     f"known: {', '.join(known)}"
                 )
             dispatch = replace(dispatch, **section)
-        for name in ("concurrency", "batch_size"):
-            value = env.get(f"ERP_SMS_DISPATCH_{name.upper()}")
+        numbers: dict[str, Any] = {}
+        for name, kind in (("concurrency", int), ("batch_size", int), ("rate_per_second", float)):
+            var = f"ERP_SMS_DISPATCH_{name.upper()}"
+            value = env.get(var)
             if value:
-                dispatch = replace(dispatch, **{name: int(value)})
-        rate = env.get("ERP_SMS_DISPATCH_RATE_PER_SECOND")
-        if rate:
-            dispatch = replace(dispatch, rate_per_second=float(rate))
+                try:
+                    numbers[name] = kind(value)
+                except ValueError:
+                    raise ConfigurationError(f"{var}={value!r}: use a number") from None
+        dispatch = replace(dispatch, **numbers)
         return cls(
             database_url=get("DATABASE_URL", cls.database_url) or cls.database_url,
             smtp_host=get("SMTP_HOST", "localhost") or "localhost",
@@ -109,11 +114,37 @@ class Settings:
             twilio_api_url=(get("TWILIO_API_URL", cls.twilio_api_url) or cls.twilio_api_url),
             public_url=(get("PUBLIC_URL", None) or None),
             secret_key=get("SECRET_KEY", None),
-            default_region=(get("DEFAULT_REGION", "US") or "US").upper(),
+            default_region=_region(get("DEFAULT_REGION", "US") or "US"),
+            host_module=(get("HOST_MODULE", None) or None),
+            default_timezone=_timezone(get("DEFAULT_TIMEZONE", cls.default_timezone)),
             inline_dispatch=(get("INLINE_DISPATCH", "off") or "off").lower()
             in ("1", "on", "true", "yes"),
             dispatch=dispatch,
         )
+
+
+def _region(text: str) -> str:
+    import phonenumbers
+
+    region = text.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigurationError(
+            f"ERP_SMS_DEFAULT_REGION={text!r}: use a two-letter region code such as US, CA or GB"
+        )
+    return region
+
+
+def _timezone(text: str | None) -> str:
+    import zoneinfo
+
+    name = (text or Settings.default_timezone).strip()
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(
+            f"ERP_SMS_DEFAULT_TIMEZONE={name!r}: use an IANA time zone such as America/Chicago"
+        ) from None
+    return name
 
 
 _current: Settings | None = None

@@ -1,63 +1,198 @@
-"""Opt-in and opt-out: the SMSUPDATE attribute changes through the host's lookup, and
-every change is recorded as a consent event with its source and time (the consent trail).
+"""Consent: the plugin's own opt-out list, the host's SMSUPDATE attribute, and the
+consent trail.
 
-Sources: ``cli`` (staff), ``sms_reply`` (STOP/START by text), ``twilio_21610`` (Twilio
-refused to send because the recipient had replied STOP), ``web`` (staff pages).
+An opt-out — by STOP reply, Twilio error 21610, staff, or the host — takes effect at
+once (CONTRACT.md "Consent"):
+
+- the number goes on the opt-out list (``sms_opt_out``, E.164, however it was typed),
+  which is consulted when texts are planned and again when they are claimed;
+- the SMSUPDATE attribute of the contact(s) is removed through the host's lookup;
+- texts already queued or held for that contact or number are canceled with a reason
+  naming the opt-out;
+- one consent event records it (time, source, actor, number) — and only when something
+  changed: opting out twice records one event.
+
+An opt-in removes the number from the list and adds SMSUPDATE back. Sources: ``cli``,
+``web``, ``sms_reply``, ``twilio_21610``, ``host``, ``import``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .errors import InputError
-from .models import ConsentEvent
+from .addresses import classify
+from .config import get_settings
+from .db import utcnow
+from .errors import AddressError, InputError
+from .models import ConsentEvent, OptOut
 from .recipients import ContactView, RecipientLookup, default_lookup
 
 OPT_IN = "opt_in"
 OPT_OUT = "opt_out"
 
 
-def change(
+@dataclass(frozen=True)
+class ConsentChange:
+    """What an opt-in or opt-out did."""
+
+    number: str | None
+    contacts: list[ContactView] = field(default_factory=list)
+    changed: bool = False  # False: it was already so (no consent event recorded)
+    canceled: list[int] = field(default_factory=list)  # ids of texts canceled by it
+
+
+def number_of(address: str | None) -> str | None:
+    """The E.164 number of a text address, or None when it has none."""
+    try:
+        return classify(address, get_settings().default_region).e164
+    except AddressError:
+        return None
+
+
+def normalise_number(text: str) -> str:
+    """A phone number as typed by staff or sent by Twilio, in E.164; ``InputError``
+    when it is not a phone number."""
+    try:
+        return classify(text, get_settings().default_region).e164
+    except AddressError as exc:
+        raise InputError(exc.message) from None
+
+
+def opted_out(session: Session, numbers: Iterable[str]) -> dict[str, OptOut]:
+    """The opt-outs among ``numbers`` (one query)."""
+    wanted = sorted({n for n in numbers if n})
+    if not wanted:
+        return {}
+    rows = session.scalars(select(OptOut).where(OptOut.number.in_(wanted)))
+    return {r.number: r for r in rows}
+
+
+def describe(opt_out: OptOut) -> str:
+    """The reason a text is not sent to an opted-out number."""
+    return (
+        f"{opt_out.number} opted out on {opt_out.at:%Y-%m-%d %H:%M} UTC ({opt_out.source}); "
+        "it gets no texts until it opts back in (START, or `erp-sms contacts opt-in`)"
+    )
+
+
+def _contacts(
+    session: Session, lookup: RecipientLookup, contact_key: str | None, number: str | None
+) -> tuple[list[ContactView], str | None]:
+    found: dict[str, ContactView] = {}
+    if contact_key is not None:
+        view = lookup.contact(session, contact_key)
+        if view is None:
+            raise InputError(
+                f"no contact with id {contact_key!r}: check the id (`erp-sms timeline "
+                "--contact ID` shows one contact)"
+            )
+        found[view.key] = view
+        number = number or number_of(view.address)
+    if number is not None:
+        for c in lookup.contacts_with_number(session, number):
+            found.setdefault(c.key, c)
+    return list(found.values()), number
+
+
+def opt_out(
     session: Session,
-    contact_key: str,
-    opted_in: bool,
     *,
+    contact_key: str | None = None,
+    number: str | None = None,
     source: str,
     detail: str | None = None,
-    address: str | None = None,
+    actor: str | None = None,
     lookup: RecipientLookup | None = None,
-) -> ContactView:
-    """Set the contact's consent and record it; raises ``InputError`` for an unknown
-    contact."""
+) -> ConsentChange:
+    """Opt a contact (and its number), or a number (and every contact with it), out —
+    at once, in ``session``'s transaction."""
+    from .outbox import cancel_for_opt_out
+
     lookup = lookup or default_lookup()
-    if lookup.contact(session, contact_key) is None:
-        raise InputError(f"no contact with id {contact_key!r}")
-    view = lookup.set_consent(session, contact_key, opted_in)
-    session.add(
-        ConsentEvent(
-            contact_ref=view.key,
-            contact_name=view.name,
-            address=address or view.address,
-            action=OPT_IN if opted_in else OPT_OUT,
-            source=source,
-            detail=detail,
+    contacts, number = _contacts(session, lookup, contact_key, number)
+    changed = False
+    if number is not None and session.get(OptOut, number) is None:
+        key = contacts[0].key if contacts else None
+        session.add(
+            OptOut(number=number, source=source, contact_ref=key, detail=detail, at=utcnow())
         )
-    )
+        changed = True
+    views = []
+    for c in contacts:
+        if c.has_smsupdate:
+            c = lookup.set_consent(session, c.key, False)
+            changed = True
+        views.append(c)
+    if changed:
+        _record(session, views, number, OPT_OUT, source, detail, actor)
     session.flush()
-    return view
-
-
-def record_unmatched(
-    session: Session, address: str, opted_in: bool, *, source: str, detail: str
-) -> None:
-    """A consent change for an address that matches no contact (kept, never lost)."""
-    session.add(
-        ConsentEvent(
-            contact_ref=None,
-            contact_name=None,
-            address=address,
-            action=OPT_IN if opted_in else OPT_OUT,
-            source=source,
-            detail=detail,
-        )
+    what = f"{number or 'the contact'} opted out ({source})"
+    canceled = cancel_for_opt_out(
+        session,
+        numbers=[number] if number else [],
+        contact_refs=[c.key for c in views],
+        reason=f"canceled: {what} before it was sent",
+        by=source,
     )
+    return ConsentChange(number, views, changed, canceled)
+
+
+def opt_in(
+    session: Session,
+    *,
+    contact_key: str | None = None,
+    number: str | None = None,
+    source: str,
+    detail: str | None = None,
+    actor: str | None = None,
+    lookup: RecipientLookup | None = None,
+) -> ConsentChange:
+    """Opt a contact (and its number), or a number (and every contact with it), back in."""
+    lookup = lookup or default_lookup()
+    contacts, number = _contacts(session, lookup, contact_key, number)
+    changed = False
+    if number is not None:
+        row = session.get(OptOut, number)
+        if row is not None:
+            session.delete(row)
+            changed = True
+    views = []
+    for c in contacts:
+        if not c.has_smsupdate:
+            c = lookup.set_consent(session, c.key, True)
+            changed = True
+        views.append(c)
+    if changed:
+        _record(session, views, number, OPT_IN, source, detail, actor)
+    session.flush()
+    return ConsentChange(number, views, changed)
+
+
+def _record(
+    session: Session,
+    contacts: list[ContactView],
+    number: str | None,
+    action: str,
+    source: str,
+    detail: str | None,
+    actor: str | None,
+) -> None:
+    targets: list[ContactView | None] = list(contacts) or [None]
+    for c in targets:
+        session.add(
+            ConsentEvent(
+                at=utcnow(),
+                contact_ref=c.key if c else None,
+                contact_name=c.name if c else None,
+                address=c.address if c else number,
+                number=number,
+                action=action,
+                source=source,
+                detail=detail if c else f"{detail or ''}; no contact has this number".lstrip("; "),
+                actor=actor,
+            )
+        )

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Engine, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -73,6 +74,70 @@ def _sqlite_setup(engine: Engine, immediate: bool) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
+_DRIVER_EXTRAS = {"psycopg": "postgresql", "psycopg2": "postgresql", "pymysql": "mariadb"}
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password (for messages)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(url)
+
+
+def open_engine(url: str, *, sqlite_immediate: bool = False, **kwargs: Any) -> Engine:
+    """``make_engine`` with a ``ConfigurationError`` saying what to fix for a malformed
+    URL, an unknown database kind or a driver that is not installed."""
+    from .errors import ConfigurationError
+
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise ConfigurationError(
+            f"ERP_SMS_DATABASE_URL={url!r} is not a database URL: use e.g. "
+            "sqlite:///erp_sms.db or postgresql+psycopg://user@host/dbname"
+        ) from None
+    try:
+        return make_engine(url, sqlite_immediate=sqlite_immediate, **kwargs)
+    except NoSuchModuleError:
+        raise ConfigurationError(
+            f"ERP_SMS_DATABASE_URL={safe_url(url)}: unknown database kind; use sqlite, "
+            "postgresql+psycopg or mysql+pymysql"
+        ) from None
+    except ImportError as exc:
+        driver = (exc.name or "").split(".")[0]
+        extra = _DRIVER_EXTRAS.get(driver)
+        fix = f"pip install 'erp-sms[{extra}]'" if extra else f"pip install {driver}"
+        raise ConfigurationError(
+            f"ERP_SMS_DATABASE_URL={safe_url(url)} needs the {driver or 'database'} driver, "
+            f"which is not installed: {fix}"
+        ) from None
+
+
+def describe_error(exc: SQLAlchemyError, url: str) -> str:
+    """One line for staff about a database error, with what to do."""
+    orig = getattr(exc, "orig", None)
+    text = (str(orig) if orig is not None else str(exc)).strip().splitlines()[0]
+    where = safe_url(url)
+    lowered = text.lower()
+    if "no such table" in lowered or "does not exist" in lowered or "doesn't exist" in lowered:
+        return f"the erp-sms tables are missing in {where}: run `erp-sms db upgrade`"
+    if "file is not a database" in lowered or "malformed" in lowered or "not a database" in lowered:
+        return (
+            f"{where} is not a readable SQLite database ({text}): restore it from a backup, "
+            "or point ERP_SMS_DATABASE_URL at the right file"
+        )
+    if "unable to open database" in lowered:
+        return f"cannot open {where} ({text}): check the path and its folder's permissions"
+    if "readonly" in lowered or "read-only" in lowered:
+        return f"{where} is read-only ({text}): give the erp-sms user write access"
+    if "locked" in lowered:
+        return f"{where} is locked by another program ({text}); try again"
+    if "connect" in lowered or "connection" in lowered or "server" in lowered:
+        return f"cannot reach the database {where}: {text}"
+    return f"database error in {where}: {text}"
+
+
 def make_engine(url: str, *, sqlite_immediate: bool = False, **kwargs: Any) -> Engine:
     """An engine set up for erp-sms (SQLite: real transactions and SAVEPOINTs, WAL, busy
     timeout). ``sqlite_immediate``: every transaction takes the write lock at BEGIN — for
@@ -93,7 +158,7 @@ class Database:
 
     def __init__(self, url_or_engine: str | Engine) -> None:
         if isinstance(url_or_engine, str):
-            self.engine = make_engine(url_or_engine, sqlite_immediate=True)
+            self.engine = open_engine(url_or_engine, sqlite_immediate=True)
         else:
             self.engine = url_or_engine
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)

@@ -109,8 +109,11 @@ class Dispatcher:
         retry: RetryPolicy | None = None,
         stop: threading.Event | None = None,
     ) -> None:
+        from .host import load_host_module
+
         self.db = db
         self.settings = settings or get_settings()
+        load_host_module(self.settings)  # 21610 opt-outs go through the host's lookup
         self.worker_id = worker_id or default_worker_id()
         self.retry = retry or RetryPolicy.from_settings(self.settings)
         self.stop = stop or threading.Event()
@@ -178,7 +181,7 @@ class Dispatcher:
                 try:
                     twilio = rule_records.twilio_rule(s)
                 except ConfigurationError as exc:  # e.g. the AuthCode cannot be decrypted
-                    held_reason = f"held: {exc.message}"
+                    held_reason = exc.message
         if twilio is not None and twilio.rejected_reason is not None:
             held_reason = _HELD_CREDENTIALS
 
@@ -215,7 +218,7 @@ class Dispatcher:
         if r.channel is None:
             if msg.channel == ChannelName.TWILIO:
                 reason = (
-                    "held: the TWILIO rule is inactive and this contact has no working "
+                    "the TWILIO rule is inactive and this contact has no working "
                     f"gateway address ({r.reason}); it goes out when TWILIO is active again "
                     "(`erp-sms rules set TWILIO --active`), or cancel it"
                 )
@@ -408,35 +411,28 @@ class Dispatcher:
         else:
             self._finish(
                 msg,
-                Outcome(Status.HELD, reason=f"held: {exc.message}", error_code=exc.code),
+                Outcome(Status.HELD, reason=exc.message, error_code=exc.code),
                 summary,
                 "held",
             )
 
     def _opt_out(self, msg: Claimed, exc: DeliveryError) -> None:
-        """21610: the recipient replied STOP at Twilio — record the opt-out here too."""
+        """21610: the recipient replied STOP at Twilio — record the opt-out here too (the
+        number, its contacts, and their other texts still queued or held)."""
         from . import consent
 
+        number = msg.recipient or (msg.address if msg.channel == ChannelName.TWILIO else None)
         with self.db.session() as s:
             try:
-                if msg.contact_ref is None:
-                    raise InputError("no contact")
-                consent.change(
+                consent.opt_out(
                     s,
-                    msg.contact_ref,
-                    False,
+                    contact_key=msg.contact_ref,
+                    number=number,
                     source="twilio_21610",
                     detail=exc.message,
-                    address=msg.address,
                 )
-            except InputError:
-                consent.record_unmatched(
-                    s,
-                    msg.address or "",
-                    False,
-                    source="twilio_21610",
-                    detail=f"{exc.message} (contact {msg.contact_ref} not found)",
-                )
+            except InputError:  # the contact is gone: the number is still opted out
+                consent.opt_out(s, number=number, source="twilio_21610", detail=exc.message)
         log.info(
             "contact %s opted out (Twilio 21610) for %s",
             msg.contact_ref,
@@ -446,7 +442,7 @@ class Dispatcher:
 
 
 _HELD_CREDENTIALS = (
-    "held: Twilio rejected the TWILIO credentials (20003); update them with "
+    "Twilio rejected the TWILIO credentials (20003); update them with "
     "`erp-sms rules set TWILIO --auth-code …` and held texts are released"
 )
 

@@ -57,6 +57,7 @@ class Message(Base):
         Index("ix_sms_message_contact", "contact_ref"),
         Index("ix_sms_message_created", "created_at"),
         Index("ix_sms_message_provider", "provider_id"),
+        Index("ix_sms_message_recipient", "recipient"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -72,6 +73,8 @@ class Message(Base):
     raw_address: Mapped[str | None] = mapped_column(String(320))
     channel: Mapped[str | None] = mapped_column(String(16))
     address: Mapped[str | None] = mapped_column(String(320))
+    # The recipient's number in E.164 (also for a gateway address): what an opt-out matches.
+    recipient: Mapped[str | None] = mapped_column(String(32), default=None)
     status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text, default="")
@@ -210,6 +213,22 @@ class ConsentEvent(Base):
     action: Mapped[str] = mapped_column(String(16))  # opt_in | opt_out
     source: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(String(128), default=None)  # who, when staff
+    number: Mapped[str | None] = mapped_column(String(32), default=None)  # E.164
+
+
+class OptOut(Base):
+    """A number that opted out (E.164, however it was typed): the plugin's own record,
+    consulted when texts are planned and again when they are claimed. Written by every
+    opt-out path (STOP, Twilio 21610, staff, the host); removed by an opt-in."""
+
+    __tablename__ = "sms_opt_out"
+
+    number: Mapped[str] = mapped_column(String(32), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    source: Mapped[str] = mapped_column(String(32))
+    contact_ref: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
 
 
 class InboundMessage(Base):
@@ -233,3 +252,4 @@ class InboundMessage(Base):
 # Core handles for the statements that claim and update rows (outbox, notifier).
 message_table = _table(Message)
 message_event_table = _table(MessageEvent)
+opt_out_table = _table(OptOut)

@@ -17,11 +17,11 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
-from . import options, rule_records, templates
+from . import consent, options, rule_records, templates
 from .addresses import classify, route
 from .config import get_settings
 from .db import utcnow
-from .errors import AddressError, TemplateError
+from .errors import AddressError, InputError, TemplateError
 from .models import Message, Status, message_table
 from .outbox import existing_keys
 from .recipients import ContactView, OrderView, default_lookup, select_recipients
@@ -222,6 +222,7 @@ def _plan(
     region = get_settings().default_region
 
     out = []
+    pending: list[tuple[Message, str]] = []  # queued texts and their number, checked below
     for d in decisions:
         contact: ContactView | None = d.contact
         key = idempotency_key(event.name, view.key, subject_ref, contact.key if contact else None)
@@ -242,7 +243,7 @@ def _plan(
             out.append(_new_message({**base, **who}, key, Status.SKIPPED, exc.message))
             continue
         r = route(address, twilio_active)
-        who |= {"channel": r.channel, "address": r.address}
+        who |= {"channel": r.channel, "address": r.address, "recipient": address.e164}
         if r.channel is None:
             out.append(_new_message({**base, **who}, key, Status.SKIPPED, r.reason))
             continue
@@ -259,7 +260,30 @@ def _plan(
         msg = _new_message({**base, **who}, key, Status.QUEUED, None)
         msg.body, msg.encoding, msg.segments = rendered.body, rendered.encoding, rendered.segments
         out.append(msg)
+        pending.append((msg, address.e164))
+    if pending:
+        # One query for the whole event: numbers on the opt-out list get nothing.
+        blocked = consent.opted_out(session, [n for _m, n in pending])
+        for msg, number in pending:
+            if number in blocked:
+                msg.status, msg.reason = Status.SKIPPED, consent.describe(blocked[number])
+                msg.next_attempt_at = None
     return out
+
+
+def _order_identity(event: EventType, order: Any, session: Session) -> tuple[str, str]:
+    """(key, number) of the order an event was fired for, however the lookup fails."""
+    try:
+        view = (event.lookup or default_lookup()).order(session, order)
+        return view.key, view.number
+    except Exception:
+        log.debug("erp-sms: the lookup cannot describe %r either", order, exc_info=True)
+    for attr in ("id", "pk", "key", "number"):
+        value = order.get(attr) if isinstance(order, Mapping) else getattr(order, attr, None)
+        if value is not None:
+            return str(value)[:64], str(getattr(order, "number", value))[:64]
+    text = repr(order)
+    return f"repr:{hashlib.sha256(text.encode()).hexdigest()[:32]}", text[:64]
 
 
 def _record_failure(
@@ -268,8 +292,7 @@ def _record_failure(
     """Leave a failed order-level row explaining what went wrong, in the host's
     transaction, when our tables can still be written."""
     try:
-        order_ref = str(getattr(order, "id", None) or getattr(order, "number", "?"))
-        number = str(getattr(order, "number", order_ref))
+        order_ref, number = _order_identity(event, order, session)
         key = idempotency_key(event.name, order_ref, None, "!error")
         reason = f"erp-sms could not queue texts: {type(exc).__name__}: {exc}"[:2000]
         with session.begin_nested():
@@ -287,3 +310,69 @@ def _record_failure(
             )
     except Exception:
         log.exception("erp-sms: could not record the failure of %s either", event.name)
+
+
+RETRYABLE = (Status.SKIPPED, Status.FAILED)
+
+
+def retry(session: Session, ids: list[int], *, by: str) -> list[tuple[Message, str]]:
+    """``erp-sms messages retry``: plan skipped or failed texts again with today's data
+    and rules (the same planning as the host path) — the contact, its address and
+    consent, the routing, the template. Returns each message with a sentence on what
+    became of it. ``InputError`` (nothing changed) for unknown ids or other statuses."""
+    from .events import get_event
+    from .outbox import add_planned, replace_plan, require, set_status
+    from .recipients import lookup_method
+
+    rows = require(session, ids, RETRYABLE, "retry")
+    out = []
+    for msg in rows:
+        event = get_event(msg.event)
+        lookup = event.lookup or default_lookup()
+        purpose = "retry texts"
+        order = lookup_method(lookup, "find_order", purpose)(session, msg.order_number)
+        if order is None:
+            raise InputError(
+                f"cannot retry #{msg.id}: order {msg.order_number} no longer exists; nothing "
+                "was changed"
+            )
+        kwargs: dict[str, Any] = {}
+        if event.subject and msg.subject_ref is not None:
+            subjects = lookup_method(lookup, "subjects", purpose)(session, order, event.subject)
+            match = [o for o in subjects if lookup.subject(event.subject, o)[0] == msg.subject_ref]
+            if not match:
+                what = event.subject.replace("_", " ")
+                raise InputError(
+                    f"cannot retry #{msg.id}: the {what} {msg.subject_ref} of order "
+                    f"{msg.order_number} no longer exists; nothing was changed"
+                )
+            kwargs[event.subject] = match[-1]
+        planned = {m.idempotency_key: m for m in _plan(event, order, session, kwargs)}
+        again = planned.pop(msg.idempotency_key, None)
+        if msg.contact_ref is None:
+            # An order-level entry (nobody could be texted): the texts planned now replace it.
+            new = add_planned(session, [m for m in planned.values() if m.contact_ref])
+            if again is not None or not new:
+                replace_plan(session, msg, again or msg, by=by)
+                out.append((msg, f"#{msg.id} still {msg.status}: {msg.reason}"))
+                continue
+            ids_text = ", ".join(f"#{m.id} {m.status}" for m in new)
+            reason = f"retried by {by}: replaced by {ids_text}"
+            set_status(session, msg, Status.CANCELED, source=by, reason=reason)
+            out.append((msg, f"#{msg.id} replaced by {ids_text}"))
+            continue
+        if again is None:
+            msg.reason = (
+                f"on retry by {by}: {msg.contact_name} is no longer among the order's recipients "
+                "(opted out, unlinked or not listed)"
+            )
+            replace_plan(session, msg, msg, by=by)
+            out.append((msg, f"#{msg.id} still {msg.status}: {msg.reason}"))
+            continue
+        replace_plan(session, msg, again, by=by)
+        if msg.status == Status.QUEUED:
+            out.append((msg, f"#{msg.id} queued ({msg.channel} {msg.address})"))
+        else:
+            out.append((msg, f"#{msg.id} still {msg.status}: {msg.reason}"))
+    session.flush()
+    return out

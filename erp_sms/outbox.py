@@ -19,11 +19,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, exists, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from .db import Database, utcnow
-from .models import Message, MessageEvent, Status, message_event_table, message_table
+from .errors import InputError
+from .models import (
+    Message,
+    MessageEvent,
+    Status,
+    message_event_table,
+    message_table,
+    opt_out_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +130,7 @@ class Claimed:
     reclaimed_after: dt.datetime | None  # the earlier claim's time, when its lease expired
     created_at: dt.datetime | None = None
     segments: int | None = None
+    recipient: str | None = None  # E.164
 
     @property
     def may_have_been_sent(self) -> bool:
@@ -169,8 +178,11 @@ def claim_due(
         and_(m.status == Status.QUEUED, m.next_attempt_at <= now),
         and_(m.status == Status.SENDING, m.lease_expires_at < now),
     )
+    # An opt-out may have come in after the text was queued (or while it was held):
+    # such a row is canceled here instead of being sent.
+    opted_out = exists().where(opt_out_table.c.number == m.recipient).label("opted_out")
     candidates = (
-        select(m.id, m.status, m.claimed_by, m.claimed_at)
+        select(m.id, m.status, m.claimed_by, m.claimed_at, m.recipient, opted_out)
         .where(due)
         .order_by(m.next_attempt_at, m.id)
         .limit(limit)
@@ -181,6 +193,9 @@ def claim_due(
     conn_cm = db.engine.connect().execution_options(erp_sms_begin_immediate=True)
     with conn_cm as conn, conn.begin():
         for row in conn.execute(candidates).all():
+            if row.opted_out:
+                _cancel_opted_out(conn, row, now)
+                continue
             token = new_token(worker_id)
             res = conn.execute(
                 update(message_table)
@@ -238,9 +253,31 @@ def claim_due(
                 reclaimed_after=reclaimed,
                 created_at=r.created_at,
                 segments=r.segments,
+                recipient=r.recipient,
             )
         )
     return out
+
+
+def _cancel_opted_out(conn: Any, row: Any, now: dt.datetime) -> None:
+    m = message_table.c
+    reason = f"canceled: {row.recipient} opted out before it was sent"
+    res = conn.execute(
+        update(message_table)
+        .where(m.id == row.id, m.status == row.status)
+        .values(status=Status.CANCELED, reason=reason, claimed_by=None, updated_at=now)
+    )
+    if res.rowcount == 1:
+        conn.execute(
+            insert(message_event_table).values(
+                message_id=row.id,
+                at=now,
+                kind="status",
+                status=Status.CANCELED,
+                source="dispatch",
+                detail=reason,
+            )
+        )
 
 
 def finish(db: Database, claimed: Claimed, outcome: Outcome, *, source: str = "dispatch") -> bool:
@@ -331,11 +368,40 @@ def _adopt_early_callbacks(conn: Any, message_id: int, provider_id: str) -> None
         conn.execute(update(message_table).where(m.id == message_id).values(status=current))
 
 
+def require(
+    session: Session, ids: Sequence[int], statuses: Sequence[str], action: str
+) -> list[Message]:
+    """The messages ``ids`` for a staff ``action``: ``InputError`` (and nothing changed)
+    when one is unknown or not in one of ``statuses``."""
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return []
+    rows = find(session, None, wanted)
+    known = {m.id: m for m in rows}
+    unknown = [str(i) for i in wanted if i not in known]
+    if unknown:
+        raise InputError(
+            f"unknown message id(s) {', '.join(unknown)}: nothing was changed "
+            "(`erp-sms report` lists the ids)"
+        )
+    wrong = [f"#{m.id} is {m.status}" for m in rows if m.status not in statuses]
+    if wrong:
+        raise InputError(
+            f"cannot {action}: {'; '.join(wrong)} (only {' or '.join(statuses)} texts); "
+            "nothing was changed"
+        )
+    return [known[i] for i in wanted]
+
+
 def release(
     session: Session, ids: Sequence[int] | None = None, *, by: str = "staff"
 ) -> list[Message]:
-    """Held messages (all, or these ids) go back to the queue."""
-    rows = find(session, Status.HELD, ids)
+    """Held messages (all held ones, or these ids) go back to the queue."""
+    rows = (
+        find(session, Status.HELD)
+        if ids is None
+        else require(session, ids, [Status.HELD], "release")
+    )
     for msg in rows:
         msg.next_attempt_at = utcnow()
         set_status(session, msg, Status.QUEUED, source=by, reason=None)
@@ -346,14 +412,82 @@ def release(
 def release_channel(session: Session, channel: str, *, by: str) -> list[Message]:
     """Release the held messages of one channel (e.g. after TWILIO credentials are fixed)."""
     ids = [m.id for m in find(session, Status.HELD) if m.channel == channel]
-    return release(session, ids, by=by)
+    return release(session, ids, by=by) if ids else []
 
 
 def cancel(
     session: Session, ids: Sequence[int], *, by: str = "staff", reason: str | None = None
 ) -> list[Message]:
     """Cancel queued or held messages; sent ones are past canceling."""
-    rows = [m for m in find(session, None, ids) if m.status in (Status.QUEUED, Status.HELD)]
+    rows = require(session, ids, [Status.QUEUED, Status.HELD], "cancel")
     for msg in rows:
         set_status(session, msg, Status.CANCELED, source=by, reason=reason or f"canceled by {by}")
     return rows
+
+
+def cancel_for_opt_out(
+    session: Session,
+    *,
+    numbers: Sequence[str],
+    contact_refs: Sequence[str],
+    reason: str,
+    by: str,
+) -> list[int]:
+    """An opt-out takes effect at once: cancel the texts still queued or held for these
+    numbers or contacts (a text already in a worker's hands is checked again there)."""
+    conds = []
+    if numbers:
+        conds.append(Message.recipient.in_(list(numbers)))
+    if contact_refs:
+        conds.append(Message.contact_ref.in_(list(contact_refs)))
+    if not conds:
+        return []
+    rows = session.scalars(
+        select(Message)
+        .where(Message.status.in_([Status.QUEUED, Status.HELD]), or_(*conds))
+        .order_by(Message.id)
+    ).all()
+    for msg in rows:
+        set_status(session, msg, Status.CANCELED, source=by, reason=reason)
+        msg.next_attempt_at = None
+    return [m.id for m in rows]
+
+
+def replace_plan(session: Session, message: Message, planned: Message, *, by: str) -> None:
+    """Staff retried ``message``: it takes the newly planned status, route and text
+    (same idempotency key) and starts its attempts afresh."""
+    for name in (
+        "status",
+        "reason",
+        "body",
+        "encoding",
+        "segments",
+        "channel",
+        "address",
+        "recipient",
+        "raw_address",
+        "contact_name",
+        "organization_name",
+        "next_attempt_at",
+    ):
+        setattr(message, name, getattr(planned, name))
+    message.attempts = 0
+    message.error_code = None
+    message.provider_id = None
+    add_event(
+        session,
+        message,
+        kind="status",
+        status=message.status,
+        source=by,
+        detail=f"retried by {by}" + (f": {message.reason}" if message.reason else ""),
+    )
+
+
+def add_planned(session: Session, planned: Sequence[Message]) -> list[Message]:
+    """Add newly planned messages whose keys are not in the log yet."""
+    have = existing_keys(session, [m.idempotency_key for m in planned])
+    new = [m for m in planned if m.idempotency_key not in have]
+    session.add_all(new)
+    session.flush()
+    return new

@@ -7,17 +7,19 @@ implementation for the reference schema in ``erp_sms.erp`` and the default.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import phonenumbers
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from . import erp
 from .addresses import classify
-from .errors import AddressError
+from .config import get_settings
+from .errors import AddressError, ConfigurationError
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,43 @@ class RecipientLookup(Protocol):
     def contact(self, session: Session, contact_key: str) -> ContactView | None:
         """One contact by key, or None."""
         ...
+
+
+# Optional lookup methods. A host adds them for the staff tools that need them; without
+# one, that tool says which method to add (``lookup_method``):
+#
+#   find_order(session, number) -> order | None
+#       the host's order (the object its events are fired with) by number: template
+#       previews against real orders, ``messages retry``.
+#   subjects(session, order, name) -> Sequence[object]
+#       the order's subjects of one kind (``work_order``, ``shipping_event``, ``invoice``…),
+#       oldest first: previews use the latest, ``messages retry`` the one retried.
+#   gateway_contacts(session) -> Iterable[ContactView]
+#       contacts whose address is an email-to-SMS gateway (``contacts gateways``).
+#   samples() -> Mapping[str, Mapping[str, Any]]
+#       sample template contexts by variable (``order``, ``contact``, a subject…) with
+#       every field the lookup provides, so template checks know the host's variables
+#       (``contact.first_name``).
+
+OPTIONAL_METHODS = {
+    "find_order": "find_order(session, number) -> order | None",
+    "subjects": "subjects(session, order, name) -> list of subjects",
+    "gateway_contacts": "gateway_contacts(session) -> contacts with gateway addresses",
+    "samples": "samples() -> sample template contexts",
+}
+
+
+def lookup_method(lookup: Any, name: str, purpose: str) -> Callable[..., Any]:
+    """The lookup's optional method ``name``, or ``ConfigurationError`` naming what to
+    add (and what for)."""
+    method = getattr(lookup, name, None)
+    if method is None:
+        raise ConfigurationError(
+            f"the recipient lookup {type(lookup).__name__} has no {OPTIONAL_METHODS[name]}: "
+            f"add it to {purpose} (README 'Hosts with their own tables')"
+        )
+    assert callable(method)
+    return method  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -218,23 +257,39 @@ class ErpLookup:
         return object_key(obj), object_context(obj)
 
     def contacts_with_number(self, session: Session, e164: str) -> Sequence[ContactView]:
-        digits = e164[-10:]
-        # Narrow in SQL by the last four digits (contiguous in every usual way of writing
-        # a number), then compare exactly.
         rows = session.scalars(
-            select(erp.Contact).where(erp.Contact.email2.like(f"%{e164[-4:]}%"))
+            select(erp.Contact).where(number_filter(erp.Contact.email2, e164))
         ).all()
-        out = []
-        for c in rows:
-            text = c.email2 or ""
-            if digits not in "".join(ch for ch in text if ch.isdigit()):
-                continue
-            try:
-                if classify(text).e164 == e164:
-                    out.append(self._view(c))
-            except AddressError:
-                continue
-        return out
+        return [self._view(c) for c in rows if same_number(c.email2, e164)]
+
+    def find_order(self, session: Session, number: str) -> erp.SalesOrder | None:
+        return session.scalar(select(erp.SalesOrder).where(erp.SalesOrder.number == number))
+
+    def subjects(self, session: Session, order: Any, name: str) -> Sequence[Any]:
+        if name == "work_order":
+            return list(order.work_orders)
+        if name == "shipping_event":
+            return list(order.shipping_events)
+        return []
+
+    def gateway_contacts(self, session: Session) -> Iterable[ContactView]:
+        rows = session.scalars(
+            select(erp.Contact)
+            .where(erp.Contact.email2.like("%@%"))
+            .options(selectinload(erp.Contact.attributes), selectinload(erp.Contact.organizations))
+            .order_by(erp.Contact.id)
+        )
+        return [self._view(c) for c in rows]
+
+    def samples(self) -> Mapping[str, Mapping[str, Any]]:
+        return {
+            "order": {
+                "number": "SO-104233",
+                "organization": {"name": "Acme Fabrication LLC"},
+                "sms_update": True,
+            },
+            "contact": {"name": "Jordan Smith", "id": 1},
+        }
 
     def set_consent(self, session: Session, contact_key: str, opted_in: bool) -> ContactView:
         c = session.get(erp.Contact, int(contact_key))
@@ -256,7 +311,37 @@ class ErpLookup:
         return self._view(c) if c is not None else None
 
 
+def _digits_only(column: Any) -> ColumnElement[str]:
+    """The column with the usual separators removed, in SQL (every database has REPLACE)."""
+    expr = column
+    for ch in (" ", "-", "(", ")", ".", "/", "\u00a0"):
+        expr = func.replace(expr, ch, "")
+    return expr  # type: ignore[no-any-return]
+
+
+def number_filter(column: Any, e164: str) -> ColumnElement[bool]:
+    """A SQL pre-filter for text addresses that may be ``e164`` however they were typed
+    (``+1 212 555 01 23``, ``(212) 555-0123``, ``2125550123@vtext.com``, ``07911 123456``):
+    the national significant number, separators removed, appears in the address.
+    ``same_number`` then decides exactly."""
+    try:
+        national = phonenumbers.national_significant_number(phonenumbers.parse(e164, None))
+    except phonenumbers.NumberParseException:
+        national = "".join(ch for ch in e164 if ch.isdigit())
+    return _digits_only(column).like(f"%{national}%")
+
+
+def same_number(address: str | None, e164: str, region: str | None = None) -> bool:
+    """Whether the text address ``address`` is the number ``e164`` (in the default
+    region's reading of numbers written without a country code)."""
+    try:
+        return classify(address, region or get_settings().default_region).e164 == e164
+    except AddressError:
+        return False
+
+
 _default_lookup: RecipientLookup = ErpLookup()
+_installed = False
 
 
 def default_lookup() -> RecipientLookup:
@@ -264,6 +349,13 @@ def default_lookup() -> RecipientLookup:
 
 
 def set_default_lookup(lookup: RecipientLookup) -> None:
-    """Use the host's own lookup for every event that was not registered with one."""
-    global _default_lookup
+    """Use the host's own lookup for every event that was not registered with one (and
+    for replies, opt-outs, previews and staff commands)."""
+    global _default_lookup, _installed
     _default_lookup = lookup
+    _installed = True
+
+
+def lookup_installed() -> bool:
+    """Whether a host installed its lookup with ``set_default_lookup``."""
+    return _installed

@@ -6,13 +6,18 @@ event may bring its own default body; a staff override in the database replaces 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextvars
+import functools
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,7 +26,127 @@ from .errors import TemplateError
 from .models import TemplateOverride
 from .segments import UCS2, analyse
 
-_env = SandboxedEnvironment(
+MAX_TEXT = 1600  # Twilio refuses a longer body (error 21617): never sent
+MAX_SOURCE = 10_000  # characters of template source staff may save
+# Bounds that keep any template cheap on the host's path: no value larger than this
+# (characters or items), no more loop steps, no longer than this per render.
+MAX_VALUE = 10_000
+MAX_STEPS = 10_000
+MAX_SECONDS = 0.5
+
+_WIDE_FORMAT = re.compile(r"%[-+ #0]*\d{5,}|%[-+ #0]*\*|\{[^{}]*[:!][^{}]*\d{5,}[^{}]*\}")
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.steps = 0
+        self.deadline = time.monotonic() + MAX_SECONDS
+
+    def tick(self) -> None:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise TemplateError(f"loops more than {MAX_STEPS:,} times; simplify the template")
+        if self.steps % 64 == 0 and time.monotonic() > self.deadline:
+            raise TemplateError(f"takes longer than {MAX_SECONDS} s to render; simplify it")
+
+
+_budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
+    "erp_sms_template_budget", default=None
+)
+
+
+def _tick() -> None:
+    budget = _budget.get()
+    if budget is not None:
+        budget.tick()
+
+
+def _check_size(value: Any) -> Any:
+    if isinstance(value, str | bytes | list | tuple | dict | set) and len(value) > MAX_VALUE:
+        raise TemplateError(
+            f"builds a value of {len(value):,} characters or items (limit {MAX_VALUE:,})"
+        )
+    return value
+
+
+def _check_args(args: Iterable[Any]) -> None:
+    for a in args:
+        if isinstance(a, int) and not isinstance(a, bool) and abs(a) > MAX_VALUE:
+            raise TemplateError(
+                f"uses the number {a}, larger than {MAX_VALUE:,}; SMS texts need no such sizes"
+            )
+        if isinstance(a, str) and _WIDE_FORMAT.search(a):
+            raise TemplateError("uses a format width over 9,999 characters")
+
+
+def _bounded_iter(value: Any) -> Iterator[Any]:
+    for item in value:
+        _tick()
+        yield item
+
+
+def _bounded_range(*args: int) -> range:
+    _check_args(args)
+    r = range(*args)
+    _check_size(r)
+    return r
+
+
+def _bounded_filter(f: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(f)  # keeps jinja's pass_context / pass_environment marks
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _tick()
+        _check_args(a for a in (*args, *kwargs.values()) if not hasattr(a, "environment"))
+        return _check_size(f(*args, **kwargs))
+
+    return wrapper
+
+
+class BoundedSandbox(SandboxedEnvironment):
+    """Jinja2's sandbox with bounds on time and size: ``{{ 'x' * 100000000 }}`` or a loop
+    nested three deep is refused with a ``TemplateError`` instead of stalling the host's
+    transaction (or staff's save) for minutes."""
+
+    # Intercepting these also stops the optimizer from folding them at compile time.
+    intercepted_binops = frozenset({"*", "**", "+", "%", "//"})
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.filters = {name: _bounded_filter(f) for name, f in self.filters.items()}
+        self.filters["erp_sms_bounded_iter"] = _bounded_iter
+        self.globals["range"] = _bounded_range
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        _tick()
+        if operator == "**" and isinstance(right, int | float) and abs(right) > 64:
+            raise TemplateError(f"raises to the power {right}; too large")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(n, int):
+                    _check_size(range(len(seq) * max(n, 0)))
+        if operator == "%" and isinstance(left, str):
+            _check_args([left])
+        return _check_size(super().call_binop(context, operator, left, right))
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _tick()
+        _check_args((*args, *kwargs.values()))
+        if getattr(__obj, "__name__", "") in ("format", "format_map"):
+            # the sandbox wraps str.format; the format string is the bound method's self
+            bound = getattr(__obj, "__wrapped__", __obj)
+            _check_args([getattr(bound, "__self__", "")])
+        return _check_size(super().call(__context, __obj, *args, **kwargs))
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        # Every {% for %} counts its steps against the render's budget. A filter (not a
+        # global) so that a template cannot redefine it.
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, "erp_sms_bounded_iter", [], [], None, None)
+        return tree
+
+
+_env = BoundedSandbox(
     undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
 )
 
@@ -88,17 +213,43 @@ def load(session: Session, name: str) -> TemplateSource:
 
 @lru_cache(maxsize=256)
 def compile_template(source: str) -> jinja2.Template:
+    if len(source) > MAX_SOURCE:
+        raise TemplateError(
+            f"the template is {len(source):,} characters long; keep it under {MAX_SOURCE:,} "
+            f"(a text may be {MAX_TEXT:,} characters at most)"
+        )
     try:
         return _env.from_string(source)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"syntax error on line {exc.lineno}: {exc.message}") from None
+    except TemplateError as exc:  # a bound hit while folding constants
+        raise TemplateError(exc.message) from None
+
+
+def _render_bounded(template: jinja2.Template, context: Mapping[str, Any]) -> str:
+    """Render, stopping as soon as the text is far past the limit or a bound is hit."""
+    token = _budget.set(_Budget())
+    try:
+        parts: list[str] = []
+        size = 0
+        for chunk in template.generate(**context):
+            parts.append(chunk)
+            size += len(chunk)
+            if size > MAX_VALUE:
+                raise TemplateError(f"renders to more than {MAX_VALUE:,} characters")
+        return "".join(parts)
+    finally:
+        _budget.reset(token)
 
 
 def render(source: str, context: Mapping[str, Any], name: str = "template") -> Rendered:
-    """Render ``source`` with ``context``; every failure is a ``TemplateError``."""
-    template = compile_template(source) if source else None
+    """Render ``source`` with ``context``; every failure is a ``TemplateError`` — also a
+    text over 1,600 characters (Twilio's maximum), which is never sent."""
     try:
-        body = template.render(**context).strip() if template else ""
+        template = compile_template(source) if source else None
+        body = _render_bounded(template, context).strip() if template else ""
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"{name}: syntax error on line {exc.lineno}: {exc.message}") from None
     except jinja2.exceptions.SecurityError as exc:
         raise TemplateError(f"{name}: refused by the sandbox ({exc})") from None
     except jinja2.UndefinedError as exc:
@@ -109,6 +260,11 @@ def render(source: str, context: Mapping[str, Any], name: str = "template") -> R
         raise TemplateError(f"{name}: {type(exc).__name__}: {exc}") from None
     if not body:
         raise TemplateError(f"{name}: renders to an empty message")
+    if len(body) > MAX_TEXT:
+        raise TemplateError(
+            f"{name}: renders to {len(body):,} characters; Twilio's maximum is {MAX_TEXT:,} "
+            "(error 21617): shorten the template"
+        )
     info = analyse(body)
     return Rendered(body, info.encoding, info.segments)
 

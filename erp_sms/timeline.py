@@ -11,6 +11,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from .addresses import classify
+from .config import get_settings
 from .errors import AddressError, InputError
 from .models import ConsentEvent, InboundMessage, Message
 from .recipients import default_lookup
@@ -67,7 +68,7 @@ def for_contact(session: Session, contact_key: str) -> list[Entry]:
     numbers: list[str] = []
     if contact is not None and contact.address:
         with contextlib.suppress(AddressError):
-            numbers.append(classify(contact.address).e164)
+            numbers.append(classify(contact.address, get_settings().default_region).e164)
     msgs = list(
         session.scalars(
             select(Message)

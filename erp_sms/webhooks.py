@@ -53,8 +53,13 @@ class _State:
 
 
 def init_app(app: Flask, db: Database | None = None, settings: Settings | None = None) -> None:
-    """Keep erp-sms's state in ``app.extensions`` (never on the blueprint)."""
+    """Keep erp-sms's state in ``app.extensions`` (never on the blueprint). Imports the
+    host module (``ERP_SMS_HOST_MODULE``) first, so replies and opt-outs use the host's
+    tables."""
+    from .host import load_host_module
+
     settings = settings or get_settings()
+    load_host_module(settings)
     app.extensions["erp_sms"] = _State(db or Database(settings.database_url), settings)
 
 
@@ -64,6 +69,7 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # Twilio's forms are a few hundred bytes
     init_app(app, db, settings)
     app.register_blueprint(blueprint, url_prefix="/twilio")
+    app.url_map.strict_slashes = False
 
     @app.get("/healthz")
     def healthz() -> tuple[str, int]:
@@ -95,7 +101,14 @@ def signed_url(settings: Settings, endpoint: str) -> str:
     return request.url
 
 
-def _validate(session: Session, state: _State, endpoint: str) -> None:
+class ConfigurationFault(Exception):
+    """The webhook cannot check signatures because erp-sms is misconfigured: answer 500
+    so that Twilio retries once staff have fixed it (a 403 would make Twilio drop it)."""
+
+
+def _validate(session: Session, state: _State, endpoint: str) -> dict[str, str]:
+    """Check ``X-Twilio-Signature`` and return the request's parameters (form fields,
+    or the JSON body's fields when Twilio signed the body's hash)."""
     signature = request.headers.get("X-Twilio-Signature", "")
     if not signature:
         log.warning("twilio %s: no X-Twilio-Signature; refused", endpoint)
@@ -104,15 +117,30 @@ def _validate(session: Session, state: _State, endpoint: str) -> None:
         rule = rule_records.twilio_rule(session)
     except ConfigurationError as exc:
         log.error("twilio %s: cannot check signatures: %s", endpoint, exc.message)
-        abort(403)
+        raise ConfigurationFault(exc.message) from None
     if rule is None or not rule.auth_code:
-        log.warning("twilio %s: no TWILIO AuthCode to check the signature with; refused", endpoint)
-        abort(403)
+        log.error("twilio %s: no TWILIO AuthCode to check the signature with", endpoint)
+        raise ConfigurationFault("no TWILIO AuthCode is set")
     url = signed_url(state.settings, endpoint)
-    params = request.form.to_dict(flat=True)
-    if not RequestValidator(rule.auth_code).validate(url, params, signature):
-        log.warning("twilio %s: bad X-Twilio-Signature for %s; refused", endpoint, url)
+    validator = RequestValidator(rule.auth_code)
+    if request.mimetype == "application/x-www-form-urlencoded" or not request.content_length:
+        # The MultiDict itself: Twilio signs every value of a repeated key.
+        if not validator.validate(url, request.form, signature):
+            log.warning("twilio %s: bad X-Twilio-Signature for %s; refused", endpoint, url)
+            abort(403)
+        return {k: request.form.get(k, "") for k in request.form}
+    # Any other body (JSON): Twilio signs the URL, whose bodySHA256 is the body's hash.
+    body = request.get_data(as_text=True)
+    if "bodySHA256" not in request.args or not validator.validate(url, body, signature):
+        log.warning("twilio %s: bad signature or body hash for %s; refused", endpoint, url)
         abort(403)
+    try:
+        parsed = json.loads(body) if body else {}
+    except ValueError:
+        abort(400)
+    if not isinstance(parsed, dict):
+        abort(400)
+    return {str(k): "" if v is None else str(v) for k, v in parsed.items()}
 
 
 # -- status callbacks -----------------------------------------------------------------------------
@@ -127,8 +155,7 @@ def error_reason(code: int) -> str:
 def status_callback() -> Response:
     state = _state()
     with state.db.session() as s:
-        _validate(s, state, "status")
-        form = request.form.to_dict(flat=True)
+        form = _validate(s, state, "status")
         sid = form.get("MessageSid") or form.get("SmsSid")
         provider_status = form.get("MessageStatus") or form.get("SmsStatus") or ""
         if not sid:
@@ -212,10 +239,14 @@ def twiml(message: str | None = None) -> Response:
 def inbound() -> Response:
     state = _state()
     with state.db.session() as s:
-        _validate(s, state, "inbound")
-        form = request.form.to_dict(flat=True)
+        form = _validate(s, state, "inbound")
         answer = handle_inbound(s, form)
     return twiml(answer)
+
+
+@blueprint.errorhandler(ConfigurationFault)
+def _configuration_fault(exc: ConfigurationFault) -> tuple[str, int]:
+    return f"erp-sms is not configured to check Twilio signatures: {exc}", 500
 
 
 def handle_inbound(session: Session, form: dict[str, str]) -> str | None:
@@ -227,8 +258,9 @@ def handle_inbound(session: Session, form: dict[str, str]) -> str | None:
     if sid and session.scalar(select(InboundMessage.id).where(InboundMessage.provider_id == sid)):
         # Twilio retried: answer the same, change nothing
         return options.get(session, "SMSHELPTEXT") if kind == HELP else None
+    number = _number(sender)
     lookup = default_lookup()
-    contacts = list(lookup.contacts_with_number(session, sender)) if sender else []
+    contacts = list(lookup.contacts_with_number(session, number)) if number else []
     refs = [c.key for c in contacts]
     order_number = None
     if refs:
@@ -241,7 +273,7 @@ def handle_inbound(session: Session, form: dict[str, str]) -> str | None:
     session.add(
         InboundMessage(
             provider_id=sid,
-            from_number=sender,
+            from_number=(number or sender)[:32],
             to_number=form.get("To"),
             body=body,
             kind=kind,
@@ -251,35 +283,31 @@ def handle_inbound(session: Session, form: dict[str, str]) -> str | None:
             received_at=utcnow(),
         )
     )
-    if kind in (STOP, START):
-        opted_in = kind == START
-        detail = f"reply {body.strip()[:60]!r}"
-        for c in contacts:
-            try:
-                consent.change(
-                    session, c.key, opted_in, source="sms_reply", detail=detail, address=sender
-                )
-            except InputError:  # the contact vanished meanwhile
-                continue
-        if not contacts:
-            consent.record_unmatched(
-                session,
-                sender,
-                opted_in,
-                source="sms_reply",
-                detail=f"{detail}; no contact has this number",
-            )
+    if kind in (STOP, START) and number:
+        change = consent.opt_in if kind == START else consent.opt_out
+        done = change(
+            session, number=number, source="sms_reply", detail=f"reply {body.strip()[:60]!r}"
+        )
         log.info(
-            "inbound %s from %s: %d contact(s) %s",
+            "inbound %s from %s: %d contact(s), %d text(s) canceled",
             kind,
             mask(sender),
-            len(contacts),
-            "opted in" if opted_in else "opted out",
+            len(done.contacts),
+            len(getattr(done, "canceled", [])),
         )
     session.flush()
     if kind == HELP:
         return options.get(session, "SMSHELPTEXT")
     return None
+
+
+def _number(sender: str) -> str | None:
+    """The sender in E.164 (Twilio sends E.164; anything else is read in the default
+    region), or None for a short code or an unreadable sender."""
+    try:
+        return consent.normalise_number(sender) if sender else None
+    except InputError:
+        return None
 
 
 def serve(host: str, port: int, app: Any = None) -> None:  # pragma: no cover - blocking

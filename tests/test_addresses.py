@@ -14,8 +14,8 @@ TODAY = dt.date(2026, 11, 21)
 @pytest.mark.parametrize(
     ("raw", "e164"),
     [
-        ("555-555-5555", "+15555555555"),
-        ("+15555555555", "+15555555555"),
+        ("312-555-5555", "+13125555555"),
+        ("+13125555555", "+13125555555"),
         ("(312) 555-0142", "+13125550142"),
         (" 312.555.0142 ", "+13125550142"),
         ("+44 7911 123456", "+447911123456"),
@@ -47,7 +47,7 @@ def test_gateway_address_keeps_address_and_digits() -> None:
         ("3125550142@example.com", "not a known carrier gateway"),
         ("3125550142@vtext.com\r\nBcc: victim@example.com", "line break"),
         ("3125550142\n@vtext.com", "line break"),
-        ("555-555-5555\r\n", "line break"),
+        ("312-555-5555\r\n", "line break"),
         ("", "fill in Email 2"),
         (None, "fill in Email 2"),
         ("12+34", "'+' may only start"),
@@ -60,26 +60,26 @@ def test_malformed_addresses_give_one_clear_reason(raw: str | None, fragment: st
 
 
 def test_twilio_active_sends_every_address_to_its_e164_number() -> None:
-    assert route(classify("555-555-5555"), True, TODAY) == route(
-        classify("5555555555@vtext.com"), True, TODAY
+    assert route(classify("312-555-5555"), True, TODAY) == route(
+        classify("3125555555@vtext.com"), True, TODAY
     )
-    r = route(classify("5555555555@txt.att.net"), True, TODAY)
-    assert (r.channel, r.address) == (Channel.TWILIO, "+15555555555")
+    r = route(classify("3125555555@txt.att.net"), True, TODAY)
+    assert (r.channel, r.address) == (Channel.TWILIO, "+13125555555")
 
 
 def test_without_twilio_a_gateway_goes_by_email_and_a_phone_is_skipped() -> None:
-    r = route(classify("5555555555@vtext.com"), False, TODAY)
-    assert (r.channel, r.address, r.reason) == (Channel.EMAIL_GATEWAY, "5555555555@vtext.com", None)
-    r = route(classify("555-555-5555"), False, TODAY)
+    r = route(classify("3125555555@vtext.com"), False, TODAY)
+    assert (r.channel, r.address, r.reason) == (Channel.EMAIL_GATEWAY, "3125555555@vtext.com", None)
+    r = route(classify("312-555-5555"), False, TODAY)
     assert r.channel is None and "needs Twilio" in (r.reason or "")
 
 
 @pytest.mark.parametrize(
     ("address", "carrier", "date"),
     [
-        ("5555555555@txt.att.net", "AT&T", "2025-06-17"),
-        ("5555555555@tmomail.net", "T-Mobile", "2024-12-01"),
-        ("5555555555@messaging.sprintpcs.com", "Sprint", "2020-04-01"),
+        ("3125555555@txt.att.net", "AT&T", "2025-06-17"),
+        ("3125555555@tmomail.net", "T-Mobile", "2024-12-01"),
+        ("3125555555@messaging.sprintpcs.com", "Sprint", "2020-04-01"),
     ],
 )
 def test_shut_down_gateway_is_never_mailed(address: str, carrier: str, date: str) -> None:
@@ -89,7 +89,7 @@ def test_shut_down_gateway_is_never_mailed(address: str, carrier: str, date: str
 
 
 def test_verizon_counts_as_shut_down_from_its_sunset_date() -> None:
-    a = classify("5555555555@vtext.com")
+    a = classify("3125555555@vtext.com")
     assert route(a, False, dt.date(2027, 3, 30)).channel == Channel.EMAIL_GATEWAY
     late = route(a, False, dt.date(2027, 3, 31))
     assert late.channel is None and "2027-03-31" in (late.reason or "")

@@ -86,7 +86,7 @@ def test_every_command_has_help_with_an_example(run, path):
 
 def test_db_upgrade_creates_everything_and_is_safe_to_rerun(run, tmp_path):
     with_settings(database_url=f"sqlite:///{tmp_path / 'new.db'}")
-    assert "is up to date (e0001, p0001)" in run("db", "upgrade").stdout
+    assert "is up to date (e0001, p0002)" in run("db", "upgrade").stdout
     assert "is up to date" in run("db", "upgrade").stdout
 
 
@@ -298,7 +298,7 @@ def test_templates_preview_renders_for_each_recipient_of_a_real_order(run, sessi
     )
     assert "- Bob → skipped: a plain phone number needs Twilio" in out
     assert "- Cat → skipped: AT&T shut down" in out
-    assert "no sales order 'SO-0'" in one_line_error(
+    assert "no order 'SO-0'" in one_line_error(
         run("templates", "preview", "SMS S2P", "--order", "SO-0", code=2)
     )
 
@@ -459,7 +459,7 @@ def test_messages_release_and_cancel(run, session, logged):
     assert "1 text(s) canceled" in run("messages", "cancel", str(queued[1].id)).stdout
     assert "name the message ids" in one_line_error(run("messages", "release", code=2))
     line = one_line_error(run("messages", "cancel", "99999", code=2))
-    assert "not canceled (unknown, or no longer queued/held): 99999" in line
+    assert "unknown message id(s) 99999: nothing was changed" in line
     statuses = {m.id: m.status for m in messages(session)}
     assert statuses[queued[0].id] == Status.QUEUED and statuses[queued[1].id] == Status.CANCELED
 
