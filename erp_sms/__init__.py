@@ -8,6 +8,7 @@ its transaction. See README.md.
 from __future__ import annotations
 
 from . import signals
+from .consent import opt_in, opt_out
 from .errors import ErpSmsError
 from .events import EventType, all_events, fire, get_event, register_builtin_events, register_event
 from .recipients import ContactView, OrderView, RecipientLookup, set_default_lookup
@@ -25,6 +26,8 @@ __all__ = [
     "all_events",
     "fire",
     "get_event",
+    "opt_in",
+    "opt_out",
     "register_event",
     "set_default_lookup",
     "signals",

@@ -87,6 +87,10 @@ class ErpSmsGroup(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
 def _fail(message: str, code: int) -> None:
     click.echo(f"erp-sms: {message}", err=True)
     sys.exit(code)
@@ -240,7 +244,7 @@ def rules_set(
           --use-code SMSUPDATE --active
     """
     if auth_code == "-":
-        if sys.stdin.isatty():
+        if _stdin_is_terminal():
             auth_code = click.prompt("AuthCode", hide_input=True, err=True).strip()
         else:
             auth_code = sys.stdin.readline().strip()
@@ -688,3 +692,7 @@ cli.add_command(contacts_group)
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     cli.main(args=argv, prog_name="erp-sms")
+
+
+if __name__ == "__main__":
+    main()

@@ -93,6 +93,7 @@ class TwilioServer:
     def __post_init__(self) -> None:
         self.messages: list[StoredMessage] = []
         self.faults: deque[Fault] = deque()
+        self.unsubscribed: set[str] = set()  # numbers that replied STOP at "Twilio"
         self.requests = 0
         self.creates = 0
         self.in_flight = 0
@@ -106,6 +107,11 @@ class TwilioServer:
 
     def add_account(self, sid: str, token: str) -> None:
         self.accounts[sid] = token
+
+    def unsubscribe(self, number: str) -> None:
+        """The number replied STOP: every later send to it is refused with 21610, as
+        Twilio does."""
+        self.unsubscribed.add(number)
 
     def fail_next(self, n: int = 1, **fault: Any) -> None:
         for _ in range(n):
@@ -265,6 +271,10 @@ class TwilioServer:
     def _create(self, h: BaseHTTPRequestHandler, account: str, form: dict[str, str]) -> None:
         to, from_, body = form.get("To", ""), form.get("From", ""), form.get("Body", "")
         fault = self._next_fault(to)
+        if fault is None and to in self.unsubscribed:
+            fault = Fault(
+                status=400, code=21610, message="Attempt to send to unsubscribed recipient"
+            )
         if fault is not None:
             if fault.delay:
                 time.sleep(fault.delay)

@@ -84,7 +84,16 @@ class Summary:
         return sum(self.counts.values())
 
     def line(self) -> str:
-        order = ["sent", "retrying", "failed", "held", "skipped", "rerouted", "released"]
+        order = [
+            "sent",
+            "retrying",
+            "failed",
+            "held",
+            "skipped",
+            "canceled",
+            "rerouted",
+            "released",
+        ]
         parts = [
             f"{self.counts.get(k, 0)} {k}"
             for k in order
@@ -120,6 +129,9 @@ class Dispatcher:
         self._pacer = Pacer(self.settings.dispatch.rate_per_second)
         self._local = threading.local()
         self._twilio_fingerprint: tuple[str, str, str] | None = None
+        # Numbers that opted out (21610) during this worker's life: other texts to them,
+        # already claimed in the same batch, are canceled instead of sent.
+        self._opted_out: set[str] = set()
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -293,6 +305,10 @@ class Dispatcher:
             list(pool.map(work, jobs))
 
     def _send_one(self, channel: Channel, msg: Claimed, summary: Summary) -> str:
+        if msg.recipient is not None and msg.recipient in self._opted_out:
+            reason = f"canceled: {msg.recipient} opted out (twilio_21610) before it was sent"
+            self._finish(msg, Outcome(Status.CANCELED, reason=reason), summary, "canceled")
+            return "canceled"
         try:
             previous = channel.find_previous_send(msg) if msg.may_have_been_sent else None
             if previous is not None:
@@ -422,6 +438,8 @@ class Dispatcher:
         from . import consent
 
         number = msg.recipient or (msg.address if msg.channel == ChannelName.TWILIO else None)
+        if number:
+            self._opted_out.add(number)
         with self.db.session() as s:
             try:
                 consent.opt_out(

@@ -66,3 +66,14 @@ def load_host_module(settings: Settings | None = None) -> ModuleType | None:
 def host_configured(settings: Settings | None = None) -> bool:
     """Whether a host module is configured (the reference tables are then not used)."""
     return bool((settings or get_settings()).host_module)
+
+
+def unload_host_module() -> None:
+    """Forget the loaded host module and its lookup (tests, or a host switching
+    configuration in one process); registered events stay registered."""
+    from .recipients import reset_default_lookup
+
+    for name in list(_loaded):
+        sys.modules.pop(name, None)
+    _loaded.clear()
+    reset_default_lookup()

@@ -356,6 +356,12 @@ def set_default_lookup(lookup: RecipientLookup) -> None:
     _installed = True
 
 
+def reset_default_lookup() -> None:
+    """Back to the reference schema's lookup, as before any ``set_default_lookup``."""
+    global _default_lookup, _installed
+    _default_lookup, _installed = ErpLookup(), False
+
+
 def lookup_installed() -> bool:
     """Whether a host installed its lookup with ``set_default_lookup``."""
     return _installed

@@ -64,6 +64,11 @@ def validate_field(rtype: RuleType, name: str, value: str) -> str:
     return value
 
 
+def cli_flag(field_name: str) -> str:
+    """The `erp-sms rules set` option for a field: AuthCode -> --auth-code."""
+    return "--" + re.sub(r"(?<!^)(?=[A-Z])", "-", field_name).lower().replace("s-i-d", "sid")
+
+
 def _fernet() -> Fernet | None:
     key = get_settings().secret_key
     if not key:
@@ -155,9 +160,10 @@ def set_fields(
                 if f.kind != "logic" and not (clean.get(f.name) or rule.get(f.name))
             ]
             if missing:
+                flags = " ".join(f"{cli_flag(m)} …" for m in missing)
                 raise InputError(
                     f"cannot activate {rtype.name}: {', '.join(missing)} missing; set them "
-                    f"with `erp-sms rules set {rtype.name} --{missing[0].lower()} …`"
+                    f"with `erp-sms rules set {rtype.name} {flags}`"
                 )
         rule.active = active
         _audit(session, rtype.name, "Active", "set", by, "on" if active else "off")

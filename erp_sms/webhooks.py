@@ -92,7 +92,9 @@ def _state() -> _State:
 def signed_url(settings: Settings, endpoint: str) -> str:
     """The URL Twilio signed: the configured public URL, not what the request shows."""
     if settings.public_url:
-        url = settings.public_url.rstrip("/") + f"/twilio/{endpoint}"
+        # The path as Twilio called it (with or without a trailing slash), under the
+        # public base URL (the proxy's), not the internal address the request shows.
+        url = settings.public_url.rstrip("/") + request.path
         query = request.query_string.decode()
         return f"{url}?{query}" if query else url
     log.warning(
