@@ -69,7 +69,6 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # Twilio's forms are a few hundred bytes
     init_app(app, db, settings)
     app.register_blueprint(blueprint, url_prefix="/twilio")
-    app.url_map.strict_slashes = False
 
     @app.get("/healthz")
     def healthz() -> tuple[str, int]:
@@ -153,7 +152,7 @@ def error_reason(code: int) -> str:
     return policy.reason if policy else f"Twilio error {code} (see twilio.com/docs/errors/{code})"
 
 
-@blueprint.post("/status")
+@blueprint.post("/status", strict_slashes=False)
 def status_callback() -> Response:
     state = _state()
     with state.db.session() as s:
@@ -237,7 +236,7 @@ def twiml(message: str | None = None) -> Response:
     return Response(body, mimetype="application/xml")
 
 
-@blueprint.post("/inbound")
+@blueprint.post("/inbound", strict_slashes=False)
 def inbound() -> Response:
     state = _state()
     with state.db.session() as s:

@@ -439,3 +439,43 @@ def test_the_reference_schema_takes_the_contracts_positional_arguments(session):
     assert any("work order WO-P1" in b for b in bodies) and any(
         "via UPS, tracking 1ZP" in b for b in bodies
     )
+
+
+@pytest.mark.parametrize(
+    ("email2", "fragment"),
+    [
+        (
+            "123-456-7890",
+            "'123-456-7890' is not a real phone number (area codes never start with 1",
+        ),
+        ("1628959257", "'1628959257' is not a real phone number"),
+        ("1234567890@vtext.com", "1234567890 is not a real phone number"),
+        ("212-155-0123", "exchange after the area code never starts with 1"),
+    ],
+)
+def test_impossible_numbers_are_skipped_naming_the_number_and_why(session, email2, fragment):
+    from .helpers import activate_twilio
+
+    activate_twilio(session)
+    org = OrganizationFactory(name="Acme")
+    c = ContactFactory(name="Zed", email2=email2, organizations=[org])
+    order = SalesOrderFactory(organization=org, contact=c)
+    session.add_all([org, c, order])
+    signals.sent_to_production.send(order, session=session)
+    session.commit()
+    (m,) = messages(session)
+    assert m.status == Status.SKIPPED and fragment in (m.reason or "")
+
+
+def test_data_that_makes_a_text_too_long_fails_that_text_with_the_reason(session, world):
+    session.add(TemplateOverride(name="SMS S2P", body="{{ contact.name * 9 }} STOP HELP"))
+    long_name = ContactFactory(
+        name="N" * 200, email2="3125550177@vtext.com", organizations=[world["order"].organization]
+    )
+    session.add(long_name)
+    signals.sent_to_production.send(world["order"], session=session)
+    session.commit()
+    by = {m.contact_name: m for m in messages(session)}
+    assert by["N" * 200].status == Status.FAILED
+    assert "renders to 1,810 characters; Twilio's maximum is 1,600" in by["N" * 200].reason
+    assert by["Ann"].status == Status.QUEUED

@@ -529,3 +529,72 @@ def test_an_oversized_request_is_refused_before_anything_is_read(client, session
     )
     assert r.status_code == 413
     assert session.scalars(select(InboundMessage)).all() == []
+
+
+def test_an_auth_code_that_cannot_be_decrypted_answers_500_so_twilio_retries(
+    settings, db, session, sent
+):
+    with_settings(secret_key="the key it was saved with")
+    activate_twilio(session)
+    session.commit()
+    app = create_app(db=db, settings=with_settings(public_url=PUBLIC, secret_key="another key"))
+    r = post(app.test_client(), "status", callback(sent["rows"][0].provider_id, "delivered"))
+    assert r.status_code == 500
+    assert state(session, sent["rows"][0].provider_id)[0] == Status.SENT
+
+
+def test_a_json_body_is_checked_against_its_signed_hash_and_its_fields_are_kept(
+    client, session, sent
+):
+    import hashlib
+
+    body = json.dumps({"MessageSid": "SM" + "6" * 32, "From": "+13125550101", "Body": "STOP"})
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    path = f"/twilio/inbound?bodySHA256={digest}"
+    sig = RequestValidator(AUTH).compute_signature(f"{PUBLIC}{path}", {})
+    headers = {"X-Twilio-Signature": sig}
+    tampered = body.replace("STOP", "START")
+    r = client.post(path, data=tampered, content_type="application/json", headers=headers)
+    assert r.status_code == 403
+    r = client.post(path, data=body, content_type="application/json", headers=headers)
+    assert r.status_code == 200
+    reply = session.scalar(select(InboundMessage))
+    assert (reply.body, reply.kind, reply.from_number) == ("STOP", "stop", "+13125550101")
+    # a JSON body without a signed hash is refused
+    unsigned = RequestValidator(AUTH).compute_signature(f"{PUBLIC}/twilio/inbound", {})
+    r = client.post(
+        "/twilio/inbound",
+        data=body,
+        content_type="application/json",
+        headers={"X-Twilio-Signature": unsigned},
+    )
+    assert r.status_code == 403
+
+
+def test_a_signed_form_with_a_repeated_key_is_accepted(client, session, sent):
+    from werkzeug.datastructures import MultiDict
+
+    params = MultiDict(list(callback(sent["rows"][0].provider_id, "delivered").items()))
+    params.add("Tag", "b")
+    params.add("Tag", "a")
+    sig = RequestValidator(AUTH).compute_signature(f"{PUBLIC}/twilio/status", params)
+    r = client.post(
+        "/twilio/status",
+        data=params,
+        headers={"X-Twilio-Signature": sig},
+        base_url="http://10.0.0.5:8080",
+    )
+    assert r.status_code == 204
+    assert state(session, sent["rows"][0].provider_id)[0] == Status.DELIVERED
+
+
+def test_a_trailing_slash_is_the_same_endpoint(client, session, sent):
+    params = inbound("+13125550101", "HELP", "SM" + "7" * 32)
+    sig = RequestValidator(AUTH).compute_signature(f"{PUBLIC}/twilio/inbound/", params)
+    r = client.post(
+        "/twilio/inbound/",
+        data=params,
+        headers={"X-Twilio-Signature": sig},
+        base_url="http://10.0.0.5:8080",
+    )
+    assert r.status_code == 200 and b"<Message>" in r.data
