@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 from erp_sms import erp, rule_records, signals
 from erp_sms.config import DispatchSettings, Settings, set_settings
 from erp_sms.db import Database
-from erp_sms.devservers import SmtpSink, TwilioServer
 from erp_sms.dispatch import Dispatcher
+from erp_sms.testing import SmtpSink, TwilioServer
 
 from .common import fresh, sqlite_url
 

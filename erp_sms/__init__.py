@@ -7,13 +7,18 @@ its transaction. See README.md.
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from . import signals
 from .consent import opt_in, opt_out
 from .errors import ErpSmsError
 from .events import EventType, all_events, fire, get_event, register_builtin_events, register_event
 from .recipients import ContactView, OrderView, RecipientLookup, set_default_lookup
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("erp-sms")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 register_builtin_events()
 

@@ -24,8 +24,8 @@ from sqlalchemy import select
 from . import erp, migrate, prices, report, rule_records, signals
 from .config import Settings, get_settings, set_settings
 from .db import Database
-from .devservers import SmtpSink, TwilioServer, post_signed
 from .dispatch import Dispatcher
+from .testing import SmtpSink, TwilioServer, post_signed
 
 PEOPLE = [
     # name, email2, opted in

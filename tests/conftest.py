@@ -194,7 +194,7 @@ def with_settings(**changes: object) -> Settings:
 
 @pytest.fixture
 def twilio_server() -> Iterator[object]:
-    from erp_sms.devservers import TwilioServer
+    from erp_sms.testing import TwilioServer
 
     from .helpers import AUTH, SID
 
@@ -205,7 +205,7 @@ def twilio_server() -> Iterator[object]:
 
 @pytest.fixture
 def smtp_sink() -> Iterator[object]:
-    from erp_sms.devservers import SmtpSink
+    from erp_sms.testing import SmtpSink
 
     with SmtpSink() as sink:
         yield sink

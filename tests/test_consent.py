@@ -12,7 +12,7 @@ import erp_sms
 from erp_sms import signals
 from erp_sms.db import Database, make_engine
 from erp_sms.dispatch import Dispatcher
-from erp_sms.models import ConsentEvent, Message, OptOut, Status
+from erp_sms.models import ConsentEvent, OptOut, Status
 from erp_sms.webhooks import handle_inbound
 
 from .conftest import with_settings

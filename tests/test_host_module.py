@@ -276,7 +276,7 @@ def test_erp_sms_serve_as_a_process_uses_the_host_module(shop):
     import time
     import urllib.request
 
-    from erp_sms.devservers import post_signed
+    from erp_sms.testing import post_signed
 
     with Session(shop["engine"]) as session:
         activate_twilio(session)

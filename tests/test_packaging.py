@@ -44,6 +44,8 @@ def test_wheel_carries_the_data_and_a_plain_install_finds_it(tmp_path):
         "erp_sms/email_templates/SMS_S2P.txt",
         "erp_sms/email_templates/SMS_SEDEL.txt",
         "erp_sms/migrations/script.py.mako",
+        "erp_sms/py.typed",
+        "erp_sms/testing.py",
     ):
         assert data in names, data
     target = tmp_path / "site"
@@ -65,6 +67,7 @@ def test_wheel_carries_the_data_and_a_plain_install_finds_it(tmp_path):
     probe = (
         "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
         "import erp_sms, erp_sms.catalog as c, erp_sms.templates as t\n"
+        "assert erp_sms.__version__ == '0.2.0.dev0', erp_sms.__version__\n"
         "assert erp_sms.__file__.startswith(sys.argv[1]), erp_sms.__file__\n"
         "print(len(c.carriers()), t.file_default('SMS S2P')[:30])\n"
     )

@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from erp_sms.devservers import SmtpSink
 from erp_sms.dispatch import Dispatcher
 from erp_sms.models import Status
+from erp_sms.testing import SmtpSink
 
 from .conftest import with_settings
 from .helpers import messages

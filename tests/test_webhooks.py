@@ -469,7 +469,7 @@ def test_erp_sms_serve_answers_signed_twilio_requests(settings, session, sent):
     import time
     import urllib.request
 
-    from erp_sms.devservers import post_signed
+    from erp_sms.testing import post_signed
 
     activate_twilio(session)
     session.commit()

@@ -16,9 +16,9 @@ from sqlalchemy import insert
 
 from erp_sms import outbox
 from erp_sms.db import Database, utcnow
-from erp_sms.devservers import SmtpSink
 from erp_sms.models import Message, Status
 from erp_sms.outbox import Outcome
+from erp_sms.testing import SmtpSink
 
 from .helpers import activate_twilio, messages
 from .test_dispatch import make_orders
