@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import phonenumbers
-from sqlalchemy import insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, object_session
 
 from . import consent, options, rule_records, templates
@@ -23,7 +23,7 @@ from .config import get_settings
 from .db import utcnow
 from .errors import AddressError, InputError, TemplateError
 from .models import Message, Status, message_table
-from .outbox import existing_keys
+from .outbox import insert_new
 from .recipients import ContactView, OrderView, default_lookup, select_recipients
 
 if TYPE_CHECKING:
@@ -73,6 +73,20 @@ def notify(
             )
         return _notify(event, order, session, kwargs)
     except Exception as exc:
+        aborted = aborts_host_transaction(exc)
+        if session is not None and aborted is not None:
+            # Not our problem to hide: the database threw the host's transaction away.
+            # Touch nothing more; the host's commit raises this error.
+            log.error(
+                "erp-sms: the database aborted the transaction while %s texts were queued "
+                "for order %r (%s); the host's commit will fail so that it can retry",
+                event.name,
+                getattr(order, "number", order),
+                exc,
+                extra={"event": event.name},
+            )
+            _fail_host_commit(session, aborted)
+            return []
         log.exception(
             "erp-sms: could not queue %s texts for order %r: %s",
             event.name,
@@ -86,15 +100,82 @@ def notify(
 
 
 def _begin_sqlite_transaction(session: Session) -> None:
-    """pysqlite's legacy transaction handling opens no transaction before a SAVEPOINT: the
-    SAVEPOINT would start one and its RELEASE commit it — our rows would survive the host's
-    rollback. When the host's SQLite connection is not in a transaction yet, begin one."""
+    """On SQLite, hold the write lock before our first read.
+
+    pysqlite's legacy transaction handling opens no transaction before a SAVEPOINT (its
+    RELEASE would commit our rows past the host's rollback), and a transaction that
+    reads first and writes later fails at once ("database is locked") when another
+    connection committed in between — the host's own commit would then fail because of
+    our reads. So: no transaction yet → ``BEGIN IMMEDIATE``; a transaction that holds no
+    write lock yet → take it with a write that changes nothing. Both wait for another
+    writer (the busy timeout) as the host's own first write would."""
     conn = session.connection(bind_arguments={"mapper": Message})
     if conn.dialect.name != "sqlite":
         return
     driver = conn.connection.driver_connection
     if driver is not None and not getattr(driver, "in_transaction", True):
-        conn.exec_driver_sql("BEGIN")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("UPDATE sms_message SET id = id WHERE 0")
+
+
+# Errors after which the database has rolled back (or lost) the host's whole transaction:
+# the host must find out at its commit, exactly as it would without us.
+_MYSQL_ABORTS = {1213, 1305, 1180, 1181, 2006, 2013, 1927, 4031}  # deadlock, savepoint gone…
+# (A PostgreSQL deadlock inside our SAVEPOINT is undone by ROLLBACK TO SAVEPOINT: only a
+# transaction left aborted (25P02) or a lost server counts.)
+_PG_ABORTS = {"25P02", "57P01", "57P02", "57P03"}
+_SQLITE_ABORTS = {5, 6, 7, 8, 10, 11, 13}  # busy, locked, nomem, readonly, ioerr, corrupt, full
+
+
+def _aborts(e: DBAPIError) -> bool:
+    if e.connection_invalidated:
+        return True
+    orig = e.orig
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_ABORTS:
+        return True
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(sqlstate, str) and (sqlstate in _PG_ABORTS or sqlstate.startswith("08")):
+        return True
+    code = getattr(orig, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _SQLITE_ABORTS
+
+
+def aborts_host_transaction(exc: BaseException) -> BaseException | None:
+    """The error that shows the database aborted the host's transaction — a deadlock
+    victim, a lost connection, a full disk — rather than a problem of ours inside our
+    SAVEPOINT; None otherwise. Of a chain (a deadlock, then "SAVEPOINT does not exist"
+    while undoing ours) it is the first cause, the one a host's retry logic knows."""
+    found: BaseException | None = None
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DBAPIError) and _aborts(e):
+            found = e
+        e = e.__cause__ or e.__context__
+    return found
+
+
+def _fail_host_commit(session: Session, exc: BaseException) -> None:
+    """Make the host's ``commit()`` raise ``exc`` (its rollback clears this): a
+    transaction the database aborted must never look committed."""
+    session.info["erp_sms_aborted"] = exc
+    if session.info.get("erp_sms_guard"):
+        return
+    session.info["erp_sms_guard"] = True
+
+    def before_commit(sess: Session) -> None:
+        aborted = sess.info.get("erp_sms_aborted")
+        if aborted is not None:
+            raise aborted
+
+    def after_rollback(sess: Session, _previous: object = None) -> None:
+        sess.info.pop("erp_sms_aborted", None)
+
+    event.listen(session, "before_commit", before_commit)
+    event.listen(session, "after_soft_rollback", after_rollback)
 
 
 def _is_mapped(obj: Any) -> bool:
@@ -107,23 +188,11 @@ def _notify(
     if session.new or session.dirty or session.deleted:
         session.flush()  # the host's own pending rows, outside our savepoint: ids for keys
     _begin_sqlite_transaction(session)
-    for attempt in (1, 2):
-        try:
-            with session.begin_nested():
-                planned = _plan(event, order, session, kwargs)
-                have = existing_keys(session, [m.idempotency_key for m in planned])
-                new = [m for m in planned if m.idempotency_key not in have]
-                if new:
-                    # One executemany, no primary keys fetched back: the host's path
-                    # needs none, and per-row INSERT … RETURNING would cost a round
-                    # trip per contact.
-                    session.execute(insert(message_table), [_row(m) for m in new])
-            break
-        except IntegrityError:
-            if attempt == 2:
-                raise
-            # The same event fired concurrently for this order: re-read and add the rest.
-            log.info("erp-sms: %s rows for this order appeared meanwhile; retrying", event.name)
+    with session.begin_nested():
+        new = _plan(event, order, session, kwargs)
+        # One statement, no read first and no primary keys fetched back; a row whose key
+        # is already in the log (the event fired again, or concurrently) is left alone.
+        insert_new(session, [_row(m) for m in new])
     if new:
         log.info(
             "erp-sms: %s: %d message(s) for order %s (%s)",
@@ -296,8 +365,6 @@ def _record_failure(
         key = idempotency_key(event.name, order_ref, None, "!error")
         reason = f"erp-sms could not queue texts: {type(exc).__name__}: {exc}"[:2000]
         with session.begin_nested():
-            if existing_keys(session, [key]):
-                return
             base = {
                 "event": event.name,
                 "template": event.template,
@@ -305,10 +372,11 @@ def _record_failure(
                 "order_number": number,
                 "organization_name": None,
             }
-            session.execute(
-                insert(message_table), [_row(_new_message(base, key, Status.FAILED, reason))]
-            )
-    except Exception:
+            insert_new(session, [_row(_new_message(base, key, Status.FAILED, reason))])
+    except Exception as exc2:
+        aborted = aborts_host_transaction(exc2)
+        if aborted is not None:
+            _fail_host_commit(session, aborted)
         log.exception("erp-sms: could not record the failure of %s either", event.name)
 
 

@@ -86,6 +86,41 @@ def set_status(
     add_event(session, message, kind="status", status=status, source=source, detail=reason, raw=raw)
 
 
+def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert message rows, skipping any whose idempotency key is already in the log —
+    one statement, no read first, no IntegrityError: PostgreSQL and SQLite ``ON CONFLICT
+    DO NOTHING``, MariaDB ``ON DUPLICATE KEY UPDATE`` with a no-op (it takes the
+    exclusive lock at once, so concurrent firings of one event wait in line instead of
+    deadlocking on a shared-to-exclusive upgrade). Rows go in key order for the same
+    reason."""
+    if not rows:
+        return
+    ordered = sorted(rows, key=lambda r: str(r["idempotency_key"]))
+    name = session.get_bind(mapper=Message).dialect.name
+    stmt: Any
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(message_table).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(message_table).on_conflict_do_nothing(
+            index_elements=["idempotency_key"]
+        )
+    elif name in ("mysql", "mariadb"):
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        stmt = mysql_insert(message_table).on_duplicate_key_update(id=message_table.c.id)
+    else:  # no upsert syntax known here: read, then insert what is missing
+        have = existing_keys(session, [str(r["idempotency_key"]) for r in ordered])
+        ordered = [r for r in ordered if r["idempotency_key"] not in have]
+        stmt = insert(message_table)
+        if not ordered:
+            return
+    session.execute(stmt, ordered)
+
+
 def existing_keys(session: Session, keys: Iterable[str]) -> set[str]:
     keys = list(keys)
     if not keys:

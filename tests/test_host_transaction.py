@@ -1,0 +1,149 @@
+"""The host's transaction is sacred (issue 9, finding 1 and 2): erp-sms never raises for
+its own problems, but when the database aborted the host's transaction, the host's
+commit fails exactly as it would without us — it never commits half its work."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+from sqlalchemy import create_engine, event, func, select
+from sqlalchemy.orm import Session
+
+from erp_sms import erp, signals
+from erp_sms.db import Database, make_engine
+from erp_sms.models import Message, Status
+
+from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+
+
+def _url(db: Database) -> str:
+    return db.engine.url.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def shop(any_db: Database):
+    engine = make_engine(_url(any_db))
+    with Session(engine, expire_on_commit=False) as s:
+        org = OrganizationFactory(name="Acme")
+        people = [
+            ContactFactory(name=f"C{i}", email2=f"312555010{i}@vtext.com", organizations=[org])
+            for i in range(3)
+        ]
+        order = SalesOrderFactory(number="SO-9", organization=org, contact=people[0])
+        s.add_all([org, order, *people])
+        s.commit()
+        order_id = order.id
+    yield {"engine": engine, "order_id": order_id}
+    engine.dispose()
+
+
+def test_concurrent_firings_of_one_event_commit_every_host_change_once(any_db, shop):
+    """8 host transactions each write their own row and fire the same event: every commit
+    that returns OK keeps its row, and each contact gets one text — no failed rows."""
+    n = 8
+    barrier = threading.Barrier(n)
+    outcomes: list[str] = []
+
+    def host_action(i: int) -> None:
+        barrier.wait(timeout=60)  # all start together (SQLite then queues the writers)
+        with Session(shop["engine"]) as s:
+            s.add(erp.Organization(name=f"host change {i}"))
+            s.flush()
+            order = s.get(erp.SalesOrder, shop["order_id"])
+            signals.sent_to_production.send(order, session=s)
+            try:
+                s.commit()
+                outcomes.append("ok")
+            except Exception as exc:  # the host would retry; it must not lose silently
+                outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=host_action, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with Session(shop["engine"]) as s:
+        stored = s.scalar(select(func.count()).where(erp.Organization.name.like("host change %")))
+        texts = list(s.scalars(select(Message)))
+    assert stored == outcomes.count("ok"), outcomes
+    assert outcomes.count("ok") == n, outcomes  # insert-or-ignore: nobody deadlocks
+    assert sorted(m.contact_name for m in texts) == ["C0", "C1", "C2"]
+    assert {m.status for m in texts} == {Status.QUEUED}
+
+
+@pytest.mark.mariadb
+def test_a_deadlock_victims_commit_fails_and_keeps_nothing(any_db_url, any_db, shop):
+    """InnoDB rolls a deadlock victim's whole transaction back (error 1213) and the
+    connection lives on; our SAVEPOINT is gone with it. The host's commit must fail."""
+    if not any_db_url.startswith("mysql"):
+        pytest.skip("InnoDB's deadlock behaviour")
+    import pymysql
+
+    engine = shop["engine"]
+
+    def deadlock_on_our_insert(conn, cursor, statement, params, context, executemany):
+        if statement.startswith("INSERT INTO sms_message"):
+            cursor.connection.rollback()  # what InnoDB does to the victim
+            raise pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock")
+
+    event.listen(engine, "before_cursor_execute", deadlock_on_our_insert)
+    try:
+        with Session(engine) as s:
+            s.add(erp.Organization(name="host change"))
+            order = s.get(erp.SalesOrder, shop["order_id"])
+            signals.sent_to_production.send(order, session=s)  # never raises
+            s.add(erp.Organization(name="written after the signal"))
+            with pytest.raises(Exception, match="Deadlock"):
+                s.commit()
+            s.rollback()
+    finally:
+        event.remove(engine, "before_cursor_execute", deadlock_on_our_insert)
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).where(erp.Organization.name != "Acme")) == 0
+        # the host can retry: the same session works again
+    with Session(engine) as s:
+        s.add(erp.Organization(name="retried"))
+        signals.sent_to_production.send(s.get(erp.SalesOrder, shop["order_id"]), session=s)
+        s.commit()
+        assert len(list(s.scalars(select(Message)))) == 3
+
+
+@pytest.mark.parametrize("engine_kind", ["plain create_engine", "erp_sms make_engine"])
+def test_sqlite_our_reads_never_leave_the_host_a_stale_snapshot(db_url, settings, engine_kind):
+    """A writer that commits between our first read and our write must not make the
+    host's transaction fail: we hold SQLite's write lock before reading."""
+    path = db_url.removeprefix("sqlite:///")
+    engine = create_engine(db_url) if engine_kind.startswith("plain") else make_engine(db_url)
+    with Session(engine, expire_on_commit=False) as s:
+        org = OrganizationFactory(name="Acme")
+        c = ContactFactory(name="Ann", email2="3125550101@vtext.com", organizations=[org])
+        order = SalesOrderFactory(number="SO-5", organization=org, contact=c)
+        s.add_all([org, c, order])
+        s.commit()
+    other_writer: list[str] = []
+
+    def another_program_writes(conn, cursor, statement, params, context, executemany):
+        if statement.startswith("INSERT INTO sms_message") and not other_writer:
+            other = sqlite3.connect(path, timeout=0)  # fails at once if we hold the lock
+            try:
+                other.execute("INSERT INTO erp_organization (name) VALUES ('other program')")
+                other.commit()
+                other_writer.append("committed")
+            except sqlite3.OperationalError as exc:
+                other_writer.append(str(exc))
+            finally:
+                other.close()
+
+    event.listen(engine, "before_cursor_execute", another_program_writes)
+    with Session(engine, expire_on_commit=False) as s:
+        signals.sent_to_production.send(order, session=s)  # our receiver reads first
+        s.add(erp.Organization(name="host change"))
+        s.commit()
+    event.remove(engine, "before_cursor_execute", another_program_writes)
+    assert other_writer == ["database is locked"]  # it waited for us instead
+    with Session(engine) as s:
+        assert [m.status for m in s.scalars(select(Message))] == [Status.QUEUED]
+        assert s.scalar(select(func.count()).where(erp.Organization.name == "host change")) == 1
+    engine.dispose()
