@@ -255,16 +255,7 @@ def claim_due(
             detail = f"claimed by {token}"
             if reclaimed is not None:
                 detail = f"reclaimed by {token}: the lease of {row.claimed_by} expired"
-            conn.execute(
-                insert(message_event_table).values(
-                    message_id=row.id,
-                    at=now,
-                    kind="status",
-                    status=Status.SENDING,
-                    source="dispatch",
-                    detail=detail,
-                )
-            )
+            _history(conn, row.id, now, Status.SENDING, detail)
         if not claimed_ids:
             return []
         ids = [c[0] for c in claimed_ids]
@@ -303,16 +294,24 @@ def _cancel_opted_out(conn: Any, row: Any, now: dt.datetime) -> None:
         .values(status=Status.CANCELED, reason=reason, claimed_by=None, updated_at=now)
     )
     if res.rowcount == 1:
-        conn.execute(
-            insert(message_event_table).values(
-                message_id=row.id,
-                at=now,
-                kind="status",
-                status=Status.CANCELED,
-                source="dispatch",
-                detail=reason,
-            )
+        _history(conn, row.id, now, Status.CANCELED, reason)
+
+
+def _history(
+    conn: Any, message_id: int, at: dt.datetime, status: str, detail: str | None, **more: Any
+) -> None:
+    """One status line of a message's timeline, from the dispatcher's own transaction."""
+    conn.execute(
+        insert(message_event_table).values(
+            message_id=message_id,
+            at=at,
+            kind="status",
+            status=status,
+            source=more.pop("source", "dispatch"),
+            detail=detail,
+            **more,
         )
+    )
 
 
 def finish(db: Database, claimed: Claimed, outcome: Outcome, *, source: str = "dispatch") -> bool:
@@ -359,17 +358,15 @@ def finish(db: Database, claimed: Claimed, outcome: Outcome, *, source: str = "d
                 extra={"message_id": claimed.id, "status": outcome.status},
             )
             return False
-        conn.execute(
-            insert(message_event_table).values(
-                message_id=claimed.id,
-                at=now,
-                kind="status",
-                status=outcome.status,
-                source=source,
-                detail=outcome.detail or outcome.reason,
-                provider_id=outcome.provider_id,
-                raw=_json(outcome.raw),
-            )
+        _history(
+            conn,
+            claimed.id,
+            now,
+            outcome.status,
+            outcome.detail or outcome.reason,
+            source=source,
+            provider_id=outcome.provider_id,
+            raw=_json(outcome.raw),
         )
         if outcome.provider_id and outcome.status == Status.SENT:
             _adopt_early_callbacks(conn, claimed.id, outcome.provider_id)
