@@ -62,7 +62,7 @@ class StoredMessage:
     body: str
     status: str
     date_created: dt.datetime
-    date_sent: dt.datetime
+    date_sent: dt.datetime | None  # None while queued, as Twilio leaves it
     status_callback: str | None
     num_segments: int
     price: str | None = None  # Twilio fills it in after sending
@@ -85,7 +85,7 @@ class StoredMessage:
             "error_message": None,
             "date_created": format_datetime(self.date_created, usegmt=True),
             "date_updated": format_datetime(self.date_created, usegmt=True),
-            "date_sent": format_datetime(self.date_sent, usegmt=True),
+            "date_sent": format_datetime(self.date_sent, usegmt=True) if self.date_sent else None,
             "messaging_service_sid": None,
             "uri": f"{API}{self.account_sid}/Messages/{self.sid}.json",
             "subresource_uris": {},
@@ -175,6 +175,8 @@ class TwilioServer:
         HTTP status the callback got (0 when the message has no callback URL)."""
         msg = next(m for m in self.messages if m.sid == sid)
         msg.status = status
+        if status in ("sent", "delivered", "undelivered", "read") and msg.date_sent is None:
+            msg.date_sent = dt.datetime.now(dt.UTC).replace(microsecond=0)
         if status in ("sent", "delivered", "undelivered", "read") and msg.price is None:
             msg.price = f"-{0.0079 * msg.num_segments:.5f}"  # US long code, per segment
         target = url or msg.status_callback
@@ -327,7 +329,7 @@ class TwilioServer:
             body=body,
             status="queued",
             date_created=now,
-            date_sent=now,
+            date_sent=None,  # real Twilio sets it once the message has left
             status_callback=form.get("StatusCallback"),
             num_segments=max(analyse(body).segments, 1),
         )
@@ -345,12 +347,13 @@ class TwilioServer:
         for key, op in (("DateSent>", "ge"), ("DateSent<", "le"), ("DateSent", "eq")):
             if key in q:
                 when = _parse_when(q[key])
+                # a message not sent yet (date_sent null) matches no DateSent filter
                 if op == "ge":
-                    found = [m for m in found if m.date_sent >= when]
+                    found = [m for m in found if m.date_sent and m.date_sent >= when]
                 elif op == "le":
-                    found = [m for m in found if m.date_sent <= when]
+                    found = [m for m in found if m.date_sent and m.date_sent <= when]
                 else:
-                    found = [m for m in found if m.date_sent.date() == when.date()]
+                    found = [m for m in found if m.date_sent and m.date_sent.date() == when.date()]
         size = int(q.get("PageSize", "50"))
         found = sorted(found, key=lambda m: m.date_created, reverse=True)[:size]
         self._send(

@@ -22,7 +22,7 @@ from erp_sms.testing import SmtpSink
 
 from .conftest import with_settings
 from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .helpers import AUTH, TWILIO_NUMBER, activate_twilio, by_contact, messages
+from .helpers import AUTH, SID, TWILIO_NUMBER, activate_twilio, by_contact, messages
 
 
 def make_orders(
@@ -565,3 +565,23 @@ def test_a_paced_worker_claims_no_more_than_it_can_send_within_its_lease(deliver
     assert d.batch_limit() == 15  # 300 s x 0.1/s, halved
     d.settings = replace(delivery, dispatch=replace(delivery.dispatch, rate_per_second=0.001))
     assert d.batch_limit() == 1
+
+
+def test_credentials_rejected_during_the_check_before_a_retry_hold_the_text(
+    delivery, db, session, twilio_server
+):
+    # Issue 9 finding 3: a retry looks at Twilio first; a 401 there is 20003 — the text is
+    # held and the rule flagged, never retried to the limit and failed.
+    activate_twilio(session)
+    make_orders(session, 1, gateway=False)
+    twilio_server.fail_next(status=500, message="Internal Server Error")
+    Dispatcher(db).run_once(max_batches=1)
+    (m,) = messages(session)
+    assert m.status == Status.QUEUED and m.attempts == 1
+    twilio_server.accounts[SID] = "9" * 32  # the Auth Token was regenerated meanwhile
+    drain(db)
+    (m,) = messages(session)
+    assert m.status == Status.HELD and "20003" in (m.reason or ""), m.reason
+    rule = session.scalar(select(Rule))
+    assert rule.rejected_at is not None
+    assert twilio_server.messages == []

@@ -151,10 +151,24 @@ class TwilioChannel:
         first = message.created_at or message.reclaimed_after or message.claimed_at
         since = first - dt.timedelta(minutes=1)  # clock skew between us and Twilio
         try:
+            # No DateSent filter: Twilio leaves date_sent null while a message is still
+            # queued, and such a message is exactly the one we must not send twice. The
+            # newest come first; the client follows next_page_uri up to the limit.
             found = self.client.messages.list(
-                to=message.address, from_=self.from_, date_sent_after=since, limit=50
+                to=message.address, from_=self.from_, limit=200, page_size=200
             )
-        except (TwilioException, requests.RequestException) as exc:
+        except TwilioException as exc:
+            # A list page that fails is a plain TwilioException("Unable to fetch page",
+            # response): a 401 there is the credentials, not a passing fault.
+            response = exc.args[1] if len(exc.args) > 1 else None
+            status = getattr(exc, "status", None) or getattr(response, "status_code", None)
+            if status == 401 or getattr(exc, "code", None) == 20003:
+                raise error_for(20003, 401, "credentials rejected") from None
+            raise TransientError(
+                f"cannot check Twilio for an earlier send before retrying: HTTP {status}",
+                provider="twilio",
+            ) from None
+        except requests.RequestException as exc:
             raise TransientError(
                 f"cannot check Twilio for an earlier send before retrying: {exc}",
                 provider="twilio",
