@@ -33,3 +33,31 @@ def messages(session: Session) -> list[Message]:
 
 def by_contact(session: Session) -> dict[str | None, Message]:
     return {m.contact_name: m for m in messages(session)}
+
+
+def start_serve(env: dict[str, str]):
+    """`erp-sms -v serve` as a process on a free loopback port; returns (process, base
+    URL) once werkzeug says it is listening — read from its log, no polling."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    public = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "erp_sms.cli", "-v", "serve", "--port", str(port)],
+        env={**env, "ERP_SMS_PUBLIC_URL": public},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # blocks until the server logs; ends if it exits
+        seen.append(line)
+        if "Running on" in line:
+            return proc, public
+    proc.wait()
+    raise AssertionError("erp-sms serve exited:\n" + "".join(seen))

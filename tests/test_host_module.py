@@ -270,45 +270,22 @@ def test_host_failure_rows_name_each_order(shop, monkeypatch):
 @pytest.mark.slow
 def test_erp_sms_serve_as_a_process_uses_the_host_module(shop):
     import os
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
 
     from erp_sms.testing import post_signed
+
+    from .helpers import start_serve
 
     with Session(shop["engine"]) as session:
         activate_twilio(session)
         session.commit()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    public = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
         "ERP_SMS_DATABASE_URL": shop["url"],
-        "ERP_SMS_PUBLIC_URL": public,
         "ERP_SMS_HOST_MODULE": "shopfloor.sms",
         "PYTHONPATH": str(EXAMPLES),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "erp_sms.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, public = start_serve(env)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{public}/healthz", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
         status = post_signed(
             f"{public}/twilio/inbound", inbound("+12125550123", "STOP", "SM" + "3" * 32), AUTH
         )

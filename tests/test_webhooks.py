@@ -463,50 +463,18 @@ def test_report_and_timelines_show_callbacks_and_opt_outs(client, session, sent)
 def test_erp_sms_serve_answers_signed_twilio_requests(settings, session, sent):
     """The `erp-sms serve` command itself, as a process on a loopback port."""
     import os
-    import socket
-    import subprocess
-    import sys
-    import time
     import urllib.request
 
     from erp_sms.testing import post_signed
 
+    from .helpers import start_serve
+
     activate_twilio(session)
     session.commit()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    public = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "ERP_SMS_DATABASE_URL": settings.database_url,
-        "ERP_SMS_PUBLIC_URL": public,
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from erp_sms.cli import main; main()",
-            "serve",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, public = start_serve({**os.environ, "ERP_SMS_DATABASE_URL": settings.database_url})
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{public}/healthz", timeout=1) as r:
-                    assert r.read() == b"ok"
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        with urllib.request.urlopen(f"{public}/healthz", timeout=5) as r:
+            assert r.read() == b"ok"
         sid = sent["rows"][0].provider_id
         assert post_signed(f"{public}/twilio/status", callback(sid, "delivered"), AUTH) == 204
         assert post_signed(f"{public}/twilio/status", callback(sid, "read"), "0" * 32) == 403
