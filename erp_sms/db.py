@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Engine, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -179,3 +179,24 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+_MYSQL_CONFLICTS = {1213, 1205}  # deadlock victim, lock wait timeout
+_PG_CONFLICTS = {"40P01", "40001"}  # deadlock detected, serialization failure
+_SQLITE_CONFLICTS = {5, 6}  # busy, locked
+
+
+def is_lock_conflict(exc: BaseException) -> bool:
+    """A deadlock, serialization failure or lock timeout: the statement lost a race
+    with another transaction and may simply be tried again."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_CONFLICTS:
+        return True
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(sqlstate, str) and sqlstate in _PG_CONFLICTS:
+        return True
+    code = getattr(orig, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _SQLITE_CONFLICTS

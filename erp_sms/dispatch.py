@@ -7,29 +7,29 @@ worker``, SIGTERM/SIGINT), finishing the message in hand and handing back the re
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
+import queue
 import random
 import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from . import outbox, rule_records
-from .addresses import classify, mask, route
+from . import channels, outbox
+from .addresses import mask
 from .channels.base import Channel, SendResult
-from .channels.email_gateway import EmailGatewayChannel
-from .channels.twilio import Pacer, TwilioChannel
 from .config import Settings, get_settings
 from .db import Database, utcnow
 from .errors import (
-    AddressError,
     ChannelConfigurationError,
     ConfigurationError,
     DeliveryError,
@@ -38,7 +38,6 @@ from .errors import (
     PermanentError,
     TransientError,
 )
-from .models import Channel as ChannelName
 from .models import Status
 from .outbox import Claimed, Outcome
 
@@ -93,6 +92,9 @@ class Summary:
             "canceled",
             "rerouted",
             "released",
+            "lost",
+            "deferred",
+            "unrecorded",
         ]
         parts = [
             f"{self.counts.get(k, 0)} {k}"
@@ -107,7 +109,11 @@ def default_worker_id() -> str:
 
 
 class Dispatcher:
-    """Delivers due messages from the outbox in ``db``."""
+    """Delivers due messages from the outbox in ``db``.
+
+    ``clock`` (UTC now) and ``wait`` (a pause between tries to record an outcome) are
+    injectable for tests; both default to the real ones.
+    """
 
     def __init__(
         self,
@@ -117,6 +123,8 @@ class Dispatcher:
         worker_id: str | None = None,
         retry: RetryPolicy | None = None,
         stop: threading.Event | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+        wait: Callable[[float], None] = time.sleep,
     ) -> None:
         from .host import load_host_module
 
@@ -126,12 +134,17 @@ class Dispatcher:
         self.worker_id = worker_id or default_worker_id()
         self.retry = retry or RetryPolicy.from_settings(self.settings)
         self.stop = stop or threading.Event()
-        self._pacer = Pacer(self.settings.dispatch.rate_per_second)
-        self._local = threading.local()
-        self._twilio_fingerprint: tuple[str, str, str] | None = None
+        self.clock = clock
+        self._wait = wait
+        self._in_hand: dict[int, Claimed] = {}  # claimed, outcome not recorded yet
+        self._in_hand_lock = threading.Lock()
         # Numbers that opted out (21610) during this worker's life: other texts to them,
         # already claimed in the same batch, are canceled instead of sent.
         self._opted_out: set[str] = set()
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.settings.dispatch.lease_seconds
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -145,7 +158,8 @@ class Dispatcher:
                 self.db,
                 self.worker_id,
                 limit=self.batch_limit(),
-                lease_seconds=self.settings.dispatch.lease_seconds,
+                lease_seconds=self.lease_seconds,
+                now=self.clock(),
             )
             if not claimed:
                 break
@@ -158,7 +172,7 @@ class Dispatcher:
 
     def batch_limit(self) -> int:
         """How many messages to claim at once: the batch size, but never more than
-        pacing lets out within half a lease (the rest would be reclaimed mid-batch)."""
+        pacing lets out within half a lease (the rest would wait on the heartbeat)."""
         d = self.settings.dispatch
         if d.rate_per_second <= 0:
             return d.batch_size
@@ -170,10 +184,14 @@ class Dispatcher:
         while not self.stop.is_set():
             try:
                 summary = self.run_once()
-            except Exception:
+            except Exception as exc:
                 # The database went away, say. Claimed rows come back after their lease;
                 # the worker keeps going rather than dying.
-                log.exception("worker %s: dispatch failed; trying again", self.worker_id)
+                log.error(
+                    "worker %s: dispatch failed (%s); trying again",
+                    self.worker_id,
+                    _describe(exc),
+                )
                 self.stop.wait(max(self.settings.dispatch.poll_seconds, 1.0))
                 continue
             if summary.handled and on_batch:
@@ -182,135 +200,212 @@ class Dispatcher:
                 self.stop.wait(self.settings.dispatch.poll_seconds)
         log.info("worker %s stopped", self.worker_id)
 
+    # -- leases ---------------------------------------------------------------------------
+
+    def renew_leases(self) -> int:
+        """The heartbeat: extend the lease of every text this worker holds and has not
+        finished; the number renewed. A text whose claim was lost is dropped from the
+        hand (its new owner decides)."""
+        with self._in_hand_lock:
+            claims = list(self._in_hand.values())
+        if not claims:
+            return 0
+        try:
+            held = outbox.renew_leases(
+                self.db, claims, lease_seconds=self.lease_seconds, now=self.clock()
+            )
+        except SQLAlchemyError as exc:
+            log.warning("worker %s: cannot renew leases: %s", self.worker_id, _describe(exc))
+            return 0
+        lost = [c.id for c in claims if c.id not in held]
+        if lost:
+            log.warning("worker %s: lost the claim on %s (its lease ran out)", self.worker_id, lost)
+        return len(held)
+
+    def _heartbeat(self, done: threading.Event) -> None:
+        interval = max(self.lease_seconds / 3, 0.05)
+        while not done.wait(interval):
+            self.renew_leases()
+
     # -- one batch ------------------------------------------------------------------------
 
     def _deliver_batch(self, claimed: list[Claimed], summary: Summary) -> None:
-        held_reason: str | None = None
-        twilio: rule_records.TwilioRule | None = None
-        with self.db.session() as s:
-            twilio_active, _phone = rule_records.twilio_routing(s)
-            if twilio_active:
-                try:
-                    twilio = rule_records.twilio_rule(s)
-                except ConfigurationError as exc:  # e.g. the AuthCode cannot be decrypted
-                    held_reason = exc.message
-        if twilio is not None and twilio.rejected_reason is not None:
-            held_reason = _HELD_CREDENTIALS
+        with self._in_hand_lock:
+            self._in_hand.update((c.id, c) for c in claimed)
+        done = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=(done,), daemon=True, name="erp-sms-heartbeat"
+        )
+        beat.start()
+        try:
+            with self.db.session() as s:
+                lanes = channels.prepare(s, self.settings)
+            jobs: dict[str, list[Claimed]] = {}
+            for msg in claimed:
+                decided = lanes.decide(msg)
+                if isinstance(decided, Outcome):
+                    self._finish(msg, decided, summary, decided.status)
+                    continue
+                if decided is not msg:
+                    summary.add("rerouted")
+                    log.info(
+                        "message %s rerouted %s -> %s",
+                        msg.id,
+                        msg.channel,
+                        decided.channel,
+                        extra={"message_id": msg.id},
+                    )
+                jobs.setdefault(decided.channel or "", []).append(decided)
+            lane_threads = [
+                threading.Thread(
+                    target=self._run_lane,
+                    args=(lanes.factories[name], lane_jobs, summary),
+                    daemon=True,
+                    name=f"erp-sms-{name}",
+                )
+                for name, lane_jobs in jobs.items()
+            ]
+            for t in lane_threads:
+                t.start()
+            for t in lane_threads:
+                t.join()
+        finally:
+            done.set()
+            beat.join()
+            with self._in_hand_lock:
+                for c in claimed:
+                    self._in_hand.pop(c.id, None)
 
-        sendable: dict[str, list[Claimed]] = {ChannelName.TWILIO: [], ChannelName.EMAIL_GATEWAY: []}
-        for msg in claimed:
-            decided = self._reroute(msg, twilio_active, held_reason, summary)
-            if decided is not None:
-                sendable[decided.channel or ""].append(decided)
-
-        smtp_jobs = sendable[ChannelName.EMAIL_GATEWAY]
-        twilio_jobs = sendable[ChannelName.TWILIO]
-        threads: list[threading.Thread] = []
-        if smtp_jobs:
-            t = threading.Thread(target=self._send_smtp, args=(smtp_jobs, summary), daemon=True)
+    def _run_lane(
+        self, factory: Callable[[], Channel], jobs: list[Claimed], summary: Summary
+    ) -> None:
+        """Send one channel's texts with as many instances as the channel allows."""
+        pending: queue.SimpleQueue[Claimed] = queue.SimpleQueue()
+        for msg in jobs:
+            pending.put(msg)
+        lane = _Lane()
+        first: Channel | None
+        try:
+            first = factory()
+        except Exception as exc:  # each sender tries again; texts are held or released
+            log.error("cannot set up a channel: %s", _describe(exc))
+            first = None
+        count = max(1, min(first.concurrency if first else 1, len(jobs)))
+        workers = [
+            threading.Thread(
+                target=self._lane_worker,
+                args=(first if i == 0 else None, factory, pending, lane, summary),
+                daemon=True,
+            )
+            for i in range(count)
+        ]
+        for t in workers:
             t.start()
-            threads.append(t)
-        if twilio_jobs:
-            assert twilio is not None  # otherwise held_reason is set and nothing is sendable
-            self._send_twilio(twilio_jobs, twilio, summary)
-        for t in threads:
+        for t in workers:
             t.join()
 
-    def _reroute(
-        self, msg: Claimed, twilio_active: bool, held_reason: str | None, summary: Summary
-    ) -> Claimed | None:
-        """Route the claimed message again with today's rules: the TWILIO record may have
-        been switched on or off, a carrier may have shut its gateway meanwhile."""
-        try:
-            address = classify(msg.raw_address, self.settings.default_region)
-        except AddressError as exc:
-            self._finish(msg, Outcome(Status.FAILED, reason=exc.message), summary, "failed")
-            return None
-        r = route(address, twilio_active)
-        if r.channel is None:
-            if msg.channel == ChannelName.TWILIO:
-                reason = (
-                    "the TWILIO rule is inactive and this contact has no working "
-                    f"gateway address ({r.reason}); it goes out when TWILIO is active again "
-                    "(`erp-sms rules set TWILIO --active`), or cancel it"
-                )
-                self._finish(msg, Outcome(Status.HELD, reason=reason), summary, "held")
-            else:
-                self._finish(msg, Outcome(Status.SKIPPED, reason=r.reason), summary, "skipped")
-            return None
-        if r.channel == ChannelName.TWILIO and held_reason is not None:
-            self._finish(msg, Outcome(Status.HELD, reason=held_reason), summary, "held")
-            return None
-        if (r.channel, r.address) != (msg.channel, msg.address):
-            summary.add("rerouted")
-            log.info(
-                "message %s rerouted %s -> %s",
-                msg.id,
-                msg.channel,
-                r.channel,
-                extra={"message_id": msg.id},
-            )
-            return replace(msg, channel=r.channel, address=r.address)
-        return msg
-
-    # -- sending --------------------------------------------------------------------------
-
-    def _send_smtp(self, jobs: list[Claimed], summary: Summary) -> None:
-        try:
-            channel: Channel = EmailGatewayChannel(self.settings)
-        except ConfigurationError as exc:
-            for msg in jobs:
-                self._finish(msg, Outcome(Status.HELD, reason=exc.message), summary, "held")
-            return
-        try:
-            for i, msg in enumerate(jobs):
-                if self.stop.is_set():
-                    self._release(jobs[i:], summary)
-                    return
-                self._send_one(channel, msg, summary)
-        finally:
-            channel.close()
-
-    def _twilio_channel(self, rule: rule_records.TwilioRule) -> TwilioChannel:
-        fp = (rule.sid, rule.auth_code, rule.phone_number)
-        ch: TwilioChannel | None = getattr(self._local, "twilio", None)
-        if ch is None or getattr(self._local, "fp", None) != fp:
-            ch = TwilioChannel(rule, self.settings, self._pacer)
-            self._local.twilio, self._local.fp = ch, fp
-        return ch
-
-    def _send_twilio(
-        self, jobs: list[Claimed], rule: rule_records.TwilioRule, summary: Summary
+    def _lane_worker(
+        self,
+        channel: Channel | None,
+        factory: Callable[[], Channel],
+        pending: queue.SimpleQueue[Claimed],
+        lane: _Lane,
+        summary: Summary,
     ) -> None:
-        rejected = threading.Event()
-
-        def work(msg: Claimed) -> None:
-            if self.stop.is_set() or rejected.is_set():
-                if rejected.is_set():
-                    self._finish(
-                        msg, Outcome(Status.HELD, reason=_HELD_CREDENTIALS), summary, "held"
-                    )
-                else:
+        try:
+            channel = channel or factory()
+            channel.open()
+        except ConfigurationError as exc:
+            lane.reject(exc.message)
+            channel = None
+        except Exception as exc:  # a channel that cannot even start: its texts wait
+            log.error("cannot open a channel: %s", _describe(exc))
+            channel = None
+        try:
+            while True:
+                try:
+                    msg = pending.get_nowait()
+                except queue.Empty:
+                    return
+                if lane.rejected is not None:
+                    self._finish(msg, Outcome(Status.HELD, reason=lane.rejected), summary, "held")
+                elif self.stop.is_set() or channel is None:
                     self._release([msg], summary)
-                return
-            if self._send_one(self._twilio_channel(rule), msg, summary) == "config":
-                rejected.set()
+                else:
+                    self._send_one(channel, msg, summary, lane)
+        finally:
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    channel.close()
 
-        workers = max(1, self.settings.dispatch.concurrency)
-        if workers == 1 or len(jobs) == 1:
-            for msg in jobs:
-                work(msg)
-            return
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="erp-sms-twilio") as pool:
-            list(pool.map(work, jobs))
+    # -- one text -------------------------------------------------------------------------
 
-    def _send_one(self, channel: Channel, msg: Claimed, summary: Summary) -> str:
+    def _send_one(self, channel: Channel, msg: Claimed, summary: Summary, lane: _Lane) -> None:
         if msg.recipient is not None and msg.recipient in self._opted_out:
             reason = f"canceled: {msg.recipient} opted out (twilio_21610) before it was sent"
             self._finish(msg, Outcome(Status.CANCELED, reason=reason), summary, "canceled")
-            return "canceled"
+            return
+        if not self._still_mine(msg, summary):
+            return
         try:
-            previous = channel.find_previous_send(msg) if msg.may_have_been_sent else None
+            result = self._deliver(channel, msg)
+        except ChannelConfigurationError as exc:
+            log.error("message %s held: %s", msg.id, exc.message, extra={"message_id": msg.id})
+            error = exc
+            flagged = self._with_db(
+                self._in_session(lambda s: channel.rejected(s, error)),
+                f"flag the {channel.name} record",
+            )
+            lane.reject(flagged or exc.message)
+            self._finish(
+                msg,
+                Outcome(Status.HELD, reason=lane.rejected, error_code=exc.code),
+                summary,
+                "held",
+            )
+            return
+        except OptedOutError as exc:
+            self._finish(msg, self._failed(exc, msg), summary, "failed")
+            self._opt_out(msg, exc)
+            return
+        except TransientError as exc:
+            self._on_transient(channel, msg, exc, summary)
+            return
+        except DeliveryError as exc:  # permanent, or any other channel error: not retried
+            self._finish(msg, self._failed(exc, msg), summary, "failed")
+            return
+        self._record_sent(msg, result, summary)
+
+    def _still_mine(self, msg: Claimed, summary: Summary) -> bool:
+        """The claim check right before a send: a worker that lost its claim (a lease
+        that ran out while the database was away) must not send what another now has."""
+        try:
+            mine = outbox.confirm_claim(
+                self.db, msg, lease_seconds=self.lease_seconds, now=self.clock()
+            )
+        except SQLAlchemyError as exc:
+            log.warning(
+                "message %s not sent: cannot confirm the claim (%s); it is retried after its lease",
+                msg.id,
+                _describe(exc),
+                extra={"message_id": msg.id},
+            )
+            summary.add("deferred")
+            return False
+        if not mine:
+            log.warning(
+                "message %s not sent: another worker claimed it after this one's lease ran out",
+                msg.id,
+                extra={"message_id": msg.id},
+            )
+            summary.add("lost")
+        return mine
+
+    def _deliver(self, channel: Channel, msg: Claimed) -> SendResult:
+        """Send ``msg``, unless the provider already has an earlier attempt or the text
+        has been tried too often (a worker died with it in hand, again and again)."""
+        if msg.may_have_been_sent:
+            previous = channel.find_previous_send(msg)
             if previous is not None:
                 log.warning(
                     "message %s: the earlier attempt reached the provider (%s); not sending again",
@@ -318,56 +413,70 @@ class Dispatcher:
                     previous.provider_id,
                     extra={"message_id": msg.id},
                 )
-                self._record_sent(
-                    msg,
-                    previous,
-                    summary,
-                    detail="found the earlier send at the provider; not sent again",
+                return replace(
+                    previous, detail="found the earlier send at the provider; not sent again"
                 )
-                return "sent"
-            result = channel.send(msg)
-        except ChannelConfigurationError as exc:
-            self._on_config_error(msg, exc, summary)
-            return "config"
-        except OptedOutError as exc:
-            self._finish(msg, self._failed(exc), summary, "failed")
-            self._opt_out(msg, exc)
-            return "failed"
-        except TransientError as exc:
-            if self.retry.allows(exc, msg.attempts):
-                when = utcnow() + dt.timedelta(seconds=self.retry.delay(msg.attempts))
-                outcome = Outcome(
-                    Status.QUEUED,
-                    reason=f"attempt {msg.attempts} failed, will retry: {exc.message}",
-                    next_attempt_at=when,
-                    error_code=exc.code,
-                    channel=msg.channel,
-                    address=msg.address,
-                )
-                self._finish(msg, outcome, summary, "retrying")
-                return "retrying"
-            reason = f"gave up after {msg.attempts} attempt(s): {exc.message}"
-            self._finish(
-                msg,
-                Outcome(
-                    Status.FAILED,
-                    reason=reason,
-                    error_code=exc.code,
-                    channel=msg.channel,
-                    address=msg.address,
-                ),
-                summary,
-                "failed",
+        if msg.attempts > self.retry.max_attempts:
+            raise PermanentError(
+                f"gave up after {msg.attempts - 1} attempt(s): the worker sending it stopped "
+                "answering each time"
             )
-            return "failed"
-        except PermanentError as exc:
-            self._finish(msg, self._failed(exc, msg), summary, "failed")
-            return "failed"
-        except DeliveryError as exc:  # any other channel error: never retried blindly
-            self._finish(msg, self._failed(exc, msg), summary, "failed")
-            return "failed"
-        self._record_sent(msg, result, summary)
-        return "sent"
+        try:
+            return channel.send(msg)
+        except (DeliveryError, ConfigurationError):
+            raise
+        except Exception as exc:  # a channel bug must not kill the sending thread
+            log.error(
+                "message %s: %s failed unexpectedly: %s",
+                msg.id,
+                channel.name,
+                _describe(exc),
+                extra={"message_id": msg.id},
+            )
+            raise TransientError(
+                f"{channel.name} failed unexpectedly ({type(exc).__name__})", maybe_sent=True
+            ) from exc
+
+    def _on_transient(
+        self, channel: Channel, msg: Claimed, exc: TransientError, summary: Summary
+    ) -> None:
+        if self.retry.allows(exc, msg.attempts):
+            when = self.clock() + dt.timedelta(seconds=self.retry.delay(msg.attempts))
+            outcome = Outcome(
+                Status.QUEUED,
+                reason=f"attempt {msg.attempts} failed, will retry: {exc.message}",
+                next_attempt_at=when,
+                error_code=exc.code,
+                channel=msg.channel,
+                address=msg.address,
+                maybe_sent=exc.maybe_sent or msg.may_have_been_sent,
+            )
+            self._finish(msg, outcome, summary, "retrying")
+            return
+        reason = f"gave up after {msg.attempts} attempt(s): {exc.message}"
+        if exc.maybe_sent:
+            # "No answer" is not "not sent": ask the provider before calling it failed.
+            try:
+                previous = channel.find_previous_send(replace(msg, maybe_sent=True))
+            except (DeliveryError, ConfigurationError) as lookup:
+                previous = None
+                reason += f"; could not check the provider for it ({lookup.message})"
+            if previous is not None:
+                detail = "the last attempt got no answer, but the provider has it: sent"
+                self._record_sent(msg, replace(previous, detail=detail), summary)
+                return
+        self._finish(
+            msg,
+            Outcome(
+                Status.FAILED,
+                reason=reason,
+                error_code=exc.code,
+                channel=msg.channel,
+                address=msg.address,
+            ),
+            summary,
+            "failed",
+        )
 
     @staticmethod
     def _failed(exc: DeliveryError, msg: Claimed | None = None) -> Outcome:
@@ -379,9 +488,7 @@ class Dispatcher:
             address=msg.address if msg else None,
         )
 
-    def _record_sent(
-        self, msg: Claimed, result: SendResult, summary: Summary, detail: str | None = None
-    ) -> None:
+    def _record_sent(self, msg: Claimed, result: SendResult, summary: Summary) -> None:
         outcome = Outcome(
             Status.SENT,
             provider_id=result.provider_id,
@@ -392,13 +499,70 @@ class Dispatcher:
             channel=msg.channel,
             address=msg.address,
             raw=result.raw,
-            detail=detail or f"accepted by {msg.channel} ({result.provider_status or 'ok'})",
+            detail=result.detail or f"accepted by {msg.channel} ({result.provider_status or 'ok'})",
         )
         self._finish(msg, outcome, summary, "sent")
 
+    # -- recording ------------------------------------------------------------------------
+
     def _finish(self, msg: Claimed, outcome: Outcome, summary: Summary, what: str) -> None:
-        outbox.finish(self.db, msg, outcome)
-        summary.add(what)
+        """Record ``outcome``, trying again (with backoff) while the database is away:
+        after the provider accepted a text, losing its outcome means sending it twice."""
+        recorded = self._with_db(
+            lambda: outbox.finish(self.db, msg, outcome, now=self.clock()),
+            f"record message {msg.id} as {outcome.status}",
+        )
+        with self._in_hand_lock:
+            self._in_hand.pop(msg.id, None)
+        if recorded is None:
+            summary.add("unrecorded")
+        elif not recorded:
+            summary.add("lost")
+        else:
+            summary.add(what)
+
+    def _in_session(self, work: Callable[[Session], _T]) -> Callable[[], _T]:
+        """``work`` in a session of its own, committed."""
+
+        def run() -> _T:
+            with self.db.session() as s:
+                return work(s)
+
+        return run
+
+    def _with_db(self, work: Callable[[], _T], what: str) -> _T | None:
+        """Run ``work`` until the database takes it: backoff from 50 ms to 5 s, for up to
+        ``record_patience`` seconds; None if it never did (logged as an error). Never
+        raises a database error."""
+        delay, waited, tries = 0.05, 0.0, 0
+        while True:
+            tries += 1
+            try:
+                return work()
+            except SQLAlchemyError as exc:
+                if waited >= self.record_patience:
+                    log.error(
+                        "worker %s: could not %s after %d tries: %s",
+                        self.worker_id,
+                        what,
+                        tries,
+                        _describe(exc),
+                    )
+                    return None
+                log.warning(
+                    "worker %s: could not %s (%s); trying again",
+                    self.worker_id,
+                    what,
+                    _describe(exc),
+                )
+                self._wait(delay)
+                waited += delay
+                delay = min(delay * 2, 5.0)
+
+    @property
+    def record_patience(self) -> float:
+        """How long to keep trying to record an outcome: as long as a lease lasts."""
+        return max(self.lease_seconds, 1.0)
 
     def _release(self, msgs: list[Claimed], summary: Summary) -> None:
         for msg in msgs:
@@ -406,69 +570,90 @@ class Dispatcher:
                 Status.QUEUED,
                 reason=None,
                 detail="handed back at worker shutdown",
-                next_attempt_at=utcnow(),
+                next_attempt_at=self.clock(),
                 released=True,
+                maybe_sent=msg.maybe_sent,
             )
             self._finish(msg, outcome, summary, "released")
 
-    def _on_config_error(
-        self, msg: Claimed, exc: ChannelConfigurationError, summary: Summary
-    ) -> None:
-        log.error("message %s held: %s", msg.id, exc.message, extra={"message_id": msg.id})
-        if msg.channel == ChannelName.TWILIO:
-            with self.db.session() as s:
-                rule_records.flag_rejected(s, rule_records.TWILIO, exc.message)
-            self._finish(
-                msg,
-                Outcome(Status.HELD, reason=_HELD_CREDENTIALS, error_code=exc.code),
-                summary,
-                "held",
-            )
-        else:
-            self._finish(
-                msg,
-                Outcome(Status.HELD, reason=exc.message, error_code=exc.code),
-                summary,
-                "held",
-            )
-
     def _opt_out(self, msg: Claimed, exc: DeliveryError) -> None:
-        """21610: the recipient replied STOP at Twilio — record the opt-out here too (the
-        number, its contacts, and their other texts still queued or held)."""
+        """The provider says the recipient opted out (Twilio 21610: they replied STOP
+        there) — record it here too: the number, its contacts, and their other texts still
+        queued or held."""
         from . import consent
 
-        number = msg.recipient or (msg.address if msg.channel == ChannelName.TWILIO else None)
+        number = msg.recipient or msg.address
         if number:
             self._opted_out.add(number)
-        with self.db.session() as s:
+
+        def record(s: Session) -> None:
             try:
-                consent.opt_out(
-                    s,
-                    contact_key=msg.contact_ref,
-                    number=number,
-                    source="twilio_21610",
-                    detail=exc.message,
-                )
+                with s.begin_nested():
+                    consent.opt_out(
+                        s,
+                        contact_key=msg.contact_ref,
+                        number=number,
+                        source=source,
+                        detail=exc.message,
+                    )
             except InputError:  # the contact is gone: the number is still opted out
-                consent.opt_out(s, number=number, source="twilio_21610", detail=exc.message)
+                consent.opt_out(s, number=number, source=source, detail=exc.message)
+
+        source = f"{exc.provider}_{exc.code}" if exc.code else exc.provider
+        self._with_db(self._in_session(record), f"record the opt-out of {mask(number or '')}")
         log.info(
-            "contact %s opted out (Twilio 21610) for %s",
+            "contact %s opted out (%s) for %s",
             msg.contact_ref,
+            exc.code,
             mask(msg.address),
             extra={"message_id": msg.id},
         )
 
 
-_HELD_CREDENTIALS = (
-    "Twilio rejected the TWILIO credentials (20003); update them with "
-    "`erp-sms rules set TWILIO --auth-code …` and held texts are released"
-)
+_T = TypeVar("_T")
+
+
+class _Lane:
+    """Shared state of one channel's senders in a batch: once the provider rejected the
+    channel's configuration, the rest of its texts are held, not sent."""
+
+    def __init__(self) -> None:
+        self.rejected: str | None = None
+
+    def reject(self, reason: str) -> None:
+        self.rejected = self.rejected or reason
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for the log: a database error without its SQL and parameters."""
+    if isinstance(exc, DBAPIError):
+        return (
+            f"{type(exc.orig).__name__}: {str(exc.orig).splitlines()[0] if str(exc.orig) else ''}"
+        )
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # -- inline mode: send right after the host's commit (never inside it) ------------------
 
 _inline_db: dict[str, Database] = {}
 _inline_lock = threading.Lock()
+_inline_run_lock = threading.Lock()  # one inline delivery at a time per process
+_inline_threads: list[threading.Thread] = []
+
+
+def join_inline(timeout: float | None = None) -> int:
+    """Wait for the inline deliveries started so far (a host's tests, a clean shutdown);
+    how many there were."""
+    with _inline_lock:
+        threads = list(_inline_threads)
+    for t in threads:
+        t.join(timeout)
+    with _inline_lock:
+        for t in threads:
+            if not t.is_alive() and t in _inline_threads:
+                _inline_threads.remove(t)
+    return len(threads)
 
 
 def schedule_inline(session: Session, settings: Settings) -> None:
@@ -482,9 +667,12 @@ def schedule_inline(session: Session, settings: Settings) -> None:
 
     def after_commit(sess: Session) -> None:
         sess.info.pop("erp_sms_inline", None)
-        threading.Thread(
+        t = threading.Thread(
             target=_inline_run, args=(settings,), daemon=True, name="erp-sms-inline"
-        ).start()
+        )
+        with _inline_lock:
+            _inline_threads.append(t)
+        t.start()
 
     def after_rollback(sess: Session, _previous: object) -> None:
         sess.info.pop("erp_sms_inline", None)
@@ -497,7 +685,7 @@ def schedule_inline(session: Session, settings: Settings) -> None:
 
 def _inline_run(settings: Settings) -> None:
     try:
-        with _inline_lock:
+        with _inline_run_lock:
             db = _inline_db.get(settings.database_url)
             if db is None:
                 db = _inline_db[settings.database_url] = Database(settings.database_url)

@@ -59,7 +59,24 @@ class DeliveryError(ErpSmsError):
 
 
 class TransientError(DeliveryError):
-    """The send failed for a reason that may pass; it will be retried."""
+    """The send failed for a reason that may pass; it will be retried.
+
+    ``maybe_sent``: the request may have reached the provider (a timeout, a dropped
+    connection after the request went out, an answer we could not read): the provider is
+    asked before the text is sent again or given up on.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: int | None = None,
+        provider: str = "",
+        max_attempts: int | None = None,
+        maybe_sent: bool = False,
+    ) -> None:
+        super().__init__(message, code=code, provider=provider, max_attempts=max_attempts)
+        self.maybe_sent = maybe_sent
 
 
 class PermanentError(DeliveryError):
@@ -70,5 +87,16 @@ class OptedOutError(PermanentError):
     """The recipient opted out of texts from this sender."""
 
 
-class ChannelConfigurationError(DeliveryError):
-    """The channel's credentials or settings were rejected; messages are held for staff."""
+class ChannelConfigurationError(ConfigurationError):
+    """The channel's credentials or settings were rejected; messages are held for staff.
+
+    A ``ConfigurationError``, not a ``DeliveryError``: no retry loop that catches delivery
+    errors can swallow it.
+    """
+
+    def __init__(
+        self, message: str | None = None, *, code: int | None = None, provider: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.provider = provider

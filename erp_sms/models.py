@@ -12,6 +12,7 @@ import datetime as dt
 from typing import cast
 
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Table, Text
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from .db import UTCDateTime, utcnow
@@ -81,6 +82,9 @@ class Message(Base):
     encoding: Mapped[str | None] = mapped_column(String(8))
     segments: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The last attempt may have reached the provider (timeout, unreadable answer, lost
+    # lease): the provider is asked before the text is sent again or given up on.
+    maybe_sent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     claimed_at: Mapped[dt.datetime | None] = mapped_column(default=None)

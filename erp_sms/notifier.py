@@ -226,6 +226,7 @@ def _new_message(base: Mapping[str, Any], key: str, status: str, reason: str | N
         created_at=now,
         updated_at=now,
         attempts=0,
+        maybe_sent=False,
         body="",
         **base,
     )

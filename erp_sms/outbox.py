@@ -14,15 +14,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import random
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, exists, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from .db import Database, utcnow
+from .db import Database, is_lock_conflict, utcnow
 from .errors import InputError
 from .models import (
     Message,
@@ -166,12 +169,13 @@ class Claimed:
     created_at: dt.datetime | None = None
     segments: int | None = None
     recipient: str | None = None  # E.164
+    maybe_sent: bool = False  # the previous attempt may have reached the provider
 
     @property
     def may_have_been_sent(self) -> bool:
         """An earlier attempt may have reached the provider (lease lost, timeout, dropped
-        connection): look before sending again."""
-        return self.reclaimed_after is not None or self.attempts > 1
+        connection, unreadable answer): look before sending again."""
+        return self.reclaimed_after is not None or self.maybe_sent
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,7 @@ class Outcome:
     raw: Any = None
     detail: str | None = None  # for the timeline, when it differs from reason
     released: bool = False  # handed back unsent (worker shutdown): the attempt does not count
+    maybe_sent: bool = False  # for a retry: the provider may have it; ask before re-sending
 
 
 def new_token(worker_id: str) -> str:
@@ -206,8 +211,30 @@ def claim_due(
     lease_seconds: float,
     now: dt.datetime | None = None,
 ) -> list[Claimed]:
-    """Claim up to ``limit`` due messages for ``worker_id``."""
+    """Claim up to ``limit`` due messages for ``worker_id``.
+
+    Workers claiming at the same moment can deadlock on InnoDB (gap locks taken by the
+    ordered scan): the loser is tried again a few times, then gets nothing this round —
+    a race between workers, not an error."""
     now = now or utcnow()
+    for attempt in range(CLAIM_TRIES):
+        try:
+            return _claim(db, worker_id, limit=limit, lease_seconds=lease_seconds, now=now)
+        except DBAPIError as exc:
+            if not is_lock_conflict(exc):
+                raise
+            log.debug("claim lost a race with another worker (try %d): %s", attempt + 1, exc.orig)
+            time.sleep(random.uniform(0.0, 0.02 * (attempt + 1)))  # let the winner commit
+    log.info("worker %s: claims kept colliding with other workers; trying next round", worker_id)
+    return []
+
+
+CLAIM_TRIES = 5
+
+
+def _claim(
+    db: Database, worker_id: str, *, limit: int, lease_seconds: float, now: dt.datetime
+) -> list[Claimed]:
     m = message_table.c
     due = or_(
         and_(m.status == Status.QUEUED, m.next_attempt_at <= now),
@@ -280,9 +307,42 @@ def claim_due(
                 created_at=r.created_at,
                 segments=r.segments,
                 recipient=r.recipient,
+                maybe_sent=bool(r.maybe_sent),
             )
         )
     return out
+
+
+def confirm_claim(
+    db: Database, claimed: Claimed, *, lease_seconds: float, now: dt.datetime | None = None
+) -> bool:
+    """Right before a send: True when ``claimed`` is still ours, its lease renewed for
+    the send; False when the claim was lost (another worker has the text now)."""
+    return claimed.id in renew_leases(db, [claimed], lease_seconds=lease_seconds, now=now)
+
+
+def renew_leases(
+    db: Database,
+    claims: Sequence[Claimed],
+    *,
+    lease_seconds: float,
+    now: dt.datetime | None = None,
+) -> set[int]:
+    """The heartbeat of a live worker: extend the lease of the texts it still holds
+    (one statement); the ids whose claim is still its own."""
+    if not claims:
+        return set()
+    now = now or utcnow()
+    m = message_table.c
+    mine = or_(*[and_(m.id == c.id, m.claimed_by == c.token) for c in claims])
+    with db.engine.begin() as conn:
+        conn.execute(
+            update(message_table)
+            .where(mine, m.status == Status.SENDING)
+            .values(lease_expires_at=now + dt.timedelta(seconds=lease_seconds))
+        )
+        held = conn.execute(select(m.id).where(mine, m.status == Status.SENDING)).scalars()
+        return set(held)
 
 
 def _cancel_opted_out(conn: Any, row: Any, now: dt.datetime) -> None:
@@ -314,9 +374,16 @@ def _history(
     )
 
 
-def finish(db: Database, claimed: Claimed, outcome: Outcome, *, source: str = "dispatch") -> bool:
+def finish(
+    db: Database,
+    claimed: Claimed,
+    outcome: Outcome,
+    *,
+    source: str = "dispatch",
+    now: dt.datetime | None = None,
+) -> bool:
     """Record the outcome of a send; False when the claim was lost meanwhile."""
-    now = utcnow()
+    now = now or utcnow()
     m = message_table.c
     values: dict[str, Any] = {
         "status": outcome.status,
@@ -324,6 +391,7 @@ def finish(db: Database, claimed: Claimed, outcome: Outcome, *, source: str = "d
         "claimed_by": None,
         "lease_expires_at": None,
         "updated_at": now,
+        "maybe_sent": outcome.maybe_sent,
     }
     for name in (
         "provider_id",

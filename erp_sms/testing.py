@@ -22,6 +22,7 @@ callbacks, as Twilio does.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import random
@@ -31,6 +32,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +53,8 @@ class Fault:
     delay: float = 0.0
     to: str | None = None  # only for this recipient
     rfc9457: bool = False  # answer in the newer problem-details format
+    hold: threading.Event | None = None  # wait for it before answering (no sleeping)
+    body: bytes | None = None  # answer these bytes (text/html), not Twilio's JSON
 
 
 @dataclass
@@ -110,6 +114,7 @@ class TwilioServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._rand = random.Random(self.seed)
         self._httpd: ThreadingHTTPServer | None = None
         self.url = ""
@@ -125,8 +130,19 @@ class TwilioServer:
         self.unsubscribed.add(number)
 
     def fail_next(self, n: int = 1, **fault: Any) -> None:
+        """Program the next ``n`` creates: an error (``status``, ``code``, ``message``),
+        a non-JSON ``body``, or (status < 400) a success answered late: after ``delay``
+        seconds or once ``hold`` is set — the message is created first, as when Twilio
+        took it but the answer was slow."""
         for _ in range(n):
             self.faults.append(Fault(**fault))
+
+    def wait_for(self, predicate: Callable[[TwilioServer], bool], timeout: float = 30.0) -> None:
+        """Block until ``predicate(self)`` holds (checked after each request and
+        creation); AssertionError after ``timeout`` seconds."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: predicate(self), timeout):
+                raise AssertionError("the Twilio server did not reach the expected state")
 
     def start(self) -> TwilioServer:
         server = self
@@ -201,15 +217,20 @@ class TwilioServer:
     def _handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
         with self._lock:
             self.requests += 1
+            self._changed.notify_all()
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             self._route(h, method)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout, killed worker): as with Twilio, done is done
+        except Exception as exc:  # a bad parameter gets an answer, never a dropped connection
+            with contextlib.suppress(OSError):
+                self._error(h, 400, 20001, f"invalid request: {exc}")
         finally:
             with self._lock:
                 self.in_flight -= 1
+                self._changed.notify_all()
 
     def _route(self, h: BaseHTTPRequestHandler, method: str) -> None:
         if self.latency:
@@ -219,22 +240,13 @@ class TwilioServer:
         form = urllib.parse.parse_qs(h.rfile.read(length).decode()) if length else {}
         query = urllib.parse.parse_qs(parsed.query)
         if not parsed.path.startswith(API):
-            return self._send(h, 404, {"code": 20404, "message": "not found", "status": 404})
+            return self._error(h, 404, 20404, "The requested resource was not found")
         rest = parsed.path[len(API) :]
         account, _, tail = rest.partition("/")
         if not tail and account.endswith(".json"):  # the account resource itself
             account, tail = account[: -len(".json")], ".json"
         if not self._authorised(h, account):
-            return self._send(
-                h,
-                401,
-                {
-                    "code": 20003,
-                    "message": "Authenticate",
-                    "status": 401,
-                    "more_info": "https://www.twilio.com/docs/errors/20003",
-                },
-            )
+            return self._error(h, 401, 20003, "Authenticate")
         if method == "GET" and tail == ".json":
             return self._send(
                 h,
@@ -255,8 +267,8 @@ class TwilioServer:
             for m in self.messages:
                 if m.sid == sid and m.account_sid == account:
                     return self._send(h, 200, m.json())
-            return self._send(h, 404, {"code": 20404, "message": "not found", "status": 404})
-        return self._send(h, 405, {"code": 20004, "message": "method not allowed", "status": 405})
+            return self._error(h, 404, 20404, "The requested resource was not found")
+        return self._error(h, 405, 20004, "Method not allowed")
 
     def _authorised(self, h: BaseHTTPRequestHandler, account: str) -> bool:
         header = h.headers.get("Authorization", "")
@@ -288,38 +300,18 @@ class TwilioServer:
             fault = Fault(
                 status=400, code=21610, message="Attempt to send to unsubscribed recipient"
             )
+        late: Fault | None = None
         if fault is not None:
-            if fault.delay:
-                time.sleep(fault.delay)
+            if fault.body is not None:
+                return self._raw(h, fault.status if fault.status < 400 else 200, fault.body)
             if fault.status < 400:
-                fault = None  # a delay only
-            elif fault.rfc9457:
-                return self._send(
-                    h,
-                    fault.status,
-                    {
-                        "type": f"https://www.twilio.com/docs/errors/{fault.code}",
-                        "title": fault.message,
-                        "status": fault.status,
-                        "code": fault.code,
-                        "detail": fault.message,
-                    },
-                )
+                late = fault  # created first, answered late
             else:
-                payload: dict[str, Any] = {"message": fault.message, "status": fault.status}
-                if fault.code is not None:
-                    payload["code"] = fault.code
-                return self._send(h, fault.status, payload)
-        if not to or not from_ or not body:
-            return self._send(
-                h,
-                400,
-                {
-                    "code": 21604 if not to else 21602,
-                    "message": "A 'To' phone number and a Body are required.",
-                    "status": 400,
-                },
-            )
+                _pause(fault)
+                return self._fault(h, fault)
+        invalid = self._invalid(account, to, from_, body, form)
+        if invalid is not None:
+            return self._error(h, 400, *invalid)
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         msg = StoredMessage(
             sid="SM" + secrets.token_hex(16),
@@ -336,10 +328,65 @@ class TwilioServer:
         with self._lock:
             self.messages.append(msg)
             self.creates += 1
+            self._changed.notify_all()
+        if late is not None:
+            _pause(late)
         self._send(h, 201, msg.json())
 
+    @staticmethod
+    def _invalid(
+        account: str, to: str, from_: str, body: str, form: dict[str, str]
+    ) -> tuple[int, str] | None:
+        """Twilio's checks of a create, with its codes (HTTP 400)."""
+        import phonenumbers
+
+        if not to:
+            return 21604, "A 'To' phone number is required."
+        if not from_ and not form.get("MessagingServiceSid"):
+            return 21603, "A 'From' phone number is required."
+        if not body and not form.get("MediaUrl"):
+            return 21602, "Message body is required."
+        for code, number, what in ((21211, to, "To"), (21212, from_, "From")):
+            try:
+                ok = phonenumbers.is_possible_number(phonenumbers.parse(number, None))
+            except phonenumbers.NumberParseException:
+                ok = False
+            if not ok:
+                return code, f"Invalid '{what}' Phone Number: {number}"
+        if len(body) > 1600:
+            return 21617, "The concatenated message body exceeds the 1600 character limit."
+        validity = form.get("ValidityPeriod")
+        if validity is not None and not (validity.isdigit() and 1 <= int(validity) <= 36000):
+            return 21624, "Validity period can only be set to integers between 1 and 36,000."
+        return None
+
+    def _fault(self, h: BaseHTTPRequestHandler, fault: Fault) -> None:
+        if fault.rfc9457:
+            return self._send(
+                h,
+                fault.status,
+                {
+                    "type": f"https://www.twilio.com/docs/errors/{fault.code}",
+                    "title": fault.message,
+                    "status": fault.status,
+                    "code": fault.code,
+                    "detail": fault.message,
+                },
+            )
+        payload: dict[str, Any] = {"message": fault.message, "status": fault.status}
+        if fault.code is not None:
+            payload["code"] = fault.code
+            payload["more_info"] = f"https://www.twilio.com/docs/errors/{fault.code}"
+        return self._send(h, fault.status, payload)
+
     def _list(self, h: BaseHTTPRequestHandler, account: str, q: dict[str, str]) -> None:
-        found = [m for m in self.messages if m.account_sid == account]
+        size_text = q.get("PageSize", "50")
+        page_text = q.get("Page", "0")
+        if not (size_text.isdigit() and 1 <= int(size_text) <= 1000) or not page_text.isdigit():
+            return self._error(h, 400, 20001, "PageSize must be between 1 and 1000")
+        size, page = int(size_text), int(page_text)
+        with self._lock:
+            found = [m for m in self.messages if m.account_sid == account]
         if "To" in q:
             found = [m for m in found if m.to == q["To"]]
         if "From" in q:
@@ -354,23 +401,55 @@ class TwilioServer:
                     found = [m for m in found if m.date_sent and m.date_sent <= when]
                 else:
                     found = [m for m in found if m.date_sent and m.date_sent.date() == when.date()]
-        size = int(q.get("PageSize", "50"))
-        found = sorted(found, key=lambda m: m.date_created, reverse=True)[:size]
+        # newest first; Python's sort is stable, so equal seconds keep creation order reversed
+        found = list(reversed(found))
+        found.sort(key=lambda m: m.date_created, reverse=True)
+        chunk = found[page * size : (page + 1) * size]
+        path = urllib.parse.urlsplit(h.path).path
+
+        def uri(n: int) -> str:
+            params = {k: v for k, v in q.items() if k not in ("Page", "PageToken")}
+            params.update(Page=str(n), PageSize=str(size))
+            if n:
+                params["PageToken"] = f"PA{n}"
+            return f"{path}?{urllib.parse.urlencode(params)}"
+
+        more = (page + 1) * size < len(found)
         self._send(
             h,
             200,
             {
-                "messages": [m.json() for m in found],
-                "page": 0,
+                "messages": [m.json() for m in chunk],
+                "page": page,
                 "page_size": size,
-                "first_page_uri": h.path,
-                "next_page_uri": None,
-                "previous_page_uri": None,
-                "uri": h.path,
-                "start": 0,
-                "end": len(found),
+                "first_page_uri": uri(0),
+                "next_page_uri": uri(page + 1) if more else None,
+                "previous_page_uri": uri(page - 1) if page else None,
+                "uri": uri(page),
+                "start": page * size,
+                "end": page * size + len(chunk) - 1 if chunk else page * size,
             },
         )
+
+    def _error(self, h: BaseHTTPRequestHandler, status: int, code: int, message: str) -> None:
+        self._send(
+            h,
+            status,
+            {
+                "code": code,
+                "message": message,
+                "more_info": f"https://www.twilio.com/docs/errors/{code}",
+                "status": status,
+            },
+        )
+
+    @staticmethod
+    def _raw(h: BaseHTTPRequestHandler, status: int, data: bytes) -> None:
+        h.send_response(status)
+        h.send_header("Content-Type", "text/html; charset=utf-8")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
 
     @staticmethod
     def _send(h: BaseHTTPRequestHandler, status: int, payload: dict[str, Any]) -> None:
@@ -380,6 +459,13 @@ class TwilioServer:
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
         h.wfile.write(data)
+
+
+def _pause(fault: Fault) -> None:
+    if fault.hold is not None:
+        fault.hold.wait()
+    elif fault.delay:
+        time.sleep(fault.delay)  # the server is slow: this is the simulation, not a wait
 
 
 def _parse_when(text: str) -> dt.datetime:
@@ -426,9 +512,13 @@ class SmtpSink:
     """An SMTP server on 127.0.0.1 that keeps what it receives (aiosmtpd).
 
     ``mode``: "accept" (250), "refuse" (550 for every recipient), "flaky" (451 for the
-    first ``flaky_failures`` messages, then 250), "drop" (closes the connection after
-    ``drop_after`` messages, once). ``tls``: "starttls" (required) or "ssl" (implicit TLS)
-    with ``certfile``/``keyfile``; ``credentials``: (user, password) required to send.
+    first ``flaky_failures`` messages, then 250), "drop" (after ``drop_after`` messages
+    the idle connection goes stale: the next MAIL FROM finds it closed, once), "vanish"
+    (stores each mail, then closes the connection instead of answering), "down" (421 to
+    every MAIL FROM: an outage). ``hold``: an event the server waits for after storing a
+    mail and before answering 250 (a slow relay, without sleeping). ``tls``: "starttls"
+    (required) or "ssl" (implicit TLS) with ``certfile``/``keyfile``; ``credentials``:
+    (user, password) required to send. ``wait_for(n)`` waits until ``n`` mails arrived.
     """
 
     def __init__(
@@ -437,7 +527,7 @@ class SmtpSink:
         *,
         flaky_failures: int = 1,
         drop_after: int = 2,
-        delay_after_store: float = 0.0,
+        hold: threading.Event | None = None,
         tls: str | None = None,
         certfile: str | None = None,
         keyfile: str | None = None,
@@ -450,7 +540,8 @@ class SmtpSink:
                 "the SMTP sink needs aiosmtpd: pip install 'erp-sms[demo]' (or the test extra)"
             ) from exc
         self.mode = mode
-        self.delay_after_store = delay_after_store  # store, then wait before answering 250
+        self.hold = hold
+        self._arrived = threading.Condition()
         self.flaky_failures = flaky_failures
         self.drop_after = drop_after
         self.received: list[tuple[str, list[str], bytes]] = []
@@ -496,6 +587,19 @@ class SmtpSink:
         session.host_name = hostname
         return responses
 
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: Any
+    ) -> str:
+        if self.mode == "down":
+            return "421 4.3.2 service not available"
+        if self.mode == "drop" and not self._dropped and len(self.received) >= self.drop_after:
+            self._dropped = True
+            server.transport.close()
+            return "421 closing"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
     ) -> str:
@@ -508,22 +612,31 @@ class SmtpSink:
         if self.mode == "flaky" and self.flaky_failures > 0:
             self.flaky_failures -= 1
             return "451 4.3.0 try again later"
-        if self.mode == "drop" and not self._dropped and len(self.received) >= self.drop_after:
-            self._dropped = True
+        with self._arrived:
+            self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+            self._arrived.notify_all()
+        if self.mode == "vanish":
             server.transport.close()
-            return "421 closing"
-        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
-        if self.delay_after_store:
+            return "250 OK (never heard)"
+        if self.hold is not None:
             import asyncio
 
-            await asyncio.sleep(self.delay_after_store)
+            await asyncio.get_running_loop().run_in_executor(None, self.hold.wait)
         return "250 OK queued"
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> None:
+        """Block until ``count`` mails have arrived (AssertionError after ``timeout``)."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self.received) >= count, timeout):
+                raise AssertionError(f"{len(self.received)} of {count} mails arrived")
 
     def start(self) -> SmtpSink:
         self._controller.start()
         return self
 
     def stop(self) -> None:
+        if self.hold is not None:
+            self.hold.set()  # a held answer must not keep the server from stopping
         self._controller.stop()
 
     def __enter__(self) -> SmtpSink:

@@ -61,3 +61,28 @@ def start_serve(env: dict[str, str]):
             return proc, public
     proc.wait()
     raise AssertionError("erp-sms serve exited:\n" + "".join(seen))
+
+
+class LogWatch:
+    """``seen`` is set once ``logger`` emits a record containing ``text`` — a test waits
+    on it instead of polling the log."""
+
+    def __init__(self, logger: str, text: str) -> None:
+        import logging
+        import threading
+
+        self.text = text
+        self.seen = threading.Event()
+        watch = self
+
+        class Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if watch.text in record.getMessage():
+                    watch.seen.set()
+
+        self.handler = Handler(logging.DEBUG)
+        self.logger = logging.getLogger(logger)
+        self.logger.addHandler(self.handler)
+
+    def close(self) -> None:
+        self.logger.removeHandler(self.handler)

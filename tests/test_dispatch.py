@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email
 import threading
-import time
 from dataclasses import replace
 
 import pytest
@@ -15,14 +14,22 @@ from sqlalchemy.orm import Session
 from erp_sms import erp, outbox, rule_records, signals
 from erp_sms.channels.twilio import Pacer, error_for
 from erp_sms.db import Database
-from erp_sms.dispatch import Dispatcher, RetryPolicy
+from erp_sms.dispatch import Dispatcher, RetryPolicy, join_inline
 from erp_sms.errors import ChannelConfigurationError, OptedOutError, PermanentError, TransientError
 from erp_sms.models import Channel, ConsentEvent, Rule, Status
 from erp_sms.testing import SmtpSink
 
 from .conftest import with_settings
 from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .helpers import AUTH, SID, TWILIO_NUMBER, activate_twilio, by_contact, messages
+from .helpers import (
+    AUTH,
+    SID,
+    TWILIO_NUMBER,
+    LogWatch,
+    activate_twilio,
+    by_contact,
+    messages,
+)
 
 
 def make_orders(
@@ -264,11 +271,13 @@ def test_a_slow_answer_past_the_timeout_is_retried_without_sending_twice(
     with_settings(dispatch=replace(delivery.dispatch, http_timeout_seconds=0.5))
     activate_twilio(session)
     make_orders(session, 1, gateway=False)
-    twilio_server.fail_next(status=200, delay=2.0)
+    answer = threading.Event()
+    twilio_server.fail_next(status=200, hold=answer)  # created, then answered late
     Dispatcher(db).run_once(max_batches=1)
+    answer.set()
     (m,) = messages(session)
     assert m.status == Status.QUEUED and "did not answer in time" in m.reason
-    time.sleep(2.0)  # let the slow request finish on the server side
+    assert m.maybe_sent
     drain(db)
     (m,) = messages(session)
     assert m.status == Status.SENT, [(h.status, h.detail) for h in m.history]
@@ -451,15 +460,6 @@ def test_activating_twilio_moves_queued_gateway_texts_to_twilio(
 # -- inline mode ------------------------------------------------------------------------------
 
 
-def _wait_for(pred, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_inline_mode_sends_after_the_hosts_commit_and_not_after_rollback(
     delivery, db, session, smtp_sink
 ):
@@ -471,13 +471,14 @@ def test_inline_mode_sends_after_the_hosts_commit_and_not_after_rollback(
     session.commit()
     signals.sent_to_production.send(o1, session=session)
     session.rollback()
-    time.sleep(0.3)
+    assert join_inline(10) == 0  # nothing was started
     assert smtp_sink.received == []
     signals.sent_to_production.send(o1, session=session)
     assert smtp_sink.received == []  # nothing before the commit
     session.commit()
-    assert _wait_for(lambda: len(smtp_sink.received) == 1)
-    assert _wait_for(lambda: messages(session)[0].status == Status.SENT)
+    assert join_inline(10) == 1
+    assert len(smtp_sink.received) == 1
+    assert messages(session)[0].status == Status.SENT
 
 
 def test_a_retry_hours_later_still_finds_the_earlier_send(delivery, db, session, twilio_server):
@@ -488,9 +489,10 @@ def test_a_retry_hours_later_still_finds_the_earlier_send(delivery, db, session,
     with_settings(dispatch=replace(delivery.dispatch, http_timeout_seconds=0.5))
     activate_twilio(session)
     make_orders(session, 1, gateway=False)
-    twilio_server.fail_next(status=200, delay=1.5)
+    answer = threading.Event()
+    twilio_server.fail_next(status=200, hold=answer)
     Dispatcher(db).run_once(max_batches=1)
-    time.sleep(1.5)
+    answer.set()
     later = outbox.claim_due(
         db, "w", limit=5, lease_seconds=60, now=utcnow_plus(dt.timedelta(hours=3))
     )
@@ -541,15 +543,16 @@ def test_the_worker_keeps_going_through_a_database_failure(
     session.execute(text("ALTER TABLE sms_message RENAME TO sms_message_away"))
     session.commit()
     d = Dispatcher(db)
+    failed = LogWatch("erp_sms.dispatch", "dispatch failed (")
     worker = threading.Thread(target=d.run_forever, daemon=True)
     worker.start()
     try:
-        assert _wait_for(lambda: "dispatch failed; trying again" in caplog.text)
+        assert failed.seen.wait(10)
         assert worker.is_alive()
         session.execute(text("ALTER TABLE sms_message_away RENAME TO sms_message"))
         session.commit()
         make_orders(session, 1)
-        assert _wait_for(lambda: len(smtp_sink.received) == 1)
+        smtp_sink.wait_for(1)
     finally:
         d.stop.set()
         worker.join(10)

@@ -3,16 +3,16 @@ sent twice (Twilio), and the one SMTP window that remains is measured."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
 from erp_sms import outbox
 from erp_sms.db import Database, utcnow
@@ -51,12 +51,15 @@ def _erp_sms(*args: str) -> list[str]:
     return [sys.executable, "-c", "from erp_sms.cli import main; main()", *args]
 
 
-def _wait(pred, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
+def _expire_leases(db: Database) -> int:
+    """The dead worker's leases run out — without waiting for the clock: the rows are
+    what the next worker sees once they have."""
+    with db.engine.begin() as conn:
+        return conn.execute(
+            update(Message.__table__)
+            .where(Message.status == Status.SENDING)
+            .values(lease_expires_at=utcnow() - dt.timedelta(seconds=1))
+        ).rowcount
 
 
 def test_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice_via_twilio(
@@ -64,25 +67,26 @@ def test_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice_via_twili
 ):
     activate_twilio(session)
     make_orders(session, 6, gateway=False)
-    # the third request is slow: the worker is killed while Twilio is still creating it
-    twilio_server.fail_next(2, status=200, delay=0.0)
-    twilio_server.fail_next(status=200, delay=3.0)
+    # the third create is answered late: the worker is killed while it waits for it
+    slow = threading.Event()
+    twilio_server.fail_next(2, status=200)
+    twilio_server.fail_next(status=200, hold=slow)
     env = _env(tmp_path, delivery.database_url, twilio_server.url, 1)
     worker = subprocess.Popen(
         _erp_sms("worker"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        _wait(lambda: twilio_server.requests >= 3)
+        twilio_server.wait_for(lambda t: t.creates >= 3)  # Twilio has the slow one
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
     finally:
+        slow.set()
         if worker.poll() is None:
             worker.kill()
     assert worker.returncode == -signal.SIGKILL
     stuck = [m for m in messages(session) if m.status == Status.SENDING]
     assert stuck, "the kill should leave claimed rows behind"
-    _wait(lambda: twilio_server.creates == 3)  # Twilio finished the slow one anyway
-    time.sleep(1.6)  # the dead worker's lease expires
+    assert _expire_leases(db) == len(stuck)
     done = subprocess.run(_erp_sms("dispatch"), env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     rows = messages(session)
@@ -98,21 +102,23 @@ def test_smtp_duplicate_window_is_the_one_message_in_hand(delivery, db, session,
     """SMTP has no way to ask whether a mail went out: a worker killed after the server
     stored a mail and before the outcome was committed sends that one again. Measured
     here: exactly one duplicate, the message in hand; the rest exactly once."""
-    with SmtpSink(delay_after_store=3.0) as sink:
+    answer = threading.Event()
+    with SmtpSink(hold=answer) as sink:
         make_orders(session, 4)
         env = _env(tmp_path, delivery.database_url, "http://127.0.0.1:9", sink.port)
         worker = subprocess.Popen(
             _erp_sms("worker"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            _wait(lambda: len(sink.received) >= 1)
+            sink.wait_for(1)  # stored; the 250 is held back
             worker.send_signal(signal.SIGKILL)
             worker.wait(10)
         finally:
             if worker.poll() is None:
                 worker.kill()
-        sink.delay_after_store = 0.0
-        time.sleep(1.6)
+        sink.hold = None
+        answer.set()
+        assert _expire_leases(db) >= 1
         done = subprocess.run(
             _erp_sms("dispatch"), env=env, capture_output=True, text=True, timeout=60
         )
@@ -135,7 +141,7 @@ def test_sigterm_finishes_the_text_in_hand_and_hands_back_the_rest(
         _erp_sms("worker"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        _wait(lambda: twilio_server.requests >= 2)
+        twilio_server.wait_for(lambda t: t.requests >= 2)
         worker.send_signal(signal.SIGTERM)
         _out, err = worker.communicate(timeout=20)
     finally:

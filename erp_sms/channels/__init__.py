@@ -1,9 +1,89 @@
-"""Channels deliver one claimed message each: ``twilio`` and ``email_gateway``.
+"""Channels deliver claimed texts: ``twilio`` and ``email_gateway``.
 
-Every channel fills the same small interface (``base.Channel``) and reports failure by
-raising a typed error from ``erp_sms.errors`` — never by returning False.
+Every channel subclasses ``base.Channel``. This package is where the dispatcher learns,
+for one batch, which channels are on (``prepare``) and where each claimed text goes with
+today's rules (``Lanes.decide``) — the dispatcher itself names no channel.
 """
 
-from .base import Channel, SendResult
+from __future__ import annotations
 
-__all__ = ["Channel", "SendResult"]
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from sqlalchemy.orm import Session
+
+from ..addresses import classify, route
+from ..config import Settings
+from ..errors import AddressError, ConfigurationError
+from ..models import Status
+from ..outbox import Claimed, Outcome
+from .base import Channel, SendResult
+from .email_gateway import EmailGatewayChannel
+from .twilio import TwilioChannel
+
+__all__ = ["CHANNELS", "Channel", "Lanes", "SendResult", "prepare"]
+
+#: Every channel the dispatcher can use.
+CHANNELS: tuple[type[Channel], ...] = (TwilioChannel, EmailGatewayChannel)
+
+
+@dataclass
+class Lanes:
+    """The channels of one batch: a factory for each usable one, a held reason for each
+    that is on but unusable (credentials rejected, AuthCode unreadable, no sender)."""
+
+    factories: dict[str, Callable[[], Channel]] = field(default_factory=dict)
+    held: dict[str, str] = field(default_factory=dict)
+    region: str = "US"
+
+    @property
+    def active(self) -> set[str]:
+        return set(self.factories) | set(self.held)
+
+    def decide(self, msg: Claimed) -> Claimed | Outcome:
+        """Route ``msg`` again with today's rules — the TWILIO record may have been
+        switched on or off, a carrier may have shut its gateway meanwhile: the text to
+        send (perhaps rerouted), or the outcome to record instead."""
+        try:
+            address = classify(msg.raw_address, self.region)
+        except AddressError as exc:
+            return Outcome(Status.FAILED, reason=exc.message)
+        r = route(address, TwilioChannel.name in self.active)
+        if r.channel is None:
+            if msg.channel == TwilioChannel.name:
+                return Outcome(
+                    Status.HELD,
+                    reason=(
+                        "the TWILIO rule is inactive and this contact has no working "
+                        f"gateway address ({r.reason}); it goes out when TWILIO is active "
+                        "again (`erp-sms rules set TWILIO --active`), or cancel it"
+                    ),
+                )
+            return Outcome(Status.SKIPPED, reason=r.reason)
+        if r.channel in self.held:
+            return Outcome(Status.HELD, reason=self.held[r.channel])
+        if (r.channel, r.address) != (msg.channel, msg.address):
+            return replace(msg, channel=r.channel, address=r.address)
+        return msg
+
+
+def prepare(session: Session, settings: Settings) -> Lanes:
+    """Read every channel's configuration for one batch."""
+    lanes = Lanes(region=settings.default_region)
+    for cls in CHANNELS:
+        try:
+            factory = cls.configure(session, settings)
+        except ConfigurationError as exc:
+            lanes.held[cls.name] = exc.message
+            continue
+        if factory is not None:
+            lanes.factories[cls.name] = factory
+    return lanes
+
+
+def by_name(name: str) -> type[Channel]:
+    """The channel class called ``name``."""
+    for cls in CHANNELS:
+        if cls.name == name:
+            return cls
+    raise KeyError(name)

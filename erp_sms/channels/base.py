@@ -1,34 +1,80 @@
-"""The channel interface."""
+"""The channel interface: one base class every channel fills (anymail's shape).
+
+A channel instance is one connection to one provider for one sender, used by one thread
+at a time; the dispatcher opens as many instances as ``concurrency`` allows, hands each
+claimed text to ``send`` and closes them when the batch is done. Failures are typed
+errors from ``erp_sms.errors``, never a False return:
+
+- ``TransientError`` — may pass, retried with backoff (``maybe_sent`` when the provider
+  may have accepted it: the dispatcher asks ``find_previous_send`` before a re-send);
+- ``PermanentError`` — for good; ``OptedOutError`` when the recipient opted out;
+- ``ChannelConfigurationError`` — the provider rejected our credentials or settings: texts
+  are held for staff. It is a ``ConfigurationError``, outside the delivery hierarchy, so no
+  retry loop can swallow it.
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
+from sqlalchemy.orm import Session
+
+from ..config import Settings
+from ..errors import ChannelConfigurationError
 from ..outbox import Claimed
 
 
 @dataclass(frozen=True)
 class SendResult:
+    """What the provider said when it accepted a text."""
+
     provider_id: str | None
     provider_status: str | None = None
     segments: int | None = None
     price: str | None = None
     price_unit: str | None = None
     raw: Any = None
+    detail: str | None = None  # for the timeline, when "accepted by …" is not the whole story
 
 
-class Channel(Protocol):
-    """Deliver messages; raise ``TransientError``, ``PermanentError`` (``OptedOutError``)
-    or ``ChannelConfigurationError`` on failure."""
+class Channel(ABC):
+    """Delivers claimed texts through one provider.
 
-    name: str
+    Subclasses set ``name`` and may override the limits: ``concurrency`` (instances that
+    send at once) and ``rate_per_second`` (segments per second for the sender, shared by
+    its instances; 0 means unpaced).
+    """
 
-    def send(self, message: Claimed) -> SendResult: ...
+    name: ClassVar[str]
+    concurrency: int = 1
+    rate_per_second: float = 0.0
+
+    @classmethod
+    @abstractmethod
+    def configure(cls, session: Session, settings: Settings) -> Callable[[], Channel] | None:
+        """Read this channel's configuration for one batch: a factory of connected
+        instances, or None when the channel is switched off. Raise ``ConfigurationError``
+        when it is on but cannot be used: its texts are held with that message."""
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect before the first send (lazily connecting channels need not)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the connection; never raises."""
+
+    @abstractmethod
+    def send(self, message: Claimed) -> SendResult:
+        """Hand one text to the provider, or raise a typed error."""
 
     def find_previous_send(self, message: Claimed) -> SendResult | None:
-        """For a message reclaimed after a lease expired: the earlier send, if the
-        provider can tell (None: not found, or the channel cannot tell)."""
-        ...
+        """An earlier attempt at ``message`` that the provider accepted, if the provider
+        can tell (None: not found, or it cannot tell). Called before any re-send."""
+        return None
 
-    def close(self) -> None: ...
+    def rejected(self, session: Session, error: ChannelConfigurationError) -> str:
+        """The provider rejected this channel's configuration: record it where staff will
+        see it (in ``session``) and return the reason the held texts carry."""
+        return error.message

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import smtplib
 import ssl
+from collections.abc import Callable
+from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from io import BytesIO
+
+from sqlalchemy.orm import Session
 
 from ..addresses import mask
 from ..config import Settings
 from ..errors import ChannelConfigurationError, ConfigurationError, PermanentError, TransientError
 from ..outbox import Claimed
-from .base import SendResult
+from .base import Channel, SendResult
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +33,19 @@ def _smtp_error(code: int, reply: bytes | str, what: str) -> TransientError | Pe
     return PermanentError(message, code=code, provider="smtp")
 
 
-class EmailGatewayChannel:
+class EmailGatewayChannel(Channel):
+    """Plain-text mail to the contact's carrier gateway, over one SMTP connection per
+    instance. It cannot tell whether an earlier attempt went out (``find_previous_send``
+    is the base's None): see README "Delivery guarantees"."""
+
     name = "email_gateway"
+
+    @classmethod
+    def configure(
+        cls, session: Session, settings: Settings
+    ) -> Callable[[], EmailGatewayChannel] | None:
+        cls(settings)  # ConfigurationError now (texts held), not in the sending thread
+        return lambda: cls(settings)
 
     def __init__(self, settings: Settings) -> None:
         if not settings.smtp_from:
@@ -38,6 +55,7 @@ class EmailGatewayChannel:
         self.settings = settings
         self.sender = settings.smtp_from
         self._smtp: smtplib.SMTP | None = None
+        self._message_ids: dict[int, str] = {}
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
@@ -77,22 +95,19 @@ class EmailGatewayChannel:
         em["Subject"] = ""  # gateways prepend the subject to the text: keep it empty
         em["Date"] = formatdate(localtime=False)
         domain = self.sender.rpartition("@")[2] or None
-        em["Message-ID"] = make_msgid(idstring=f"erp-sms.{message.id}", domain=domain)
+        em["Message-ID"] = self._message_ids[message.id] = make_msgid(
+            idstring=f"erp-sms.{message.id}", domain=domain
+        )
         em.set_content(message.body)
         return em
 
     def send(self, message: Claimed) -> SendResult:
-        em = self._build(message)
+        data = _wire(self._build(message))
         for attempt in (1, 2):
             if self._smtp is None:
                 self._smtp = self._connect()
             try:
-                refused = self._smtp.send_message(em)
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, reply = next(iter(exc.recipients.values()))
-                raise _smtp_error(code, reply, f"recipient {mask(message.address)}") from None
-            except smtplib.SMTPSenderRefused as exc:
-                raise _smtp_error(exc.smtp_code, exc.smtp_error, f"sender {self.sender}") from None
+                self._envelope(self._smtp, message)
             except smtplib.SMTPServerDisconnected:
                 self._drop()
                 if attempt == 2:
@@ -100,31 +115,83 @@ class EmailGatewayChannel:
                         "SMTP server closed the connection", provider="smtp"
                     ) from None
                 continue  # the connection went stale between messages: reconnect once
-            except smtplib.SMTPResponseException as exc:
-                if exc.smtp_code == 421:  # the server is closing the connection
-                    self._drop()
-                raise _smtp_error(exc.smtp_code, exc.smtp_error, "the message") from None
             except OSError as exc:
                 self._drop()
-                if attempt == 2:
-                    raise TransientError(
-                        f"SMTP connection failed: {exc}", provider="smtp"
-                    ) from None
-                continue
-            if refused:
-                code, reply = next(iter(refused.values()))
-                raise _smtp_error(code, reply, f"recipient {mask(message.address)}")
-            log.info(
-                "email gateway: message %s to %s accepted",
-                message.id,
-                mask(message.address),
-                extra={"message_id": message.id},
-            )
-            return SendResult(provider_id=em["Message-ID"], provider_status="accepted")
+                raise TransientError(f"SMTP connection failed: {exc}", provider="smtp") from None
+            return self._data(self._smtp, message, data)
         raise AssertionError("unreachable")
 
-    def find_previous_send(self, message: Claimed) -> SendResult | None:
-        return None  # SMTP cannot tell; see README "Delivery guarantees"
+    def _envelope(self, smtp: smtplib.SMTP, message: Claimed) -> None:
+        """MAIL FROM and RCPT TO: a refusal here is before any data went out."""
+        assert message.address is not None
+        smtp.ehlo_or_helo_if_needed()
+        code, reply = smtp.mail(self.sender)
+        if code != 250:
+            self._reset(smtp, code)
+            raise _smtp_error(code, reply, f"sender {self.sender}")
+        code, reply = smtp.rcpt(message.address)
+        if code not in (250, 251):
+            self._reset(smtp, code)
+            raise _smtp_error(code, reply, f"recipient {mask(message.address)}")
+
+    def _data(self, smtp: smtplib.SMTP, message: Claimed, data: bytes) -> SendResult:
+        """DATA, the text, and the server's answer. Once the whole text is written, a
+        missing or late answer is never a reason to send it again: gateways give no
+        receipts anyway, and a second copy is worse than an unconfirmed first."""
+        try:
+            code, reply = smtp.docmd("data")
+            if code != 354:
+                self._reset(smtp, code)
+                raise _smtp_error(code, reply, "the message")
+            smtp.send(data)
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            # The text was not completely written: without the final "." the server
+            # discards it, so sending again is safe.
+            self._drop()
+            raise TransientError(f"SMTP connection failed: {exc}", provider="smtp") from None
+        try:
+            code, reply = smtp.getreply()
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            self._drop()
+            why = "no answer in time" if isinstance(exc, TimeoutError) else f"{exc}"
+            log.warning(
+                "email gateway: message %s to %s handed over, not confirmed (%s)",
+                message.id,
+                mask(message.address or ""),
+                why,
+                extra={"message_id": message.id},
+            )
+            return SendResult(
+                provider_id=self._message_id(message),
+                provider_status="not confirmed",
+                detail=(
+                    f"sent, not confirmed by the mail server ({why}); not sent again — "
+                    "gateways give no delivery receipt"
+                ),
+            )
+        if code == 421:
+            self._drop()
+        if code != 250:
+            raise _smtp_error(code, reply, "the message")
+        log.info(
+            "email gateway: message %s to %s accepted",
+            message.id,
+            mask(message.address or ""),
+            extra={"message_id": message.id},
+        )
+        return SendResult(provider_id=self._message_id(message), provider_status="accepted")
+
+    def _reset(self, smtp: smtplib.SMTP, code: int) -> None:
+        if code == 421:  # the server is closing the connection
+            self._drop()
+            return
+        try:
+            smtp.rset()
+        except (OSError, smtplib.SMTPException):
+            self._drop()
+
+    def _message_id(self, message: Claimed) -> str | None:
+        return self._message_ids.pop(message.id, None)
 
     def _drop(self) -> None:
         smtp, self._smtp = self._smtp, None
@@ -137,6 +204,16 @@ class EmailGatewayChannel:
                 smtp.quit()
             except (OSError, smtplib.SMTPException):
                 smtp.close()
+
+
+def _wire(em: EmailMessage) -> bytes:
+    """The message as DATA carries it: CRLF lines, leading dots doubled, the final dot."""
+    buf = BytesIO()
+    BytesGenerator(buf).flatten(em, linesep="\r\n")
+    data = re.sub(rb"(?m)^\.", b"..", buf.getvalue())
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
 
 
 def _close_quietly(smtp: smtplib.SMTP | None) -> None:

@@ -11,15 +11,19 @@ import time
 from collections.abc import Callable
 
 import requests
+from sqlalchemy.orm import Session
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
+from urllib3.exceptions import NewConnectionError
 
+from .. import rule_records
 from ..addresses import mask
 from ..catalog import twilio_error_policies
 from ..config import Settings
 from ..errors import (
     ChannelConfigurationError,
+    ConfigurationError,
     DeliveryError,
     OptedOutError,
     PermanentError,
@@ -27,12 +31,14 @@ from ..errors import (
 )
 from ..outbox import Claimed
 from ..rule_records import TwilioRule
-from .base import SendResult
+from .base import Channel, SendResult
 
 log = logging.getLogger(__name__)
 
 
-def error_for(code: int | None, http_status: int | None, text: str) -> DeliveryError:
+def error_for(
+    code: int | None, http_status: int | None, text: str
+) -> DeliveryError | ChannelConfigurationError:
     """The typed error for a Twilio error code / HTTP status (policy as data)."""
     policy = twilio_error_policies().get(code) if code is not None else None
     if policy is not None:
@@ -44,16 +50,28 @@ def error_for(code: int | None, http_status: int | None, text: str) -> DeliveryE
                 code=code,
                 provider="twilio",
             )
+        if policy.action == "retry":
+            return TransientError(
+                policy.reason,
+                code=code,
+                provider="twilio",
+                max_attempts=limit,
+                maybe_sent=http_status is not None and http_status >= 500,
+            )
         kinds: dict[str, type[DeliveryError]] = {
-            "retry": TransientError,
             "opt_out": OptedOutError,
             "permanent": PermanentError,
         }
         kind = kinds.get(policy.action, PermanentError)
         return kind(policy.reason, code=code, provider="twilio", max_attempts=limit)
     if http_status == 429 or (http_status is not None and http_status >= 500):
+        # A 429 proves nothing was created; a 5xx does not (a gateway timeout in front of
+        # Twilio, say), so Twilio is asked before the text is sent again.
         return TransientError(
-            f"Twilio answered HTTP {http_status}: {text}", code=code, provider="twilio"
+            f"Twilio answered HTTP {http_status}: {text}",
+            code=code,
+            provider="twilio",
+            maybe_sent=http_status != 429,
         )
     if http_status == 401:
         return ChannelConfigurationError(
@@ -95,12 +113,36 @@ class Pacer:
             self._sleep(start - now)
 
 
-class TwilioChannel:
+_pacers: dict[tuple[str, float], Pacer] = {}
+_pacers_lock = threading.Lock()
+
+
+def pacer_for(sender: str, rate: float) -> Pacer:
+    """The one pacer of a sending number in this process: the rate limit is the
+    number's, whichever thread or batch sends."""
+    with _pacers_lock:
+        pacer = _pacers.get((sender, rate))
+        if pacer is None:
+            pacer = _pacers[(sender, rate)] = Pacer(rate)
+        return pacer
+
+
+HELD_CREDENTIALS = (
+    "Twilio rejected the TWILIO credentials (20003); update them with "
+    "`erp-sms rules set TWILIO --auth-code …` and held texts are released"
+)
+
+
+class TwilioChannel(Channel):
+    """Texts through the Twilio Messages API, from the TWILIO rule record's number."""
+
     name = "twilio"
 
     def __init__(self, rule: TwilioRule, settings: Settings, pacer: Pacer | None = None) -> None:
         self.from_ = rule.phone_number
-        self.pacer = pacer or Pacer(settings.dispatch.rate_per_second)
+        self.concurrency = max(1, settings.dispatch.concurrency)
+        self.rate_per_second = settings.dispatch.rate_per_second
+        self.pacer = pacer or Pacer(self.rate_per_second)
         http = TwilioHttpClient(timeout=settings.dispatch.http_timeout_seconds)
         # A non-empty environment: an empty dict would fall back to os.environ, whose
         # TWILIO_REGION / TWILIO_EDGE would rewrite the host.
@@ -114,6 +156,25 @@ class TwilioChannel:
         self.status_callback = (
             settings.public_url.rstrip("/") + "/twilio/status" if settings.public_url else None
         )
+
+    @classmethod
+    def configure(cls, session: Session, settings: Settings) -> Callable[[], TwilioChannel] | None:
+        """The TWILIO rule record: off when inactive; held when its AuthCode cannot be
+        read or Twilio rejected it."""
+        active, _phone = rule_records.twilio_routing(session)
+        if not active:
+            return None
+        rule = rule_records.twilio_rule(session)  # ConfigurationError: cannot decrypt
+        if rule is None:
+            return None
+        if rule.rejected_reason is not None:
+            raise ConfigurationError(HELD_CREDENTIALS)
+        pacer = pacer_for(rule.phone_number, settings.dispatch.rate_per_second)
+        return lambda: cls(rule, settings, pacer)
+
+    def rejected(self, session: Session, error: ChannelConfigurationError) -> str:
+        rule_records.flag_rejected(session, rule_records.TWILIO, error.message)
+        return HELD_CREDENTIALS
 
     def send(self, message: Claimed) -> SendResult:
         assert message.address is not None
@@ -129,10 +190,23 @@ class TwilioChannel:
             code = getattr(exc, "code", None)
             raise error_for(code, getattr(exc, "status", None), str(exc)) from None
         except requests.Timeout:
-            raise TransientError("Twilio did not answer in time", provider="twilio") from None
+            raise TransientError(
+                "Twilio did not answer in time", provider="twilio", maybe_sent=True
+            ) from None
         except requests.RequestException as exc:
             raise TransientError(
-                f"cannot reach Twilio: {type(exc).__name__}", provider="twilio"
+                f"cannot reach Twilio: {type(exc).__name__}",
+                provider="twilio",
+                maybe_sent=_may_have_arrived(exc),
+            ) from None
+        except ValueError:
+            # A 2xx whose body is not Twilio's JSON (a proxy's or captive portal's page):
+            # the request went somewhere, so it may have been created.
+            raise TransientError(
+                "the Twilio URL answered with something that is not the Twilio API "
+                "(check ERP_SMS_TWILIO_API_URL and any proxy in between)",
+                provider="twilio",
+                maybe_sent=True,
             ) from None
         log.info(
             "twilio: message %s to %s accepted (%s)",
@@ -146,17 +220,23 @@ class TwilioChannel:
     def find_previous_send(self, message: Claimed) -> SendResult | None:
         """Twilio has no idempotency key: look for our earlier send (same To, From and
         body, created since the message was queued) before sending again."""
-        if not message.may_have_been_sent or message.address is None:
+        if message.address is None:
             return None
         first = message.created_at or message.reclaimed_after or message.claimed_at
         since = first - dt.timedelta(minutes=1)  # clock skew between us and Twilio
         try:
             # No DateSent filter: Twilio leaves date_sent null while a message is still
             # queued, and such a message is exactly the one we must not send twice. The
-            # newest come first; the client follows next_page_uri up to the limit.
-            found = self.client.messages.list(
-                to=message.address, from_=self.from_, limit=200, page_size=200
-            )
+            # newest come first: page (next_page_uri) until the messages are older than
+            # the text itself.
+            for m in self.client.messages.stream(
+                to=message.address, from_=self.from_, page_size=LOOKUP_PAGE_SIZE
+            ):
+                created = m.date_created
+                if created is not None and created < since:
+                    break
+                if m.body == message.body:
+                    return _result(m)
         except TwilioException as exc:
             # A list page that fails is a plain TwilioException("Unable to fetch page",
             # response): a 401 there is the credentials, not a passing fault.
@@ -167,20 +247,34 @@ class TwilioChannel:
             raise TransientError(
                 f"cannot check Twilio for an earlier send before retrying: HTTP {status}",
                 provider="twilio",
+                maybe_sent=True,
             ) from None
         except requests.RequestException as exc:
             raise TransientError(
-                f"cannot check Twilio for an earlier send before retrying: {exc}",
+                f"cannot check Twilio for an earlier send before retrying: {type(exc).__name__}",
                 provider="twilio",
+                maybe_sent=True,
             ) from None
-        for m in found:
-            created = m.date_created
-            if m.body == message.body and (created is None or created >= since):
-                return _result(m)
+        except ValueError:
+            raise TransientError(
+                "cannot check Twilio for an earlier send before retrying: the answer is "
+                "not the Twilio API's",
+                provider="twilio",
+                maybe_sent=True,
+            ) from None
         return None
 
-    def close(self) -> None:
-        pass
+
+#: Messages per page when looking for an earlier send (Twilio allows up to 1,000).
+LOOKUP_PAGE_SIZE = 200
+
+
+def _may_have_arrived(exc: requests.RequestException) -> bool:
+    """False only when the connection was never made: then nothing reached Twilio."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return not isinstance(reason, NewConnectionError)
 
 
 def _result(m: object) -> SendResult:
