@@ -200,3 +200,12 @@ def is_lock_conflict(exc: BaseException) -> bool:
         return True
     code = getattr(orig, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF in _SQLITE_CONFLICTS
+
+
+def one_line(exc: BaseException) -> str:
+    """One line for a log or a summary: a database error without its SQL and parameters
+    (they carry customers' numbers and texts)."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

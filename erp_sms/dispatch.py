@@ -21,14 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from . import channels, outbox
 from .addresses import mask
 from .channels.base import Channel, SendResult
 from .config import Settings, get_settings
-from .db import Database, utcnow
+from .db import Database, one_line, utcnow
 from .errors import (
     ChannelConfigurationError,
     ConfigurationError,
@@ -190,7 +190,7 @@ class Dispatcher:
                 log.error(
                     "worker %s: dispatch failed (%s); trying again",
                     self.worker_id,
-                    _describe(exc),
+                    one_line(exc),
                 )
                 self.stop.wait(max(self.settings.dispatch.poll_seconds, 1.0))
                 continue
@@ -215,7 +215,7 @@ class Dispatcher:
                 self.db, claims, lease_seconds=self.lease_seconds, now=self.clock()
             )
         except SQLAlchemyError as exc:
-            log.warning("worker %s: cannot renew leases: %s", self.worker_id, _describe(exc))
+            log.warning("worker %s: cannot renew leases: %s", self.worker_id, one_line(exc))
             return 0
         lost = [c.id for c in claims if c.id not in held]
         if lost:
@@ -288,7 +288,7 @@ class Dispatcher:
         try:
             first = factory()
         except Exception as exc:  # each sender tries again; texts are held or released
-            log.error("cannot set up a channel: %s", _describe(exc))
+            log.error("cannot set up a channel: %s", one_line(exc))
             first = None
         count = max(1, min(first.concurrency if first else 1, len(jobs)))
         workers = [
@@ -319,7 +319,7 @@ class Dispatcher:
             lane.reject(exc.message)
             channel = None
         except Exception as exc:  # a channel that cannot even start: its texts wait
-            log.error("cannot open a channel: %s", _describe(exc))
+            log.error("cannot open a channel: %s", one_line(exc))
             channel = None
         try:
             while True:
@@ -387,7 +387,7 @@ class Dispatcher:
             log.warning(
                 "message %s not sent: cannot confirm the claim (%s); it is retried after its lease",
                 msg.id,
-                _describe(exc),
+                one_line(exc),
                 extra={"message_id": msg.id},
             )
             summary.add("deferred")
@@ -430,7 +430,7 @@ class Dispatcher:
                 "message %s: %s failed unexpectedly: %s",
                 msg.id,
                 channel.name,
-                _describe(exc),
+                one_line(exc),
                 extra={"message_id": msg.id},
             )
             raise TransientError(
@@ -546,14 +546,14 @@ class Dispatcher:
                         self.worker_id,
                         what,
                         tries,
-                        _describe(exc),
+                        one_line(exc),
                     )
                     return None
                 log.warning(
                     "worker %s: could not %s (%s); trying again",
                     self.worker_id,
                     what,
-                    _describe(exc),
+                    one_line(exc),
                 )
                 self._wait(delay)
                 waited += delay
@@ -622,16 +622,6 @@ class _Lane:
 
     def reject(self, reason: str) -> None:
         self.rejected = self.rejected or reason
-
-
-def _describe(exc: BaseException) -> str:
-    """One line for the log: a database error without its SQL and parameters."""
-    if isinstance(exc, DBAPIError):
-        return (
-            f"{type(exc.orig).__name__}: {str(exc.orig).splitlines()[0] if str(exc.orig) else ''}"
-        )
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # -- inline mode: send right after the host's commit (never inside it) ------------------

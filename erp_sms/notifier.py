@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, object_session
 from . import consent, options, rule_records, templates
 from .addresses import classify, route
 from .config import get_settings
-from .db import utcnow
+from .db import one_line, utcnow
 from .errors import AddressError, InputError, TemplateError
 from .models import Message, Status, message_table
 from .outbox import insert_new
@@ -82,7 +82,7 @@ def notify(
                 "for order %r (%s); the host's commit will fail so that it can retry",
                 event.name,
                 getattr(order, "number", order),
-                exc,
+                one_line(aborted),
                 extra={"event": event.name},
             )
             _fail_host_commit(session, aborted)

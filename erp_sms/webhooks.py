@@ -144,6 +144,34 @@ def _validate(session: Session, state: _State, endpoint: str) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in parsed.items()}
 
 
+_SID = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}$")
+_INT_MAX = 2**31 - 1  # the error_code column is a 32-bit integer on every database
+
+
+def _message_sid(form: dict[str, str]) -> str:
+    """The request's MessageSid — 34 characters, two letters and 32 hex digits — or a
+    400: Twilio does not retry a 4xx, and a request without a valid one cannot be told
+    apart from a replay."""
+    sid = form.get("MessageSid") or form.get("SmsSid") or ""
+    if not _SID.match(sid):
+        log.warning("twilio webhook without a valid MessageSid (%r…); refused", sid[:40])
+        abort(400, "MessageSid is missing or is not a Twilio message SID")
+    return sid
+
+
+def _clean(form: dict[str, str]) -> dict[str, str]:
+    """Keep what fits: no NUL characters (PostgreSQL text cannot hold them)."""
+    return {k.replace("\x00", ""): v.replace("\x00", "") for k, v in form.items()}
+
+
+def error_code(text: str) -> int | None:
+    """A callback's ErrorCode as a number we can store, or None (kept in the raw text)."""
+    text = text.strip()
+    if not text.isdigit() or int(text) > _INT_MAX:
+        return None
+    return int(text)
+
+
 # -- status callbacks -----------------------------------------------------------------------------
 
 
@@ -156,12 +184,10 @@ def error_reason(code: int) -> str:
 def status_callback() -> Response:
     state = _state()
     with state.db.session() as s:
-        form = _validate(s, state, "status")
-        sid = form.get("MessageSid") or form.get("SmsSid")
+        form = _clean(_validate(s, state, "status"))
+        sid = _message_sid(form)
         provider_status = form.get("MessageStatus") or form.get("SmsStatus") or ""
-        if not sid:
-            abort(400)
-        apply_status(s, sid, provider_status, form)
+        apply_status(s, sid, provider_status[:64], form)
     return Response(status=204)
 
 
@@ -169,8 +195,10 @@ def apply_status(session: Session, sid: str, provider_status: str, raw: dict[str
     """Record a callback and move the message forward if the status is newer."""
     new = normalise(provider_status)
     code_text = raw.get("ErrorCode") or ""
-    code = int(code_text) if code_text.isdigit() else None
+    code = error_code(code_text)
     reason = error_reason(code) if code else None
+    if code is None and code_text:
+        reason = f"Twilio error {code_text[:40]!r} (not a code erp-sms knows)"
     raw_json = json.dumps(raw, sort_keys=True)
     msg = session.scalar(select(Message).where(Message.provider_id == sid).with_for_update())
     if msg is None:
@@ -200,6 +228,7 @@ def apply_status(session: Session, sid: str, provider_status: str, raw: dict[str
         msg.status = new
         if code:
             msg.error_code = code
+        if reason:
             msg.reason = reason
         price = raw.get("Price")
         if price:
@@ -240,7 +269,8 @@ def twiml(message: str | None = None) -> Response:
 def inbound() -> Response:
     state = _state()
     with state.db.session() as s:
-        form = _validate(s, state, "inbound")
+        form = _clean(_validate(s, state, "inbound"))
+        _message_sid(form)
         answer = handle_inbound(s, form)
     return twiml(answer)
 
@@ -275,7 +305,7 @@ def handle_inbound(session: Session, form: dict[str, str]) -> str | None:
         InboundMessage(
             provider_id=sid,
             from_number=(number or sender)[:32],
-            to_number=form.get("To"),
+            to_number=(form.get("To") or "")[:32] or None,
             body=body,
             kind=kind,
             contact_refs=",".join(refs) or None,
