@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint soak bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# The fault soak (issue 9): 4 workers x 5,000 texts on PostgreSQL and MariaDB, minutes.
+soak: $(STAMP)
+	$(PY) -m pytest -m soak -p no:randomly -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bench

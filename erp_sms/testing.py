@@ -103,6 +103,8 @@ class TwilioServer:
     accounts: dict[str, str] = field(default_factory=dict)  # sid -> auth token
     latency: float = 0.0
     transient_rate: float = 0.0  # share of creates answered 500 or 429 at random
+    slow_rate: float = 0.0  # share of creates answered ``slow_seconds`` late (created first)
+    slow_seconds: float = 0.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -111,6 +113,8 @@ class TwilioServer:
         self.unsubscribed: set[str] = set()  # numbers that replied STOP at "Twilio"
         self.requests = 0
         self.creates = 0
+        self.transient_faults = 0
+        self.slow_answers = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -288,9 +292,13 @@ class TwilioServer:
                     self.faults.remove(f)
                     return f
             if self.transient_rate and self._rand.random() < self.transient_rate:
+                self.transient_faults += 1
                 if self._rand.random() < 0.5:
                     return Fault(status=500, message="Internal Server Error")
                 return Fault(status=429, code=20429, message="Too Many Requests")
+            if self.slow_rate and self._rand.random() < self.slow_rate:
+                self.slow_answers += 1
+                return Fault(status=200, delay=self.slow_seconds)
         return None
 
     def _create(self, h: BaseHTTPRequestHandler, account: str, form: dict[str, str]) -> None:
@@ -518,7 +526,8 @@ class SmtpSink:
     every MAIL FROM: an outage). ``hold``: an event the server waits for after storing a
     mail and before answering 250 (a slow relay, without sleeping). ``tls``: "starttls"
     (required) or "ssl" (implicit TLS) with ``certfile``/``keyfile``; ``credentials``:
-    (user, password) required to send. ``wait_for(n)`` waits until ``n`` mails arrived.
+    (user, password) required to send. ``slow_rate``: the share of mails answered
+    ``slow_seconds`` late. ``wait_for(n)`` waits until ``n`` mails arrived.
     """
 
     def __init__(
@@ -528,6 +537,9 @@ class SmtpSink:
         flaky_failures: int = 1,
         drop_after: int = 2,
         hold: threading.Event | None = None,
+        slow_rate: float = 0.0,
+        slow_seconds: float = 0.0,
+        seed: int | None = None,
         tls: str | None = None,
         certfile: str | None = None,
         keyfile: str | None = None,
@@ -541,6 +553,9 @@ class SmtpSink:
             ) from exc
         self.mode = mode
         self.hold = hold
+        self.slow_rate, self.slow_seconds = slow_rate, slow_seconds
+        self.slow_answers = 0
+        self._rand = random.Random(seed)
         self._arrived = threading.Condition()
         self.flaky_failures = flaky_failures
         self.drop_after = drop_after
@@ -622,6 +637,11 @@ class SmtpSink:
             import asyncio
 
             await asyncio.get_running_loop().run_in_executor(None, self.hold.wait)
+        elif self.slow_rate and self._rand.random() < self.slow_rate:
+            import asyncio
+
+            self.slow_answers += 1
+            await asyncio.sleep(self.slow_seconds)  # a slow relay (simulated, server side)
         return "250 OK queued"
 
     def wait_for(self, count: int, timeout: float = 30.0) -> None:

@@ -38,11 +38,13 @@ from .test_webhooks import callback, post
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def queue_texts(db: Database, n: int, *, gateway: bool = True, prefix: str = "k") -> None:
+def queue_texts(
+    db: Database, n: int, *, gateway: bool = True, prefix: str = "k", start: int = 0
+) -> None:
     """``n`` queued texts, written as the notifier would, straight into the outbox."""
     now = utcnow()
     rows = []
-    for i in range(n):
+    for i in range(start, start + n):
         number = f"312555{i:04d}"
         address = f"{number}@vtext.com" if gateway else f"+1{number}"
         rows.append(
