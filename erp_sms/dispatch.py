@@ -332,7 +332,16 @@ class Dispatcher:
                 elif self.stop.is_set() or channel is None:
                     self._release([msg], summary)
                 else:
-                    self._send_one(channel, msg, summary, lane)
+                    try:
+                        self._send_one(channel, msg, summary, lane)
+                    except Exception as exc:  # a bug of ours: the row comes back after its lease
+                        log.error(
+                            "message %s: unexpected error (%s); it is retried after its lease",
+                            msg.id,
+                            one_line(exc),
+                            extra={"message_id": msg.id},
+                        )
+                        summary.add("deferred")
         finally:
             if channel is not None:
                 with contextlib.suppress(Exception):

@@ -89,6 +89,72 @@ def set_status(
     add_event(session, message, kind="status", status=status, source=source, detail=reason, raw=raw)
 
 
+def apply_callback(
+    session: Session,
+    provider_id: str,
+    *,
+    status: str | None,
+    provider_status: str,
+    error_code: int | None,
+    reason: str | None,
+    price: tuple[str, str | None] | None,
+    raw: dict[str, str],
+) -> None:
+    """A provider's status report: on the message's timeline, and its status moved
+    forward when the report is newer (never back). A report for a message not known yet
+    (it can beat the send's outcome) is kept and adopted when the outcome is recorded;
+    the same report twice changes nothing."""
+    from .statuses import advance
+
+    raw_json = _json(raw)
+    msg = session.scalar(
+        select(Message).where(Message.provider_id == provider_id).with_for_update()
+    )
+    if msg is None:
+        log.warning("status %s for unknown message %s: recorded", provider_status, provider_id)
+        session.add(
+            MessageEvent(
+                message_id=None,
+                provider_id=provider_id,
+                kind="callback",
+                status=status,
+                source="webhook",
+                detail=f"unknown MessageSid ({provider_status})",
+                raw=raw_json,
+                at=utcnow(),
+            )
+        )
+        return
+    if any(h.kind == "callback" and h.raw == raw_json for h in msg.history):
+        return  # the same callback again (Twilio retries): nothing to do
+    moved = status is not None and advance(msg.status, status)
+    detail = f"Twilio: {provider_status}" + (f" — {reason}" if reason else "")
+    if not moved:
+        detail += f" (kept {msg.status})"
+    add_event(
+        session, msg, kind="callback", source="webhook", status=status, detail=detail, raw=raw
+    )
+    if moved:
+        assert status is not None
+        msg.status = status
+        if error_code:
+            msg.error_code = error_code
+        if reason:
+            msg.reason = reason
+        if price is not None:
+            msg.price, msg.price_unit = price[0], price[1] or msg.price_unit
+
+
+def set_price(db: Database, message_id: int, price: str, unit: str | None) -> bool:
+    """The provider's price, fetched after sending; False when it was already known."""
+    with db.session() as s:
+        msg = s.get(Message, message_id)
+        if msg is None or msg.price is not None:
+            return False
+        msg.price, msg.price_unit = price, unit
+        return True
+
+
 def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Insert message rows, skipping any whose idempotency key is already in the log —
     one statement, no read first, no IntegrityError: PostgreSQL and SQLite ``ON CONFLICT

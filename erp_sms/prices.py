@@ -12,7 +12,7 @@ import requests
 from sqlalchemy import select
 from twilio.base.exceptions import TwilioException
 
-from . import rule_records
+from . import outbox, rule_records
 from .channels.twilio import TwilioChannel
 from .config import Settings
 from .db import Database, utcnow
@@ -67,9 +67,6 @@ def reconcile(db: Database, settings: Settings, *, days: int = 7, limit: int = 5
             continue
         if fetched.price in (None, ""):
             continue
-        with db.session() as s:
-            msg = s.get(Message, message_id)
-            if msg is not None and msg.price is None:
-                msg.price, msg.price_unit = str(fetched.price), fetched.price_unit
-                priced += 1
+        if outbox.set_price(db, message_id, str(fetched.price), fetched.price_unit):
+            priced += 1
     return PriceRun(len(todo), priced, errors)

@@ -28,16 +28,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
 
-from . import consent, options, rule_records
+from . import consent, options, outbox, rule_records
 from .addresses import mask
 from .catalog import keywords, twilio_error_policies
 from .config import Settings, get_settings
 from .db import Database, utcnow
 from .errors import ConfigurationError, InputError
-from .models import InboundMessage, Message, MessageEvent
-from .outbox import add_event
+from .models import InboundMessage, Message
 from .recipients import default_lookup
-from .statuses import advance, normalise
+from .statuses import normalise
 
 log = logging.getLogger(__name__)
 
@@ -199,40 +198,17 @@ def apply_status(session: Session, sid: str, provider_status: str, raw: dict[str
     reason = error_reason(code) if code else None
     if code is None and code_text:
         reason = f"Twilio error {code_text[:40]!r} (not a code erp-sms knows)"
-    raw_json = json.dumps(raw, sort_keys=True)
-    msg = session.scalar(select(Message).where(Message.provider_id == sid).with_for_update())
-    if msg is None:
-        log.warning("twilio status %s for unknown message %s: recorded", provider_status, sid)
-        session.add(
-            MessageEvent(
-                message_id=None,
-                provider_id=sid,
-                kind="callback",
-                status=new,
-                source="webhook",
-                detail=f"unknown MessageSid ({provider_status})",
-                raw=raw_json,
-                at=utcnow(),
-            )
-        )
-        return
-    if any(h.kind == "callback" and h.raw == raw_json for h in msg.history):
-        return  # the same callback again (Twilio retries): nothing to do
-    moved = new is not None and advance(msg.status, new)
-    detail = f"Twilio: {provider_status}" + (f" — {reason}" if reason else "")
-    if not moved:
-        detail += f" (kept {msg.status})"
-    add_event(session, msg, kind="callback", source="webhook", status=new, detail=detail, raw=raw)
-    if moved:
-        assert new is not None
-        msg.status = new
-        if code:
-            msg.error_code = code
-        if reason:
-            msg.reason = reason
-        price = raw.get("Price")
-        if price:
-            msg.price, msg.price_unit = price, raw.get("PriceUnit") or msg.price_unit
+    price = raw.get("Price") or None
+    outbox.apply_callback(
+        session,
+        sid,
+        status=new,
+        provider_status=provider_status,
+        error_code=code,
+        reason=reason,
+        price=(price, raw.get("PriceUnit")) if price else None,
+        raw=raw,
+    )
 
 
 # -- inbound -----------------------------------------------------------------------------------
