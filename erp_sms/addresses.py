@@ -9,6 +9,7 @@ picks the channel (CONTRACT.md "Routing").
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 
@@ -45,6 +46,16 @@ def mask(number: str | None) -> str:
 
 
 def classify(raw: str | None, region: str = "US") -> Address:
+    """What kind of text-message address ``raw`` is (a phone number or a carrier gateway
+    address), normalised; ``AddressError`` with what to fix when it is not usable."""
+    return _classify_cached(raw, region)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _classify_cached(raw: str | None, region: str) -> Address:
+    # Pure in its arguments (the carrier table is loaded once per process): the host path
+    # classifies the same contacts' addresses event after event, and validation
+    # (email-validator, phonenumbers) is most of its CPU. Errors are not cached.
     if raw is None or not raw.strip():
         raise AddressError("no text-message address: fill in Email 2 on the contact")
     if _CONTROL.search(raw):

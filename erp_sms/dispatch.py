@@ -92,6 +92,7 @@ class Summary:
             "canceled",
             "rerouted",
             "released",
+            "throttled",
             "lost",
             "deferred",
             "unrecorded",
@@ -449,6 +450,22 @@ class Dispatcher:
     def _on_transient(
         self, channel: Channel, msg: Claimed, exc: TransientError, summary: Summary
     ) -> None:
+        if exc.throttled:
+            # The provider asked us to slow down: our doing, not the text's — the attempt
+            # does not count, and the text waits as long as the provider said.
+            wait = exc.retry_after if exc.retry_after is not None else self.retry.delay(1)
+            outcome = Outcome(
+                Status.QUEUED,
+                reason=f"throttled by the provider, will retry: {exc.message}",
+                next_attempt_at=self.clock() + dt.timedelta(seconds=wait),
+                error_code=exc.code,
+                channel=msg.channel,
+                address=msg.address,
+                released=True,
+                maybe_sent=msg.may_have_been_sent,
+            )
+            self._finish(msg, outcome, summary, "throttled")
+            return
         if self.retry.allows(exc, msg.attempts):
             when = self.clock() + dt.timedelta(seconds=self.retry.delay(msg.attempts))
             outcome = Outcome(

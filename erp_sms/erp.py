@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, Column, ForeignKey, String, Table, UniqueConstraint
+from sqlalchemy import Boolean, Column, ForeignKey, Index, String, Table, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
 SMSUPDATE = "SMSUPDATE"
@@ -25,6 +25,9 @@ contact_organization = Table(
     Column(
         "organization_id", ForeignKey("erp_organization.id", ondelete="CASCADE"), primary_key=True
     ),
+    # "The contacts of this organization" is the host path's first query; the primary key
+    # starts with contact_id, so it needs its own index (migration e0002).
+    Index("ix_erp_contact_organization_organization", "organization_id"),
 )
 
 

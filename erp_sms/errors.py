@@ -63,7 +63,9 @@ class TransientError(DeliveryError):
 
     ``maybe_sent``: the request may have reached the provider (a timeout, a dropped
     connection after the request went out, an answer we could not read): the provider is
-    asked before the text is sent again or given up on.
+    asked before the text is sent again or given up on. ``throttled``: the provider asked
+    us to slow down (HTTP 429) — our doing, not the text's: the attempt does not count, and
+    ``retry_after`` (seconds, from the provider's Retry-After) says when to try again.
     """
 
     def __init__(
@@ -74,9 +76,13 @@ class TransientError(DeliveryError):
         provider: str = "",
         max_attempts: int | None = None,
         maybe_sent: bool = False,
+        throttled: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, code=code, provider=provider, max_attempts=max_attempts)
         self.maybe_sent = maybe_sent
+        self.throttled = throttled
+        self.retry_after = retry_after
 
 
 class PermanentError(DeliveryError):

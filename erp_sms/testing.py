@@ -55,6 +55,7 @@ class Fault:
     rfc9457: bool = False  # answer in the newer problem-details format
     hold: threading.Event | None = None  # wait for it before answering (no sleeping)
     body: bytes | None = None  # answer these bytes (text/html), not Twilio's JSON
+    retry_after: int | None = None  # a Retry-After header (seconds), as on Twilio's 429s
 
 
 @dataclass
@@ -295,7 +296,7 @@ class TwilioServer:
                 self.transient_faults += 1
                 if self._rand.random() < 0.5:
                     return Fault(status=500, message="Internal Server Error")
-                return Fault(status=429, code=20429, message="Too Many Requests")
+                return Fault(status=429, code=20429, message="Too Many Requests", retry_after=0)
             if self.slow_rate and self._rand.random() < self.slow_rate:
                 self.slow_answers += 1
                 return Fault(status=200, delay=self.slow_seconds)
@@ -385,7 +386,8 @@ class TwilioServer:
         if fault.code is not None:
             payload["code"] = fault.code
             payload["more_info"] = f"https://www.twilio.com/docs/errors/{fault.code}"
-        return self._send(h, fault.status, payload)
+        extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+        return self._send(h, fault.status, payload, extra)
 
     def _list(self, h: BaseHTTPRequestHandler, account: str, q: dict[str, str]) -> None:
         size_text = q.get("PageSize", "50")
@@ -460,9 +462,16 @@ class TwilioServer:
         h.wfile.write(data)
 
     @staticmethod
-    def _send(h: BaseHTTPRequestHandler, status: int, payload: dict[str, Any]) -> None:
+    def _send(
+        h: BaseHTTPRequestHandler,
+        status: int,
+        payload: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> None:
         data = json.dumps(payload).encode()
         h.send_response(status)
+        for name, value in (headers or {}).items():
+            h.send_header(name, value)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()

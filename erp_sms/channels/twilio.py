@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import requests
 from sqlalchemy.orm import Session
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def error_for(
-    code: int | None, http_status: int | None, text: str
+    code: int | None, http_status: int | None, text: str, retry_after: float | None = None
 ) -> DeliveryError | ChannelConfigurationError:
     """The typed error for a Twilio error code / HTTP status (policy as data)."""
     policy = twilio_error_policies().get(code) if code is not None else None
@@ -57,6 +58,8 @@ def error_for(
                 provider="twilio",
                 max_attempts=limit,
                 maybe_sent=http_status is not None and http_status >= 500,
+                throttled=http_status == 429,
+                retry_after=retry_after,
             )
         kinds: dict[str, type[DeliveryError]] = {
             "opt_out": OptedOutError,
@@ -72,6 +75,8 @@ def error_for(
             code=code,
             provider="twilio",
             maybe_sent=http_status != 429,
+            throttled=http_status == 429,
+            retry_after=retry_after,
         )
     if http_status == 401:
         return ChannelConfigurationError(
@@ -143,7 +148,8 @@ class TwilioChannel(Channel):
         self.concurrency = max(1, settings.dispatch.concurrency)
         self.rate_per_second = settings.dispatch.rate_per_second
         self.pacer = pacer or Pacer(self.rate_per_second)
-        http = TwilioHttpClient(timeout=settings.dispatch.http_timeout_seconds)
+        http = _HttpClient(timeout=settings.dispatch.http_timeout_seconds)
+        self.http = http
         # A non-empty environment: an empty dict would fall back to os.environ, whose
         # TWILIO_REGION / TWILIO_EDGE would rewrite the host.
         self.client = Client(
@@ -185,10 +191,11 @@ class TwilioChannel(Channel):
                 to=message.address, from_=self.from_, body=message.body, **kwargs
             )
         except TwilioRestException as exc:
-            raise error_for(exc.code, exc.status, exc.msg) from None
+            raise error_for(exc.code, exc.status, exc.msg, self.http.retry_after) from None
         except TwilioException as exc:  # TwilioServiceException is not a TwilioRestException
             code = getattr(exc, "code", None)
-            raise error_for(code, getattr(exc, "status", None), str(exc)) from None
+            status = getattr(exc, "status", None)
+            raise error_for(code, status, str(exc), self.http.retry_after) from None
         except requests.Timeout:
             raise TransientError(
                 "Twilio did not answer in time", provider="twilio", maybe_sent=True
@@ -263,6 +270,25 @@ class TwilioChannel(Channel):
                 maybe_sent=True,
             ) from None
         return None
+
+
+class _HttpClient(TwilioHttpClient):  # type: ignore[misc]
+    """The twilio client's HTTP client, keeping the last answer's Retry-After (the
+    client's exceptions do not carry headers)."""
+
+    retry_after: float | None = None
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        self.retry_after = None
+        response = super().request(*args, **kwargs)
+        headers = getattr(response, "headers", None) or {}
+        value = headers.get("Retry-After") if hasattr(headers, "get") else None
+        if value is not None:
+            try:
+                self.retry_after = min(max(float(value), 0.0), 3600.0)
+            except ValueError:
+                self.retry_after = None  # an HTTP date: rare from Twilio; backoff applies
+        return response
 
 
 #: Messages per page when looking for an earlier send (Twilio allows up to 1,000).
