@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import phonenumbers
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, object_session
 
@@ -275,15 +275,24 @@ def _plan(
         subject_ref, subject_ctx = lookup.subject(event.subject, obj)
     base["subject_ref"] = subject_ref
 
-    only_one = options.get_bool(session, "SMSONLYONE")
-    twilio_active, sender_phone = rule_records.twilio_routing(session)
+    # The settings an event needs, in one statement: SMSONLYONE, the TWILIO routing and
+    # the template's staff override — always current, no cache to invalidate.
+    stored_only_one, active, sender_phone, override = session.execute(
+        select(
+            options.value_query("SMSONLYONE"),
+            *rule_records.routing_query(),
+            templates.override_query(event.template),
+        )
+    ).one()
+    only_one = options.value_from("SMSONLYONE", stored_only_one) == "on"
+    twilio_active = bool(active)
     decisions = select_recipients(
         view, lookup.contacts(session, order, listed_only=only_one), only_listed=only_one
     )
     source: str | None = None
     template_error: str | None = None
     try:
-        source = templates.load(session, event.template).source
+        source = templates.source_from(event.template, override).source
     except TemplateError as exc:
         template_error = exc.message
     context: dict[str, Any] = {"order": view.context, "sender": _sender_context(sender_phone)}

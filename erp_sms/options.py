@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import ScalarSelect, select
 from sqlalchemy.orm import Session
 
 from .catalog import OptionDef, option_defs
@@ -39,9 +39,18 @@ def _default_text(opt: OptionDef) -> str:
 
 
 def get(session: Session, name: str) -> str:
-    opt = definition(name)
-    stored = session.execute(select(Option.value).where(Option.name == opt.name)).scalar()
-    return stored if stored is not None else _default_text(opt)
+    return value_from(name, session.execute(select(value_query(name))).scalar())
+
+
+def value_query(name: str) -> ScalarSelect[str | None]:
+    """The stored value of option ``name`` (NULL when never set), as a scalar subquery
+    the host path reads together with its other settings."""
+    return select(Option.value).where(Option.name == definition(name).name).scalar_subquery()
+
+
+def value_from(name: str, stored: str | None) -> str:
+    """The option's value: what staff stored, else its default."""
+    return stored if stored is not None else _default_text(definition(name))
 
 
 def get_bool(session: Session, name: str) -> bool:

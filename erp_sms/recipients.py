@@ -230,28 +230,37 @@ class ErpLookup:
         listed = order.contact
         if listed_only:
             return [self._view(listed)] if listed is not None else []
-        found: dict[int, erp.Contact] = {}
-        if order.organization_id is not None:
-            # One query for the opted-in contacts, two more for their attributes and
-            # organizations (no lazy load per contact on the host's path).
+        found: dict[int, ContactView] = {}
+        org_id = order.organization_id
+        if org_id is not None:
+            # One Core query, no ORM objects: the organization's contacts that carry
+            # SMSUPDATE (the join on the link table uses its organization_id index).
+            link, attr = erp.contact_organization, erp.ContactAttribute.__table__
+            contact = erp.Contact.__table__
             q = (
-                select(erp.Contact)
-                .join(erp.contact_organization)
-                .join(erp.ContactAttribute)
+                select(contact.c.id, contact.c.name, contact.c.email2)
+                .join(link, link.c.contact_id == contact.c.id)
                 .where(
-                    erp.contact_organization.c.organization_id == order.organization_id,
-                    erp.ContactAttribute.code == erp.SMSUPDATE,
+                    link.c.organization_id == org_id,
+                    select(attr.c.id)
+                    .where(attr.c.contact_id == contact.c.id, attr.c.code == erp.SMSUPDATE)
+                    .exists(),
                 )
-                .options(
-                    selectinload(erp.Contact.attributes), selectinload(erp.Contact.organizations)
-                )
-                .order_by(erp.Contact.id)
+                .order_by(contact.c.id)
             )
-            for c in session.scalars(q).unique():
-                found[c.id] = c
-        if listed is not None and listed.has_attribute(erp.SMSUPDATE):
-            found.setdefault(listed.id, listed)
-        return [self._view(c) for c in sorted(found.values(), key=lambda c: c.id)]
+            org_key = frozenset({str(org_id)})
+            for row in session.execute(q):
+                found[row.id] = ContactView(
+                    key=str(row.id),
+                    name=row.name,
+                    address=row.email2,
+                    has_smsupdate=True,
+                    organization_keys=org_key,
+                    context={"name": row.name, "id": row.id},
+                )
+        if listed is not None and listed.id not in found and listed.has_attribute(erp.SMSUPDATE):
+            found[listed.id] = self._view(listed)
+        return [found[k] for k in sorted(found)]
 
     def subject(self, name: str, obj: Any) -> tuple[str, Mapping[str, Any]]:
         return object_key(obj), object_context(obj)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import phonenumbers
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import select
+from sqlalchemy import ScalarSelect, select
 from sqlalchemy.orm import Session
 
 from .catalog import RuleType, rule_types
@@ -219,10 +219,20 @@ def clear_rejected(session: Session, name: str, *, by: str) -> None:
 
 def twilio_routing(session: Session) -> tuple[bool, str | None]:
     """(active, sending phone number): what the host-side notifier needs, no secrets."""
-    rule = session.execute(select(Rule).where(Rule.rule_type == TWILIO)).scalar_one_or_none()
-    if rule is None:
-        return False, None
-    return bool(rule.active), rule.get("PhoneNumber")
+    active, phone = session.execute(select(*routing_query())).one()
+    return bool(active), phone
+
+
+def routing_query() -> tuple[ScalarSelect[bool | None], ScalarSelect[str | None]]:
+    """Whether the TWILIO record is active and its PhoneNumber, as scalar subqueries the
+    host path reads together with its other settings (NULL when there is no record)."""
+    active = select(Rule.active).where(Rule.rule_type == TWILIO).scalar_subquery()
+    phone = (
+        select(RuleFieldValue.value)
+        .where(RuleFieldValue.rule_type == TWILIO, RuleFieldValue.name == "PhoneNumber")
+        .scalar_subquery()
+    )
+    return active, phone
 
 
 def twilio_rule(session: Session) -> TwilioRule | None:

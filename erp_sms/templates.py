@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 from jinja2 import nodes
 from jinja2.sandbox import SandboxedEnvironment
-from sqlalchemy import select
+from sqlalchemy import ScalarSelect, select
 from sqlalchemy.orm import Session
 
 from .errors import TemplateError
@@ -174,7 +174,10 @@ def file_name(name: str) -> str:
     return name.replace(" ", "_") + ".txt"
 
 
+@lru_cache(maxsize=256)
 def file_default(name: str) -> str | None:
+    """The packaged default body of template ``name`` (read once per process: package
+    data does not change under a running process)."""
     path = resources.files("erp_sms.email_templates").joinpath(file_name(name))
     if not path.is_file():
         return None
@@ -196,10 +199,18 @@ def default_source(name: str) -> TemplateSource | None:
     return None
 
 
+def override_query(name: str) -> ScalarSelect[str | None]:
+    """The staff override's body of template ``name`` (NULL when none), as a scalar
+    subquery the host path reads together with its other settings."""
+    return select(TemplateOverride.body).where(TemplateOverride.name == name).scalar_subquery()
+
+
 def load(session: Session, name: str) -> TemplateSource:
-    override = session.execute(
-        select(TemplateOverride.body).where(TemplateOverride.name == name)
-    ).scalar_one_or_none()
+    return source_from(name, session.execute(select(override_query(name))).scalar())
+
+
+def source_from(name: str, override: str | None) -> TemplateSource:
+    """The template to use: the staff override if there is one, else the default."""
     if override is not None:
         return TemplateSource(name, override, "override")
     default = default_source(name)
