@@ -483,7 +483,7 @@ class Dispatcher:
         if exc.maybe_sent:
             # "No answer" is not "not sent": ask the provider before calling it failed.
             try:
-                previous = channel.find_previous_send(replace(msg, maybe_sent=True))
+                previous = channel.find_previous_send(msg)
             except (DeliveryError, ConfigurationError) as lookup:
                 previous = None
                 reason += f"; could not check the provider for it ({lookup.message})"

@@ -383,8 +383,17 @@ def confirm_claim(
     db: Database, claimed: Claimed, *, lease_seconds: float, now: dt.datetime | None = None
 ) -> bool:
     """Right before a send: True when ``claimed`` is still ours, its lease renewed for
-    the send; False when the claim was lost (another worker has the text now)."""
-    return claimed.id in renew_leases(db, [claimed], lease_seconds=lease_seconds, now=now)
+    the send; False when the claim was lost (another worker has the text now). One
+    conditional UPDATE: its rowcount proves the claim, as at claim time."""
+    now = now or utcnow()
+    m = message_table.c
+    with db.engine.begin() as conn:
+        res = conn.execute(
+            update(message_table)
+            .where(m.id == claimed.id, m.claimed_by == claimed.token, m.status == Status.SENDING)
+            .values(lease_expires_at=now + dt.timedelta(seconds=lease_seconds))
+        )
+        return res.rowcount == 1
 
 
 def renew_leases(

@@ -86,3 +86,49 @@ class LogWatch:
 
     def close(self) -> None:
         self.logger.removeHandler(self.handler)
+
+
+def worker_env(
+    tmp_path, db_url: str, twilio_url: str, smtp_port: int, dispatch: dict[str, float]
+) -> dict[str, str]:
+    """The environment of an `erp-sms` process pointed at the loopback servers, with
+    these ``[dispatch]`` settings in its config file (the rest of ERP_SMS_* cleared)."""
+    import os
+
+    config = tmp_path / "erp_sms.toml"
+    config.write_text("[dispatch]\n" + "".join(f"{k} = {v}\n" for k, v in dispatch.items()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ERP_SMS_")}
+    env.update(
+        ERP_SMS_DATABASE_URL=db_url,
+        ERP_SMS_TWILIO_API_URL=twilio_url,
+        ERP_SMS_SMTP_HOST="127.0.0.1",
+        ERP_SMS_SMTP_PORT=str(smtp_port),
+        ERP_SMS_SMTP_FROM="orders@example.com",
+        ERP_SMS_CONFIG=str(config),
+    )
+    return env
+
+
+def erp_sms_command(*args: str) -> list[str]:
+    """`erp-sms ARGS` as a command line for subprocess."""
+    import sys
+
+    return [sys.executable, "-m", "erp_sms.cli", *args]
+
+
+def expire_leases(engine) -> int:
+    """Dead workers' leases run out — without waiting for the clock: the rows become what
+    the next worker sees once they have. Returns how many were expired."""
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from erp_sms.db import utcnow
+    from erp_sms.models import Status
+
+    with engine.begin() as conn:
+        return conn.execute(
+            update(Message.__table__)
+            .where(Message.status == Status.SENDING)
+            .values(lease_expires_at=utcnow() - dt.timedelta(seconds=1))
+        ).rowcount

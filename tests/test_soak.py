@@ -17,12 +17,9 @@ expired, and one `erp-sms dispatch` delivers what is left.
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -38,7 +35,7 @@ from erp_sms.models import Message, Status
 from erp_sms.testing import SmtpSink, TwilioServer
 
 from .conftest import _empty
-from .helpers import AUTH, SID, activate_twilio
+from .helpers import AUTH, SID, activate_twilio, erp_sms_command, expire_leases, worker_env
 from .test_faults import queue_texts
 
 pytestmark = [pytest.mark.soak, pytest.mark.slow]
@@ -57,32 +54,23 @@ class Faults:
 
 
 def _env(tmp_path: Path, url: str, twilio_url: str, smtp_port: int) -> dict[str, str]:
-    config = tmp_path / "soak.toml"
-    config.write_text(
-        "[dispatch]\n"
-        "lease_seconds = 3.0\npoll_seconds = 0.2\nbatch_size = 50\nconcurrency = 4\n"
-        "max_attempts = 100\nbackoff_base_seconds = 0.05\nbackoff_max_seconds = 0.5\n"
-        "http_timeout_seconds = 1.0\nsmtp_timeout_seconds = 1.0\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ERP_SMS_")}
-    env.update(
-        ERP_SMS_DATABASE_URL=url,
-        ERP_SMS_TWILIO_API_URL=twilio_url,
-        ERP_SMS_SMTP_HOST="127.0.0.1",
-        ERP_SMS_SMTP_PORT=str(smtp_port),
-        ERP_SMS_SMTP_FROM="orders@example.com",
-        ERP_SMS_CONFIG=str(config),
-    )
-    return env
-
-
-def _erp_sms(*args: str) -> list[str]:
-    return [sys.executable, "-m", "erp_sms.cli", *args]
+    dispatch = {
+        "lease_seconds": 3.0,
+        "poll_seconds": 0.2,
+        "batch_size": 50,
+        "concurrency": 4,
+        "max_attempts": 100,
+        "backoff_base_seconds": 0.05,
+        "backoff_max_seconds": 0.5,
+        "http_timeout_seconds": 1.0,
+        "smtp_timeout_seconds": 1.0,
+    }
+    return worker_env(tmp_path, url, twilio_url, smtp_port, dispatch)
 
 
 def _start(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        _erp_sms("worker"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        erp_sms_command("worker"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
 
 
@@ -169,19 +157,15 @@ def _phase(
     # The killed workers' leases would run out within 3 s; expire them now instead of
     # waiting, then deliver what is left in one run.
     eng = create_engine(url)
+    expire_leases(eng)
     with eng.begin() as conn:
-        conn.execute(
-            update(Message.__table__)
-            .where(Message.status == Status.SENDING)
-            .values(lease_expires_at=utcnow() - dt.timedelta(seconds=1))
-        )
         conn.execute(
             update(Message.__table__)
             .where(Message.status == Status.QUEUED)
             .values(next_attempt_at=utcnow())
         )
     eng.dispose()
-    done = subprocess.run(_erp_sms("dispatch"), env=env, capture_output=True, text=True)
+    done = subprocess.run(erp_sms_command("dispatch"), env=env, capture_output=True, text=True)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
 
 

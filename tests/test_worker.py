@@ -4,15 +4,13 @@ sent twice (Twilio), and the one SMTP window that remains is measured."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, update
+from sqlalchemy import insert
 
 from erp_sms import outbox
 from erp_sms.db import Database, utcnow
@@ -20,7 +18,7 @@ from erp_sms.models import Message, Status
 from erp_sms.outbox import Outcome
 from erp_sms.testing import SmtpSink
 
-from .helpers import activate_twilio, messages
+from .helpers import activate_twilio, erp_sms_command, expire_leases, messages, worker_env
 from .test_dispatch import make_orders
 
 pytestmark = pytest.mark.slow
@@ -29,37 +27,15 @@ pytestmark = pytest.mark.slow
 def _env(
     tmp_path: Path, db_url: str, twilio_url: str, smtp_port: int, lease: float = 1.5
 ) -> dict[str, str]:
-    config = tmp_path / "erp_sms.toml"
-    config.write_text(
-        "[dispatch]\n"
-        f"lease_seconds = {lease}\nconcurrency = 1\npoll_seconds = 0.2\n"
-        "backoff_base_seconds = 0.0\nbackoff_max_seconds = 0.0\nhttp_timeout_seconds = 10.0\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ERP_SMS_")}
-    env.update(
-        ERP_SMS_DATABASE_URL=db_url,
-        ERP_SMS_TWILIO_API_URL=twilio_url,
-        ERP_SMS_SMTP_HOST="127.0.0.1",
-        ERP_SMS_SMTP_PORT=str(smtp_port),
-        ERP_SMS_SMTP_FROM="orders@example.com",
-        ERP_SMS_CONFIG=str(config),
-    )
-    return env
-
-
-def _erp_sms(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from erp_sms.cli import main; main()", *args]
-
-
-def _expire_leases(db: Database) -> int:
-    """The dead worker's leases run out — without waiting for the clock: the rows are
-    what the next worker sees once they have."""
-    with db.engine.begin() as conn:
-        return conn.execute(
-            update(Message.__table__)
-            .where(Message.status == Status.SENDING)
-            .values(lease_expires_at=utcnow() - dt.timedelta(seconds=1))
-        ).rowcount
+    dispatch = {
+        "lease_seconds": lease,
+        "concurrency": 1,
+        "poll_seconds": 0.2,
+        "backoff_base_seconds": 0.0,
+        "backoff_max_seconds": 0.0,
+        "http_timeout_seconds": 10.0,
+    }
+    return worker_env(tmp_path, db_url, twilio_url, smtp_port, dispatch)
 
 
 def test_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice_via_twilio(
@@ -73,7 +49,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice_via_twili
     twilio_server.fail_next(status=200, hold=slow)
     env = _env(tmp_path, delivery.database_url, twilio_server.url, 1)
     worker = subprocess.Popen(
-        _erp_sms("worker"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        erp_sms_command("worker"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         twilio_server.wait_for(lambda t: t.creates >= 3)  # Twilio has the slow one
@@ -86,8 +62,10 @@ def test_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice_via_twili
     assert worker.returncode == -signal.SIGKILL
     stuck = [m for m in messages(session) if m.status == Status.SENDING]
     assert stuck, "the kill should leave claimed rows behind"
-    assert _expire_leases(db) == len(stuck)
-    done = subprocess.run(_erp_sms("dispatch"), env=env, capture_output=True, text=True, timeout=60)
+    assert expire_leases(db.engine) == len(stuck)
+    done = subprocess.run(
+        erp_sms_command("dispatch"), env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     rows = messages(session)
     assert {m.status for m in rows} == {Status.SENT}
@@ -107,7 +85,7 @@ def test_smtp_duplicate_window_is_the_one_message_in_hand(delivery, db, session,
         make_orders(session, 4)
         env = _env(tmp_path, delivery.database_url, "http://127.0.0.1:9", sink.port)
         worker = subprocess.Popen(
-            _erp_sms("worker"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            erp_sms_command("worker"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
             sink.wait_for(1)  # stored; the 250 is held back
@@ -118,9 +96,9 @@ def test_smtp_duplicate_window_is_the_one_message_in_hand(delivery, db, session,
                 worker.kill()
         sink.hold = None
         answer.set()
-        assert _expire_leases(db) >= 1
+        assert expire_leases(db.engine) >= 1
         done = subprocess.run(
-            _erp_sms("dispatch"), env=env, capture_output=True, text=True, timeout=60
+            erp_sms_command("dispatch"), env=env, capture_output=True, text=True, timeout=60
         )
         assert done.returncode == 0, done.stderr
         rcpts = [r[1][0] for r in sink.received]
@@ -138,7 +116,11 @@ def test_sigterm_finishes_the_text_in_hand_and_hands_back_the_rest(
     twilio_server.latency = 0.3
     env = _env(tmp_path, delivery.database_url, twilio_server.url, 1, lease=60)
     worker = subprocess.Popen(
-        _erp_sms("worker"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        erp_sms_command("worker"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         twilio_server.wait_for(lambda t: t.requests >= 2)
@@ -155,7 +137,9 @@ def test_sigterm_finishes_the_text_in_hand_and_hands_back_the_rest(
     assert len(sent) == len(twilio_server.messages) >= 2
     queued = [m for m in rows if m.status == Status.QUEUED]
     assert queued and all(m.attempts == 0 for m in queued)  # handed back, attempt not counted
-    done = subprocess.run(_erp_sms("dispatch"), env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        erp_sms_command("dispatch"), env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0 and done.stdout.startswith("dispatch: ")
     assert len(twilio_server.messages) == 8 and len({m.to for m in twilio_server.messages}) == 8
 
@@ -241,7 +225,6 @@ def test_a_live_lease_is_not_reclaimed(any_db: Database):
 
 def test_a_message_waits_until_its_time(any_db: Database):
     _queue(any_db, 1)
-    import datetime as dt
 
     with any_db.sessions() as s:
         (m,) = messages(s)

@@ -79,11 +79,3 @@ def prepare(session: Session, settings: Settings) -> Lanes:
         if factory is not None:
             lanes.factories[cls.name] = factory
     return lanes
-
-
-def by_name(name: str) -> type[Channel]:
-    """The channel class called ``name``."""
-    for cls in CHANNELS:
-        if cls.name == name:
-            return cls
-    raise KeyError(name)
