@@ -100,6 +100,7 @@ class RuleField:
     choices: tuple[str, ...] = ()
     secret: bool = False
     default: Any = None
+    optional: bool = False  # not needed to activate; an empty value clears it
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ def rule_types() -> dict[str, RuleType]:
                 choices=tuple(f.get("choices", ())),
                 secret=bool(f.get("secret", False)),
                 default=f.get("default"),
+                optional=bool(f.get("optional", False)),
             )
             for f in row["fields"]
         )

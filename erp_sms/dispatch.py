@@ -139,6 +139,11 @@ class Dispatcher:
         self._wait = wait
         self._in_hand: dict[int, Claimed] = {}  # claimed, outcome not recorded yet
         self._in_hand_lock = threading.Lock()
+        # When each text in hand was last known ours: claimed, or renewed by the heartbeat.
+        self._confirmed: dict[int, dt.datetime] = {}
+        self._throttles: dict[int, int] = {}  # 429s per text in hand
+        self._recorder: _Recorder
+        self._summary = Summary()
         # Numbers that opted out (21610) during this worker's life: other texts to them,
         # already claimed in the same batch, are canceled instead of sent.
         self._opted_out: set[str] = set()
@@ -150,24 +155,52 @@ class Dispatcher:
     # -- the loop -------------------------------------------------------------------------
 
     def run_once(self, *, max_batches: int | None = None) -> Summary:
-        """Deliver everything that is due now (batch by batch), then return."""
+        """Deliver everything that is due now, then return.
+
+        Texts are claimed batch by batch, but sending is continuous: each channel's
+        senders (and their clients and connection pools) live for the whole run and the
+        next batch is claimed while the last one is still going out, so the provider
+        always has ``concurrency`` requests in flight. Outcomes are written by one
+        recorder thread, in groups."""
         summary = Summary()
         started = time.monotonic()
+        recorder = _Recorder(self)
+        lanes = _LaneSet(self)
+        beat_done = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=(beat_done,), daemon=True, name="erp-sms-heartbeat"
+        )
+        self._recorder, self._summary = recorder, summary
+        beat.start()
         batches = 0
-        while not self.stop.is_set():
-            claimed = outbox.claim_due(
-                self.db,
-                self.worker_id,
-                limit=self.batch_limit(),
-                lease_seconds=self.lease_seconds,
-                now=self.clock(),
-            )
-            if not claimed:
-                break
-            self._deliver_batch(claimed, summary)
-            batches += 1
-            if max_batches is not None and batches >= max_batches:
-                break
+        try:
+            while not self.stop.is_set():
+                claimed = outbox.claim_due(
+                    self.db,
+                    self.worker_id,
+                    limit=self.batch_limit(),
+                    lease_seconds=self.lease_seconds,
+                    now=self.clock(),
+                )
+                if not claimed:
+                    if lanes.idle and recorder.idle:
+                        break
+                    # What is still going out may come back due now (a retry without
+                    # backoff, a text handed back): claim again once it is recorded.
+                    lanes.wait_until_fewer_than(1)
+                    recorder.flush()
+                    continue
+                self._route_batch(claimed, lanes)
+                batches += 1
+                if max_batches is not None and batches >= max_batches:
+                    break
+                # Claim the next batch while this one's tail is still going out.
+                lanes.wait_until_fewer_than(max(1, self.batch_limit() // 2))
+        finally:
+            lanes.close()
+            recorder.close()
+            beat_done.set()
+            beat.join()
         summary.seconds = time.monotonic() - started
         return summary
 
@@ -211,13 +244,16 @@ class Dispatcher:
             claims = list(self._in_hand.values())
         if not claims:
             return 0
+        now = self.clock()
         try:
-            held = outbox.renew_leases(
-                self.db, claims, lease_seconds=self.lease_seconds, now=self.clock()
-            )
+            held = outbox.renew_leases(self.db, claims, lease_seconds=self.lease_seconds, now=now)
         except SQLAlchemyError as exc:
             log.warning("worker %s: cannot renew leases: %s", self.worker_id, one_line(exc))
             return 0
+        with self._in_hand_lock:
+            for mid in held:
+                if mid in self._in_hand:
+                    self._confirmed[mid] = now
         lost = [c.id for c in claims if c.id not in held]
         if lost:
             log.warning("worker %s: lost the claim on %s (its lease ran out)", self.worker_id, lost)
@@ -230,91 +266,36 @@ class Dispatcher:
 
     # -- one batch ------------------------------------------------------------------------
 
-    def _deliver_batch(self, claimed: list[Claimed], summary: Summary) -> None:
+    def _route_batch(self, claimed: list[Claimed], lanes: _LaneSet) -> None:
+        """Route each claimed text with today's rules and hand it to its channel's lane
+        (or record the outcome that replaces sending it)."""
         with self._in_hand_lock:
-            self._in_hand.update((c.id, c) for c in claimed)
-        done = threading.Event()
-        beat = threading.Thread(
-            target=self._heartbeat, args=(done,), daemon=True, name="erp-sms-heartbeat"
-        )
-        beat.start()
-        try:
-            with self.db.session() as s:
-                lanes = channels.prepare(s, self.settings)
-            jobs: dict[str, list[Claimed]] = {}
-            for msg in claimed:
-                decided = lanes.decide(msg)
-                if isinstance(decided, Outcome):
-                    self._finish(msg, decided, summary, decided.status)
-                    continue
-                if decided is not msg:
-                    summary.add("rerouted")
-                    log.info(
-                        "message %s rerouted %s -> %s",
-                        msg.id,
-                        msg.channel,
-                        decided.channel,
-                        extra={"message_id": msg.id},
-                    )
-                jobs.setdefault(decided.channel or "", []).append(decided)
-            lane_threads = [
-                threading.Thread(
-                    target=self._run_lane,
-                    args=(lanes.factories[name], lane_jobs, summary),
-                    daemon=True,
-                    name=f"erp-sms-{name}",
+            for c in claimed:
+                self._in_hand[c.id] = c
+                self._confirmed[c.id] = c.claimed_at
+        with self.db.session() as s:
+            prepared = channels.prepare(s, self.settings)
+        for msg in claimed:
+            decided = prepared.decide(msg)
+            if isinstance(decided, Outcome):
+                self._finish(msg, decided, decided.status)
+                continue
+            if decided is not msg:
+                self._summary.add("rerouted")
+                log.info(
+                    "message %s rerouted %s -> %s",
+                    msg.id,
+                    msg.channel,
+                    decided.channel,
+                    extra={"message_id": msg.id},
                 )
-                for name, lane_jobs in jobs.items()
-            ]
-            for t in lane_threads:
-                t.start()
-            for t in lane_threads:
-                t.join()
-        finally:
-            done.set()
-            beat.join()
-            with self._in_hand_lock:
-                for c in claimed:
-                    self._in_hand.pop(c.id, None)
+            name = decided.channel or ""
+            lanes.submit(name, prepared.factories[name], decided)
 
-    def _run_lane(
-        self, factory: Callable[[], Channel], jobs: list[Claimed], summary: Summary
-    ) -> None:
-        """Send one channel's texts with as many instances as the channel allows."""
-        pending: queue.SimpleQueue[Claimed] = queue.SimpleQueue()
-        for msg in jobs:
-            pending.put(msg)
-        lane = _Lane()
-        first: Channel | None
+    def _lane_worker(self, channel: Channel | None, lane: _Lane) -> None:
+        """One sender of a lane: takes texts until the lane closes."""
         try:
-            first = factory()
-        except Exception as exc:  # each sender tries again; texts are held or released
-            log.error("cannot set up a channel: %s", one_line(exc))
-            first = None
-        count = max(1, min(first.concurrency if first else 1, len(jobs)))
-        workers = [
-            threading.Thread(
-                target=self._lane_worker,
-                args=(first if i == 0 else None, factory, pending, lane, summary),
-                daemon=True,
-            )
-            for i in range(count)
-        ]
-        for t in workers:
-            t.start()
-        for t in workers:
-            t.join()
-
-    def _lane_worker(
-        self,
-        channel: Channel | None,
-        factory: Callable[[], Channel],
-        pending: queue.SimpleQueue[Claimed],
-        lane: _Lane,
-        summary: Summary,
-    ) -> None:
-        try:
-            channel = channel or factory()
+            channel = channel or lane.factory()
             channel.open()
         except ConfigurationError as exc:
             lane.reject(exc.message)
@@ -322,43 +303,59 @@ class Dispatcher:
         except Exception as exc:  # a channel that cannot even start: its texts wait
             log.error("cannot open a channel: %s", one_line(exc))
             channel = None
+        previous: list[_Record] = []  # this sender's last outcome, for the barrier
+        if channel is not None:
+            channel.handover_barrier = lambda: self._barrier(previous)
         try:
             while True:
-                try:
-                    msg = pending.get_nowait()
-                except queue.Empty:
+                msg = lane.pending.get()
+                if msg is None:
                     return
-                if lane.rejected is not None:
-                    self._finish(msg, Outcome(Status.HELD, reason=lane.rejected), summary, "held")
-                elif self.stop.is_set() or channel is None:
-                    self._release([msg], summary)
-                else:
-                    try:
-                        self._send_one(channel, msg, summary, lane)
-                    except Exception as exc:  # a bug of ours: the row comes back after its lease
-                        log.error(
-                            "message %s: unexpected error (%s); it is retried after its lease",
-                            msg.id,
-                            one_line(exc),
-                            extra={"message_id": msg.id},
-                        )
-                        summary.add("deferred")
+                try:
+                    if lane.rejected is not None:
+                        outcome = Outcome(Status.HELD, reason=lane.rejected)
+                        previous[:] = [self._finish(msg, outcome, "held")]
+                    elif self.stop.is_set() or channel is None:
+                        previous[:] = [self._release(msg)]
+                    else:
+                        record = self._send_one(channel, msg, lane)
+                        if record is not None:
+                            previous[:] = [record]
+                except Exception as exc:  # a bug of ours: the row comes back after its lease
+                    log.error(
+                        "message %s: unexpected error (%s); it is retried after its lease",
+                        msg.id,
+                        one_line(exc),
+                        extra={"message_id": msg.id},
+                    )
+                    self._summary.add("deferred")
+                finally:
+                    lane.owner.done_one()
         finally:
             if channel is not None:
                 with contextlib.suppress(Exception):
                     channel.close()
 
+    def _barrier(self, previous: list[_Record]) -> None:
+        if previous and previous[0].wait() is None:
+            raise TransientError(
+                "the outcome of the text before could not be recorded; not sending more "
+                "until the database takes it",
+                provider="erp-sms",
+            )
+
     # -- one text -------------------------------------------------------------------------
 
-    def _send_one(self, channel: Channel, msg: Claimed, summary: Summary, lane: _Lane) -> None:
+    def _send_one(self, channel: Channel, msg: Claimed, lane: _Lane) -> _Record | None:
         if msg.recipient is not None and msg.recipient in self._opted_out:
             reason = f"canceled: {msg.recipient} opted out (twilio_21610) before it was sent"
-            self._finish(msg, Outcome(Status.CANCELED, reason=reason), summary, "canceled")
-            return
-        if not self._still_mine(msg, summary):
-            return
+            return self._finish(msg, Outcome(Status.CANCELED, reason=reason), "canceled")
+        if not self._still_mine(msg):
+            return None
+        if self.stop.is_set():
+            return self._release(msg)
         try:
-            result = self._deliver(channel, msg)
+            result = self._deliver_in_window(channel, msg, lane.window)
         except ChannelConfigurationError as exc:
             log.error("message %s held: %s", msg.id, exc.message, extra={"message_id": msg.id})
             error = exc
@@ -367,32 +364,37 @@ class Dispatcher:
                 f"flag the {channel.name} record",
             )
             lane.reject(flagged or exc.message)
-            self._finish(
+            return self._finish(
                 msg,
                 Outcome(Status.HELD, reason=lane.rejected, error_code=exc.code),
-                summary,
                 "held",
             )
-            return
         except OptedOutError as exc:
-            self._finish(msg, self._failed(exc, msg), summary, "failed")
+            record = self._finish(msg, self._failed(exc, msg), "failed")
             self._opt_out(msg, exc)
-            return
+            return record
         except TransientError as exc:
-            self._on_transient(channel, msg, exc, summary)
-            return
+            return self._on_transient(channel, msg, exc, lane)
         except DeliveryError as exc:  # permanent, or any other channel error: not retried
-            self._finish(msg, self._failed(exc, msg), summary, "failed")
-            return
-        self._record_sent(msg, result, summary)
+            return self._finish(msg, self._failed(exc, msg), "failed")
+        return self._record_sent(msg, result)
 
-    def _still_mine(self, msg: Claimed, summary: Summary) -> bool:
+    def _still_mine(self, msg: Claimed) -> bool:
         """The claim check right before a send: a worker that lost its claim (a lease
-        that ran out while the database was away) must not send what another now has."""
+        that ran out while the database was away) must not send what another now has.
+
+        While this worker's own lease on the text is known good for half a lease more
+        (claimed or renewed by the heartbeat recently, by its clock) nothing is asked;
+        otherwise one conditional UPDATE proves the claim. Other workers can take the text
+        only after the lease ran out by their clocks, so this holds while the workers'
+        clocks agree within half a lease (150 s by default)."""
+        now = self.clock()
+        with self._in_hand_lock:
+            confirmed = self._confirmed.get(msg.id, msg.claimed_at)
+        if now < confirmed + dt.timedelta(seconds=self.lease_seconds / 2):
+            return True
         try:
-            mine = outbox.confirm_claim(
-                self.db, msg, lease_seconds=self.lease_seconds, now=self.clock()
-            )
+            mine = outbox.confirm_claim(self.db, msg, lease_seconds=self.lease_seconds, now=now)
         except SQLAlchemyError as exc:
             log.warning(
                 "message %s not sent: cannot confirm the claim (%s); it is retried after its lease",
@@ -400,7 +402,7 @@ class Dispatcher:
                 one_line(exc),
                 extra={"message_id": msg.id},
             )
-            summary.add("deferred")
+            self._summary.add("deferred")
             return False
         if not mine:
             log.warning(
@@ -408,8 +410,27 @@ class Dispatcher:
                 msg.id,
                 extra={"message_id": msg.id},
             )
-            summary.add("lost")
+            self._summary.add("lost")
+        else:
+            with self._in_hand_lock:
+                self._confirmed[msg.id] = now
         return mine
+
+    def _deliver_in_window(self, channel: Channel, msg: Claimed, window: Window) -> SendResult:
+        """``_deliver`` inside the lane's adaptive window (see ``Window``)."""
+        generation = window.acquire(self.stop)
+        throttled: TransientError | None = None
+        try:
+            return self._deliver(channel, msg)
+        except TransientError as exc:
+            throttled = exc if exc.throttled else None
+            raise
+        finally:
+            window.release(
+                generation,
+                throttled=throttled is not None,
+                retry_after=throttled.retry_after if throttled else None,
+            )
 
     def _deliver(self, channel: Channel, msg: Claimed) -> SendResult:
         """Send ``msg``, unless the provider already has an earlier attempt or the text
@@ -448,8 +469,17 @@ class Dispatcher:
             ) from exc
 
     def _on_transient(
-        self, channel: Channel, msg: Claimed, exc: TransientError, summary: Summary
-    ) -> None:
+        self, channel: Channel, msg: Claimed, exc: TransientError, lane: _Lane
+    ) -> _Record | None:
+        if (
+            exc.throttled
+            and (exc.retry_after or 0.0) <= Window.MAX_PAUSE
+            and self._throttled_in_hand(msg) <= THROTTLED_IN_HAND
+        ):
+            # We sent too fast: the window has shrunk and paused for Retry-After; the text
+            # stays in hand (its lease renewed) and goes again — no write, no attempt used.
+            lane.requeue(msg)
+            return None
         if exc.throttled:
             # The provider asked us to slow down: our doing, not the text's — the attempt
             # does not count, and the text waits as long as the provider said.
@@ -464,8 +494,7 @@ class Dispatcher:
                 released=True,
                 maybe_sent=msg.may_have_been_sent,
             )
-            self._finish(msg, outcome, summary, "throttled")
-            return
+            return self._finish(msg, outcome, "throttled")
         if self.retry.allows(exc, msg.attempts):
             when = self.clock() + dt.timedelta(seconds=self.retry.delay(msg.attempts))
             outcome = Outcome(
@@ -477,8 +506,7 @@ class Dispatcher:
                 address=msg.address,
                 maybe_sent=exc.maybe_sent or msg.may_have_been_sent,
             )
-            self._finish(msg, outcome, summary, "retrying")
-            return
+            return self._finish(msg, outcome, "retrying")
         reason = f"gave up after {msg.attempts} attempt(s): {exc.message}"
         if exc.maybe_sent:
             # "No answer" is not "not sent": ask the provider before calling it failed.
@@ -489,9 +517,8 @@ class Dispatcher:
                 reason += f"; could not check the provider for it ({lookup.message})"
             if previous is not None:
                 detail = "the last attempt got no answer, but the provider has it: sent"
-                self._record_sent(msg, replace(previous, detail=detail), summary)
-                return
-        self._finish(
+                return self._record_sent(msg, replace(previous, detail=detail))
+        return self._finish(
             msg,
             Outcome(
                 Status.FAILED,
@@ -500,9 +527,13 @@ class Dispatcher:
                 channel=msg.channel,
                 address=msg.address,
             ),
-            summary,
             "failed",
         )
+
+    def _throttled_in_hand(self, msg: Claimed) -> int:
+        with self._in_hand_lock:
+            self._throttles[msg.id] = self._throttles.get(msg.id, 0) + 1
+            return self._throttles[msg.id]
 
     @staticmethod
     def _failed(exc: DeliveryError, msg: Claimed | None = None) -> Outcome:
@@ -514,7 +545,7 @@ class Dispatcher:
             address=msg.address if msg else None,
         )
 
-    def _record_sent(self, msg: Claimed, result: SendResult, summary: Summary) -> None:
+    def _record_sent(self, msg: Claimed, result: SendResult) -> _Record:
         outcome = Outcome(
             Status.SENT,
             provider_id=result.provider_id,
@@ -527,25 +558,39 @@ class Dispatcher:
             raw=result.raw,
             detail=result.detail or f"accepted by {msg.channel} ({result.provider_status or 'ok'})",
         )
-        self._finish(msg, outcome, summary, "sent")
+        return self._finish(msg, outcome, "sent")
 
     # -- recording ------------------------------------------------------------------------
 
-    def _finish(self, msg: Claimed, outcome: Outcome, summary: Summary, what: str) -> None:
-        """Record ``outcome``, trying again (with backoff) while the database is away:
-        after the provider accepted a text, losing its outcome means sending it twice."""
-        recorded = self._with_db(
-            lambda: outbox.finish(self.db, msg, outcome, now=self.clock()),
-            f"record message {msg.id} as {outcome.status}",
+    def _finish(self, msg: Claimed, outcome: Outcome, what: str) -> _Record:
+        """Hand ``outcome`` to the recorder, which writes it with others in one
+        transaction (trying again while the database is away: after the provider
+        accepted a text, losing its outcome means sending it twice)."""
+        return self._recorder.submit(msg, outcome, what)
+
+    def _write(self, records: list[_Record]) -> None:
+        """The recorder's work: one transaction for a group of outcomes."""
+        items = [(r.msg, r.outcome) for r in records]
+        what = (
+            f"record message {records[0].msg.id} as {records[0].outcome.status}"
+            if len(records) == 1
+            else f"record {len(records)} outcomes"
         )
+        done = self._with_db(lambda: outbox.finish_many(self.db, items, now=self.clock()), what)
         with self._in_hand_lock:
-            self._in_hand.pop(msg.id, None)
-        if recorded is None:
-            summary.add("unrecorded")
-        elif not recorded:
-            summary.add("lost")
-        else:
-            summary.add(what)
+            for r in records:
+                self._in_hand.pop(r.msg.id, None)
+                self._confirmed.pop(r.msg.id, None)
+                self._throttles.pop(r.msg.id, None)
+        for r in records:
+            recorded = None if done is None else r.msg.id in done
+            if recorded is None:
+                self._summary.add("unrecorded")
+            elif not recorded:
+                self._summary.add("lost")
+            else:
+                self._summary.add(r.what)
+            r.settle(recorded)
 
     def _in_session(self, work: Callable[[Session], _T]) -> Callable[[], _T]:
         """``work`` in a session of its own, committed."""
@@ -590,17 +635,16 @@ class Dispatcher:
         """How long to keep trying to record an outcome: as long as a lease lasts."""
         return max(self.lease_seconds, 1.0)
 
-    def _release(self, msgs: list[Claimed], summary: Summary) -> None:
-        for msg in msgs:
-            outcome = Outcome(
-                Status.QUEUED,
-                reason=None,
-                detail="handed back at worker shutdown",
-                next_attempt_at=self.clock(),
-                released=True,
-                maybe_sent=msg.maybe_sent,
-            )
-            self._finish(msg, outcome, summary, "released")
+    def _release(self, msg: Claimed) -> _Record:
+        outcome = Outcome(
+            Status.QUEUED,
+            reason=None,
+            detail="handed back at worker shutdown",
+            next_attempt_at=self.clock(),
+            released=True,
+            maybe_sent=msg.maybe_sent,
+        )
+        return self._finish(msg, outcome, "released")
 
     def _opt_out(self, msg: Claimed, exc: DeliveryError) -> None:
         """The provider says the recipient opted out (Twilio 21610: they replied STOP
@@ -638,16 +682,232 @@ class Dispatcher:
 
 _T = TypeVar("_T")
 
+#: 429s a text in hand may get before it is written back as queued for its Retry-After.
+THROTTLED_IN_HAND = 5
+
+
+class _Record:
+    """One outcome on its way to the database; ``wait`` gives whether it was recorded
+    (False: the claim was lost; None: the database never took it)."""
+
+    __slots__ = ("_done", "_result", "msg", "outcome", "what")
+
+    def __init__(self, msg: Claimed, outcome: Outcome, what: str) -> None:
+        self.msg, self.outcome, self.what = msg, outcome, what
+        self._done = threading.Event()
+        self._result: bool | None = None
+
+    def settle(self, result: bool | None) -> None:
+        self._result = result
+        self._done.set()
+
+    def wait(self) -> bool | None:
+        self._done.wait()
+        return self._result
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+
+class _Recorder:
+    """Writes outcomes from one thread: whatever has piled up while the last write was
+    going on is written next, in one transaction (group commit) — so a commit overlaps
+    the next sends instead of following each one."""
+
+    GROUP = 200  # outcomes per transaction at most
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+        self._queue: queue.SimpleQueue[_Record | None] = queue.SimpleQueue()
+        self._last: _Record | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="erp-sms-recorder")
+        self._thread.start()
+
+    def submit(self, msg: Claimed, outcome: Outcome, what: str) -> _Record:
+        record = _Record(msg, outcome, what)
+        self._last = record
+        self._queue.put(record)
+        return record
+
+    @property
+    def idle(self) -> bool:
+        return self._last is None or self._last.done
+
+    def flush(self) -> None:
+        """Wait until every outcome handed in so far is written (or given up)."""
+        if self._last is not None:
+            self._last.wait()
+
+    def close(self) -> None:
+        """Write what is left, then stop."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        closing = False
+        while not closing:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < self.GROUP:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    closing = True
+                    break
+                group.append(more)
+            try:
+                self._dispatcher._write(group)
+            except Exception as exc:  # a bug of ours: the rows come back after their lease
+                log.error("cannot record %d outcome(s): %s", len(group), one_line(exc))
+                for r in group:
+                    r.settle(None)
+
+
+class Window:
+    """Adaptive concurrency for one lane (AIMD, as TCP does): at most ``limit`` sends in
+    flight, ``limit`` starting at the channel's ``concurrency``. A throttled answer (429)
+    halves it — once per congestion event: only a send that started after the last
+    cut can cut again — and pauses new sends for the provider's Retry-After; each
+    accepted send adds 1/limit back, so a full window of successes adds one."""
+
+    #: A Retry-After up to this pauses the lane and the text stays in hand; a longer one
+    #: is the text's to wait, written back as queued until then.
+    MAX_PAUSE = 2.0
+
+    def __init__(self, ceiling: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ceiling = max(1, ceiling)
+        self.limit = float(self.ceiling)
+        self.in_flight = 0
+        self.cuts = 0
+        self._generation = 0
+        self._resume_at = 0.0
+        self._clock = clock
+        self._cond = threading.Condition()
+
+    def acquire(self, stop: threading.Event | None = None) -> int:
+        """Wait for a free slot (and the end of any pause); the generation to hand back
+        to ``release``."""
+        with self._cond:
+            while stop is None or not stop.is_set():
+                pause = self._resume_at - self._clock()
+                if pause > 0:
+                    self._cond.wait(min(pause, 1.0))
+                elif self.in_flight < int(self.limit):
+                    self.in_flight += 1
+                    return self._generation
+                else:
+                    self._cond.wait(1.0)
+            self.in_flight += 1  # stopping: the caller hands its text back
+            return self._generation
+
+    def release(
+        self, generation: int, *, throttled: bool = False, retry_after: float | None = None
+    ) -> None:
+        with self._cond:
+            self.in_flight -= 1
+            if throttled:
+                if generation == self._generation:
+                    self.limit = max(1.0, self.limit / 2)
+                    self._generation += 1
+                    self.cuts += 1
+                if retry_after:
+                    until = self._clock() + min(retry_after, self.MAX_PAUSE)
+                    self._resume_at = max(self._resume_at, until)
+            else:
+                self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
+            self._cond.notify_all()
+
 
 class _Lane:
-    """Shared state of one channel's senders in a batch: once the provider rejected the
-    channel's configuration, the rest of its texts are held, not sent."""
+    """One channel's senders for a run: a queue of texts, ``concurrency`` threads each
+    with its own channel instance, and — once the provider rejected the channel's
+    configuration — the reason the rest of its texts are held, not sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: _LaneSet, factory: Callable[[], Channel]) -> None:
+        self.owner = owner
+        self.factory = factory
+        self.pending: queue.SimpleQueue[Claimed | None] = queue.SimpleQueue()
         self.rejected: str | None = None
+        first: Channel | None
+        try:
+            first = factory()
+        except Exception as exc:  # each sender tries again; texts are held or released
+            log.error("cannot set up a channel: %s", one_line(exc))
+            first = None
+        self.window = Window(first.concurrency if first else 1)
+        self.threads = [
+            threading.Thread(
+                target=owner.dispatcher._lane_worker,
+                args=(first if i == 0 else None, self),
+                daemon=True,
+                name="erp-sms-sender",
+            )
+            for i in range(max(1, first.concurrency if first else 1))
+        ]
+        for t in self.threads:
+            t.start()
 
     def reject(self, reason: str) -> None:
         self.rejected = self.rejected or reason
+
+    def requeue(self, msg: Claimed) -> None:
+        """Back into the queue (throttled): still in hand, its lease renewed."""
+        self.owner.add_outstanding()
+        self.pending.put(msg)
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.pending.put(None)
+        for t in self.threads:
+            t.join()
+
+
+class _LaneSet:
+    """The lanes of one run, created on a channel's first text, and the count of texts
+    handed to them and not yet through."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.lanes: dict[str, _Lane] = {}
+        self._outstanding = 0
+        self._cond = threading.Condition()
+
+    def submit(self, name: str, factory: Callable[[], Channel], msg: Claimed) -> None:
+        lane = self.lanes.get(name)
+        if lane is None:
+            lane = self.lanes[name] = _Lane(self, factory)
+        self.add_outstanding()
+        lane.pending.put(msg)
+
+    def add_outstanding(self) -> None:
+        with self._cond:
+            self._outstanding += 1
+
+    def done_one(self) -> None:
+        with self._cond:
+            self._outstanding -= 1
+            self._cond.notify_all()
+
+    @property
+    def idle(self) -> bool:
+        with self._cond:
+            return self._outstanding == 0
+
+    def wait_until_fewer_than(self, n: int) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._outstanding < n)
+
+    def close(self) -> None:
+        """Let every text handed in go through (a throttled one comes back into its
+        queue), then stop the senders."""
+        self.wait_until_fewer_than(1)
+        for lane in self.lanes.values():
+            lane.close()
 
 
 # -- inline mode: send right after the host's commit (never inside it) ------------------

@@ -458,7 +458,67 @@ def finish(
     now: dt.datetime | None = None,
 ) -> bool:
     """Record the outcome of a send; False when the claim was lost meanwhile."""
+    return claimed.id in finish_many(db, [(claimed, outcome)], source=source, now=now)
+
+
+def finish_many(
+    db: Database,
+    items: Sequence[tuple[Claimed, Outcome]],
+    *,
+    source: str = "dispatch",
+    now: dt.datetime | None = None,
+) -> set[int]:
+    """Record several outcomes in one transaction (the dispatcher's group commit); the
+    ids recorded. An outcome whose claim was lost meanwhile is left out (its new owner
+    decides); the transaction is all or nothing, so a failed commit can be tried again."""
     now = now or utcnow()
+    m = message_table.c
+    recorded: set[int] = set()
+    history: list[dict[str, Any]] = []
+    sent: dict[str, int] = {}
+    with db.engine.begin() as conn:
+        for claimed, outcome in items:
+            res = conn.execute(
+                update(message_table)
+                .where(
+                    m.id == claimed.id,
+                    m.status == Status.SENDING,
+                    m.claimed_by == claimed.token,
+                )
+                .values(**_outcome_values(outcome, now))
+            )
+            if res.rowcount != 1:
+                log.warning(
+                    "message %s: claim %s was lost before its outcome (%s) was recorded",
+                    claimed.id,
+                    claimed.token,
+                    outcome.status,
+                    extra={"message_id": claimed.id, "status": outcome.status},
+                )
+                continue
+            recorded.add(claimed.id)
+            history.append(
+                {
+                    "message_id": claimed.id,
+                    "at": now,
+                    "kind": "status",
+                    "status": outcome.status,
+                    "source": source,
+                    "detail": outcome.detail or outcome.reason,
+                    "provider_id": outcome.provider_id,
+                    "raw": _json(outcome.raw),
+                }
+            )
+            if outcome.provider_id and outcome.status == Status.SENT:
+                sent[outcome.provider_id] = claimed.id
+        if history:
+            conn.execute(insert(message_event_table), history)
+        if sent:
+            _adopt_early_callbacks(conn, sent)
+    return recorded
+
+
+def _outcome_values(outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
     m = message_table.c
     values: dict[str, Any] = {
         "status": outcome.status,
@@ -486,61 +546,39 @@ def finish(
         values["attempts"] = m.attempts - 1
     if outcome.status == Status.SENT:
         values["sent_at"] = now
-    with db.engine.begin() as conn:
-        res = conn.execute(
-            update(message_table)
-            .where(m.id == claimed.id, m.status == Status.SENDING, m.claimed_by == claimed.token)
-            .values(**values)
-        )
-        if res.rowcount != 1:
-            log.warning(
-                "message %s: claim %s was lost before its outcome (%s) was recorded",
-                claimed.id,
-                claimed.token,
-                outcome.status,
-                extra={"message_id": claimed.id, "status": outcome.status},
-            )
-            return False
-        _history(
-            conn,
-            claimed.id,
-            now,
-            outcome.status,
-            outcome.detail or outcome.reason,
-            source=source,
-            provider_id=outcome.provider_id,
-            raw=_json(outcome.raw),
-        )
-        if outcome.provider_id and outcome.status == Status.SENT:
-            _adopt_early_callbacks(conn, claimed.id, outcome.provider_id)
-    return True
+    return values
 
 
-def _adopt_early_callbacks(conn: Any, message_id: int, provider_id: str) -> None:
+def _adopt_early_callbacks(conn: Any, sent: dict[str, int]) -> None:
     """A provider callback can arrive before the send's outcome is committed; the webhook
-    keeps it as an unknown MessageSid. Attach such callbacks now and apply their status."""
+    keeps it as an unknown MessageSid. Attach such callbacks now (``sent``: provider id
+    to message id) and apply their status — one query for a whole group."""
     from .statuses import advance
 
     ev = message_event_table.c
     orphans = conn.execute(
-        select(ev.id, ev.status)
-        .where(ev.message_id.is_(None), ev.provider_id == provider_id)
+        select(ev.id, ev.status, ev.provider_id)
+        .where(ev.message_id.is_(None), ev.provider_id.in_(list(sent)))
         .order_by(ev.id)
     ).all()
     if not orphans:
         return
-    conn.execute(
-        update(message_event_table)
-        .where(ev.id.in_([o.id for o in orphans]))
-        .values(message_id=message_id)
-    )
-    current = Status.SENT
-    for o in orphans:
-        if o.status and advance(current, o.status):
-            current = o.status
-    if current != Status.SENT:
-        m = message_table.c
-        conn.execute(update(message_table).where(m.id == message_id).values(status=current))
+    m = message_table.c
+    for provider_id, message_id in sent.items():
+        mine = [o for o in orphans if o.provider_id == provider_id]
+        if not mine:
+            continue
+        conn.execute(
+            update(message_event_table)
+            .where(ev.id.in_([o.id for o in mine]))
+            .values(message_id=message_id)
+        )
+        current = Status.SENT
+        for o in mine:
+            if o.status and advance(current, o.status):
+                current = o.status
+        if current != Status.SENT:
+            conn.execute(update(message_table).where(m.id == message_id).values(status=current))
 
 
 def require(

@@ -10,14 +10,16 @@ import csv
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import IO, Any
 
 from jinja2 import Environment
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Select, String, case, func, select
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from .errors import InputError
 from .models import Channel, Message, Status
@@ -139,6 +141,83 @@ def rows(
         yield row
 
 
+class iso_seconds(FunctionElement[str]):
+    """A stored UTC time as the report writes it (``2026-11-21T09:30:00+00:00``),
+    formatted by the database: parsing a million datetimes in Python only to print them
+    again was a third of an export."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(iso_seconds)
+def _iso_default(element: iso_seconds, compiler: Any, **kw: Any) -> str:
+    return "strftime('%%Y-%%m-%%dT%%H:%%M:%%S+00:00', %s)" % compiler.process(  # noqa: UP031
+        element.clauses, **kw
+    )
+
+
+@compiles(iso_seconds, "postgresql")
+def _iso_pg(element: iso_seconds, compiler: Any, **kw: Any) -> str:
+    arg = compiler.process(element.clauses, **kw)
+    return f"""to_char({arg}, 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"')"""
+
+
+@compiles(iso_seconds, "mysql")
+@compiles(iso_seconds, "mariadb")
+def _iso_mysql(element: iso_seconds, compiler: Any, **kw: Any) -> str:
+    arg = compiler.process(element.clauses, **kw)
+    return f"DATE_FORMAT({arg}, '%%Y-%%m-%%dT%%H:%%i:%%s+00:00')"
+
+
+def export_csv(
+    session: Session,
+    f: Filters,
+    out: IO[str],
+    *,
+    chunk: int = 10_000,
+    progress: Callable[[int], object] | None = None,
+) -> Totals:
+    """The CSV export, fast: a plain streamed cursor (server-side on PostgreSQL and
+    MariaDB), rows written as the database gives them, times formatted in SQL and the
+    totals counted by the database — no per-row Python beyond the csv module. The
+    same columns and values as ``write_csv(rows(...))``."""
+    cols = [
+        iso_seconds(getattr(Message, c)).label(c)
+        if c in ("created_at", "sent_at")
+        else getattr(Message, "id" if c == "message_id" else c).label(c)
+        for c in COLUMNS
+    ]
+    q = _where(select(*cols), f).order_by(Message.id)
+    result = session.connection().execution_options(stream_results=True).execute(q)
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for part in result.partitions(chunk):
+        w.writerows(part)
+        if progress is not None:
+            progress(len(part))
+    return totals(session, f)
+
+
+def totals(session: Session, f: Filters) -> Totals:
+    """The report's totals, counted by the database."""
+    t = Totals()
+    m = Message
+    sent_segments = func.sum(case((m.status.in_(_SENT), func.coalesce(m.segments, 0)), else_=0))
+    by_status: Any = select(m.status, m.channel, func.count(), sent_segments)
+    for status, channel, n, segments in session.execute(
+        _where(by_status, f).group_by(m.status, m.channel)
+    ):
+        t.rows += n
+        t.by_status[status] += n
+        t.by_channel[channel or "none"] += n
+        t.segments += int(segments or 0)
+    priced: Any = select(m.price, m.price_unit, func.count()).where(m.price.is_not(None))
+    for price, unit, n in session.execute(_where(priced, f).group_by(m.price, m.price_unit)):
+        t.add_cost(price, unit, n)
+    return t
+
+
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value else None
 
@@ -158,12 +237,16 @@ class Totals:
         self.by_channel[row["channel"] or "none"] += 1
         if row["status"] in _SENT:
             self.segments += row["segments"] or 0
-        if row["_price"]:
-            try:
-                self.cost += abs(Decimal(row["_price"]))
-                self.cost_unit = row["_price_unit"] or self.cost_unit
-            except InvalidOperation:
-                pass
+        self.add_cost(row["_price"], row["_price_unit"])
+
+    def add_cost(self, price: str | None, unit: str | None, n: int = 1) -> None:
+        if not price:
+            return
+        try:
+            self.cost += abs(Decimal(price)) * n
+            self.cost_unit = unit or self.cost_unit
+        except InvalidOperation:
+            pass
 
     def lines(self) -> list[str]:
         st = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))

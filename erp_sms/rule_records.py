@@ -43,6 +43,8 @@ def validate_field(rtype: RuleType, name: str, value: str) -> str:
     except KeyError as exc:
         raise InputError(str(exc.args[0])) from None
     value = value.strip()
+    if f.optional and not value:
+        return ""  # cleared
     if f.kind == "phone":
         digits = re.sub(r"[\s().\-]", "", value)
         try:
@@ -113,6 +115,7 @@ class TwilioRule:
     phone_number: str
     active: bool
     rejected_reason: str | None = None
+    messaging_service_sid: str | None = None  # a pool of numbers (Twilio's own fan-out)
 
 
 def get_rule(session: Session, name: str) -> Rule | None:
@@ -157,7 +160,9 @@ def set_fields(
             missing = [
                 f.name
                 for f in rtype.fields
-                if f.kind != "logic" and not (clean.get(f.name) or rule.get(f.name))
+                if f.kind != "logic"
+                and not f.optional
+                and not (clean.get(f.name) or rule.get(f.name))
             ]
             if missing:
                 flags = " ".join(f"{cli_flag(m)} …" for m in missing)
@@ -167,7 +172,9 @@ def set_fields(
                 )
         rule.active = active
         _audit(session, rtype.name, "Active", "set", by, "on" if active else "off")
-    credentials_changed = any(rtype.field(k).secret or k == "SID" for k in clean)
+    credentials_changed = any(
+        rtype.field(k).secret or k in ("SID", "MessagingServiceSid") for k in clean
+    )
     if credentials_changed and rule.rejected_at is not None:
         rule.rejected_at = None
         rule.rejected_reason = None
@@ -247,4 +254,5 @@ def twilio_rule(session: Session) -> TwilioRule | None:
         phone_number=rule.get("PhoneNumber") or "",
         active=bool(rule.active),
         rejected_reason=rule.rejected_reason,
+        messaging_service_sid=rule.get("MessagingServiceSid") or None,
     )

@@ -24,15 +24,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import itertools
 import json
 import random
+import re
 import secrets
 import threading
 import time
 import urllib.parse
 import urllib.request
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -112,6 +114,7 @@ class TwilioServer:
         self.messages: list[StoredMessage] = []
         self.faults: deque[Fault] = deque()
         self.unsubscribed: set[str] = set()  # numbers that replied STOP at "Twilio"
+        self.services: dict[tuple[str, str], Iterator[str]] = {}  # Messaging Services
         self.requests = 0
         self.creates = 0
         self.transient_faults = 0
@@ -128,6 +131,10 @@ class TwilioServer:
 
     def add_account(self, sid: str, token: str) -> None:
         self.accounts[sid] = token
+
+    def add_messaging_service(self, account: str, sid: str, numbers: list[str]) -> None:
+        """A Messaging Service of ``account`` sending from ``numbers`` in turn."""
+        self.services[(account, sid)] = itertools.cycle(numbers)
 
     def unsubscribe(self, number: str) -> None:
         """The number replied STOP: every later send to it is refused with 21610, as
@@ -304,6 +311,17 @@ class TwilioServer:
 
     def _create(self, h: BaseHTTPRequestHandler, account: str, form: dict[str, str]) -> None:
         to, from_, body = form.get("To", ""), form.get("From", ""), form.get("Body", "")
+        service = form.get("MessagingServiceSid")
+        if service and not from_:
+            if not re.fullmatch(r"MG[0-9a-fA-F]{32}", service):
+                return self._error(h, 400, 21705, "The Messaging Service Sid is invalid")
+            with self._lock:
+                pool = self.services.get((account, service))
+                if pool is None:
+                    return self._error(
+                        h, 400, 21701, f"The Messaging Service {service} does not exist"
+                    )
+                from_ = next(pool)  # Twilio picks a number of the pool
         fault = self._next_fault(to)
         if fault is None and to in self.unsubscribed:
             fault = Fault(

@@ -206,7 +206,7 @@ def test_no_public_url_means_no_status_callback(delivery, db, session, twilio_se
             12345,
         ),
         (
-            {"status": 429, "code": 20429, "message": "Too Many Requests"},
+            {"status": 429, "code": 20429, "message": "Too Many Requests", "retry_after": 30},
             Status.QUEUED,
             "Twilio rate limit (20429)",
             20429,

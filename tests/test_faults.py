@@ -265,6 +265,7 @@ def test_a_worker_that_lost_its_claim_does_not_send_what_another_now_has(any_db,
     try:
         # A's heartbeat could not reach the database: its leases ran out. B reclaims all
         # three, finds the first at Twilio (not sent again) and sends the other two.
+        clock.advance(200)  # by A's clock too: its own lease knowledge is stale
         b_clock = Clock()
         b_clock.advance(200)
         summary = Dispatcher(any_db, worker_id="B", clock=b_clock).run_once()

@@ -2,7 +2,8 @@
 
 A channel instance is one connection to one provider for one sender, used by one thread
 at a time; the dispatcher opens as many instances as ``concurrency`` allows, hands each
-claimed text to ``send`` and closes them when the batch is done. Failures are typed
+claimed text to ``send`` and closes them when the run is done (instances, their clients
+and connection pools live across batches). Failures are typed
 errors from ``erp_sms.errors``, never a False return:
 
 - ``TransientError`` — may pass, retried with backoff (``maybe_sent`` when the provider
@@ -51,6 +52,18 @@ class Channel(ABC):
     name: ClassVar[str]
     concurrency: int = 1
     rate_per_second: float = 0.0
+    #: Set by the dispatcher on each instance: waits until the outcome of the text this
+    #: instance sent before is recorded; raises ``TransientError`` when it cannot be.
+    handover_barrier: Callable[[], None] | None = None
+
+    def before_handover(self) -> None:
+        """Call right before the step after which the provider may have the text (the
+        SMTP final dot) when the provider cannot tell later whether it has it
+        (``find_previous_send`` is None): a worker killed there then leaves at most one
+        text per instance sent but unrecorded, while the previous outcome's commit
+        overlaps this text's first round trips."""
+        if self.handover_barrier is not None:
+            self.handover_barrier()
 
     @classmethod
     @abstractmethod

@@ -145,6 +145,9 @@ class TwilioChannel(Channel):
 
     def __init__(self, rule: TwilioRule, settings: Settings, pacer: Pacer | None = None) -> None:
         self.from_ = rule.phone_number
+        # A Messaging Service sends from its pool of numbers (Twilio's way past one
+        # number's rate); the From is then Twilio's choice.
+        self.service = rule.messaging_service_sid
         self.concurrency = max(1, settings.dispatch.concurrency)
         self.rate_per_second = settings.dispatch.rate_per_second
         self.pacer = pacer or Pacer(self.rate_per_second)
@@ -174,22 +177,25 @@ class TwilioChannel(Channel):
         if rule is None:
             return None
         if rule.rejected_reason is not None:
-            raise ConfigurationError(HELD_CREDENTIALS)
-        pacer = pacer_for(rule.phone_number, settings.dispatch.rate_per_second)
+            raise ConfigurationError(_held_reason(rule.rejected_reason))
+        sender = rule.messaging_service_sid or rule.phone_number
+        pacer = pacer_for(sender, settings.dispatch.rate_per_second)
         return lambda: cls(rule, settings, pacer)
 
     def rejected(self, session: Session, error: ChannelConfigurationError) -> str:
         rule_records.flag_rejected(session, rule_records.TWILIO, error.message)
-        return HELD_CREDENTIALS
+        return _held_reason(error.message)
 
     def send(self, message: Claimed) -> SendResult:
         assert message.address is not None
         self.pacer.wait(max(message.segments or 1, 1))
         kwargs = {"status_callback": self.status_callback} if self.status_callback else {}
+        if self.service:
+            kwargs["messaging_service_sid"] = self.service
+        else:
+            kwargs["from_"] = self.from_
         try:
-            m = self.client.messages.create(
-                to=message.address, from_=self.from_, body=message.body, **kwargs
-            )
+            m = self.client.messages.create(to=message.address, body=message.body, **kwargs)
         except TwilioRestException as exc:
             raise error_for(exc.code, exc.status, exc.msg, self.http.retry_after) from None
         except TwilioException as exc:  # TwilioServiceException is not a TwilioRestException
@@ -236,8 +242,10 @@ class TwilioChannel(Channel):
             # queued, and such a message is exactly the one we must not send twice. The
             # newest come first: page (next_page_uri) until the messages are older than
             # the text itself.
+            # Through a Messaging Service the From is any number of its pool.
+            from_ = None if self.service else self.from_
             for m in self.client.messages.stream(
-                to=message.address, from_=self.from_, page_size=LOOKUP_PAGE_SIZE
+                to=message.address, from_=from_, page_size=LOOKUP_PAGE_SIZE
             ):
                 created = m.date_created
                 if created is not None and created < since:
@@ -289,6 +297,18 @@ class _HttpClient(TwilioHttpClient):  # type: ignore[misc]
             except ValueError:
                 self.retry_after = None  # an HTTP date: rare from Twilio; backoff applies
         return response
+
+
+def _held_reason(rejected: str) -> str:
+    """What held texts say: the credentials (the usual case), or what else Twilio
+    refused in the record (a Messaging Service, say)."""
+    if "MessagingServiceSid" in rejected:
+        return (
+            f"{rejected}; held until the TWILIO record is fixed "
+            "(`erp-sms rules set TWILIO --messaging-service-sid …`, or '' to send from "
+            "PhoneNumber), then released"
+        )
+    return HELD_CREDENTIALS
 
 
 #: Messages per page when looking for an earlier send (Twilio allows up to 1,000).

@@ -1,0 +1,164 @@
+"""The faster paths of issue 10 do what the slow ones did: the e-mail assembled from a
+cached header block is byte for byte what ``EmailMessage`` makes; outcomes written in
+groups land in one transaction; a Messaging Service sends from its pool of numbers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import event, update
+
+from erp_sms import outbox, report, rule_records
+from erp_sms.channels.email_gateway import EmailGatewayChannel, _wire
+from erp_sms.config import Settings
+from erp_sms.db import utcnow
+from erp_sms.dispatch import Dispatcher
+from erp_sms.models import Message, Status
+from erp_sms.outbox import Claimed, Outcome
+
+from .conftest import with_settings
+from .helpers import SID, activate_twilio, messages
+from .test_dispatch import make_orders
+from .test_faults import queue_texts
+
+GATEWAY = EmailGatewayChannel(Settings(smtp_from="Acme Orders <orders@example.com>"))
+
+
+def _claimed(body: str, i: int = 1, address: str = "3125551234@vtext.com") -> Claimed:
+    return Claimed(
+        id=i,
+        token="t",
+        channel="email_gateway",
+        address=address,
+        raw_address=address,
+        body=body,
+        attempts=1,
+        claimed_at=dt.datetime(2026, 11, 21),
+        contact_ref=None,
+        contact_name=None,
+        order_number="SO-1",
+        reclaimed_after=None,
+    )
+
+
+def _same_but_stamps(data: bytes) -> bytes:
+    return re.sub(rb"(Date|Message-ID): [^\r]*", rb"\1: -", data)
+
+
+TEXT = st.text(alphabet=st.sampled_from(list("abcXYZ019 .=,:-!?\n\t\r\x0bé€😀")), max_size=400)
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT)
+def test_the_cached_email_is_byte_for_byte_what_emailmessage_builds(body):
+    msg = _claimed(body)
+    assert _same_but_stamps(GATEWAY._wire(msg)) == _same_but_stamps(_wire(GATEWAY._build(msg)))
+
+
+def test_a_typical_gateway_text_takes_the_fast_path_in_7bit_and_quoted_printable():
+    short = GATEWAY._wire(_claimed("Acme: order SO-1 shipped."))
+    long = GATEWAY._wire(_claimed("Acme: order SO-1 has gone into production. " * 3))
+    assert b"Content-Transfer-Encoding: 7bit" in short
+    assert b"Content-Transfer-Encoding: quoted-printable" in long
+    assert long.endswith(b"\r\n.\r\n") and b"=\r\n" in long  # soft line breaks
+
+
+def test_outcomes_are_written_in_groups_in_one_transaction(delivery, db, session):
+    make_orders(session, 5)
+    claimed = outbox.claim_due(db, "w", limit=10, lease_seconds=60)
+    commits: list[int] = []
+    event.listen(db.engine, "commit", lambda conn: commits.append(1))
+    done = outbox.finish_many(
+        db, [(c, Outcome(Status.SENT, provider_id=f"<{c.id}@x>")) for c in claimed]
+    )
+    assert done == {c.id for c in claimed} and len(commits) == 1
+    assert {m.status for m in messages(session)} == {Status.SENT}
+    assert all(m.history[-1].status == Status.SENT for m in messages(session))
+
+
+def test_a_lost_claim_in_a_group_is_left_out_and_the_rest_recorded(delivery, db, session):
+    make_orders(session, 2)
+    a, b = outbox.claim_due(db, "w", limit=10, lease_seconds=60)
+    stolen = a.__class__(**{**a.__dict__, "token": "someone else"})
+    done = outbox.finish_many(db, [(stolen, Outcome(Status.SENT)), (b, Outcome(Status.SENT))])
+    assert done == {b.id}
+    assert [m.status for m in messages(session)] == [Status.SENDING, Status.SENT]
+
+
+MG = "MG" + "ab" * 16
+
+
+def test_a_messaging_service_sends_from_its_pool_of_numbers(delivery, db, session, twilio_server):
+    activate_twilio(session)
+    rule_records.set_fields(session, "TWILIO", {"MessagingServiceSid": MG}, by="test")
+    session.commit()
+    pool = ["+13125550101", "+13125550102"]
+    twilio_server.add_messaging_service(SID, MG, pool)
+    make_orders(session, 4, gateway=False)
+    summary = Dispatcher(db).run_once()
+    assert summary.counts["sent"] == 4, summary.line()
+    assert {m.from_ for m in twilio_server.messages} == set(pool)
+
+
+def test_an_unknown_messaging_service_holds_the_texts_and_flags_the_rule(
+    delivery, db, session, twilio_server
+):
+    with_settings(twilio_api_url=twilio_server.url)
+    activate_twilio(session)
+    rule_records.set_fields(session, "TWILIO", {"MessagingServiceSid": MG}, by="test")
+    session.commit()
+    make_orders(session, 2, gateway=False)
+    Dispatcher(db).run_once()
+    held = messages(session)
+    assert {m.status for m in held} == {Status.HELD}
+    assert all("MessagingServiceSid" in (m.reason or "") for m in held)
+    assert not twilio_server.messages
+    rule = rule_records.get_rule(session, "TWILIO")
+    assert rule is not None and "21701" in (rule.rejected_reason or "")
+    # Fixing the record releases them.
+    twilio_server.add_messaging_service(SID, MG, ["+13125550101"])
+    rule_records.set_fields(session, "TWILIO", {"MessagingServiceSid": MG}, by="test")
+    session.commit()
+    assert Dispatcher(db).run_once().counts["sent"] == 2
+
+
+def test_an_empty_messaging_service_sid_clears_it_and_phone_number_is_used_again(
+    delivery, db, session, twilio_server
+):
+    activate_twilio(session)
+    rule_records.set_fields(session, "TWILIO", {"MessagingServiceSid": MG}, by="test")
+    rule_records.set_fields(session, "TWILIO", {"MessagingServiceSid": ""}, by="test")
+    session.commit()
+    make_orders(session, 1, gateway=False)
+    assert Dispatcher(db).run_once().counts["sent"] == 1
+    assert twilio_server.messages[0].from_ == "+13125550100"
+
+
+def test_the_fast_csv_export_equals_the_row_by_row_writer_on_every_database(any_db):
+    queue_texts(any_db, 6)
+    m = Message.__table__.c
+    with any_db.engine.begin() as conn:  # some sent with a price, one with a comma and quote
+        conn.execute(
+            update(Message.__table__)
+            .where(m.id <= 3)
+            .values(
+                status=Status.SENT,
+                sent_at=utcnow(),
+                segments=2,
+                price="-0.0079",
+                price_unit="USD",
+                body='Acme, "quoted": done',
+            )
+        )
+    with any_db.session() as s:
+        for f in (report.Filters(), report.Filters(statuses=(Status.SENT,))):
+            slow, fast = io.StringIO(), io.StringIO()
+            slow_totals = report.write_csv(report.rows(s, f), slow)
+            fast_totals = report.export_csv(s, f, fast, chunk=4)
+            assert fast.getvalue() == slow.getvalue()
+            assert fast_totals.lines() == slow_totals.lines()
+    assert "+00:00" in fast.getvalue() and "0.0237 USD" in fast_totals.lines()[2]
