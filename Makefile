@@ -31,7 +31,9 @@ lint: $(STAMP)
 soak: $(STAMP)
 	$(PY) -m pytest -m soak -p no:randomly -q $(PYTEST_ARGS)
 
+# Peers measured in the same run; Apprise goes into the venv here, never into the package.
 bench: $(STAMP)
+	$(PY) -m pip install --quiet "apprise>=1.9"
 	$(PY) -m bench
 
 clean:

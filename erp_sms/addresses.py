@@ -69,7 +69,23 @@ def _classify_cached(raw: str | None, region: str) -> Address:
     return _classify_phone(text, region)
 
 
+_PLAIN_GATEWAY = re.compile(r"([0-9]{10})@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
+
+
 def _classify_gateway(text: str) -> Address:
+    plain = _PLAIN_GATEWAY.fullmatch(text)
+    if plain is not None:
+        # Ten digits @ a known carrier's domain is a valid address by construction:
+        # email-validator (most of a classification) has nothing to add.
+        local, domain = plain.group(1), plain.group(2).lower()
+        carrier = carrier_for_domain(domain)
+        if carrier is not None:
+            invalid = _invalid_reason(phonenumbers.parse(f"+1{local}", None))
+            if invalid:
+                raise AddressError(
+                    f"{text!r}: {local} is not a real phone number ({invalid}); fix Email 2"
+                )
+            return Address(GATEWAY, text, f"+1{local}", f"{local}@{domain}", carrier)
     try:
         info = validate_email(text, check_deliverability=False)
     except EmailNotValidError as exc:

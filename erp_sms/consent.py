@@ -18,8 +18,10 @@ An opt-in removes the number from the list and adds SMSUPDATE back. Sources: ``c
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -62,16 +64,26 @@ def normalise_number(text: str) -> str:
         raise InputError(exc.message) from None
 
 
-def opted_out(session: Session, numbers: Iterable[str]) -> dict[str, OptOut]:
-    """The opt-outs among ``numbers`` (one query)."""
+def opted_out(session: Session, numbers: Iterable[str]) -> dict[str, OptOutRow]:
+    """The opt-outs among ``numbers`` (one query; rows, not ORM objects: the host path)."""
     wanted = sorted({n for n in numbers if n})
     if not wanted:
         return {}
-    rows = session.scalars(select(OptOut).where(OptOut.number.in_(wanted)))
+    rows = session.execute(
+        select(OptOut.number, OptOut.at, OptOut.source).where(OptOut.number.in_(wanted))
+    )
     return {r.number: r for r in rows}
 
 
-def describe(opt_out: OptOut) -> str:
+class OptOutRow(Protocol):
+    """What ``describe`` needs of an opt-out (an ``OptOut`` or a row)."""
+
+    number: str
+    at: dt.datetime
+    source: str
+
+
+def describe(opt_out: OptOutRow) -> str:
     """The reason a text is not sent to an opted-out number."""
     return (
         f"{opt_out.number} opted out on {opt_out.at:%Y-%m-%d %H:%M} UTC ({opt_out.source}); "

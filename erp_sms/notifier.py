@@ -9,22 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import phonenumbers
-from sqlalchemy import event, select
+from sqlalchemy import event, literal, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, object_session
 
 from . import consent, options, rule_records, templates
-from .addresses import classify, route
+from .addresses import Address, classify, route
 from .config import get_settings
 from .db import one_line, utcnow
 from .errors import AddressError, InputError, TemplateError
-from .models import Message, Status, message_table
+from .models import Message, OptOut, Status, message_table
 from .outbox import insert_new
-from .recipients import ContactView, OrderView, default_lookup, select_recipients
+from .recipients import ContactView, Decision, OrderView, default_lookup, select_recipients
 
 if TYPE_CHECKING:
     from .events import EventType
@@ -275,20 +275,31 @@ def _plan(
         subject_ref, subject_ctx = lookup.subject(event.subject, obj)
     base["subject_ref"] = subject_ref
 
-    # The settings an event needs, in one statement: SMSONLYONE, the TWILIO routing and
-    # the template's staff override — always current, no cache to invalidate.
-    stored_only_one, active, sender_phone, override = session.execute(
-        select(
-            options.value_query("SMSONLYONE"),
-            *rule_records.routing_query(),
-            templates.override_query(event.template),
-        )
-    ).one()
-    only_one = options.value_from("SMSONLYONE", stored_only_one) == "on"
-    twilio_active = bool(active)
+    # SMSONLYONE decides which contacts the lookup returns, so it is known before the
+    # settings are read: this process's last reading of it. The settings (SMSONLYONE, the
+    # TWILIO routing, the template's override) then come in one statement with the
+    # opt-outs of the contacts' numbers — always current; when SMSONLYONE has changed
+    # since, the contacts are asked again (once, right after staff flip it).
+    only_one = _last_only_one.get(id(lookup), False)
     decisions = select_recipients(
         view, lookup.contacts(session, order, listed_only=only_one), only_listed=only_one
     )
+    region = get_settings().default_region
+    addresses = _classify_all(decisions, region)
+    numbers = [a.e164 for a in addresses.values() if isinstance(a, Address)]
+    stored_only_one, active, sender_phone, override, blocked = _settings_and_opt_outs(
+        session, event.template, numbers
+    )
+    if (options.value_from("SMSONLYONE", stored_only_one) == "on") != only_one:
+        only_one = not only_one
+        _last_only_one[id(lookup)] = only_one
+        decisions = select_recipients(
+            view, lookup.contacts(session, order, listed_only=only_one), only_listed=only_one
+        )
+        addresses = _classify_all(decisions, region)
+        numbers = [a.e164 for a in addresses.values() if isinstance(a, Address)]
+        blocked = consent.opted_out(session, numbers)
+    twilio_active = bool(active)
     source: str | None = None
     template_error: str | None = None
     try:
@@ -298,11 +309,9 @@ def _plan(
     context: dict[str, Any] = {"order": view.context, "sender": _sender_context(sender_phone)}
     if event.subject:
         context[event.subject] = subject_ctx
-    region = get_settings().default_region
 
     out = []
-    pending: list[tuple[Message, str]] = []  # queued texts and their number, checked below
-    for d in decisions:
+    for i, d in enumerate(decisions):
         contact: ContactView | None = d.contact
         key = idempotency_key(event.name, view.key, subject_ref, contact.key if contact else None)
         if contact is None:
@@ -316,15 +325,19 @@ def _plan(
         if d.skip_reason:
             out.append(_new_message({**base, **who}, key, Status.SKIPPED, d.skip_reason))
             continue
-        try:
-            address = classify(contact.address, region)
-        except AddressError as exc:
-            out.append(_new_message({**base, **who}, key, Status.SKIPPED, exc.message))
+        address = addresses[i]
+        if not isinstance(address, Address):
+            out.append(_new_message({**base, **who}, key, Status.SKIPPED, address))
             continue
         r = route(address, twilio_active)
         who |= {"channel": r.channel, "address": r.address, "recipient": address.e164}
         if r.channel is None:
             out.append(_new_message({**base, **who}, key, Status.SKIPPED, r.reason))
+            continue
+        if address.e164 in blocked:
+            # Numbers on the opt-out list get nothing.
+            reason = consent.describe(blocked[address.e164])
+            out.append(_new_message({**base, **who}, key, Status.SKIPPED, reason))
             continue
         if template_error or source is None:
             out.append(_new_message({**base, **who}, key, Status.FAILED, template_error))
@@ -339,15 +352,48 @@ def _plan(
         msg = _new_message({**base, **who}, key, Status.QUEUED, None)
         msg.body, msg.encoding, msg.segments = rendered.body, rendered.encoding, rendered.segments
         out.append(msg)
-        pending.append((msg, address.e164))
-    if pending:
-        # One query for the whole event: numbers on the opt-out list get nothing.
-        blocked = consent.opted_out(session, [n for _m, n in pending])
-        for msg, number in pending:
-            if number in blocked:
-                msg.status, msg.reason = Status.SKIPPED, consent.describe(blocked[number])
-                msg.next_attempt_at = None
     return out
+
+
+#: SMSONLYONE as this process last read it, per lookup (see ``_plan``).
+_last_only_one: dict[int, bool] = {}
+
+
+def _classify_all(decisions: Sequence[Decision], region: str) -> dict[int, Address | str]:
+    """The address of each decision that has a contact to text (or why it has none)."""
+    out: dict[int, Address | str] = {}
+    for i, d in enumerate(decisions):
+        if d.contact is None or d.skip_reason:
+            continue
+        try:
+            out[i] = classify(d.contact.address, region)
+        except AddressError as exc:
+            out[i] = exc.message
+    return out
+
+
+def _settings_and_opt_outs(
+    session: Session, template: str, numbers: Sequence[str]
+) -> tuple[str | None, bool | None, str | None, str | None, dict[str, Any]]:
+    """SMSONLYONE, the TWILIO routing, the template override and the opt-outs among
+    ``numbers``, in one statement: one row of settings, joined with each opt-out."""
+    settings = (
+        options.value_query("SMSONLYONE"),
+        *rule_records.routing_query(),
+        templates.override_query(template),
+    )
+    wanted = sorted(set(numbers))
+    if not wanted:
+        only_one, active, phone, override = session.execute(select(*settings)).one()
+        return only_one, active, phone, override, {}
+    one = select(literal(1).label("one")).subquery()
+    q = select(*settings, OptOut.number, OptOut.at, OptOut.source).select_from(
+        one.outerjoin(OptOut, OptOut.number.in_(wanted))
+    )
+    rows = session.execute(q).all()
+    first = rows[0]
+    blocked = {r.number: r for r in rows if r.number is not None}
+    return first[0], first[1], first[2], first[3], blocked
 
 
 def _order_identity(event: EventType, order: Any, session: Session) -> tuple[str, str]:

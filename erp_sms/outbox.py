@@ -11,17 +11,18 @@ lease: a row left in ``sending`` by a dead worker is claimed again after it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import random
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, exists, insert, or_, select, update
+from sqlalchemy import Connection, and_, exists, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -262,6 +263,7 @@ class Outcome:
     raw: Any = None
     detail: str | None = None  # for the timeline, when it differs from reason
     released: bool = False  # handed back unsent (worker shutdown): the attempt does not count
+    callbacks: bool = False  # status callbacks may have come in before this outcome
     maybe_sent: bool = False  # for a retry: the provider may have it; ask before re-sending
 
 
@@ -462,7 +464,7 @@ def finish(
 
 
 def finish_many(
-    db: Database,
+    db: Database | Connection,
     items: Sequence[tuple[Claimed, Outcome]],
     *,
     source: str = "dispatch",
@@ -470,13 +472,15 @@ def finish_many(
 ) -> set[int]:
     """Record several outcomes in one transaction (the dispatcher's group commit); the
     ids recorded. An outcome whose claim was lost meanwhile is left out (its new owner
-    decides); the transaction is all or nothing, so a failed commit can be tried again."""
+    decides); the transaction is all or nothing, so a failed commit can be tried again.
+    ``db`` may be a connection kept open by the caller (the recorder's own)."""
     now = now or utcnow()
     m = message_table.c
     recorded: set[int] = set()
     history: list[dict[str, Any]] = []
     sent: dict[str, int] = {}
-    with db.engine.begin() as conn:
+    tx = db.engine.begin() if isinstance(db, Database) else _begun(db)
+    with tx as conn:
         for claimed, outcome in items:
             res = conn.execute(
                 update(message_table)
@@ -509,13 +513,19 @@ def finish_many(
                     "raw": _json(outcome.raw),
                 }
             )
-            if outcome.provider_id and outcome.status == Status.SENT:
+            if outcome.provider_id and outcome.status == Status.SENT and outcome.callbacks:
                 sent[outcome.provider_id] = claimed.id
         if history:
             conn.execute(insert(message_event_table), history)
         if sent:
             _adopt_early_callbacks(conn, sent)
     return recorded
+
+
+@contextlib.contextmanager
+def _begun(conn: Connection) -> Iterator[Connection]:
+    with conn.begin():
+        yield conn
 
 
 def _outcome_values(outcome: Outcome, now: dt.datetime) -> dict[str, Any]:

@@ -109,6 +109,9 @@ class TwilioServer:
     slow_rate: float = 0.0  # share of creates answered ``slow_seconds`` late (created first)
     slow_seconds: float = 0.0
     seed: int | None = None
+    #: Requests in flight the account allows (0: no limit); beyond it Twilio answers at
+    #: once with HTTP 429 / 20429, as for an account's API concurrency limit.
+    concurrency_limit: int = 0
 
     def __post_init__(self) -> None:
         self.messages: list[StoredMessage] = []
@@ -121,6 +124,7 @@ class TwilioServer:
         self.slow_answers = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.over_limit = 0  # 429s for going past ``concurrency_limit``
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._rand = random.Random(self.seed)
@@ -161,6 +165,10 @@ class TwilioServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: with Nagle on, the body waits for
+            # the client's delayed ACK (40 ms on Linux) on a kept-alive connection —
+            # latency no real API adds.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -230,8 +238,17 @@ class TwilioServer:
         with self._lock:
             self.requests += 1
             self._changed.notify_all()
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            over = bool(self.concurrency_limit) and self.in_flight >= self.concurrency_limit
+            if over:
+                self.over_limit += 1
+            else:
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if over:
+            h.rfile.read(int(h.headers.get("Content-Length") or 0))
+            with contextlib.suppress(OSError):
+                self._fault(h, Fault(status=429, code=20429, message="Too Many Requests"))
+            return
         try:
             self._route(h, method)
         except (BrokenPipeError, ConnectionResetError):

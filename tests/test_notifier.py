@@ -479,3 +479,24 @@ def test_data_that_makes_a_text_too_long_fails_that_text_with_the_reason(session
     assert by["N" * 200].status == Status.FAILED
     assert "renders to 1,810 characters; Twilio's maximum is 1,600" in by["N" * 200].reason
     assert by["Ann"].status == Status.QUEUED
+
+
+def test_smsonlyone_flipped_by_staff_is_honoured_at_the_next_event_both_ways(session, world):
+    """The host path reads SMSONLYONE with the opt-outs, after the contacts: a flip since
+    this process last read it asks the contacts again, in both directions."""
+    org = world["org"]
+    orders = [
+        SalesOrderFactory(number=f"SO-F{i}", organization=org, contact=world["order"].contact)
+        for i in range(3)
+    ]
+    session.add_all(orders)
+    for order, value in zip(orders, ("off", "on", "off"), strict=True):
+        options.set_value(session, "SMSONLYONE", value)
+        signals.sent_to_production.send(order, session=session)
+        session.commit()
+    rows = messages(session)
+    per_order = {
+        o.number: sorted(m.contact_name for m in rows if m.order_number == o.number) for o in orders
+    }
+    assert per_order["SO-F1"] == ["Ann"]
+    assert per_order["SO-F0"] == per_order["SO-F2"] == ["Ann", "Bob", "Cat"]

@@ -77,20 +77,20 @@ class Ticks:
         return self.now
 
 
-def test_the_window_halves_once_per_congestion_event_and_grows_back_by_one_per_window():
+def test_the_window_shrinks_once_per_congestion_event_and_grows_back_by_one_per_window():
     w = Window(16, clock=Ticks())
     gens = [w.acquire() for _ in range(16)]
     assert w.in_flight == 16
     for g in gens[:4]:  # four 429s from the same burst: one cut, not four
         w.release(g, throttled=True)
-    assert w.limit == 8 and w.cuts == 1
+    assert w.limit == 16 * Window.DECREASE and w.cuts == 1
     for g in gens[4:]:
         w.release(g)
     assert w.in_flight == 0
     before = w.limit
     g = w.acquire()  # started after the cut: its 429 is a new event
     w.release(g, throttled=True)
-    assert w.limit == before / 2 and w.cuts == 2
+    assert w.limit == before * Window.DECREASE and w.cuts == 2
     w.limit = 4.0
     for _ in range(4):  # one window of successes adds about one
         w.release(w.acquire())

@@ -72,10 +72,10 @@ def test_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice_via_twili
     to = [m.to for m in twilio_server.messages]
     assert len(to) == 6 and len(set(to)) == 6  # no duplicate
     found = [m for m in rows if any("not sent again" in (h.detail or "") for h in m.history)]
-    # The slow one was found at Twilio, not sent again; so is one sent just before it
-    # whose outcome was still on its way to the database (outcomes are group-committed;
-    # Twilio's look-up covers that window).
-    assert 1 <= len(found) <= 2
+    # The slow one was found at Twilio, not sent again; so is any sent before it whose
+    # outcome was still on its way to the database (outcomes are written by the recorder
+    # thread, asynchronously: Twilio's look-up covers that window).
+    assert 1 <= len(found) <= 3
     assert twilio_server.messages[2].to in {m.address for m in found}
     assert any("reclaimed" in (h.detail or "") for h in found[0].history)
 

@@ -39,6 +39,7 @@ class SendResult:
     price_unit: str | None = None
     raw: Any = None
     detail: str | None = None  # for the timeline, when "accepted by …" is not the whole story
+    callbacks: bool = False  # the provider reports status changes (webhooks) for this text
 
 
 class Channel(ABC):

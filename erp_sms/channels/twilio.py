@@ -332,4 +332,5 @@ def _result(m: object) -> SendResult:
         segments=int(segments) if segments not in (None, "") else None,
         price=str(price) if price not in (None, "") else None,
         price_unit=getattr(m, "price_unit", None),
+        callbacks=True,
     )
