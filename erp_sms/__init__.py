@@ -13,6 +13,7 @@ from . import signals
 from .consent import opt_in, opt_out
 from .errors import ErpSmsError
 from .events import EventType, all_events, fire, get_event, register_builtin_events, register_event
+from .notifier import warm_up
 from .recipients import ContactView, OrderView, RecipientLookup, set_default_lookup
 
 try:
@@ -36,4 +37,5 @@ __all__ = [
     "register_event",
     "set_default_lookup",
     "signals",
+    "warm_up",
 ]

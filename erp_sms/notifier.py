@@ -7,13 +7,15 @@ reaches the host's ``signal.send()`` (blinker would propagate it).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import phonenumbers
-from sqlalchemy import event, literal, select
+from sqlalchemy import Engine, Select, bindparam, event, literal, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, object_session
 
@@ -21,9 +23,9 @@ from . import consent, options, rule_records, templates
 from .addresses import Address, classify, route
 from .config import get_settings
 from .db import one_line, utcnow
-from .errors import AddressError, InputError, TemplateError
+from .errors import AddressError, ErpSmsError, InputError, TemplateError
 from .models import Message, OptOut, Status, message_table
-from .outbox import insert_new
+from .outbox import _insert_or_ignore, insert_new
 from .recipients import ContactView, Decision, OrderView, default_lookup, select_recipients
 
 if TYPE_CHECKING:
@@ -355,6 +357,22 @@ def _plan(
     return out
 
 
+@functools.lru_cache(maxsize=256)
+def _settings_statement(template: str) -> Select[Any]:
+    """The statement of ``_settings_and_opt_outs``, built once per template: building it
+    (four subqueries and a join) cost more than running it."""
+    settings = (
+        options.value_query("SMSONLYONE"),
+        *rule_records.routing_query(),
+        templates.override_query(template),
+    )
+    opt_out = OptOut.__table__
+    one = select(literal(1).label("one")).subquery()
+    return select(*settings, opt_out.c.number, opt_out.c.at, opt_out.c.source).select_from(
+        one.outerjoin(opt_out, opt_out.c.number.in_(bindparam("numbers", expanding=True)))
+    )
+
+
 #: SMSONLYONE as this process last read it, per lookup (see ``_plan``).
 _last_only_one: dict[int, bool] = {}
 
@@ -377,20 +395,9 @@ def _settings_and_opt_outs(
 ) -> tuple[str | None, bool | None, str | None, str | None, dict[str, Any]]:
     """SMSONLYONE, the TWILIO routing, the template override and the opt-outs among
     ``numbers``, in one statement: one row of settings, joined with each opt-out."""
-    settings = (
-        options.value_query("SMSONLYONE"),
-        *rule_records.routing_query(),
-        templates.override_query(template),
-    )
-    wanted = sorted(set(numbers))
-    if not wanted:
-        only_one, active, phone, override = session.execute(select(*settings)).one()
-        return only_one, active, phone, override, {}
-    one = select(literal(1).label("one")).subquery()
-    q = select(*settings, OptOut.number, OptOut.at, OptOut.source).select_from(
-        one.outerjoin(OptOut, OptOut.number.in_(wanted))
-    )
-    rows = session.execute(q).all()
+    wanted = sorted(set(numbers)) or [""]  # "" matches no opt-out: still one settings row
+    conn = session.connection(bind_arguments={"mapper": Message})
+    rows = conn.execute(_settings_statement(template), {"numbers": wanted}).all()
     first = rows[0]
     blocked = {r.number: r for r in rows if r.number is not None}
     return first[0], first[1], first[2], first[3], blocked
@@ -500,3 +507,39 @@ def retry(session: Session, ids: list[int], *, by: str) -> list[tuple[Message, s
             out.append((msg, f"#{msg.id} still {msg.status}: {msg.reason}"))
     session.flush()
     return out
+
+
+def warm_up(engine: Engine) -> None:
+    """Do once, at the host's start-up, what the first event in a process would otherwise
+    pay for (SQLAlchemy's mapper configuration and statement compilation for this
+    engine's dialect, the packaged templates, the phone-number metadata): the first event
+    then costs what the others do. Optional, never raises; writes nothing."""
+    from sqlalchemy.orm import configure_mappers
+
+    from .events import all_events
+    from .recipients import _opted_in_contacts, _organization_name
+
+    try:
+        configure_mappers()
+        for ev in all_events():
+            default = templates.default_source(ev.template)
+            if default is not None:
+                with contextlib.suppress(ErpSmsError):
+                    templates.compile_template(default.source)
+        classify("2125550100", get_settings().default_region)
+        with engine.connect() as conn:
+            for ev in all_events():
+                conn.execute(_settings_statement(ev.template), {"numbers": [""]})
+            conn.execute(_opted_in_contacts(), {"org_id": -1})
+            conn.execute(_organization_name(), {"id": -1})
+            stmt = _insert_or_ignore(conn.dialect.name)
+            if stmt is not None:  # compiled by running it in the transaction rolled back
+                row: dict[str, Any] = dict.fromkeys(_COLUMNS)
+                row |= {"idempotency_key": "erp-sms warm-up", "event": "warm-up"}
+                row |= {"template": "", "order_ref": "", "order_number": ""}
+                row |= {"status": Status.SKIPPED, "body": "", "attempts": 0}
+                row |= {"maybe_sent": False, "created_at": utcnow(), "updated_at": utcnow()}
+                conn.execute(stmt, [row])
+            conn.rollback()
+    except Exception as exc:  # a warm-up that cannot finish costs the first event only
+        log.warning("erp-sms: warm-up incomplete (%s); the first event pays for it", one_line(exc))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import random
@@ -166,7 +167,21 @@ def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         return
     ordered = sorted(rows, key=lambda r: str(r["idempotency_key"]))
-    name = session.get_bind(mapper=Message).dialect.name
+    conn = session.connection(bind_arguments={"mapper": Message})
+    name = conn.dialect.name
+    stmt = _insert_or_ignore(name)
+    if stmt is None:  # no upsert syntax known here: read, then insert what is missing
+        have = existing_keys(session, [str(r["idempotency_key"]) for r in ordered])
+        ordered = [r for r in ordered if r["idempotency_key"] not in have]
+        if not ordered:
+            return
+        stmt = insert(message_table)
+    conn.execute(stmt, ordered)
+
+
+@functools.cache
+def _insert_or_ignore(name: str) -> Any:
+    """The insert-or-ignore statement of dialect ``name`` (built once), or None."""
     stmt: Any
     if name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -182,13 +197,9 @@ def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         from sqlalchemy.dialects.mysql import insert as mysql_insert
 
         stmt = mysql_insert(message_table).on_duplicate_key_update(id=message_table.c.id)
-    else:  # no upsert syntax known here: read, then insert what is missing
-        have = existing_keys(session, [str(r["idempotency_key"]) for r in ordered])
-        ordered = [r for r in ordered if r["idempotency_key"] not in have]
-        stmt = insert(message_table)
-        if not ordered:
-            return
-    session.execute(stmt, ordered)
+    else:
+        return None
+    return stmt
 
 
 def existing_keys(session: Session, keys: Iterable[str]) -> set[str]:

@@ -7,12 +7,13 @@ implementation for the reference schema in ``erp_sms.erp`` and the default.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import phonenumbers
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, selectinload
 
@@ -191,6 +192,31 @@ def object_key(obj: Any) -> str:
     raise ValueError(f"cannot tell which {type(obj).__name__} this is: give it an id")
 
 
+@functools.cache
+def _organization_name() -> Select[Any]:
+    org = erp.Organization.__table__
+    return select(org.c.name).where(org.c.id == bindparam("id"))
+
+
+@functools.cache
+def _opted_in_contacts() -> Select[Any]:
+    """One Core query, no ORM objects, built once: an organization's contacts that carry
+    SMSUPDATE (the join on the link table uses its organization_id index)."""
+    link, attr = erp.contact_organization, erp.ContactAttribute.__table__
+    contact = erp.Contact.__table__
+    return (
+        select(contact.c.id, contact.c.name, contact.c.email2)
+        .join(link, link.c.contact_id == contact.c.id)
+        .where(
+            link.c.organization_id == bindparam("org_id"),
+            select(attr.c.id)
+            .where(attr.c.contact_id == contact.c.id, attr.c.code == erp.SMSUPDATE)
+            .exists(),
+        )
+        .order_by(contact.c.id)
+    )
+
+
 class ErpLookup:
     """``RecipientLookup`` for the reference schema (``erp_sms.erp``)."""
 
@@ -200,17 +226,27 @@ class ErpLookup:
                 f"the default recipient lookup handles erp_sms.erp.SalesOrder, not "
                 f"{type(order).__name__}: register the event with lookup=YourLookup()"
             )
-        org = order.organization
+        org_id, org_name = order.organization_id, None
+        loaded = sa_inspect(order).attrs.organization.loaded_value
+        if isinstance(loaded, erp.Organization):
+            org_id, org_name = loaded.id, loaded.name
+        elif org_id is not None:
+            # Only the name is needed: a cached Core statement, not an ORM lazy load.
+            conn = session.connection(bind_arguments={"mapper": erp.Organization})
+            org_name = conn.execute(_organization_name(), {"id": org_id}).scalar()
+        contact_id = order.contact_id
+        if contact_id is None and order.contact is not None:  # set, not flushed yet
+            contact_id = order.contact.id
         return OrderView(
             key=str(order.id),
             number=order.number,
-            organization_key=str(org.id) if org is not None else None,
-            organization_name=org.name if org is not None else None,
+            organization_key=str(org_id) if org_id is not None else None,
+            organization_name=org_name,
             sms_update=bool(order.sms_update),
-            listed_contact_key=str(order.contact.id) if order.contact is not None else None,
+            listed_contact_key=str(contact_id) if contact_id is not None else None,
             context={
                 "number": order.number,
-                "organization": {"name": org.name if org is not None else ""},
+                "organization": {"name": org_name or ""},
                 "sms_update": bool(order.sms_update),
             },
         )
@@ -227,29 +263,15 @@ class ErpLookup:
         )
 
     def contacts(self, session: Session, order: Any, *, listed_only: bool) -> Sequence[ContactView]:
-        listed = order.contact
         if listed_only:
+            listed = order.contact
             return [self._view(listed)] if listed is not None else []
         found: dict[int, ContactView] = {}
         org_id = order.organization_id
         if org_id is not None:
-            # One Core query, no ORM objects: the organization's contacts that carry
-            # SMSUPDATE (the join on the link table uses its organization_id index).
-            link, attr = erp.contact_organization, erp.ContactAttribute.__table__
-            contact = erp.Contact.__table__
-            q = (
-                select(contact.c.id, contact.c.name, contact.c.email2)
-                .join(link, link.c.contact_id == contact.c.id)
-                .where(
-                    link.c.organization_id == org_id,
-                    select(attr.c.id)
-                    .where(attr.c.contact_id == contact.c.id, attr.c.code == erp.SMSUPDATE)
-                    .exists(),
-                )
-                .order_by(contact.c.id)
-            )
             org_key = frozenset({str(org_id)})
-            for row in session.execute(q):
+            conn = session.connection(bind_arguments={"mapper": erp.Contact})
+            for row in conn.execute(_opted_in_contacts(), {"org_id": org_id}):
                 found[row.id] = ContactView(
                     key=str(row.id),
                     name=row.name,
@@ -258,8 +280,16 @@ class ErpLookup:
                     organization_keys=org_key,
                     context={"name": row.name, "id": row.id},
                 )
-        if listed is not None and listed.id not in found and listed.has_attribute(erp.SMSUPDATE):
-            found[listed.id] = self._view(listed)
+        # The listed contact, when it is not already among them (another organization's
+        # contact with SMSUPDATE): loaded only then.
+        if order.contact_id not in found or order.contact_id is None:
+            listed = order.contact
+            if (
+                listed is not None
+                and listed.id not in found
+                and listed.has_attribute(erp.SMSUPDATE)
+            ):
+                found[listed.id] = self._view(listed)
         return [found[k] for k in sorted(found)]
 
     def subject(self, name: str, obj: Any) -> tuple[str, Mapping[str, Any]]:

@@ -10,7 +10,9 @@ import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, update
+from sqlalchemy import event, select, update
+from sqlalchemy.engine.default import CACHE_HIT
+from sqlalchemy.orm import Session
 
 from erp_sms import outbox, report, rule_records
 from erp_sms.channels.email_gateway import EmailGatewayChannel, _wire
@@ -162,3 +164,45 @@ def test_the_fast_csv_export_equals_the_row_by_row_writer_on_every_database(any_
             assert fast.getvalue() == slow.getvalue()
             assert fast_totals.lines() == slow_totals.lines()
     assert "+00:00" in fast.getvalue() and "0.0237 USD" in fast_totals.lines()[2]
+
+
+def test_warm_up_compiles_the_host_path_and_writes_nothing(any_db_url):
+    """After ``erp_sms.warm_up(engine)`` the first event finds its statements compiled
+    (SQLAlchemy's cache hits), and the warm-up left no row behind."""
+    import erp_sms
+    from erp_sms import erp, signals
+    from erp_sms.config import Settings, set_settings
+    from erp_sms.db import make_engine
+    from erp_sms.migrate import upgrade
+
+    set_settings(Settings(database_url=any_db_url, smtp_from="o@example.com"))
+    engine = make_engine(any_db_url)
+    upgrade(engine)
+    with Session(engine) as s:
+        org = erp.Organization(name="Acme")
+        erp.Contact(
+            name="Ann",
+            email2="3125550101@vtext.com",
+            organizations=[org],
+            attributes=[erp.ContactAttribute(code=erp.SMSUPDATE)],
+        )
+        s.add(erp.SalesOrder("SO-1", org, sms_update=True))
+        s.commit()
+    erp_sms.warm_up(engine)
+    ours: list[tuple[str, object]] = []
+
+    def seen(conn, cursor, statement, params, context, executemany):
+        if any(
+            t in statement for t in ("sms_option", "erp_contact_organization", "INTO sms_message")
+        ):
+            ours.append((statement[:40], context.cache_hit))
+
+    with Session(engine) as s:
+        order = s.scalars(select(erp.SalesOrder)).one()
+        event.listen(engine, "after_cursor_execute", seen)
+        signals.sent_to_production.send(order, session=s)
+        event.remove(engine, "after_cursor_execute", seen)
+        s.commit()
+        assert [(m.status, m.reason) for m in s.scalars(select(Message))] == [(Status.QUEUED, None)]
+    assert len(ours) == 3 and {h for _s, h in ours} == {CACHE_HIT}, ours
+    engine.dispose()
