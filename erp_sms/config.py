@@ -28,7 +28,11 @@ class DispatchSettings:
     max_attempts: int = 6
     backoff_base_seconds: float = 30.0
     backoff_max_seconds: float = 3600.0
-    rate_per_second: float = 0.0  # per sender; 0 = no pacing
+    rate_per_second: float = 0.0  # per sender; 0 = no pacing (Twilio queues what is over)
+    #: Pace each Twilio sender at its carrier rate (US long code 1 segment/s, toll-free 3,
+    #: short code 100) when ``rate_per_second`` is 0; Twilio fails what waits in its queue
+    #: beyond about 10 hours, so large runs from one number should be paced.
+    pace_by_sender: bool = False
     http_timeout_seconds: float = 15.0
     smtp_timeout_seconds: float = 30.0
     #: SMTP connections sending at once. Each may leave one text sent but unrecorded when
@@ -111,6 +115,11 @@ class Settings:
                     numbers[name] = kind(value)
                 except ValueError:
                     raise ConfigurationError(f"{var}={value!r}: use a number") from None
+        pace = env.get("ERP_SMS_DISPATCH_PACE_BY_SENDER")
+        if pace:
+            if pace.lower() not in ("on", "off", "1", "0", "true", "false", "yes", "no"):
+                raise ConfigurationError(f"ERP_SMS_DISPATCH_PACE_BY_SENDER={pace!r}: use on or off")
+            numbers["pace_by_sender"] = pace.lower() in ("on", "1", "true", "yes")
         dispatch = replace(dispatch, **numbers)
         return cls(
             database_url=get("DATABASE_URL", cls.database_url) or cls.database_url,

@@ -209,9 +209,10 @@ class Dispatcher:
         """How many messages to claim at once: the batch size, but never more than
         pacing lets out within half a lease (the rest would wait on the heartbeat)."""
         d = self.settings.dispatch
-        if d.rate_per_second <= 0:
+        rate = d.rate_per_second or (1.0 if d.pace_by_sender else 0.0)  # the slowest sender
+        if rate <= 0:
             return d.batch_size
-        return max(1, min(d.batch_size, int(d.lease_seconds * d.rate_per_second / 2)))
+        return max(1, min(d.batch_size, int(d.lease_seconds * rate / 2)))
 
     def run_forever(self, on_batch: Callable[[Summary], None] | None = None) -> None:
         """Keep delivering until ``self.stop`` is set."""

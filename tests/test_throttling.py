@@ -8,8 +8,11 @@ import datetime as dt
 import threading
 from dataclasses import replace
 
+from erp_sms.channels.twilio import Pacer, sender_rate
+from erp_sms.config import DispatchSettings, Settings
 from erp_sms.dispatch import THROTTLED_IN_HAND, Dispatcher, Window
 from erp_sms.models import Status
+from erp_sms.rule_records import TwilioRule
 
 from .conftest import with_settings
 from .helpers import activate_twilio, messages
@@ -114,3 +117,44 @@ def test_the_window_holds_new_sends_for_retry_after():
     ticks.now = 1.6  # the provider's pause is over
     t.join(5)
     assert got == [1] and w.in_flight == 1
+
+
+def _sends_in_a_minute(rate: float, segments: int = 1) -> int:
+    """How many texts a pacer lets out in 60 s of an injected clock (its sleep advances
+    the clock: no real waiting)."""
+    clock = Ticks()
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    pacer = Pacer(rate, clock=clock, sleep=sleep)
+    sent = []
+    while clock.now < 60:
+        pacer.wait(segments)
+        sent.append(clock.now)
+    return sum(1 for t in sent if t < 60)
+
+
+def test_pacing_is_exact_within_five_percent_over_a_minute_for_each_sender_kind():
+    for number, rate in (("+13125550100", 1), ("+18885550100", 3), ("12345", 100)):
+        rule = TwilioRule(sid="AC", auth_code="x", phone_number=number, active=True)
+        settings = Settings(dispatch=DispatchSettings(pace_by_sender=True))
+        assert sender_rate(rule, settings) == rate
+        assert abs(_sends_in_a_minute(rate) - 60 * rate) <= 0.05 * 60 * rate
+    # two-segment texts count twice
+    assert abs(_sends_in_a_minute(3, segments=2) - 90) <= 0.05 * 90
+
+
+def test_pacing_by_sender_is_off_by_default_and_an_explicit_rate_wins():
+    rule = TwilioRule(sid="AC", auth_code="x", phone_number="+13125550100", active=True)
+    assert sender_rate(rule, Settings()) == 0.0
+    explicit = Settings(dispatch=DispatchSettings(pace_by_sender=True, rate_per_second=10))
+    assert sender_rate(rule, explicit) == 10
+    service = TwilioRule(
+        sid="AC",
+        auth_code="x",
+        phone_number="+13125550100",
+        active=True,
+        messaging_service_sid="MG" + "a" * 32,
+    )
+    assert sender_rate(service, Settings(dispatch=DispatchSettings(pace_by_sender=True))) == 0

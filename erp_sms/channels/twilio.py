@@ -132,6 +132,29 @@ def pacer_for(sender: str, rate: float) -> Pacer:
         return pacer
 
 
+#: Segments per second a US sender may send (DESIGN.md "Throughput").
+TOLL_FREE_PREFIXES = ("+1800", "+1833", "+1844", "+1855", "+1866", "+1877", "+1888")
+
+
+def sender_rate(rule: TwilioRule, settings: Settings) -> float:
+    """The pace of the TWILIO record's sender: ``rate_per_second`` when set; with
+    ``pace_by_sender``, the carrier rate of the number's kind (short code 100/s,
+    toll-free 3/s, long code 1/s); otherwise 0 (unpaced: Twilio queues). A Messaging
+    Service spreads over its pool, which Twilio paces itself."""
+    d = settings.dispatch
+    if d.rate_per_second > 0:
+        return d.rate_per_second
+    if not d.pace_by_sender or rule.messaging_service_sid:
+        return 0.0
+    number = rule.phone_number
+    digits = number.lstrip("+")
+    if digits.isdigit() and 5 <= len(digits) <= 6:
+        return 100.0  # a short code
+    if number.startswith(TOLL_FREE_PREFIXES):
+        return 3.0
+    return 1.0
+
+
 HELD_CREDENTIALS = (
     "Twilio rejected the TWILIO credentials (20003); update them with "
     "`erp-sms rules set TWILIO --auth-code …` and held texts are released"
@@ -149,7 +172,7 @@ class TwilioChannel(Channel):
         # number's rate); the From is then Twilio's choice.
         self.service = rule.messaging_service_sid
         self.concurrency = max(1, settings.dispatch.concurrency)
-        self.rate_per_second = settings.dispatch.rate_per_second
+        self.rate_per_second = sender_rate(rule, settings)
         self.pacer = pacer or Pacer(self.rate_per_second)
         http = _HttpClient(timeout=settings.dispatch.http_timeout_seconds)
         self.http = http
@@ -179,7 +202,7 @@ class TwilioChannel(Channel):
         if rule.rejected_reason is not None:
             raise ConfigurationError(_held_reason(rule.rejected_reason))
         sender = rule.messaging_service_sid or rule.phone_number
-        pacer = pacer_for(sender, settings.dispatch.rate_per_second)
+        pacer = pacer_for(sender, sender_rate(rule, settings))
         return lambda: cls(rule, settings, pacer)
 
     def rejected(self, session: Session, error: ChannelConfigurationError) -> str:
