@@ -8,6 +8,7 @@ reaches the host's ``signal.send()`` (blinker would propagate it).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import hashlib
 import logging
@@ -190,8 +191,11 @@ def _notify(
     if session.new or session.dirty or session.deleted:
         session.flush()  # the host's own pending rows, outside our savepoint: ids for keys
     _begin_sqlite_transaction(session)
+    send_at = kwargs.get("send_at")
     with session.begin_nested():
         new = _plan(event, order, session, kwargs)
+        if send_at is not None:
+            _schedule(new, send_at)
         # One statement, no read first and no primary keys fetched back; a row whose key
         # is already in the log (the event fired again, or concurrently) is left alone.
         insert_new(session, [_row(m) for m in new])
@@ -213,6 +217,25 @@ def _notify(
 
 
 _COLUMNS = [c.key for c in message_table.columns if c.key != "id"]
+
+
+def _schedule(new: list[Message], send_at: Any) -> None:
+    """``send_at=``: queued now, delivered not before then (the worker claims only what
+    is due). A time that is not timezone-aware is the host's mistake: the texts fail with
+    the reason rather than go out at a guessed time."""
+    if not isinstance(send_at, dt.datetime) or send_at.tzinfo is None:
+        reason = (
+            f"send_at={send_at!r} is not a timezone-aware datetime: pass e.g. "
+            "datetime(2026, 12, 1, 9, 0, tzinfo=ZoneInfo('America/Chicago'))"
+        )
+        for m in new:
+            if m.status == Status.QUEUED:
+                m.status, m.reason, m.next_attempt_at = Status.FAILED, reason, None
+        return
+    when = send_at.astimezone(dt.UTC)
+    for m in new:
+        if m.status == Status.QUEUED and m.next_attempt_at is not None:
+            m.next_attempt_at = max(m.next_attempt_at, when)
 
 
 def _row(msg: Message) -> dict[str, Any]:

@@ -16,11 +16,12 @@ from decimal import Decimal, InvalidOperation
 from typing import IO, Any
 
 from jinja2 import Environment
-from sqlalchemy import Select, String, case, func, select
+from sqlalchemy import Select, String, and_, case, func, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
+from .db import utcnow
 from .errors import InputError
 from .models import Channel, Message, Status
 
@@ -39,6 +40,7 @@ COLUMNS = (
     "provider_id",
     "segments",
     "body",
+    "scheduled_for",
 )
 FORMATS = ("table", "csv", "json", "html")
 # Statuses whose segments left us (and may be billed).
@@ -123,8 +125,7 @@ def rows(
     session: Session, f: Filters, *, attention_first: bool = False, chunk: int = 2000
 ) -> Iterator[dict[str, Any]]:
     """The report rows (COLUMNS, plus ``_price``/``_price_unit`` for the totals), streamed."""
-    source = {"message_id": "id"}  # report column -> Message attribute, where they differ
-    cols = [getattr(Message, source.get(c, c)).label(c) for c in COLUMNS]
+    cols = [_column(c) for c in COLUMNS]
     cols += [Message.price.label("_price"), Message.price_unit.label("_price_unit")]
     q = _where(select(*cols), f)
     if attention_first:
@@ -136,9 +137,23 @@ def rows(
         q = q.order_by(Message.id)
     for r in session.execute(q.execution_options(yield_per=chunk)):
         row = r._asdict()
-        row["created_at"] = _iso(row["created_at"])
-        row["sent_at"] = _iso(row["sent_at"])
+        for c in _TIMES:
+            row[c] = _iso(row[c])
         yield row
+
+
+_TIMES = ("created_at", "sent_at", "scheduled_for")
+
+
+def _column(name: str) -> Any:
+    """The report column ``name`` as a SQL expression. ``scheduled_for`` (CONTRACT.md):
+    when a queued text will go out, empty for one due now."""
+    if name == "message_id":
+        return Message.id.label(name)
+    if name == "scheduled_for":
+        waiting = and_(Message.status == Status.QUEUED, Message.next_attempt_at > utcnow())
+        return case((waiting, Message.next_attempt_at)).label(name)
+    return getattr(Message, name).label(name)
 
 
 class iso_seconds(FunctionElement[str]):
@@ -183,10 +198,7 @@ def export_csv(
     totals counted by the database — no per-row Python beyond the csv module. The
     same columns and values as ``write_csv(rows(...))``."""
     cols = [
-        iso_seconds(getattr(Message, c)).label(c)
-        if c in ("created_at", "sent_at")
-        else getattr(Message, "id" if c == "message_id" else c).label(c)
-        for c in COLUMNS
+        iso_seconds(_column(c).element).label(c) if c in _TIMES else _column(c) for c in COLUMNS
     ]
     q = _where(select(*cols), f).order_by(Message.id)
     result = session.connection().execution_options(stream_results=True).execute(q)
@@ -316,6 +328,9 @@ def write_table(it: Iterator[dict[str, Any]], out: IO[str]) -> Totals:
             value = row[key]
             if key == "reason":
                 value = row["reason"] or row["address"] or ""
+                if row["status"] == Status.QUEUED and row["scheduled_for"]:
+                    due = row["scheduled_for"][:16].replace("T", " ")
+                    value = f"goes out {due} UTC" + (f"; {value}" if value else "")
             if key == "created_at" and value:
                 value = value[:16].replace("T", " ")
             text = "" if value is None else str(value)

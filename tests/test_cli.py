@@ -339,6 +339,7 @@ def test_report_csv_and_json_have_exactly_the_contract_columns(run, logged):
             "provider_id",
             "segments",
             "body",
+            "scheduled_for",
         )
     )
     assert len(rows) == 1 + len(logged)
