@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from jinja2 import Environment
 from sqlalchemy import Select, String, and_, case, func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
@@ -201,14 +202,52 @@ def export_csv(
         iso_seconds(_column(c).element).label(c) if c in _TIMES else _column(c) for c in COLUMNS
     ]
     q = _where(select(*cols), f).order_by(Message.id)
-    result = session.connection().execution_options(stream_results=True).execute(q)
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(COLUMNS)
-    for part in result.partitions(chunk):
-        w.writerows(part)
-        if progress is not None:
-            progress(len(part))
+    conn = session.connection()
+    cursor = _raw_cursor(conn, q)
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(COLUMNS)
+        while part := cursor.fetchmany(chunk):
+            w.writerows(part)
+            if progress is not None:
+                progress(len(part))
+    except dbapi_error as exc:  # the connection lost mid-export, say
+        raise DBAPIError.instance("fetch", None, exc, dbapi_error) from None
+    finally:
+        cursor.close()
     return totals(session, f)
+
+
+def _raw_cursor(conn: Any, q: Select[Any]) -> Any:
+    """``q`` executed on a plain DBAPI cursor of ``conn`` (server-side on PostgreSQL and
+    MariaDB, so rows stream): SQLAlchemy compiles the statement and converts the bound
+    values (aware datetimes to the stored UTC); rows come back as the driver makes them,
+    without SQLAlchemy's per-row processing (a third of an export on SQLite)."""
+    dialect = conn.dialect
+    compiled = q.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    values = compiled.construct_params()
+    processors = getattr(compiled, "_bind_processors", {})
+    values = {k: processors[k](v) if k in processors else v for k, v in values.items()}
+    params: Any = (
+        tuple(values[k] for k in compiled.positiontup or ()) if compiled.positional else values
+    )
+    raw = conn.connection.dbapi_connection
+    if dialect.name == "postgresql":
+        cursor = raw.cursor(name="erp_sms_export")  # psycopg: a server-side cursor
+    elif dialect.name in ("mysql", "mariadb"):
+        import pymysql.cursors  # type: ignore[import-untyped]
+
+        cursor = raw.cursor(pymysql.cursors.SSCursor)
+    else:
+        cursor = raw.cursor()
+    try:
+        cursor.execute(str(compiled), params)
+    except dialect.loaded_dbapi.Error as exc:
+        cursor.close()
+        # As SQLAlchemy would raise it: the commands' one-line messages apply.
+        raise DBAPIError.instance(str(compiled), params, exc, dialect.loaded_dbapi.Error) from None
+    return cursor
 
 
 def totals(session: Session, f: Filters) -> Totals:

@@ -157,13 +157,22 @@ def test_the_fast_csv_export_equals_the_row_by_row_writer_on_every_database(any_
             )
         )
     with any_db.session() as s:
-        for f in (report.Filters(), report.Filters(statuses=(Status.SENT,))):
+        since = utcnow() - dt.timedelta(hours=1)
+        outputs = []
+        for f in (
+            report.Filters(),
+            report.Filters(statuses=(Status.SENT,)),
+            report.Filters(since=since, statuses=(Status.SENT, Status.QUEUED)),
+            report.Filters(until=since),  # none: times go to the database as stored (UTC)
+        ):
             slow, fast = io.StringIO(), io.StringIO()
             slow_totals = report.write_csv(report.rows(s, f), slow)
             fast_totals = report.export_csv(s, f, fast, chunk=4)
             assert fast.getvalue() == slow.getvalue()
             assert fast_totals.lines() == slow_totals.lines()
-    assert "+00:00" in fast.getvalue() and "0.0237 USD" in fast_totals.lines()[2]
+            outputs.append((fast.getvalue(), fast_totals.rows, fast_totals.lines()[2]))
+    assert "+00:00" in outputs[0][0] and "0.0237 USD" in outputs[0][2]
+    assert [n for _o, n, _c in outputs] == [6, 3, 6, 0]
 
 
 def test_warm_up_compiles_the_host_path_and_writes_nothing(any_db_url):
