@@ -725,6 +725,7 @@ class _Recorder:
         self._queue: queue.SimpleQueue[_Record | None] = queue.SimpleQueue()
         self._last: _Record | None = None
         self._conn: Connection | None = None
+        self._auto: Connection | None = None  # autocommit, for one-statement groups
         self._thread = threading.Thread(target=self._run, daemon=True, name="erp-sms-recorder")
         self._thread.start()
 
@@ -753,19 +754,25 @@ class _Recorder:
         """One transaction on the recorder's own connection, kept for the run (no pool
         checkout and liveness ping per group); dropped after any database error, so the
         next try connects afresh."""
-        if self._conn is None:
-            self._conn = self._dispatcher.db.engine.connect()
+        engine = self._dispatcher.db.engine
         try:
+            if engine.dialect.name == "postgresql" and not any(o.callbacks for _c, o in items):
+                if self._auto is None:
+                    self._auto = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                return outbox.finish_many_at_once(self._auto, items, now=now)
+            if self._conn is None:
+                self._conn = engine.connect()
             return outbox.finish_many(self._conn, items, now=now)
         except SQLAlchemyError:
             self._drop()
             raise
 
     def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
+        for conn in (self._conn, self._auto):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+        self._conn = self._auto = None
 
     def _run(self) -> None:
         closing = False

@@ -7,7 +7,9 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
+from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, select, update
@@ -215,3 +217,48 @@ def test_warm_up_compiles_the_host_path_and_writes_nothing(any_db_url):
         assert [(m.status, m.reason) for m in s.scalars(select(Message))] == [(Status.QUEUED, None)]
     assert len(ours) == 3 and {h for _s, h in ours} == {CACHE_HIT}, ours
     engine.dispose()
+
+
+def test_one_statement_outcomes_record_what_the_transaction_does_on_postgresql(any_db):
+    if any_db.engine.dialect.name != "postgresql":
+        pytest.skip("the one-statement group write is PostgreSQL's; the others use finish_many")
+    queue_texts(any_db, 8)
+    claimed = outbox.claim_due(any_db, "w", limit=8, lease_seconds=60)
+    later = utcnow() + dt.timedelta(minutes=5)
+
+    def outcomes(group):
+        sent, retry, failed, lost = group
+        return [
+            (sent, Outcome(Status.SENT, provider_id=f"<{sent.id}@x>", detail="accepted")),
+            (retry, Outcome(Status.QUEUED, reason="busy", next_attempt_at=later, released=True)),
+            (failed, Outcome(Status.FAILED, reason="refused", error_code=550)),
+            (replace(lost, token="another worker"), Outcome(Status.SENT)),
+        ]
+
+    slow, fast = claimed[:4], claimed[4:]
+    a = outbox.finish_many(any_db, outcomes(slow))
+    with any_db.engine.connect() as conn:
+        b = outbox.finish_many_at_once(
+            conn.execution_options(isolation_level="AUTOCOMMIT"), outcomes(fast)
+        )
+    assert (len(a), len(b)) == (3, 3) and slow[3].id not in a and fast[3].id not in b
+    cols = ("status", "reason", "provider_id", "error_code", "attempts", "claimed_by", "maybe_sent")
+    with any_db.session() as s:
+        rows = {m.id: m for m in s.scalars(select(Message))}
+
+        def shape(m):
+            values = [
+                (m.provider_id and "<id>")
+                if c == "provider_id"
+                else bool(m.claimed_by)
+                if c == "claimed_by"
+                else getattr(m, c)
+                for c in cols
+            ]
+            history = [
+                (h.status, re.sub(r"claimed by \S+", "claimed", h.detail or "")) for h in m.history
+            ]
+            due = m.next_attempt_at == later if m.status == Status.QUEUED else None
+            return (*values, due, m.sent_at is not None, history)
+
+        assert [shape(rows[c.id]) for c in slow] == [shape(rows[c.id]) for c in fast]

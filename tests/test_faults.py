@@ -114,6 +114,10 @@ class ConnectionKiller:
 
 
 def _is_finish(statement: str) -> bool:
+    """The statement that records an outcome: the UPDATE of ``finish_many``, or on
+    PostgreSQL the one-statement group write."""
+    if statement.startswith("WITH v AS (SELECT * FROM unnest("):
+        return True
     head = statement.split("WHERE")[0]
     return statement.startswith("UPDATE sms_message SET") and "reason=" in head
 
