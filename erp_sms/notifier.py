@@ -540,7 +540,7 @@ def warm_up(engine: Engine) -> None:
     from sqlalchemy.orm import configure_mappers
 
     from .events import all_events
-    from .recipients import _opted_in_contacts, _organization_name
+    from .recipients import _opted_in_contacts, _organization_and_contacts
 
     try:
         configure_mappers()
@@ -554,7 +554,7 @@ def warm_up(engine: Engine) -> None:
             for ev in all_events():
                 conn.execute(_settings_statement(ev.template), {"numbers": [""]})
             conn.execute(_opted_in_contacts(), {"org_id": -1})
-            conn.execute(_organization_name(), {"id": -1})
+            conn.execute(_organization_and_contacts(), {"org_id": -1})
             stmt = _insert_or_ignore(conn.dialect.name)
             if stmt is not None:  # compiled by running it in the transaction rolled back
                 row: dict[str, Any] = dict.fromkeys(_COLUMNS)

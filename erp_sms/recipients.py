@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import phonenumbers
-from sqlalchemy import ColumnElement, Select, bindparam, func, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, selectinload
 
@@ -192,10 +192,27 @@ def object_key(obj: Any) -> str:
     raise ValueError(f"cannot tell which {type(obj).__name__} this is: give it an id")
 
 
+_PREFETCHED = "erp_sms_prefetched_contacts"  # session.info: id(order) -> (order, org, rows)
+
+
 @functools.cache
-def _organization_name() -> Select[Any]:
-    org = erp.Organization.__table__
-    return select(org.c.name).where(org.c.id == bindparam("id"))
+def _organization_and_contacts() -> Select[Any]:
+    """An organization's name with its contacts that carry SMSUPDATE (one row with NULL
+    contact columns when it has none)."""
+    org, link = erp.Organization.__table__, erp.contact_organization
+    contact, attr = erp.Contact.__table__, erp.ContactAttribute.__table__
+    opted_in = (
+        select(attr.c.id)
+        .where(attr.c.contact_id == contact.c.id, attr.c.code == erp.SMSUPDATE)
+        .exists()
+    )
+    members = link.join(contact, link.c.contact_id == contact.c.id)
+    return (
+        select(org.c.name.label("org_name"), contact.c.id, contact.c.name, contact.c.email2)
+        .select_from(org.outerjoin(members, and_(link.c.organization_id == org.c.id, opted_in)))
+        .where(org.c.id == bindparam("org_id"))
+        .order_by(contact.c.id)
+    )
 
 
 @functools.cache
@@ -230,10 +247,16 @@ class ErpLookup:
         loaded = sa_inspect(order).attrs.organization.loaded_value
         if isinstance(loaded, erp.Organization):
             org_id, org_name = loaded.id, loaded.name
-        elif org_id is not None:
-            # Only the name is needed: a cached Core statement, not an ORM lazy load.
+        if org_id is not None:
+            # One statement for the organization's name and its opted-in contacts, which
+            # ``contacts`` then takes from the session (not an ORM lazy load, not a second
+            # round trip).
             conn = session.connection(bind_arguments={"mapper": erp.Organization})
-            org_name = conn.execute(_organization_name(), {"id": org_id}).scalar()
+            rows = conn.execute(_organization_and_contacts(), {"org_id": org_id}).all()
+            if rows:
+                org_name = rows[0].org_name
+            contacts = [r for r in rows if r.id is not None]
+            session.info.setdefault(_PREFETCHED, {})[id(order)] = (order, org_id, contacts)
         contact_id = order.contact_id
         if contact_id is None and order.contact is not None:  # set, not flushed yet
             contact_id = order.contact.id
@@ -263,6 +286,7 @@ class ErpLookup:
         )
 
     def contacts(self, session: Session, order: Any, *, listed_only: bool) -> Sequence[ContactView]:
+        prefetched = session.info.get(_PREFETCHED, {}).pop(id(order), None)
         if listed_only:
             listed = order.contact
             return [self._view(listed)] if listed is not None else []
@@ -270,8 +294,12 @@ class ErpLookup:
         org_id = order.organization_id
         if org_id is not None:
             org_key = frozenset({str(org_id)})
-            conn = session.connection(bind_arguments={"mapper": erp.Contact})
-            for row in conn.execute(_opted_in_contacts(), {"org_id": org_id}):
+            if prefetched is not None and prefetched[0] is order and prefetched[1] == org_id:
+                rows = prefetched[2]
+            else:
+                conn = session.connection(bind_arguments={"mapper": erp.Contact})
+                rows = conn.execute(_opted_in_contacts(), {"org_id": org_id}).all()
+            for row in rows:
                 found[row.id] = ContactView(
                     key=str(row.id),
                     name=row.name,

@@ -262,3 +262,44 @@ def test_one_statement_outcomes_record_what_the_transaction_does_on_postgresql(a
             return (*values, due, m.sent_at is not None, history)
 
         assert [shape(rows[c.id]) for c in slow] == [shape(rows[c.id]) for c in fast]
+
+
+def test_an_event_costs_the_host_five_statements_six_on_sqlite(any_db_url):
+    """SAVEPOINT, the organization with its opted-in contacts, the settings with the
+    opt-outs, one INSERT, RELEASE — and on SQLite the no-op write that takes the lock
+    before our reads (issue 9)."""
+    from erp_sms import erp, signals
+    from erp_sms.config import Settings, set_settings
+    from erp_sms.db import make_engine
+    from erp_sms.migrate import upgrade
+
+    set_settings(Settings(database_url=any_db_url, smtp_from="o@example.com"))
+    engine = make_engine(any_db_url)
+    upgrade(engine)
+    with Session(engine) as s:
+        org = erp.Organization(name="Acme")
+        for i in range(3):
+            erp.Contact(
+                name=f"C{i}",
+                email2=f"312555010{i}@vtext.com",
+                organizations=[org],
+                attributes=[erp.ContactAttribute(code=erp.SMSUPDATE)],
+            )
+        s.add(erp.SalesOrder("SO-1", org, sms_update=True))
+        s.commit()
+    statements: list[str] = []
+    with Session(engine) as s:
+        order = s.scalars(select(erp.SalesOrder)).one()
+        s.flush()
+
+        def seen(*args: object) -> None:
+            statements.append(str(args[2]))
+
+        event.listen(engine, "before_cursor_execute", seen)
+        signals.sent_to_production.send(order, session=s)
+        event.remove(engine, "before_cursor_execute", seen)
+        s.commit()
+        assert [m.status for m in s.scalars(select(Message))] == [Status.QUEUED] * 3
+    engine.dispose()
+    ours = [st for st in statements if not st.startswith(("COMMIT", "BEGIN"))]
+    assert len(ours) == (6 if any_db_url.startswith("sqlite") else 5), ours
