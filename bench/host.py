@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
+import erp_sms
 from erp_sms import erp, signals
 from erp_sms.config import Settings, set_settings
 from erp_sms.testing import TwilioServer
@@ -61,23 +62,24 @@ def _fill(engine: Any, contacts: int) -> None:
                     if (i - 1) % ORG_SIZE < OPTED_IN
                 ],
             )
+        orders = [(n, (n - 1) % orgs + 1) for n in range(1, max(orgs, EVENTS) + 1)]
         conn.execute(
             insert(erp.SalesOrder.__table__),
             [
-                {"id": o, "number": f"SO-{o}", "organization_id": o, "sms_update": True}
-                for o in range(1, orgs + 1)
+                {"id": n, "number": f"SO-{n}", "organization_id": o, "sms_update": True}
+                for n, o in orders
             ],
         )
         conn.execute(
             insert(erp.ShippingEvent.__table__),
             [
                 {
-                    "sales_order_id": o,
+                    "sales_order_id": n,
                     "status": "Shipped",
                     "carrier": "UPS",
                     "tracking_number": "1Z999",
                 }
-                for o in range(1, orgs + 1)
+                for n, _o in orders
             ],
         )
 
@@ -178,7 +180,8 @@ def main() -> list[dict[str, Any]]:
                 with engine.connect() as conn:
                     conn.exec_driver_sql("ANALYZE")
                     conn.commit()
-            samples, per_event = _events(engine, min(EVENTS, contacts // ORG_SIZE))
+            erp_sms.warm_up(engine)  # as the README asks of hosts; the cold first event is below
+            samples, per_event = _events(engine, EVENTS)
             cold, first = _first_event(url, "cold"), _first_event(url, "warm")
             engine.dispose()
             p50, p99 = p(samples, 0.5), p(samples, 0.99)

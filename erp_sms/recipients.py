@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import phonenumbers
-from sqlalchemy import ColumnElement, Select, and_, bindparam, func, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, literal, null, select, union_all
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, selectinload
 
@@ -196,23 +196,24 @@ _PREFETCHED = "erp_sms_prefetched_contacts"  # session.info: id(order) -> (order
 
 
 @functools.cache
-def _organization_and_contacts() -> Select[Any]:
-    """An organization's name with its contacts that carry SMSUPDATE (one row with NULL
-    contact columns when it has none)."""
-    org, link = erp.Organization.__table__, erp.contact_organization
-    contact, attr = erp.Contact.__table__, erp.ContactAttribute.__table__
-    opted_in = (
-        select(attr.c.id)
-        .where(attr.c.contact_id == contact.c.id, attr.c.code == erp.SMSUPDATE)
-        .exists()
+def _organization_and_contacts() -> Any:
+    """An organization's name (the first row, contact columns NULL) and then its contacts
+    that carry SMSUPDATE — a UNION ALL, so each half keeps its own index (an outer join
+    here made SQLite scan the link table)."""
+    org = erp.Organization.__table__
+    contacts = _opted_in_contacts().order_by(None)
+    name = select(
+        literal(0).label("part"),
+        org.c.name.label("org_name"),
+        null().label("id"),
+        null().label("name"),
+        null().label("email2"),
+    ).where(org.c.id == bindparam("org_id"))
+    members = contacts.with_only_columns(
+        literal(1).label("part"), null().label("org_name"), *contacts.selected_columns
     )
-    members = link.join(contact, link.c.contact_id == contact.c.id)
-    return (
-        select(org.c.name.label("org_name"), contact.c.id, contact.c.name, contact.c.email2)
-        .select_from(org.outerjoin(members, and_(link.c.organization_id == org.c.id, opted_in)))
-        .where(org.c.id == bindparam("org_id"))
-        .order_by(contact.c.id)
-    )
+    both = union_all(name, members).subquery()
+    return select(both).order_by(both.c.part, both.c.id)
 
 
 @functools.cache
