@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 from erp_sms import report, signals
@@ -75,3 +76,26 @@ def test_the_report_shows_when_a_waiting_text_goes_out(delivery, session):
     table = io.StringIO()
     report.write_table(report.rows(session, report.Filters(statuses=(Status.QUEUED,))), table)
     assert f"goes out {when:%Y-%m-%d %H:%M} UTC" in table.getvalue()
+
+
+def test_a_host_event_takes_send_at_too(delivery, db, session):
+    """CONTRACT.md: ``EventType.send(order, session=s, send_at=when)``."""
+    import erp_sms
+
+    reminder = erp_sms.register_event(
+        "scheduled_reminder_test",
+        template="SMS SCHEDULED TEST",
+        subject="invoice",
+        default_template="{{ order.organization.name }}: invoice {{ invoice.number }} is due.",
+        sample_subject={"number": "INV-1"},
+    )
+    clock = Clock()
+    when = clock.now + dt.timedelta(days=3)
+
+    invoice = SimpleNamespace(id=7, number="INV-7")
+    reminder.send(_order(session), session=session, invoice=invoice, send_at=when)
+    session.commit()
+    (m,) = messages(session)
+    assert (m.status, m.reason, m.next_attempt_at) == (Status.QUEUED, None, when)
+    assert "INV-7" in m.body
+    assert not Dispatcher(db, clock=clock).run_once().handled
