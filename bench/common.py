@@ -5,10 +5,11 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from erp_sms import migrate
+from erp_sms import migrate, testing
 from erp_sms.db import make_engine
 
 
@@ -75,41 +76,14 @@ def new_url(name: str) -> str:
 
 
 def queue_texts(engine, n: int, *, gateway: bool) -> None:  # type: ignore[no-untyped-def]
-    """``n`` queued texts written as the notifier writes them, straight into the outbox."""
-    from sqlalchemy import insert
-
-    from erp_sms.db import utcnow
-    from erp_sms.models import Message
-
-    now = utcnow()
-    rows = []
-    for i in range(n):
-        number = f"312{555 + i // 10000:03d}{i % 10000:04d}"
-        address = f"{number}@vtext.com" if gateway else f"+1{number}"
-        rows.append(
-            {
-                "idempotency_key": f"k{i}",
-                "event": "shipment_shipped",
-                "template": "SMS SESHIP",
-                "order_ref": str(i),
-                "order_number": f"SO-{100000 + i}",
-                "status": "queued",
-                "body": f"Acme Fabrication: your order SO-{100000 + i} has shipped via UPS, "
-                "tracking 1Z999AA10123456784. Reply STOP to opt out.",
-                "attempts": 0,
-                "maybe_sent": False,
-                "next_attempt_at": now,
-                "created_at": now,
-                "updated_at": now,
-                "channel": "email_gateway" if gateway else "twilio",
-                "address": address,
-                "raw_address": address,
-                "recipient": f"+1{number}",
-            }
-        )
-    with engine.begin() as conn:
-        for start in range(0, n, 5000):
-            conn.execute(insert(Message.__table__), rows[start : start + 5000])
+    """``n`` queued texts of a realistic length, straight into the outbox."""
+    testing.queue_texts(
+        engine,
+        n,
+        gateway=gateway,
+        body="Acme Fabrication: your order {order} has shipped via UPS, tracking "
+        "1Z999AA10123456784. Reply STOP to opt out.",
+    )
 
 
 SINK = """
@@ -142,3 +116,21 @@ class SinkProcess:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         self.proc.wait(30)
+
+
+SID, TOKEN = "AC" + "1" * 32, "2" * 32  # the loopback Twilio account of the benches
+
+
+def twilio_client(api_url: str) -> Any:
+    """The real twilio client pointed at a loopback Twilio server (the peers' sender)."""
+    from twilio.http.http_client import TwilioHttpClient
+    from twilio.rest import Client
+
+    client = Client(
+        SID,
+        TOKEN,
+        http_client=TwilioHttpClient(timeout=10),
+        environment={"TWILIO_REGION": "", "TWILIO_EDGE": ""},
+    )
+    client.api.base_url = api_url
+    return client

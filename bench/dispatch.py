@@ -24,14 +24,23 @@ from erp_sms.db import Database
 from erp_sms.dispatch import Dispatcher
 from erp_sms.testing import TwilioServer
 
-from .common import SinkProcess, databases, fresh, median, new_url, queue_texts
+from .common import (
+    SID,
+    TOKEN,
+    SinkProcess,
+    databases,
+    fresh,
+    median,
+    new_url,
+    queue_texts,
+    twilio_client,
+)
 
 RUNS = 3
 N_SMTP, N_SMTP_PEER = 5000, 300
 N_TWILIO, N_TWILIO_PEER = 2000, 150
 N_LIMITED = 1000
 LATENCY = 0.05
-SID, TOKEN = "AC" + "1" * 32, "2" * 32
 BODY = (
     "Acme Fabrication: your order SO-100001 has shipped via UPS, tracking "
     "1Z999AA10123456784. Reply STOP to opt out."
@@ -131,8 +140,6 @@ def smtp() -> list[dict[str, Any]]:
 
 
 def twilio() -> list[dict[str, Any]]:
-    from twilio.http.http_client import TwilioHttpClient
-    from twilio.rest import Client
 
     apprise, notify_twilio = _apprise_classes()
     out: list[dict[str, Any]] = []
@@ -141,13 +148,7 @@ def twilio() -> list[dict[str, Any]]:
         notify_twilio.notify_sms_url = api.url + "/2010-04-01/Accounts/{sid}/Messages.json"
 
         def sequential() -> float:
-            client = Client(
-                SID,
-                TOKEN,
-                http_client=TwilioHttpClient(timeout=10),
-                environment={"TWILIO_REGION": "", "TWILIO_EDGE": ""},
-            )
-            client.api.base_url = api.url
+            client = twilio_client(api.url)
             t0 = time.perf_counter()
             for i in range(N_TWILIO_PEER):
                 client.messages.create(to=f"+1312555{i:04d}", from_="+13125550100", body=BODY)

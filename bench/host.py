@@ -22,11 +22,10 @@ from erp_sms import erp, signals
 from erp_sms.config import Settings, set_settings
 from erp_sms.testing import TwilioServer
 
-from .common import databases, fresh, new_url, p
+from .common import SID, TOKEN, databases, fresh, new_url, p, twilio_client
 
 ORG_SIZE, OPTED_IN = 200, 5
 EVENTS = 300
-SID, TOKEN = "AC" + "1" * 32, "2" * 32
 
 
 def _fill(engine: Any, contacts: int) -> None:
@@ -142,18 +141,10 @@ def _first_event(url: str, how: str) -> float:
 
 def _peer() -> float:
     """The median ms of a synchronous 5-text send inside the transaction."""
-    from twilio.http.http_client import TwilioHttpClient
-    from twilio.rest import Client
 
     with TwilioServer(latency=0.05) as api:
         api.add_account(SID, TOKEN)
-        client = Client(
-            SID,
-            TOKEN,
-            http_client=TwilioHttpClient(timeout=10),
-            environment={"TWILIO_REGION": "", "TWILIO_EDGE": ""},
-        )
-        client.api.base_url = api.url
+        client = twilio_client(api.url)
         samples = []
         for _ in range(7):
             t0 = time.perf_counter()

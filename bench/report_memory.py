@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
+from erp_sms import report
 from erp_sms.db import utcnow
 from erp_sms.models import Message
 
@@ -113,24 +114,9 @@ def _driver_csv(url: str, n: int) -> float:
     from erp_sms.db import make_engine
 
     engine = make_engine(url)
-    cols = ", ".join(
-        [
-            "id",
-            "created_at",
-            "sent_at",
-            "order_number",
-            "event",
-            "template",
-            "contact_name",
-            "channel",
-            "address",
-            "status",
-            "reason",
-            "provider_id",
-            "segments",
-            "body",
-        ]
-    )
+    # The report's columns as stored (the peer formats and computes nothing).
+    stored = {"message_id": "id", "scheduled_for": "next_attempt_at"}
+    cols = ", ".join(stored.get(c, c) for c in report.COLUMNS)
     t0 = time.perf_counter()
     with engine.connect() as conn, open(os.devnull, "w", newline="") as fh:
         w = csv.writer(fh)

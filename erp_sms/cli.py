@@ -10,9 +10,9 @@ import itertools
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
@@ -577,77 +577,68 @@ def report_cmd(
         event=event,
         channel=channel,
     )
-    if fmt == "csv":
-        _export_csv(filters, output)
-        return
     with staff_session(readonly=True) as s:
-        # Run the query before writing anything: a failure never leaves a header behind.
-        rows = report.rows(s, filters, attention_first=fmt in ("table", "html"))
-        first = next(rows, None)
-        rows = itertools.chain([first] if first is not None else [], rows)
-        try:
-            out_file = output.open("w", encoding="utf-8", newline="") if output else None
-        except OSError as exc:
-            raise InputError(
-                f"cannot write --output {output}: {exc.strerror or exc}; choose a file in a "
-                "folder that exists and you may write to"
-            ) from None
-        try:
-            out = out_file or sys.stdout
-            if out_file is not None and sys.stderr.isatty():
-                total = report.count(s, filters)
-                with click.progressbar(
-                    rows, length=total, label="exporting", file=sys.stderr
-                ) as bar:
-                    totals = _write(fmt, bar, out)
-            else:
-                totals = _write(fmt, rows, out)
-            if out_file:
-                out_file.close()
-        except OSError as exc:
-            if out_file:
-                with contextlib.suppress(OSError):
-                    out_file.close()
-            target = f"--output {output}" if output else "standard output"
-            raise ErpSmsError(
-                f"cannot write {target}: {exc.strerror or exc}; free some space or choose "
-                "another file"
-            ) from None
-    if output:
-        click.echo(f"{totals.rows} row(s) written to {output}", err=True)
+        write: Callable[[IO[str], Callable[[int], object] | None], report.Totals]
+        if fmt == "csv":
+            # The streamed exporter (a plain cursor, times and totals in SQL); its query
+            # runs before the header is written.
+            def write(out: IO[str], progress: Callable[[int], object] | None) -> report.Totals:
+                return report.export_csv(s, filters, out, progress=progress)
+        else:
+            # Run the query before writing anything: a failure never leaves a header behind.
+            rows = report.rows(s, filters, attention_first=fmt in ("table", "html"))
+            first = next(rows, None)
+            rows = itertools.chain([first] if first is not None else [], rows)
 
+            def write(out: IO[str], progress: Callable[[int], object] | None) -> report.Totals:
+                return _write(fmt, _counted(rows, progress), out)
 
-def _export_csv(filters: report.Filters, output: Path | None) -> None:
-    """CSV goes through the streamed exporter (issue 10: 100k rows/s, flat memory)."""
-    with staff_session(readonly=True) as s:
         total = report.count(s, filters) if output and sys.stderr.isatty() else None
-        try:
-            out_file = output.open("w", encoding="utf-8", newline="") if output else None
-        except OSError as exc:
-            raise InputError(
-                f"cannot write --output {output}: {exc.strerror or exc}; choose a file in a "
-                "folder that exists and you may write to"
-            ) from None
-        try:
-            out = out_file or sys.stdout
-            if total is not None:
-                with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
-                    totals = report.export_csv(s, filters, out, progress=bar.update)
-            else:
-                totals = report.export_csv(s, filters, out)
-            if out_file:
-                out_file.close()
-        except OSError as exc:
-            if out_file:
-                with contextlib.suppress(OSError):
-                    out_file.close()
-            target = f"--output {output}" if output else "standard output"
-            raise ErpSmsError(
-                f"cannot write {target}: {exc.strerror or exc}; free some space or choose "
-                "another file"
-            ) from None
+        totals = _write_output(output, total, write)
     if output:
         click.echo(f"{totals.rows} row(s) written to {output}", err=True)
+
+
+def _counted(rows: Iterator[Any], progress: Callable[[int], object] | None) -> Iterator[Any]:
+    for row in rows:
+        if progress is not None:
+            progress(1)
+        yield row
+
+
+def _write_output(
+    output: Path | None,
+    total: int | None,
+    write: Callable[[IO[str], Callable[[int], object] | None], report.Totals],
+) -> report.Totals:
+    """``write`` to ``--output`` (with a progress bar on a terminal when ``total`` is
+    known) or standard output; a file that cannot be written is one line, never a
+    traceback."""
+    try:
+        out_file = output.open("w", encoding="utf-8", newline="") if output else None
+    except OSError as exc:
+        raise InputError(
+            f"cannot write --output {output}: {exc.strerror or exc}; choose a file in a "
+            "folder that exists and you may write to"
+        ) from None
+    try:
+        out = out_file or sys.stdout
+        if out_file is not None and total is not None:
+            with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
+                totals = write(out, bar.update)
+        else:
+            totals = write(out, None)
+        if out_file:
+            out_file.close()
+    except OSError as exc:
+        if out_file:
+            with contextlib.suppress(OSError):
+                out_file.close()
+        target = f"--output {output}" if output else "standard output"
+        raise ErpSmsError(
+            f"cannot write {target}: {exc.strerror or exc}; free some space or choose another file"
+        ) from None
+    return totals
 
 
 def _write(fmt: str, rows: Any, out: Any) -> report.Totals:

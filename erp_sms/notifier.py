@@ -305,7 +305,7 @@ def _plan(
     # TWILIO routing, the template's override) then come in one statement with the
     # opt-outs of the contacts' numbers — always current; when SMSONLYONE has changed
     # since, the contacts are asked again (once, right after staff flip it).
-    only_one = _last_only_one.get(id(lookup), False)
+    only_one = _last_read.only_one
     decisions = select_recipients(
         view, lookup.contacts(session, order, listed_only=only_one), only_listed=only_one
     )
@@ -317,7 +317,7 @@ def _plan(
     )
     if (options.value_from("SMSONLYONE", stored_only_one) == "on") != only_one:
         only_one = not only_one
-        _last_only_one[id(lookup)] = only_one
+        _last_read.only_one = only_one
         decisions = select_recipients(
             view, lookup.contacts(session, order, listed_only=only_one), only_listed=only_one
         )
@@ -396,8 +396,14 @@ def _settings_statement(template: str) -> Select[Any]:
     )
 
 
-#: SMSONLYONE as this process last read it, per lookup (see ``_plan``).
-_last_only_one: dict[int, bool] = {}
+class _LastRead:
+    """SMSONLYONE as this process last read it (see ``_plan``): a guess checked by every
+    event, so a stale value costs one statement, never a wrong text."""
+
+    only_one = False
+
+
+_last_read = _LastRead()
 
 
 def _classify_all(decisions: Sequence[Decision], region: str) -> dict[int, Address | str]:

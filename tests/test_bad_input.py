@@ -134,3 +134,22 @@ def test_timelines_say_held_once(settings, session, order, delivery, twilio_serv
     lines = [e.line() for e in for_order(session, "SO-1")]
     assert any("held" in ln for ln in lines)
     assert not any("held: held" in ln for ln in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "fragment"),
+    [
+        ("ERP_SMS_DISPATCH_PACE_BY_SENDER", "sometimes", "use on or off"),
+        ("ERP_SMS_DISPATCH_SMTP_CONNECTIONS", "four", "use a number"),
+        ("ERP_SMS_DISPATCH_CONCURRENCY", "many", "use a number"),
+    ],
+)
+def test_a_bad_dispatch_setting_names_the_variable_and_what_to_use(var, value, fragment):
+    from erp_sms.config import Settings
+    from erp_sms.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env({var: value})
+    assert var in caught.value.message and fragment in caught.value.message
+    on = Settings.from_env({"ERP_SMS_DISPATCH_PACE_BY_SENDER": "on"}).dispatch
+    assert on.pace_by_sender and Settings.from_env({}).dispatch.smtp_connections == 1

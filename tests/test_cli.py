@@ -109,6 +109,8 @@ def test_commands_on_an_empty_database_say_to_upgrade(run, tmp_path):
         (["--phone-number", "555-0100"], "PhoneNumber must be the Twilio number"),
         (["--phone-number", "call me"], "PhoneNumber must be the Twilio number"),
         (["--use-code", "SMSDUNNING"], "UseCode must be SMSUPDATE (the only valid value)"),
+        (["--messaging-service-sid", "MG123"], "MessagingServiceSid must be 'MG' followed by 32"),
+        (["--messaging-service-sid", "AC" + "0" * 32], "MessagingServiceSid must be 'MG'"),
         ([], "nothing to set"),
     ],
 )

@@ -60,12 +60,14 @@ TEXT = st.text(alphabet=st.sampled_from(list("abcXYZ019 .=,:-!?\n\t\r\x0bé€�
 @given(TEXT)
 def test_the_cached_email_is_byte_for_byte_what_emailmessage_builds(body):
     msg = _claimed(body)
-    assert _same_but_stamps(GATEWAY._wire(msg)) == _same_but_stamps(_wire(GATEWAY._build(msg)))
+    assert _same_but_stamps(GATEWAY._data_bytes(msg)) == _same_but_stamps(
+        _wire(GATEWAY._build(msg))
+    )
 
 
 def test_a_typical_gateway_text_takes_the_fast_path_in_7bit_and_quoted_printable():
-    short = GATEWAY._wire(_claimed("Acme: order SO-1 shipped."))
-    long = GATEWAY._wire(_claimed("Acme: order SO-1 has gone into production. " * 3))
+    short = GATEWAY._data_bytes(_claimed("Acme: order SO-1 shipped."))
+    long = GATEWAY._data_bytes(_claimed("Acme: order SO-1 has gone into production. " * 3))
     assert b"Content-Transfer-Encoding: 7bit" in short
     assert b"Content-Transfer-Encoding: quoted-printable" in long
     assert long.endswith(b"\r\n.\r\n") and b"=\r\n" in long  # soft line breaks
@@ -303,3 +305,18 @@ def test_an_event_costs_the_host_five_statements_six_on_sqlite(any_db_url):
     engine.dispose()
     ours = [st for st in statements if not st.startswith(("COMMIT", "BEGIN"))]
     assert len(ours) == (6 if any_db_url.startswith("sqlite") else 5), ours
+
+
+def test_several_smtp_connections_send_each_text_once(delivery, db, session, smtp_sink):
+    from erp_sms.config import DispatchSettings
+
+    with_settings(
+        smtp_host=smtp_sink.host,
+        smtp_port=smtp_sink.port,
+        dispatch=replace(delivery.dispatch, smtp_connections=3),
+    )
+    assert DispatchSettings().smtp_connections == 1  # one by default: the narrowest window
+    make_orders(session, 9)
+    summary = Dispatcher(db).run_once()
+    rcpts = [r[1][0] for r in smtp_sink.received]
+    assert summary.counts["sent"] == 9 and len(rcpts) == 9 and len(set(rcpts)) == 9

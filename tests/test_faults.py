@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, create_engine, event, insert, select, text
+from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from erp_sms import erp, outbox, signals
+from erp_sms import erp, outbox, signals, testing
 from erp_sms.channels.twilio import LOOKUP_PAGE_SIZE, TwilioChannel
 from erp_sms.cli import cli
 from erp_sms.config import get_settings
@@ -42,33 +42,7 @@ def queue_texts(
     db: Database, n: int, *, gateway: bool = True, prefix: str = "k", start: int = 0
 ) -> None:
     """``n`` queued texts, written as the notifier would, straight into the outbox."""
-    now = utcnow()
-    rows = []
-    for i in range(start, start + n):
-        number = f"312555{i:04d}"
-        address = f"{number}@vtext.com" if gateway else f"+1{number}"
-        rows.append(
-            {
-                "idempotency_key": f"{prefix}{i}",
-                "event": "sent_to_production",
-                "template": "SMS S2P",
-                "order_ref": str(i),
-                "order_number": f"SO-{i}",
-                "status": Status.QUEUED,
-                "body": f"order SO-{i} is in production",
-                "attempts": 0,
-                "maybe_sent": False,
-                "next_attempt_at": now,
-                "created_at": now,
-                "updated_at": now,
-                "channel": "email_gateway" if gateway else "twilio",
-                "address": address,
-                "raw_address": address,
-                "recipient": f"+1{number}",
-            }
-        )
-    with db.engine.begin() as conn:
-        conn.execute(insert(Message.__table__), rows)
+    testing.queue_texts(db.engine, n, gateway=gateway, prefix=prefix, start=start)
 
 
 def rows(db: Database) -> list[Message]:

@@ -112,7 +112,7 @@ class EmailGatewayChannel(Channel):
         self._message_ids[message.id] = make_msgid(idstring=f"erp-sms.{message.id}", domain=domain)
         return self._message_ids[message.id]
 
-    def _wire(self, message: Claimed) -> bytes:
+    def _data_bytes(self, message: Claimed) -> bytes:
         """The DATA bytes of ``message``. Plain-ASCII texts (nearly all) are assembled
         from a header block built once per instance, the body encoded as ``EmailMessage``
         would encode it (7bit, or quoted-printable past 78 characters a line); anything
@@ -152,7 +152,7 @@ class EmailGatewayChannel(Channel):
         return b"".join(parts)
 
     def send(self, message: Claimed) -> SendResult:
-        data = self._wire(message)
+        data = self._data_bytes(message)
         for attempt in (1, 2):
             if self._smtp is None:
                 self._smtp = self._connect()
