@@ -15,6 +15,7 @@ from .errors import ErpSmsError
 from .events import EventType, all_events, fire, get_event, register_builtin_events, register_event
 from .notifier import warm_up
 from .recipients import ContactView, OrderView, RecipientLookup, set_default_lookup
+from .sequences import Sequence, get_sequence, register_sequence
 
 try:
     __version__ = _metadata.version("erp-sms")
@@ -29,12 +30,15 @@ __all__ = [
     "EventType",
     "OrderView",
     "RecipientLookup",
+    "Sequence",
     "all_events",
     "fire",
     "get_event",
+    "get_sequence",
     "opt_in",
     "opt_out",
     "register_event",
+    "register_sequence",
     "set_default_lookup",
     "signals",
     "warm_up",

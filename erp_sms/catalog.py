@@ -144,7 +144,7 @@ def rule_types() -> dict[str, RuleType]:
 @dataclass(frozen=True)
 class OptionDef:
     name: str
-    kind: str  # bool | text
+    kind: str  # bool | text | window | zone | events
     default: Any
     help: str
 

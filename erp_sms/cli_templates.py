@@ -37,7 +37,7 @@ def sample_context(event: EventType | None) -> dict[str, Any]:
 
 
 def known_names(session: Any) -> list[str]:
-    names = {e.template for e in all_events()}
+    names = {t for e in all_events() for t in (e.template, *e.step_templates)}
     names |= set(session.scalars(select(TemplateOverride.name)))
     return sorted(names)
 

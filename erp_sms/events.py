@@ -36,6 +36,13 @@ class EventType:
     subject: str | None = None  # keyword argument naming the subject (work_order, …)
     lookup: RecipientLookup | None = None  # None: the default lookup
     sample_subject: Mapping[str, Any] | None = None  # for previews and template checks
+    send_window: bool = False  # keep to SMSSENDWINDOW (staff can add events: SMSWINDOWEVENTS)
+    # A reminder sequence's event: its steps' templates (``sequences``); fired by
+    # ``Sequence.start``, not by a signal of its own.
+    step_templates: tuple[str, ...] = ()
+
+    def uses(self, template: str) -> bool:
+        return template == self.template or template in self.step_templates
 
     def send(self, order: Any, *, session: Session | None = None, **kwargs: Any) -> None:
         """Fire the event (same as ``self.signal.send``)."""
@@ -53,9 +60,11 @@ def register_event(
     default_template: str | None = None,
     lookup: RecipientLookup | None = None,
     sample_subject: Mapping[str, Any] | None = None,
+    send_window: bool = False,
 ) -> EventType:
     """Register an event type and connect its receiver. Registering the same name again
-    with the same template and subject returns the existing event."""
+    with the same template and subject returns the existing event. ``send_window``:
+    its texts go out only inside SMSSENDWINDOW in the recipient's local time."""
     if not _NAME.match(name):
         raise InputError(f"event name {name!r}: use lower-case letters, digits and _ (max 64)")
     if not template or len(template) > 64:
@@ -78,11 +87,21 @@ def register_event(
         subject=subject,
         lookup=lookup,
         sample_subject=sample_subject,
+        send_window=send_window,
     )
     _registry[name] = event
     from .notifier import connect
 
     connect(event)
+    return event
+
+
+def add_sequence_event(event: EventType) -> EventType:
+    """Register a reminder sequence's event (no receiver: ``Sequence.start`` plans it)."""
+    existing = _registry.get(event.name)
+    if existing is not None and not existing.step_templates:
+        raise InputError(f"{event.name!r} is already registered as an event, not a sequence")
+    _registry[event.name] = event
     return event
 
 
@@ -101,7 +120,7 @@ def all_events() -> list[EventType]:
 
 def event_for_template(template: str) -> EventType | None:
     for ev in _registry.values():
-        if ev.template == template:
+        if ev.uses(template):
             return ev
     return None
 

@@ -11,7 +11,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import cast
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Table, Text
+from sqlalchemy import (
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -59,6 +69,7 @@ class Message(Base):
         Index("ix_sms_message_created", "created_at"),
         Index("ix_sms_message_provider", "provider_id"),
         Index("ix_sms_message_recipient", "recipient"),
+        Index("ix_sms_message_order_event", "order_ref", "event"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -96,6 +107,12 @@ class Message(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # A reminder sequence's step (its id within the sequence named by ``event``).
+    step: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Goes out only inside the send window (SMSSENDWINDOW), checked again when claimed.
+    send_window: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    # The TWILIO rule record it is sent from (``TWILIO:WEST``); None: ``TWILIO``.
+    sender: Mapped[str | None] = mapped_column(String(32), default=None)
 
     history: Mapped[list[MessageEvent]] = relationship(
         back_populates="message", order_by="MessageEvent.id", cascade="all, delete-orphan"
@@ -253,7 +270,79 @@ class InboundMessage(Base):
     raw: Mapped[str | None] = mapped_column(Text)
 
 
+class SequenceRun(Base):
+    """One start of a reminder sequence for one subject (an invoice): its anchor date
+    and what was planned for each contact, so steps staff change later can be planned
+    again without the host."""
+
+    __tablename__ = "sms_sequence_run"
+    __table_args__ = (
+        UniqueConstraint("sequence", "order_ref", "subject_ref", name="uq_sms_sequence_run"),
+        Index("ix_sms_sequence_run_org", "organization_ref"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sequence: Mapped[str] = mapped_column(String(64))
+    order_ref: Mapped[str] = mapped_column(String(64))
+    subject_ref: Mapped[str] = mapped_column(String(64))  # "-" when the sequence has none
+    order_number: Mapped[str] = mapped_column(String(64))
+    organization_ref: Mapped[str | None] = mapped_column(String(64))
+    organization_name: Mapped[str | None] = mapped_column(String(255))
+    anchor: Mapped[dt.date] = mapped_column(Date)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    stopped_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    stop_reason: Mapped[str | None] = mapped_column(Text)
+    plan: Mapped[str] = mapped_column(Text)  # JSON: contexts and each contact's route
+
+
+class SequenceSteps(Base):
+    """A sequence whose steps staff edited: its steps are the ``SequenceStep`` rows from
+    then on (none at all when staff removed every step), not the code's."""
+
+    __tablename__ = "sms_sequence"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class SequenceStep(Base):
+    __tablename__ = "sms_sequence_step"
+
+    sequence: Mapped[str] = mapped_column(String(64), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    days: Mapped[int] = mapped_column(Integer)
+    template: Mapped[str] = mapped_column(String(64))
+    sms: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class SequenceSwitch(Base):
+    """A sequence switched on or off for one organization (no row: on)."""
+
+    __tablename__ = "sms_sequence_switch"
+
+    sequence: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_name: Mapped[str | None] = mapped_column(String(255))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class SenderMap(Base):
+    """The TWILIO rule record an organization's texts go out from (one number per site)."""
+
+    __tablename__ = "sms_sender_map"
+
+    organization_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_name: Mapped[str | None] = mapped_column(String(255))
+    rule_type: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(128))
+
+
 # Core handles for the statements that claim and update rows (outbox, notifier).
 message_table = _table(Message)
 message_event_table = _table(MessageEvent)
 opt_out_table = _table(OptOut)
+sequence_run_table = _table(SequenceRun)

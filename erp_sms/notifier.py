@@ -12,7 +12,8 @@ import datetime as dt
 import functools
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import phonenumbers
@@ -57,6 +58,23 @@ def notify(
 ) -> list[Message]:
     """Queue the event's texts in ``session``; never raises. Returns the new rows (as
     unattached objects: the rows themselves are written with one bulk INSERT)."""
+    return guarded(event, order, session, kwargs, _notify)
+
+
+Work = Callable[["EventType", Any, Session, Mapping[str, Any]], list[Message]]
+
+
+def guarded(
+    event: EventType,
+    order: Any,
+    session: Session | None,
+    kwargs: Mapping[str, Any],
+    work: Work,
+) -> list[Message]:
+    """Run ``work`` (queue an event's texts, start or stop a sequence) in the host's
+    session the way every host call runs: never raising for our own problems, leaving a
+    failed entry with the reason, and making the host's commit fail when the database
+    aborted its transaction."""
     try:
         if session is None:
             session = object_session(order) if _is_mapped(order) else None
@@ -74,7 +92,7 @@ def notify(
                 event.name,
                 extra={"event": event.name},
             )
-        return _notify(event, order, session, kwargs)
+        return work(event, order, session, kwargs)
     except Exception as exc:
         aborted = aborts_host_transaction(exc)
         if session is not None and aborted is not None:
@@ -193,9 +211,14 @@ def _notify(
     _begin_sqlite_transaction(session)
     send_at = kwargs.get("send_at")
     with session.begin_nested():
-        new = _plan(event, order, session, kwargs)
+        info = PlanInfo()
+        new = _plan(event, order, session, kwargs, info)
         if send_at is not None:
             _schedule(new, send_at)
+        if info.windowed(event):
+            from .sendwindow import now
+
+            _apply_window(new, info, now())
         # One statement, no read first and no primary keys fetched back; a row whose key
         # is already in the log (the event fired again, or concurrently) is left alone.
         insert_new(session, [_row(m) for m in new])
@@ -252,6 +275,7 @@ def _new_message(base: Mapping[str, Any], key: str, status: str, reason: str | N
         updated_at=now,
         attempts=0,
         maybe_sent=False,
+        send_window=False,
         body="",
         **base,
     )
@@ -274,8 +298,15 @@ def _sender_context(phone: str | None) -> dict[str, str]:
 
 
 def _plan(
-    event: EventType, order: Any, session: Session, kwargs: Mapping[str, Any]
+    event: EventType,
+    order: Any,
+    session: Session,
+    kwargs: Mapping[str, Any],
+    info: PlanInfo | None = None,
 ) -> list[Message]:
+    """The rows of one event: a text per contact to text, and an entry with the reason
+    for every contact (or order) that cannot be texted."""
+    info = info if info is not None else PlanInfo()
     lookup = event.lookup or default_lookup()
     view: OrderView = lookup.order(session, order)
     base: dict[str, Any] = {
@@ -299,6 +330,7 @@ def _plan(
             return [_new_message(base, key, Status.FAILED, reason)]
         subject_ref, subject_ctx = lookup.subject(event.subject, obj)
     base["subject_ref"] = subject_ref
+    info.view, info.subject_ref = view, subject_ref
 
     # SMSONLYONE decides which contacts the lookup returns, so it is known before the
     # settings are read: this process's last reading of it. The settings (SMSONLYONE, the
@@ -313,7 +345,7 @@ def _plan(
     addresses = _classify_all(decisions, region)
     numbers = [a.e164 for a in addresses.values() if isinstance(a, Address)]
     stored_only_one, active, sender_phone, override, blocked = _settings_and_opt_outs(
-        session, event.template, numbers
+        session, event.template, numbers, info
     )
     if (options.value_from("SMSONLYONE", stored_only_one) == "on") != only_one:
         only_one = not only_one
@@ -334,13 +366,14 @@ def _plan(
     context: dict[str, Any] = {"order": view.context, "sender": _sender_context(sender_phone)}
     if event.subject:
         context[event.subject] = subject_ctx
+    info.context = context
 
     out = []
     for i, d in enumerate(decisions):
         contact: ContactView | None = d.contact
         key = idempotency_key(event.name, view.key, subject_ref, contact.key if contact else None)
         if contact is None:
-            out.append(_new_message(base, key, Status.SKIPPED, d.skip_reason))
+            out.append(_skip(info, base, key, None, Status.SKIPPED, d.skip_reason))
             continue
         who = {
             "contact_ref": contact.key,
@@ -348,22 +381,23 @@ def _plan(
             "raw_address": contact.address,
         }
         if d.skip_reason:
-            out.append(_new_message({**base, **who}, key, Status.SKIPPED, d.skip_reason))
+            out.append(_skip(info, {**base, **who}, key, contact, Status.SKIPPED, d.skip_reason))
             continue
         address = addresses[i]
         if not isinstance(address, Address):
-            out.append(_new_message({**base, **who}, key, Status.SKIPPED, address))
+            out.append(_skip(info, {**base, **who}, key, contact, Status.SKIPPED, address))
             continue
         r = route(address, twilio_active)
         who |= {"channel": r.channel, "address": r.address, "recipient": address.e164}
         if r.channel is None:
-            out.append(_new_message({**base, **who}, key, Status.SKIPPED, r.reason))
+            out.append(_skip(info, {**base, **who}, key, contact, Status.SKIPPED, r.reason))
             continue
         if address.e164 in blocked:
             # Numbers on the opt-out list get nothing.
             reason = consent.describe(blocked[address.e164])
-            out.append(_new_message({**base, **who}, key, Status.SKIPPED, reason))
+            out.append(_skip(info, {**base, **who}, key, contact, Status.SKIPPED, reason))
             continue
+        info.contacts.append({**who, "status": Status.QUEUED, "context": dict(contact.context)})
         if template_error or source is None:
             out.append(_new_message({**base, **who}, key, Status.FAILED, template_error))
             continue
@@ -380,6 +414,23 @@ def _plan(
     return out
 
 
+def _skip(
+    info: PlanInfo,
+    fields: Mapping[str, Any],
+    key: str,
+    contact: ContactView | None,
+    status: str,
+    reason: str | None,
+) -> Message:
+    """A row that says why this contact (or the order) gets no text; noted in ``info``."""
+    who = {k: fields.get(k) for k in _CONTACT_FIELDS}
+    info.contacts.append({**who, "status": status, "reason": reason})
+    return _new_message(fields, key, status, reason)
+
+
+_CONTACT_FIELDS = ("contact_ref", "contact_name", "raw_address", "channel", "address", "recipient")
+
+
 @functools.lru_cache(maxsize=256)
 def _settings_statement(template: str) -> Select[Any]:
     """The statement of ``_settings_and_opt_outs``, built once per template: building it
@@ -388,6 +439,9 @@ def _settings_statement(template: str) -> Select[Any]:
         options.value_query("SMSONLYONE"),
         *rule_records.routing_query(),
         templates.override_query(template),
+        options.value_query("SMSSENDWINDOW"),
+        options.value_query("SMSTIMEZONE"),
+        options.value_query("SMSWINDOWEVENTS"),
     )
     opt_out = OptOut.__table__
     one = select(literal(1).label("one")).subquery()
@@ -420,16 +474,61 @@ def _classify_all(decisions: Sequence[Decision], region: str) -> dict[int, Addre
 
 
 def _settings_and_opt_outs(
-    session: Session, template: str, numbers: Sequence[str]
+    session: Session, template: str, numbers: Sequence[str], info: PlanInfo
 ) -> tuple[str | None, bool | None, str | None, str | None, dict[str, Any]]:
-    """SMSONLYONE, the TWILIO routing, the template override and the opt-outs among
-    ``numbers``, in one statement: one row of settings, joined with each opt-out."""
+    """SMSONLYONE, the TWILIO routing, the template override, the send-window options
+    (into ``info``) and the opt-outs among ``numbers``, in one statement: one row of
+    settings, joined with each opt-out."""
     wanted = sorted(set(numbers)) or [""]  # "" matches no opt-out: still one settings row
     conn = session.connection(bind_arguments={"mapper": Message})
     rows = conn.execute(_settings_statement(template), {"numbers": wanted}).all()
     first = rows[0]
     blocked = {r.number: r for r in rows if r.number is not None}
+    info.window = options.value_from("SMSSENDWINDOW", first[4])
+    info.zone = options.value_from("SMSTIMEZONE", first[5])
+    info.window_events = options.value_from("SMSWINDOWEVENTS", first[6])
     return first[0], first[1], first[2], first[3], blocked
+
+
+@dataclass
+class PlanInfo:
+    """What planning learned besides the rows: the send-window settings, and for a
+    reminder sequence the contexts and each contact's route, decided before any
+    template (a sequence renders several)."""
+
+    window: str = "off"
+    zone: str = "UTC"
+    window_events: str = ""
+    view: OrderView | None = None
+    subject_ref: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    contacts: list[dict[str, Any]] = field(default_factory=list)
+
+    def windowed(self, event: EventType) -> bool:
+        return event.send_window or event.name in self.window_events.split(",")
+
+
+def _apply_window(new: Sequence[Message], info: PlanInfo, now: dt.datetime) -> None:
+    """Queued texts of an event that keeps to the send window wait for its next opening
+    in the recipient's local time (the reason says until when); the worker checks again
+    when it claims them."""
+    from .sendwindow import SendWindow, next_opening, zones_for
+
+    try:
+        window = SendWindow.parse(info.window)
+    except InputError:
+        window = None  # unreachable through `options set`, which checks it
+    for m in new:
+        if m.status != Status.QUEUED:
+            continue
+        m.send_window = True
+        if window is None:
+            continue
+        due = max(m.next_attempt_at or now, now)
+        opening = next_opening(due, window, zones_for(m.recipient, info.zone), info.zone)
+        if opening.at > due:
+            m.next_attempt_at = opening.at
+            m.reason = "deferred: outside the " + opening.describe(window)
 
 
 def _order_identity(event: EventType, order: Any, session: Session) -> tuple[str, str]:

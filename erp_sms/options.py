@@ -29,6 +29,20 @@ def parse_value(opt: OptionDef, value: str) -> str:
         if v in _FALSE:
             return "off"
         raise InputError(f"{opt.name} takes on or off, not {value!r}")
+    if opt.kind == "window":
+        from .sendwindow import SendWindow
+
+        window = SendWindow.parse(value)
+        return str(window) if window else "off"
+    if opt.kind == "zone":
+        from .sendwindow import zone
+
+        return zone(value).key
+    if opt.kind == "events":
+        from .events import get_event
+
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        return ",".join(get_event(n).name for n in names)  # UnknownEventError names them
     return value
 
 

@@ -19,12 +19,13 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Table,
     and_,
     exists,
     insert,
@@ -45,6 +46,7 @@ from .models import (
     message_event_table,
     message_table,
     opt_out_table,
+    sequence_run_table,
 )
 
 log = logging.getLogger(__name__)
@@ -189,23 +191,22 @@ def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 
 
 @functools.cache
-def _insert_or_ignore(name: str) -> Any:
-    """The insert-or-ignore statement of dialect ``name`` (built once), or None."""
+def _insert_or_ignore(name: str, table: Table = message_table) -> Any:
+    """The insert-or-ignore statement into ``table`` (any unique key) of dialect
+    ``name`` (built once), or None."""
     stmt: Any
     if name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        stmt = pg_insert(message_table).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        stmt = pg_insert(table).on_conflict_do_nothing()
     elif name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        stmt = sqlite_insert(message_table).on_conflict_do_nothing(
-            index_elements=["idempotency_key"]
-        )
+        stmt = sqlite_insert(table).on_conflict_do_nothing()
     elif name in ("mysql", "mariadb"):
         from sqlalchemy.dialects.mysql import insert as mysql_insert
 
-        stmt = mysql_insert(message_table).on_duplicate_key_update(id=message_table.c.id)
+        stmt = mysql_insert(table).on_duplicate_key_update(id=table.c.id)
     else:
         return None
     return stmt
@@ -332,7 +333,7 @@ def _claim(
     # such a row is canceled here instead of being sent.
     opted_out = exists().where(opt_out_table.c.number == m.recipient).label("opted_out")
     candidates = (
-        select(m.id, m.status, m.claimed_by, m.claimed_at, m.recipient, opted_out)
+        select(m.id, m.status, m.claimed_by, m.claimed_at, m.recipient, m.send_window, opted_out)
         .where(due)
         .order_by(m.next_attempt_at, m.id)
         .limit(limit)
@@ -342,10 +343,17 @@ def _claim(
     claimed_ids: list[tuple[int, str, dt.datetime | None]] = []
     conn_cm = db.engine.connect().execution_options(erp_sms_begin_immediate=True)
     with conn_cm as conn, conn.begin():
+        window: _WindowCheck | None = None
         for row in conn.execute(candidates).all():
             if row.opted_out:
                 _cancel_opted_out(conn, row, now)
                 continue
+            if row.send_window and row.status == Status.QUEUED:
+                # Due, but perhaps outside the send window (released at night, a worker
+                # that was down): it waits for the next opening instead.
+                window = window or _WindowCheck(conn)
+                if window.defer(conn, row, now):
+                    continue
             token = new_token(worker_id)
             res = conn.execute(
                 update(message_table)
@@ -440,6 +448,49 @@ def renew_leases(
         )
         held = conn.execute(select(m.id).where(mine, m.status == Status.SENDING)).scalars()
         return set(held)
+
+
+class _WindowCheck:
+    """The send window as the options say now, read once per claim."""
+
+    def __init__(self, conn: Any) -> None:
+        from .models import Option
+        from .options import value_from
+
+        stored = dict(
+            conn.execute(
+                select(Option.name, Option.value).where(
+                    Option.name.in_(["SMSSENDWINDOW", "SMSTIMEZONE"])
+                )
+            ).all()
+        )
+        from .sendwindow import SendWindow
+
+        self.zone = value_from("SMSTIMEZONE", stored.get("SMSTIMEZONE"))
+        try:
+            self.window = SendWindow.parse(value_from("SMSSENDWINDOW", stored.get("SMSSENDWINDOW")))
+        except InputError:
+            self.window = None
+
+    def defer(self, conn: Any, row: Any, now: dt.datetime) -> bool:
+        """Move ``row`` to the window's next opening when it is closed now."""
+        from .sendwindow import next_opening, zones_for
+
+        if self.window is None:
+            return False
+        opening = next_opening(now, self.window, zones_for(row.recipient, self.zone), self.zone)
+        if opening.at <= now:
+            return False
+        m = message_table.c
+        reason = "deferred: outside the " + opening.describe(self.window)
+        res = conn.execute(
+            update(message_table)
+            .where(m.id == row.id, m.status == Status.QUEUED)
+            .values(next_attempt_at=opening.at, reason=reason, updated_at=now)
+        )
+        if res.rowcount == 1:
+            _history(conn, row.id, now, Status.QUEUED, reason)
+        return True
 
 
 def _cancel_opted_out(conn: Any, row: Any, now: dt.datetime) -> None:
@@ -817,6 +868,48 @@ def replace_plan(session: Session, message: Message, planned: Message, *, by: st
         source=by,
         detail=f"retried by {by}" + (f": {message.reason}" if message.reason else ""),
     )
+
+
+def apply_plan(session: Session, message: Message, row: Mapping[str, Any], *, by: str) -> bool:
+    """A text not sent yet takes what its sequence step plans now (staff changed the
+    steps or a switch): status, reason, text and time. False when nothing changed."""
+    names = ("status", "reason", "body", "encoding", "segments", "template", "next_attempt_at")
+    if all(getattr(message, n) == row[n] for n in names):
+        return False
+    status_changed = message.status != row["status"]
+    for n in names:
+        setattr(message, n, row[n])
+    detail = f"planned again by {by}" + (f": {message.reason}" if message.reason else "")
+    if not status_changed and message.next_attempt_at is not None:
+        detail += f" (goes out {message.next_attempt_at:%Y-%m-%d %H:%M} UTC)"
+    add_event(session, message, kind="status", status=message.status, source=by, detail=detail)
+    return True
+
+
+def insert_or_ignore_run(session: Session, run: Mapping[str, Any]) -> bool:
+    """Record the start of a sequence run; False when this subject's run already exists
+    (started before, or by a concurrent call — no IntegrityError either way)."""
+    conn = session.connection(bind_arguments={"mapper": Message})
+    stmt = _insert_or_ignore(conn.dialect.name, sequence_run_table)
+    if stmt is None:
+        t = sequence_run_table.c
+        found = conn.execute(
+            select(t.id).where(
+                t.sequence == run["sequence"],
+                t.order_ref == run["order_ref"],
+                t.subject_ref == run["subject_ref"],
+            )
+        ).first()
+        if found is not None:
+            return False
+        stmt = insert(sequence_run_table)
+    if conn.dialect.name in ("postgresql", "sqlite"):
+        # A single-row INSERT here gets an implicit RETURNING: its rowcount says nothing.
+        return conn.execute(stmt.returning(sequence_run_table.c.id), dict(run)).first() is not None
+    # MariaDB counts a duplicate's no-op update as a found row: INSERT IGNORE instead
+    # (every value here is ours and fits its column, so it hides no other error).
+    ignore = insert(sequence_run_table).prefix_with("IGNORE")
+    return bool(conn.execute(ignore, dict(run)).rowcount == 1)
 
 
 def add_planned(session: Session, planned: Sequence[Message]) -> list[Message]:

@@ -1,0 +1,333 @@
+"""Issue 11: reminder sequences (SMS dunning) and the send window — an injected clock, no
+sleeps; on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from erp_sms import options, sequences, signals
+from erp_sms.db import Database
+from erp_sms.dispatch import Dispatcher
+from erp_sms.models import Message, Status
+from erp_sms.sendwindow import SendWindow, is_open, next_opening, set_clock, zones_for
+from erp_sms.sequences import register_sequence
+
+from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+from .test_faults import Clock
+
+CHICAGO = ZoneInfo("America/Chicago")
+NEW_YORK = ZoneInfo("America/New_York")
+UTC = dt.UTC
+
+
+@dataclass
+class Invoice:
+    id: int
+    number: str
+    due_date: dt.date
+    amount: str = "1,250.00"
+
+
+DUNNING = register_sequence(
+    "test_dunning",
+    subject="invoice",
+    steps=[(-3, "SMS TEST DUE SOON"), (0, "SMS TEST DUE"), (7, "SMS TEST OVERDUE")],
+    default_templates={
+        "SMS TEST DUE SOON": "Invoice {{ invoice.number }} is due on {{ invoice.due_date }}.",
+        "SMS TEST DUE": "Invoice {{ invoice.number }} is due today.",
+        "SMS TEST OVERDUE": "Invoice {{ invoice.number }} is {{ sequence.days }} days late.",
+    },
+)
+
+
+class FixedClock:
+    def __init__(self, when: dt.datetime) -> None:
+        self.now = when.astimezone(UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Iterator[FixedClock]:
+    # Monday 2027-03-08 10:00 in Chicago; DST starts on Sunday 2027-03-14.
+    c = FixedClock(dt.datetime(2027, 3, 8, 10, 0, tzinfo=CHICAGO))
+    set_clock(c)
+    yield c
+    set_clock(None)
+
+
+@pytest.fixture
+def host(any_db: Database) -> Iterator[Session]:
+    with Session(any_db.engine, expire_on_commit=False) as s:
+        yield s
+
+
+def _world(session: Session, *, org_name: str = "Acme Fabrication", number: str = "SO-1"):
+    org = OrganizationFactory(name=org_name)
+    ann = ContactFactory(name="Ann", email2="3125550101@vtext.com", organizations=[org])
+    order = SalesOrderFactory(number=number, organization=org, contact=ann)
+    session.add_all([org, ann, order])
+    session.flush()
+    return order
+
+
+def _rows(session: Session, event: str = "test_dunning") -> list[Message]:
+    session.commit()
+    session.expire_all()
+    return list(
+        session.scalars(select(Message).where(Message.event == event).order_by(Message.step))
+    )
+
+
+def _local(m: Message, zone: ZoneInfo = CHICAGO) -> str:
+    assert m.next_attempt_at is not None
+    return f"{m.next_attempt_at.astimezone(zone):%Y-%m-%d %H:%M}"
+
+
+# -- the send window, as arithmetic ---------------------------------------------------------
+
+
+def test_a_window_across_midnight_is_open_at_night_and_closed_by_day():
+    night = SendWindow.parse("21:00-07:00")
+    assert night is not None
+    assert night.is_open_at(dt.time(23, 30)) and night.is_open_at(dt.time(6, 59))
+    assert not night.is_open_at(dt.time(7, 0)) and not night.is_open_at(dt.time(12, 0))
+    noon = dt.datetime(2027, 3, 8, 12, 0, tzinfo=CHICAGO)
+    opening = next_opening(noon, night, (CHICAGO,), "America/New_York")
+    assert opening.at.astimezone(CHICAGO) == dt.datetime(2027, 3, 8, 21, 0, tzinfo=CHICAGO)
+
+
+def test_a_number_in_several_zones_is_texted_when_the_window_is_open_in_all():
+    window = SendWindow.parse("08:00-20:00")
+    assert window is not None
+    early = dt.datetime(2027, 3, 8, 7, 30, tzinfo=NEW_YORK)  # 06:30 in Chicago
+    opening = next_opening(early, window, (NEW_YORK, CHICAGO), "America/New_York")
+    assert opening.at.astimezone(CHICAGO).time() == dt.time(8, 0)  # 09:00 in New York
+    assert not opening.fallback
+    # A toll-free number "spans" 42 zones from Guam to St John's: still a shared hour.
+    zones = zones_for("+18005550100", "America/Chicago")
+    assert len(zones) > 10
+    opening = next_opening(early, window, zones, "America/Chicago")
+    assert not opening.fallback and is_open(opening.at, window, zones)
+    assert not is_open(opening.at - dt.timedelta(minutes=1), window, zones)
+    # Zones that never share an open hour: the default zone decides, and the reason says so.
+    office = SendWindow.parse("09:00-17:00")
+    assert office is not None
+    opening = next_opening(early, office, (CHICAGO, ZoneInfo("Asia/Tokyo")), "America/Chicago")
+    assert opening.fallback and opening.zones == (CHICAGO,)
+    assert opening.at.astimezone(CHICAGO) == dt.datetime(2027, 3, 8, 9, 0, tzinfo=CHICAGO)
+    assert "never all inside the window" in opening.describe(office)
+
+
+def test_unknown_numbers_use_the_default_zone_and_known_ones_their_own():
+    assert zones_for("+13125550101", "America/New_York") == (CHICAGO,)
+    assert zones_for("+15555550100", "America/New_York") == (NEW_YORK,)
+    assert zones_for(None, "Europe/Berlin") == (ZoneInfo("Europe/Berlin"),)
+
+
+@pytest.mark.parametrize("bad", ["8-20", "08:00", "25:00-07:00", "08:00-08:00", "soon"])
+def test_a_bad_window_gets_one_line_that_says_what_to_write(bad, session):
+    from erp_sms.errors import InputError
+
+    with pytest.raises(InputError, match=r"HH:MM-HH:MM|set it to off"):
+        options.set_value(session, "SMSSENDWINDOW", bad)
+
+
+# -- sequences on every database -------------------------------------------------------------
+
+
+def test_start_queues_each_step_at_the_window_opening_in_the_customers_time(host, clock):
+    order = _world(host)
+    invoice = Invoice(7, "INV-7", dt.date(2027, 3, 12))
+    DUNNING.start(order, session=host, anchor=invoice.due_date, invoice=invoice)
+    before, due, late = _rows(host)
+    assert [m.status for m in (before, due, late)] == [Status.QUEUED] * 3
+    # 08:00 in Chicago on each day — across the DST change on 03-14 (UTC hour moves).
+    assert [_local(m) for m in (before, due, late)] == [
+        "2027-03-09 08:00",
+        "2027-03-12 08:00",
+        "2027-03-19 08:00",
+    ]
+    assert before.next_attempt_at.hour == 14 and late.next_attempt_at.hour == 13  # CST, CDT
+    assert before.body == "Invoice INV-7 is due on 2027-03-12."
+    assert late.body == "Invoice INV-7 is 7 days late."
+    assert all(m.send_window and m.template.startswith("SMS TEST") for m in (before, due, late))
+
+
+def test_a_past_step_is_skipped_with_the_reason_never_sent_late(host, clock):
+    order = _world(host)
+    invoice = Invoice(8, "INV-8", dt.date(2027, 3, 1))  # a week overdue already
+    DUNNING.start(order, session=host, anchor=invoice.due_date, invoice=invoice)
+    before, due, late = _rows(host)
+    assert before.status == due.status == Status.SKIPPED
+    assert "was due on 2027-02-26" in before.reason and "not sent late" in before.reason
+    assert late.status == Status.QUEUED and _local(late) == "2027-03-08 10:00"  # today, now
+
+
+def test_a_step_due_today_after_the_window_closed_is_deferred_with_the_reason(host, clock):
+    clock.now = dt.datetime(2027, 3, 8, 21, 30, tzinfo=CHICAGO).astimezone(UTC)
+    order = _world(host)
+    invoice = Invoice(9, "INV-9", dt.date(2027, 3, 8))
+    DUNNING.start(order, session=host, anchor=invoice.due_date, invoice=invoice)
+    before, due, late = _rows(host)
+    assert before.status == Status.SKIPPED and late.status == Status.QUEUED
+    assert due.status == Status.QUEUED and _local(due) == "2027-03-09 08:00"
+    assert due.reason.startswith("deferred: outside the send window 08:00-20:00")
+
+
+def test_starting_twice_adds_nothing(host, clock):
+    order = _world(host)
+    invoice = Invoice(10, "INV-10", dt.date(2027, 3, 12))
+    DUNNING.start(order, session=host, anchor=invoice.due_date, invoice=invoice)
+    host.commit()
+    again = DUNNING.start(order, session=host, anchor=dt.date(2027, 4, 1), invoice=invoice)
+    assert again == []
+    assert len(_rows(host)) == 3
+    assert _local(_rows(host)[0]) == "2027-03-09 08:00"  # the first anchor
+
+
+def test_stop_cancels_what_has_not_gone_out_and_rolls_back_with_the_host(host, clock):
+    order = _world(host)
+    invoice = Invoice(11, "INV-11", dt.date(2027, 3, 12))
+    DUNNING.start(order, session=host, anchor=invoice.due_date, invoice=invoice)
+    host.commit()
+    DUNNING.stop(order, session=host, reason="paid", invoice=invoice)
+    host.rollback()  # the host's payment failed to save: the reminders stay
+    assert [m.status for m in _rows(host)] == [Status.QUEUED] * 3
+    canceled = DUNNING.stop(order, session=host, reason="paid", invoice=invoice)
+    assert len(canceled) == 3
+    rows = _rows(host)
+    assert [m.status for m in rows] == [Status.CANCELED] * 3
+    assert rows[0].reason == "test_dunning stopped: paid"
+
+
+def test_a_step_staff_change_after_start_applies_to_steps_not_sent(host, clock):
+    order = _world(host)
+    invoice = Invoice(12, "INV-12", dt.date(2027, 3, 12))
+    DUNNING.start(order, session=host, anchor=invoice.due_date, invoice=invoice)
+    host.commit()
+    step, changed = sequences.set_step(host, DUNNING, 3, days=14, by="pat")
+    host.commit()
+    assert step.days == 14 and changed == 1
+    late = _rows(host)[2]
+    assert _local(late) == "2027-03-26 08:00" and late.body == "Invoice INV-12 is 14 days late."
+    sequences.set_step(host, DUNNING, 1, sms=False, by="pat")
+    host.commit()
+    first = _rows(host)[0]
+    assert first.status == Status.SKIPPED and "turned off by staff" in first.reason
+    sequences.set_step(host, DUNNING, 1, sms=True, by="pat")
+    host.commit()
+    assert _rows(host)[0].status == Status.QUEUED  # turned on again: planned again
+    step, _ = sequences.set_step(host, DUNNING, None, days=30, template="SMS TEST DUE", by="pat")
+    host.commit()
+    assert step.id == 4 and _local(_rows(host)[3]) == "2027-04-11 08:00"
+    sequences.remove_step(host, DUNNING, 2, by="pat")
+    host.commit()
+    removed = _rows(host)[1]
+    assert removed.status == Status.CANCELED and "removed" in removed.reason
+    # Another subject started now gets the edited steps.
+    other = Invoice(13, "INV-13", dt.date(2027, 3, 12))
+    DUNNING.start(order, session=host, anchor=other.due_date, invoice=other)
+    rows = [m for m in _rows(host) if m.subject_ref == "13"]
+    assert [m.step for m in rows] == [1, 3, 4]
+
+
+def test_an_organization_switched_off_gets_its_steps_skipped_with_the_reason(host, clock):
+    order = _world(host)
+    org_ref = str(order.organization_id)
+    invoice = Invoice(14, "INV-14", dt.date(2027, 3, 12))
+    DUNNING.start(order, session=host, anchor=invoice.due_date, invoice=invoice)
+    host.commit()
+    changed = sequences.switch(host, DUNNING, org_ref, "Acme Fabrication", False, by="pat")
+    host.commit()
+    assert changed == 3
+    rows = _rows(host)
+    assert {m.status for m in rows} == {Status.SKIPPED}
+    assert "switched off for Acme Fabrication" in rows[0].reason
+    sequences.switch(host, DUNNING, org_ref, "Acme Fabrication", True, by="pat")
+    host.commit()
+    assert {m.status for m in _rows(host)} == {Status.QUEUED}  # releasable, never dropped
+    # Started while off: skipped with the reason from the start.
+    sequences.switch(host, DUNNING, org_ref, "Acme Fabrication", False, by="pat")
+    other = Invoice(15, "INV-15", dt.date(2027, 3, 12))
+    DUNNING.start(order, session=host, anchor=other.due_date, invoice=other)
+    assert {m.status for m in _rows(host) if m.subject_ref == "15"} == {Status.SKIPPED}
+
+
+def test_an_opted_out_number_gets_no_step_added_later(host, clock):
+    from erp_sms import consent
+
+    order = _world(host)
+    invoice = Invoice(16, "INV-16", dt.date(2027, 3, 12))
+    DUNNING.start(order, session=host, anchor=invoice.due_date, invoice=invoice)
+    host.commit()
+    consent.opt_out(host, contact_key=str(order.contact_id), source="test")
+    host.commit()
+    sequences.set_step(host, DUNNING, None, days=20, template="SMS TEST DUE", by="pat")
+    host.commit()
+    rows = _rows(host)
+    assert {m.status for m in rows[:3]} == {Status.CANCELED}
+    assert rows[3].status == Status.SKIPPED and "opted out" in rows[3].reason
+
+
+def test_start_without_an_anchor_date_fails_with_the_reason(host, clock):
+    order = _world(host)
+    invoice = Invoice(17, "INV-17", dt.date(2027, 3, 12))
+    DUNNING.start(order, session=host, anchor="next week", invoice=invoice)  # type: ignore[arg-type]
+    (m,) = _rows(host)
+    assert m.status == Status.FAILED and "anchor='next week'" in m.reason
+
+
+# -- the worker keeps to the window ---------------------------------------------------------
+
+
+def test_a_due_text_claimed_outside_the_window_waits_for_the_opening(delivery, db, session):
+    when = dt.datetime(2027, 3, 8, 10, 0, tzinfo=CHICAGO)
+    set_clock(FixedClock(when))
+    try:
+        order = _world(session)
+        invoice = Invoice(20, "INV-20", dt.date(2027, 3, 9))
+        DUNNING.start(order, session=session, anchor=invoice.due_date, invoice=invoice)
+        session.commit()
+    finally:
+        set_clock(None)
+    worker_clock = Clock()
+    worker_clock.now = dt.datetime(2027, 3, 9, 22, 0, tzinfo=CHICAGO).astimezone(UTC)
+    assert Dispatcher(db, clock=worker_clock).run_once().counts.get("sent", 0) == 0
+    due = _rows(session)[1]
+    assert due.status == Status.QUEUED and _local(due) == "2027-03-10 08:00"
+    assert due.reason.startswith("deferred: outside the send window")
+    worker_clock.now = dt.datetime(2027, 3, 10, 8, 0, tzinfo=CHICAGO).astimezone(UTC)
+    assert Dispatcher(db, clock=worker_clock).run_once().counts["sent"] == 1
+    before, due, late = _rows(session)
+    assert before.status == Status.SKIPPED  # 03-06 had passed when it started
+    assert due.status == Status.SENT and due.reason is None and late.status == Status.QUEUED
+
+
+def test_order_events_keep_to_the_window_only_when_staff_turn_it_on(session):
+    set_clock(FixedClock(dt.datetime(2027, 3, 8, 22, 0, tzinfo=CHICAGO)))
+    try:
+        signals.shipment_shipped.send(_world(session), session=session, shipping_event=_ship())
+        (m,) = _rows(session, "shipment_shipped")
+        assert m.status == Status.QUEUED and not m.send_window and m.reason is None
+        options.set_value(session, "SMSWINDOWEVENTS", "shipment_delivered")
+        session.commit()
+        order = _world(session, number="SO-2")
+        signals.shipment_delivered.send(order, session=session, shipping_event=_ship())
+        (d,) = _rows(session, "shipment_delivered")
+        assert d.send_window and _local(d) == "2027-03-09 08:00"
+        assert d.reason.startswith("deferred: outside the send window")
+    finally:
+        set_clock(None)
+
+
+def _ship():
+    return {"id": 1, "status": "Shipped", "carrier": "UPS", "tracking_number": "1Z1"}
