@@ -21,6 +21,7 @@ from . import options as options_mod
 from . import outbox, report, rule_records
 from .cli_common import _safe_url, _user, database, staff_session
 from .cli_contacts import group as contacts_group
+from .cli_sequences import group as sequences_group
 from .cli_templates import group as templates_group
 from .config import get_settings
 from .errors import ErpSmsError, InputError
@@ -718,6 +719,7 @@ def demo(database: str | None) -> None:
 
 cli.add_command(templates_group)
 cli.add_command(contacts_group)
+cli.add_command(sequences_group)
 
 
 # -- entry point ---------------------------------------------------------------------------------

@@ -87,6 +87,9 @@ class RecipientLookup(Protocol):
 #   subjects(session, order, name) -> Sequence[object]
 #       the order's subjects of one kind (``work_order``, ``shipping_event``, ``invoice``…),
 #       oldest first: previews use the latest, ``messages retry`` the one retried.
+#   find_organization(session, text) -> (key, name) | None
+#       an organization by name or key: staff switching a reminder sequence or a
+#       sender per organization (without it, staff give the organization's key).
 #   gateway_contacts(session) -> Iterable[ContactView]
 #       contacts whose address is an email-to-SMS gateway (``contacts gateways``).
 #   samples() -> Mapping[str, Mapping[str, Any]]
@@ -98,6 +101,7 @@ OPTIONAL_METHODS = {
     "find_order": "find_order(session, number) -> order | None",
     "subjects": "subjects(session, order, name) -> list of subjects",
     "gateway_contacts": "gateway_contacts(session) -> contacts with gateway addresses",
+    "find_organization": "find_organization(session, text) -> (key, name) or None",
     "samples": "samples() -> sample template contexts",
 }
 
@@ -332,6 +336,13 @@ class ErpLookup:
 
     def find_order(self, session: Session, number: str) -> erp.SalesOrder | None:
         return session.scalar(select(erp.SalesOrder).where(erp.SalesOrder.number == number))
+
+    def find_organization(self, session: Session, text: str) -> tuple[str, str] | None:
+        q = select(erp.Organization.id, erp.Organization.name)
+        rows = session.execute(q.where(func.lower(erp.Organization.name) == text.lower())).all()
+        if not rows and text.isdigit():
+            rows = session.execute(q.where(erp.Organization.id == int(text))).all()
+        return (str(rows[0].id), rows[0].name) if len(rows) == 1 else None
 
     def subjects(self, session: Session, order: Any, name: str) -> Sequence[Any]:
         if name == "work_order":

@@ -638,3 +638,22 @@ def upcoming(session: Session, seq: Sequence, limit: int = 10) -> list[Message]:
             .limit(limit)
         )
     )
+
+
+def find_organization(session: Session, text: str) -> tuple[str, str | None]:
+    """(key, name) of the organization staff named (by name or key): through the
+    lookup's ``find_organization`` when it has one, else ``text`` is taken as the key
+    (its name from the runs, when any)."""
+    finder = getattr(default_lookup(), "find_organization", None)
+    if callable(finder):
+        found = finder(session, text)
+        if found is None:
+            raise InputError(
+                f"no organization {text!r}: give its exact name (in quotes) or its key"
+            )
+        key, name = found
+        return str(key), name
+    name = session.scalar(
+        select(SequenceRun.organization_name).where(SequenceRun.organization_ref == text).limit(1)
+    )
+    return text, name

@@ -331,3 +331,46 @@ def test_order_events_keep_to_the_window_only_when_staff_turn_it_on(session):
 
 def _ship():
     return {"id": 1, "status": "Shipped", "carrier": "UPS", "tracking_number": "1Z1"}
+
+
+# -- staff CLI --------------------------------------------------------------------------------
+
+
+def test_staff_edit_steps_and_switches_with_the_cli(session, clock):
+    from click.testing import CliRunner
+
+    from erp_sms.cli import cli
+
+    order = _world(session)
+    invoice = Invoice(30, "INV-30", dt.date(2027, 3, 12))
+    DUNNING.start(order, session=session, anchor=invoice.due_date, invoice=invoice)
+    session.commit()
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0):
+        result = runner.invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == code, (result.stdout, result.stderr)
+        return result
+
+    shown = run("sequences", "show", "test_dunning").stdout
+    assert "step 2 (+0 days, SMS TEST DUE)" in shown
+    assert "2027-03-09 08:00 America/Chicago  step 1  SO-1 Ann" in shown
+    out = run("sequences", "step", "test_dunning", "3", "--days", "10").stdout
+    assert "step 3 (+10 days, SMS TEST OVERDUE) saved; 1 text(s)" in out
+    assert _local(_rows(session)[2]) == "2027-03-22 08:00"
+    out = run("sequences", "switch", "test_dunning", "acme fabrication", "off").stdout
+    assert "off (its texts not sent yet are skipped" in out and "3 text(s) changed" in out
+    assert "switched off for: Acme Fabrication" in run("sequences", "show", "test_dunning").stdout
+    out = run("sequences", "add-step", "test_dunning", "--days", "20", "--template", "sms test due")
+    assert "step 4 (+20 days, SMS TEST DUE) added" in out.stdout
+    out = run("sequences", "remove-step", "test_dunning", "4").stdout
+    assert "step 4 removed" in out
+    # Bad input: one line that says what to do, nothing changed.
+    bad = run("sequences", "step", "test_dunning", "9", "--days", "1", code=2)
+    assert "test_dunning has no step 9; steps: 1, 2, 3" in bad.stderr
+    bad = run("sequences", "switch", "test_dunning", "Nobody Inc", "off", code=2)
+    assert "no organization 'Nobody Inc'" in bad.stderr
+    bad = run("sequences", "show", "nope", code=2)
+    assert "unknown sequence 'nope'; sequences: test_dunning" in bad.stderr
+    bad = run("sequences", "add-step", "test_dunning", "--days", "5", "--template", "X", code=2)
+    assert "unknown template 'X'" in bad.stderr
