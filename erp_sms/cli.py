@@ -179,7 +179,7 @@ def rules() -> None:
 
 
 def _rule_name(name: str) -> str:
-    return rule_records.rule_type(name).name
+    return rule_records.record(name)[1]
 
 
 @rules.command("show")
@@ -191,10 +191,10 @@ def rules_show(name: str) -> None:
     Example:
       erp-sms rules show TWILIO
     """
-    rtype = rule_records.rule_type(name)
+    rtype, full = rule_records.record(name)
     with staff_session(readonly=True) as s:
-        rule = rule_records.get_rule(s, rtype.name)
-        click.echo(f"{rtype.name} — {rtype.description}")
+        rule = rule_records.get_rule(s, full)
+        click.echo(f"{full} — {rtype.description}")
         if rule is None:
             click.echo(
                 "  not set up: use `erp-sms rules set TWILIO --sid … --auth-code … --phone-number …`"
@@ -272,7 +272,7 @@ def rules_set(
         raise InputError(
             "nothing to set: give --sid, --auth-code, --phone-number, --use-code or --active/--inactive"
         )
-    rtype = rule_records.rule_type(name)
+    rtype, _full = rule_records.record(name)
     for field_name, value in values.items():  # bad input is reported before the database is touched
         rule_records.validate_field(rtype, field_name, value)
     with staff_session() as s:
@@ -292,6 +292,43 @@ def rules_set(
         click.echo(f"{len(released)} held text(s) released to the queue")
 
 
+@rules.command("sender")
+@click.argument("organization")
+@click.argument("name")
+def rules_sender(organization: str, name: str) -> None:
+    """Text an organization from a site's own number (its TWILIO:SITE record).
+
+    \b
+    Example:
+      erp-sms rules sender "Acme West" TWILIO:WEST
+      erp-sms rules sender "Acme West" TWILIO      (back to the main number)
+    """
+    from .sequences import find_organization
+
+    with staff_session() as s:
+        key, org_name = find_organization(s, organization)
+        full = rule_records.map_sender(s, key, org_name, name, by=_user())
+    click.echo(f"{org_name or key}: texts go out from {full} from now on")
+
+
+@rules.command("senders")
+def rules_senders() -> None:
+    """The TWILIO records and which organizations send from a site's record.
+
+    \b
+    Example:
+      erp-sms rules senders
+    """
+    with staff_session(readonly=True) as s:
+        for full in rule_records.senders(s) or ["(no TWILIO record yet)"]:
+            rule = rule_records.get_rule(s, full) if full.startswith("TWILIO") else None
+            state = ("active" if rule.active else "inactive") if rule else ""
+            phone = (rule.get("PhoneNumber") or "") if rule else ""
+            click.echo(f"{full:<16} {phone:<14} {state}")
+        for key, org_name, full in rule_records.sender_map(s):
+            click.echo(f"  {org_name or key} -> {full}")
+
+
 @rules.command("audit")
 @click.argument("name")
 @click.option("--limit", default=50, show_default=True, help="How many changes, newest first.")
@@ -306,11 +343,11 @@ def rules_audit(name: str, limit: int) -> None:
 
     from .models import RuleAudit
 
-    rtype = rule_records.rule_type(name)
+    _rtype, full = rule_records.record(name)
     with staff_session(readonly=True) as s:
         q = (
             select(RuleAudit)
-            .where(RuleAudit.rule_type == rtype.name)
+            .where(RuleAudit.rule_type == full)
             .order_by(RuleAudit.id.desc())
             .limit(limit)
         )
@@ -321,7 +358,7 @@ def rules_audit(name: str, limit: int) -> None:
                 f"{a.changed_at:%Y-%m-%d %H:%M:%S} UTC  {a.changed_by:<12} {a.action:<8} {a.field}{detail}"
             )
         if not rows:
-            click.echo(f"no changes recorded for {rtype.name}")
+            click.echo(f"no changes recorded for {full}")
 
 
 @rules.command("test")
@@ -335,18 +372,18 @@ def rules_test(name: str) -> None:
     """
     from .twilio_check import OK, REJECTED, check_credentials
 
-    _rule_name(name)
+    full = _rule_name(name)
     with staff_session() as s:
-        rule = rule_records.twilio_rule(s)
+        rule = rule_records.twilio_rule(s, full)
         if rule is None or not rule.sid or not rule.auth_code:
             raise InputError(
                 "TWILIO is not set up: use `erp-sms rules set TWILIO --sid … --auth-code …`"
             )
         verdict, sentence = check_credentials(rule, get_settings())
         if verdict == OK:
-            rule_records.clear_rejected(s, rule_records.TWILIO, by=_user())
+            rule_records.clear_rejected(s, full, by=_user())
         elif verdict == REJECTED:
-            rule_records.flag_rejected(s, rule_records.TWILIO, sentence, by=_user())
+            rule_records.flag_rejected(s, full, sentence, by=_user())
     if verdict != OK:
         raise ErpSmsError(sentence)
     click.echo(sentence)

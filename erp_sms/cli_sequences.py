@@ -36,7 +36,12 @@ def _on_off(value: str) -> bool:
 
 @group.command("list")
 def sequences_list() -> None:
-    """Every registered sequence and its steps."""
+    """Every registered sequence and its steps.
+
+    \b
+    Example:
+      erp-sms sequences list
+    """
     found = seq_mod.all_sequences()
     if not found:
         click.echo(
@@ -53,7 +58,12 @@ def sequences_list() -> None:
 @group.command("show")
 @click.argument("name")
 def sequences_show(name: str) -> None:
-    """Steps, switches and the next texts to go out (in the customer's local time)."""
+    """Steps, switches and the next texts to go out (in the customer's local time).
+
+    \b
+    Example:
+      erp-sms sequences show dunning
+    """
     seq = seq_mod.get_sequence(name)
     with staff_session(readonly=True) as s:
         window = options.get(s, "SMSSENDWINDOW")
@@ -115,7 +125,12 @@ def sequences_step(
 @click.option("--days", type=int, required=True, help="Days from the anchor date.")
 @click.option("--template", required=True, help="Template name.")
 def sequences_add_step(name: str, days: int, template: str) -> None:
-    """Add a step; sequences already started get it too (unless its day has passed)."""
+    """Add a step; sequences already started get it too (unless its day has passed).
+
+    \b
+    Example:
+      erp-sms sequences add-step dunning --days 21 --template "SMS DUNNING FINAL"
+    """
     seq = seq_mod.get_sequence(name)
     with staff_session() as s:
         saved, changed = seq_mod.set_step(s, seq, None, days=days, template=template, by=_user())
@@ -126,7 +141,12 @@ def sequences_add_step(name: str, days: int, template: str) -> None:
 @click.argument("name")
 @click.argument("step", type=int)
 def sequences_remove_step(name: str, step: int) -> None:
-    """Remove a step; its texts not sent yet are canceled with the reason."""
+    """Remove a step; its texts not sent yet are canceled with the reason.
+
+    \b
+    Example:
+      erp-sms sequences remove-step dunning 4
+    """
     seq = seq_mod.get_sequence(name)
     with staff_session() as s:
         changed = seq_mod.remove_step(s, seq, step, by=_user())

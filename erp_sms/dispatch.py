@@ -291,7 +291,7 @@ class Dispatcher:
                     decided.channel,
                     extra={"message_id": msg.id},
                 )
-            name = decided.channel or ""
+            name = prepared.lane_for(decided)
             lanes.submit(name, prepared.factories[name], decided)
 
     def _lane_worker(self, channel: Channel | None, lane: _Lane) -> None:

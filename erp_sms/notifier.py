@@ -26,7 +26,7 @@ from .addresses import Address, classify, route
 from .config import get_settings
 from .db import one_line, utcnow
 from .errors import AddressError, ErpSmsError, InputError, TemplateError
-from .models import Message, OptOut, Status, message_table
+from .models import Message, OptOut, SenderMap, Status, message_table
 from .outbox import _insert_or_ignore, insert_new
 from .recipients import ContactView, Decision, OrderView, default_lookup, select_recipients
 
@@ -389,6 +389,7 @@ def _plan(
             continue
         r = route(address, twilio_active)
         who |= {"channel": r.channel, "address": r.address, "recipient": address.e164}
+        who["sender"] = info.sender
         if r.channel is None:
             out.append(_skip(info, {**base, **who}, key, contact, Status.SKIPPED, r.reason))
             continue
@@ -428,7 +429,15 @@ def _skip(
     return _new_message(fields, key, status, reason)
 
 
-_CONTACT_FIELDS = ("contact_ref", "contact_name", "raw_address", "channel", "address", "recipient")
+_CONTACT_FIELDS = (
+    "contact_ref",
+    "contact_name",
+    "raw_address",
+    "channel",
+    "address",
+    "recipient",
+    "sender",
+)
 
 
 @functools.lru_cache(maxsize=256)
@@ -442,6 +451,9 @@ def _settings_statement(template: str) -> Select[Any]:
         options.value_query("SMSSENDWINDOW"),
         options.value_query("SMSTIMEZONE"),
         options.value_query("SMSWINDOWEVENTS"),
+        select(SenderMap.rule_type)
+        .where(SenderMap.organization_ref == bindparam("org_ref"))
+        .scalar_subquery(),
     )
     opt_out = OptOut.__table__
     one = select(literal(1).label("one")).subquery()
@@ -481,13 +493,22 @@ def _settings_and_opt_outs(
     settings, joined with each opt-out."""
     wanted = sorted(set(numbers)) or [""]  # "" matches no opt-out: still one settings row
     conn = session.connection(bind_arguments={"mapper": Message})
-    rows = conn.execute(_settings_statement(template), {"numbers": wanted}).all()
+    org_ref = (info.view.organization_key if info.view else None) or ""
+    params = {"numbers": wanted, "org_ref": org_ref}
+    rows = conn.execute(_settings_statement(template), params).all()
     first = rows[0]
     blocked = {r.number: r for r in rows if r.number is not None}
     info.window = options.value_from("SMSSENDWINDOW", first[4])
     info.zone = options.value_from("SMSTIMEZONE", first[5])
     info.window_events = options.value_from("SMSWINDOWEVENTS", first[6])
-    return first[0], first[1], first[2], first[3], blocked
+    active, phone = first[1], first[2]
+    sender = first[7] or (info.view.sender if info.view else None)
+    if sender and sender != rule_records.TWILIO:
+        # A site's own number: its record decides the routing (one more statement, for
+        # organizations mapped to a site only).
+        info.sender = sender
+        active, phone = rule_records.twilio_routing(session, sender)
+    return first[0], active, phone, first[3], blocked
 
 
 @dataclass
@@ -499,6 +520,7 @@ class PlanInfo:
     window: str = "off"
     zone: str = "UTC"
     window_events: str = ""
+    sender: str | None = None  # a site's TWILIO record (None: TWILIO)
     view: OrderView | None = None
     subject_ref: str | None = None
     context: dict[str, Any] = field(default_factory=dict)
@@ -657,7 +679,7 @@ def warm_up(engine: Engine) -> None:
         classify("2125550100", get_settings().default_region)
         with engine.connect() as conn:
             for ev in all_events():
-                conn.execute(_settings_statement(ev.template), {"numbers": [""]})
+                conn.execute(_settings_statement(ev.template), {"numbers": [""], "org_ref": ""})
             conn.execute(_opted_in_contacts(), {"org_id": -1})
             conn.execute(_organization_and_contacts(), {"org_id": -1})
             stmt = _insert_or_ignore(conn.dialect.name)

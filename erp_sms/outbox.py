@@ -258,6 +258,7 @@ class Claimed:
     segments: int | None = None
     recipient: str | None = None  # E.164
     maybe_sent: bool = False  # the previous attempt may have reached the provider
+    sender: str | None = None  # the TWILIO record to send from (None: TWILIO)
 
     @property
     def may_have_been_sent(self) -> bool:
@@ -404,6 +405,7 @@ def _claim(
                 segments=r.segments,
                 recipient=r.recipient,
                 maybe_sent=bool(r.maybe_sent),
+                sender=r.sender,
             )
         )
     return out

@@ -34,6 +34,10 @@ class OrderView:
     sms_update: bool  # the 'SMS Update' checkbox
     listed_contact_key: str | None
     context: Mapping[str, Any] = field(default_factory=dict)  # the template's `order`
+    # The TWILIO record this order's texts go out from (``TWILIO:WEST``, a site's own
+    # number); None: TWILIO. A staff mapping of the organization (`erp-sms rules
+    # sender`) takes precedence.
+    sender: str | None = None
 
 
 @dataclass(frozen=True)

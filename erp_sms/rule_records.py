@@ -36,6 +36,24 @@ def rule_type(name: str) -> RuleType:
     return found
 
 
+_SITE = re.compile(r"^[A-Z][A-Z0-9_]{0,22}$")
+
+
+def record(name: str) -> tuple[RuleType, str]:
+    """The rule type and the record's name: ``TWILIO``, or ``TWILIO:WEST`` for a second
+    site's number (a record per site, each with its own number and credentials)."""
+    base, sep, site = name.strip().upper().partition(":")
+    rtype = rule_type(base)
+    if not sep:
+        return rtype, rtype.name
+    if rtype.name != TWILIO or not _SITE.match(site):
+        raise InputError(
+            f"{name!r}: a site's record is TWILIO:SITE, SITE in letters, digits and _ "
+            "(e.g. TWILIO:WEST)"
+        )
+    return rtype, f"{rtype.name}:{site}"
+
+
 def validate_field(rtype: RuleType, name: str, value: str) -> str:
     """The value as stored, or ``InputError`` with the field's help sentence."""
     try:
@@ -116,10 +134,19 @@ class TwilioRule:
     active: bool
     rejected_reason: str | None = None
     messaging_service_sid: str | None = None  # a pool of numbers (Twilio's own fan-out)
+    name: str = TWILIO  # the record: TWILIO, or a site's (TWILIO:WEST)
 
 
 def get_rule(session: Session, name: str) -> Rule | None:
-    return session.get(Rule, rule_type(name).name)
+    return session.get(Rule, record(name)[1])
+
+
+def senders(session: Session) -> list[str]:
+    """The names of every TWILIO record (``TWILIO`` and the sites')."""
+    names = session.scalars(
+        select(Rule.rule_type).where(Rule.rule_type.like(f"{TWILIO}%")).order_by(Rule.rule_type)
+    )
+    return [n for n in names if n == TWILIO or n.startswith(TWILIO + ":")]
 
 
 def set_fields(
@@ -132,11 +159,11 @@ def set_fields(
 ) -> Rule:
     """Validate and save fields (and Active), audit each change; an active record must
     be complete. New credentials clear a 'rejected' flag."""
-    rtype = rule_type(name)
+    rtype, full = record(name)
     clean = {rtype.field(k).name: validate_field(rtype, k, v) for k, v in values.items()}
-    rule = session.get(Rule, rtype.name)
+    rule = session.get(Rule, full)
     if rule is None:
-        rule = Rule(rule_type=rtype.name, active=False)
+        rule = Rule(rule_type=full, active=False)
         session.add(rule)
         for f in rtype.fields:
             if f.kind != "logic" and f.default is not None and f.name not in clean:
@@ -154,7 +181,7 @@ def set_fields(
                 continue
             row.value = stored
             row.updated_at = now
-        _audit(session, rtype.name, fname, "set", by)
+        _audit(session, full, fname, "set", by)
     if active is not None and active != rule.active:
         if active:
             missing = [
@@ -167,11 +194,11 @@ def set_fields(
             if missing:
                 flags = " ".join(f"{cli_flag(m)} …" for m in missing)
                 raise InputError(
-                    f"cannot activate {rtype.name}: {', '.join(missing)} missing; set them "
-                    f"with `erp-sms rules set {rtype.name} {flags}`"
+                    f"cannot activate {full}: {', '.join(missing)} missing; set them "
+                    f"with `erp-sms rules set {full} {flags}`"
                 )
         rule.active = active
-        _audit(session, rtype.name, "Active", "set", by, "on" if active else "off")
+        _audit(session, full, "Active", "set", by, "on" if active else "off")
     credentials_changed = any(
         rtype.field(k).secret or k in ("SID", "MessagingServiceSid") for k in clean
     )
@@ -204,7 +231,7 @@ def _audit(
 
 def flag_rejected(session: Session, name: str, reason: str, *, by: str = "dispatch") -> None:
     """Mark the record's credentials as rejected by the provider (e.g. Twilio 20003)."""
-    rule = session.get(Rule, rule_type(name).name)
+    rule = session.get(Rule, record(name)[1])
     if rule is None or rule.rejected_at is not None:
         return
     rule.rejected_at = utcnow()
@@ -214,7 +241,7 @@ def flag_rejected(session: Session, name: str, reason: str, *, by: str = "dispat
 
 def clear_rejected(session: Session, name: str, *, by: str) -> None:
     """The credentials were checked and work: lift the flag and release held texts."""
-    rule = session.get(Rule, rule_type(name).name)
+    rule = session.get(Rule, record(name)[1])
     if rule is None or rule.rejected_at is None:
         return
     rule.rejected_at = None
@@ -224,27 +251,30 @@ def clear_rejected(session: Session, name: str, *, by: str) -> None:
     _release_held(session, rule, by)
 
 
-def twilio_routing(session: Session) -> tuple[bool, str | None]:
+def twilio_routing(session: Session, name: str = TWILIO) -> tuple[bool, str | None]:
     """(active, sending phone number): what the host-side notifier needs, no secrets."""
-    active, phone = session.execute(select(*routing_query())).one()
+    active, phone = session.execute(select(*routing_query(name))).one()
     return bool(active), phone
 
 
-def routing_query() -> tuple[ScalarSelect[bool | None], ScalarSelect[str | None]]:
+def routing_query(
+    name: str = TWILIO,
+) -> tuple[ScalarSelect[bool | None], ScalarSelect[str | None]]:
     """Whether the TWILIO record is active and its PhoneNumber, as scalar subqueries the
     host path reads together with its other settings (NULL when there is no record)."""
-    active = select(Rule.active).where(Rule.rule_type == TWILIO).scalar_subquery()
+    active = select(Rule.active).where(Rule.rule_type == name).scalar_subquery()
     phone = (
         select(RuleFieldValue.value)
-        .where(RuleFieldValue.rule_type == TWILIO, RuleFieldValue.name == "PhoneNumber")
+        .where(RuleFieldValue.rule_type == name, RuleFieldValue.name == "PhoneNumber")
         .scalar_subquery()
     )
     return active, phone
 
 
-def twilio_rule(session: Session) -> TwilioRule | None:
-    """The TWILIO record with the AuthCode decrypted, or None when there is none."""
-    rule = session.get(Rule, TWILIO)
+def twilio_rule(session: Session, name: str = TWILIO) -> TwilioRule | None:
+    """The TWILIO record (or a site's, ``TWILIO:WEST``) with the AuthCode decrypted, or
+    None when there is none."""
+    rule = session.get(Rule, name)
     if rule is None:
         return None
     auth = rule.get("AuthCode")
@@ -255,4 +285,44 @@ def twilio_rule(session: Session) -> TwilioRule | None:
         active=bool(rule.active),
         rejected_reason=rule.rejected_reason,
         messaging_service_sid=rule.get("MessagingServiceSid") or None,
+        name=rule.rule_type,
     )
+
+
+def map_sender(
+    session: Session, organization_ref: str, organization_name: str | None, name: str, *, by: str
+) -> str:
+    """Send an organization's texts from a site's TWILIO record (``TWILIO`` again: back
+    to the main record). The record must exist. Texts already queued keep their sender."""
+    from .models import SenderMap
+
+    _rtype, full = record(name)
+    if _rtype.name != TWILIO:
+        raise InputError(f"texts go out from a TWILIO record, not {name!r}")
+    if full != TWILIO and session.get(Rule, full) is None:
+        raise InputError(
+            f"there is no {full} record yet: set it up with `erp-sms rules set {full} --sid … "
+            "--auth-code … --phone-number … --active`"
+        )
+    row = session.get(SenderMap, organization_ref)
+    if full == TWILIO:
+        if row is not None:
+            session.delete(row)
+    else:
+        if row is None:
+            row = SenderMap(organization_ref=organization_ref)
+            session.add(row)
+        row.organization_name, row.rule_type, row.updated_by = organization_name, full, by
+    _audit(
+        session, full, "Sender", "set", by, f"organization {organization_name or organization_ref}"
+    )
+    session.flush()
+    return full
+
+
+def sender_map(session: Session) -> list[tuple[str, str | None, str]]:
+    """(organization key, name, record) of every organization with a site's sender."""
+    from .models import SenderMap
+
+    rows = session.scalars(select(SenderMap).order_by(SenderMap.organization_name))
+    return [(r.organization_ref, r.organization_name, r.rule_type) for r in rows]

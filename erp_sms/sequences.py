@@ -374,7 +374,15 @@ class _Planner:
         return Status.QUEUED, reason, opening.at
 
 
-_CONTACT_FIELDS = ("contact_ref", "contact_name", "raw_address", "channel", "address", "recipient")
+_CONTACT_FIELDS = (
+    "contact_ref",
+    "contact_name",
+    "raw_address",
+    "channel",
+    "address",
+    "recipient",
+    "sender",
+)
 
 # Texts of a run that were never handed to a provider: staff changes plan them again.
 REPLANNABLE = (Status.QUEUED, Status.HELD, Status.SKIPPED)

@@ -113,11 +113,19 @@ def _validate(session: Session, state: _State, endpoint: str) -> dict[str, str]:
     if not signature:
         log.warning("twilio %s: no X-Twilio-Signature; refused", endpoint)
         abort(403)
+    # The record whose account sent it: TWILIO, or a site's (TWILIO:WEST) whose SID is
+    # the request's AccountSid.
+    account = request.values.get("AccountSid", "")
     try:
-        rule = rule_records.twilio_rule(session)
+        found = [rule_records.twilio_rule(session, n) for n in rule_records.senders(session)]
     except ConfigurationError as exc:
         log.error("twilio %s: cannot check signatures: %s", endpoint, exc.message)
         raise ConfigurationFault(exc.message) from None
+    rules = sorted(
+        (r for r in found if r is not None),
+        key=lambda r: (r.sid != account, r.name != rule_records.TWILIO),
+    )
+    rule = rules[0] if rules else None
     if rule is None or not rule.auth_code:
         log.error("twilio %s: no TWILIO AuthCode to check the signature with", endpoint)
         raise ConfigurationFault("no TWILIO AuthCode is set")

@@ -374,3 +374,64 @@ def test_staff_edit_steps_and_switches_with_the_cli(session, clock):
     assert "unknown sequence 'nope'; sequences: test_dunning" in bad.stderr
     bad = run("sequences", "add-step", "test_dunning", "--days", "5", "--template", "X", code=2)
     assert "unknown template 'X'" in bad.stderr
+
+
+# -- a sender per site ----------------------------------------------------------------------
+
+
+WEST_SID = "AC" + "fedcba9876543210" * 2
+WEST_AUTH = "0123456789abcdef" * 2
+WEST_NUMBER = "+17145550199"
+
+
+def test_each_site_texts_from_its_own_number(delivery, db, session, twilio_server):
+    from erp_sms import rule_records
+
+    from .helpers import SID, TWILIO_NUMBER, activate_twilio
+
+    twilio_server.add_account(WEST_SID, WEST_AUTH)
+    activate_twilio(session)
+    rule_records.set_fields(
+        session,
+        "twilio:west",
+        {"SID": WEST_SID, "AuthCode": WEST_AUTH, "PhoneNumber": WEST_NUMBER},
+        active=True,
+        by="test",
+    )
+    east = _world(session, org_name="Acme East", number="SO-E")
+    west = _world(session, org_name="Acme West", number="SO-W")
+    rule_records.map_sender(session, str(west.organization_id), "Acme West", "TWILIO:WEST", by="t")
+    session.commit()
+    signals.sent_to_production.send(east, session=session)
+    signals.sent_to_production.send(west, session=session)
+    session.commit()
+    by_order = {m.order_number: m for m in _rows(session, "sent_to_production")}
+    assert by_order["SO-E"].sender is None and by_order["SO-W"].sender == "TWILIO:WEST"
+    assert Dispatcher(db).run_once().counts["sent"] == 2
+    accounts = sorted((m.account_sid, m.from_) for m in twilio_server.messages)
+    assert accounts == sorted([(WEST_SID, WEST_NUMBER), (SID, TWILIO_NUMBER)])
+    session.commit()  # end the read snapshot before writing (SQLite)
+    # The site's record switched off after its texts were queued: they are held with
+    # the reason, never dropped nor sent from the other site's number.
+    other = _world(session, org_name="Acme West 2", number="SO-W2")
+    rule_records.map_sender(session, str(other.organization_id), None, "TWILIO:WEST", by="t")
+    other.contact.email2 = "714-555-0142"  # a plain number: no gateway to fall back to
+    session.commit()
+    signals.sent_to_production.send(other, session=session)
+    session.commit()
+    rule_records.set_fields(session, "TWILIO:WEST", {}, active=False, by="test")
+    session.commit()
+    Dispatcher(db).run_once()
+    (held,) = [m for m in _rows(session, "sent_to_production") if m.order_number == "SO-W2"]
+    assert held.status == Status.HELD and "the TWILIO:WEST rule is inactive" in held.reason
+    assert len(twilio_server.messages) == 2
+
+
+def test_a_sender_needs_a_record_and_a_site_name(session):
+    from erp_sms import rule_records
+    from erp_sms.errors import InputError
+
+    with pytest.raises(InputError, match="no TWILIO:NORTH record yet"):
+        rule_records.map_sender(session, "1", "Acme", "TWILIO:NORTH", by="t")
+    with pytest.raises(InputError, match="TWILIO:SITE"):
+        rule_records.record("TWILIO:no way")

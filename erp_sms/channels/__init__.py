@@ -40,6 +40,11 @@ class Lanes:
     def active(self) -> set[str]:
         return set(self.factories) | set(self.held)
 
+    def lane_for(self, msg: Claimed) -> str:
+        """The lane of a routed text: its channel, and for a channel with several senders
+        (a TWILIO record per site) the message's sender."""
+        return lane_name(msg.channel or "", msg.sender if msg.channel in _PER_SENDER else None)
+
     def decide(self, msg: Claimed) -> Claimed | Outcome:
         """Route ``msg`` again with today's rules — the TWILIO record may have been
         switched on or off, a carrier may have shut its gateway meanwhile: the text to
@@ -48,20 +53,23 @@ class Lanes:
             address = classify(msg.raw_address, self.region)
         except AddressError as exc:
             return Outcome(Status.FAILED, reason=exc.message)
-        r = route(address, TwilioChannel.name in self.active)
+        twilio = lane_name(TwilioChannel.name, msg.sender)
+        record = msg.sender or _DEFAULT_SENDER
+        r = route(address, twilio in self.active)
         if r.channel is None:
             if msg.channel == TwilioChannel.name:
                 return Outcome(
                     Status.HELD,
                     reason=(
-                        "the TWILIO rule is inactive and this contact has no working "
-                        f"gateway address ({r.reason}); it goes out when TWILIO is active "
-                        "again (`erp-sms rules set TWILIO --active`), or cancel it"
+                        f"the {record} rule is inactive and this contact has no working "
+                        f"gateway address ({r.reason}); it goes out when {record} is active "
+                        f"again (`erp-sms rules set {record} --active`), or cancel it"
                     ),
                 )
             return Outcome(Status.SKIPPED, reason=r.reason)
-        if r.channel in self.held:
-            return Outcome(Status.HELD, reason=self.held[r.channel])
+        lane = lane_name(r.channel, msg.sender if r.channel in _PER_SENDER else None)
+        if lane in self.held:
+            return Outcome(Status.HELD, reason=self.held[lane])
         if (r.channel, r.address) != (msg.channel, msg.address):
             return replace(msg, channel=r.channel, address=r.address)
         return msg
@@ -71,11 +79,26 @@ def prepare(session: Session, settings: Settings) -> Lanes:
     """Read every channel's configuration for one batch."""
     lanes = Lanes(region=settings.default_region)
     for cls in CHANNELS:
-        try:
-            factory = cls.configure(session, settings)
-        except ConfigurationError as exc:
-            lanes.held[cls.name] = exc.message
-            continue
-        if factory is not None:
-            lanes.factories[cls.name] = factory
+        for sender in cls.senders(session):
+            name = lane_name(cls.name, sender)
+            try:
+                factory = cls.configure(session, settings, sender)
+            except ConfigurationError as exc:
+                lanes.held[name] = exc.message
+                continue
+            if factory is not None:
+                lanes.factories[name] = factory
     return lanes
+
+
+# Channels with a sender per site: their lanes are named by channel and sender.
+_PER_SENDER = {TwilioChannel.name}
+_DEFAULT_SENDER = "TWILIO"
+
+
+def lane_name(channel: str, sender: str | None) -> str:
+    """``twilio`` for the TWILIO record (and channels with one sender), ``twilio TWILIO:WEST``
+    for a site's record."""
+    if sender is None or sender == _DEFAULT_SENDER:
+        return channel
+    return f"{channel} {sender}"

@@ -67,8 +67,16 @@ class Channel(ABC):
             self.handover_barrier()
 
     @classmethod
+    def senders(cls, session: Session) -> list[str | None]:
+        """The channel's senders, each configured on its own (a number per site); most
+        channels have one (None)."""
+        return [None]
+
+    @classmethod
     @abstractmethod
-    def configure(cls, session: Session, settings: Settings) -> Callable[[], Channel] | None:
+    def configure(
+        cls, session: Session, settings: Settings, sender: str | None = None
+    ) -> Callable[[], Channel] | None:
         """Read this channel's configuration for one batch: a factory of connected
         instances, or None when the channel is switched off. Raise ``ConfigurationError``
         when it is on but cannot be used: its texts are held with that message."""

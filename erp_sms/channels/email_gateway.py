@@ -45,7 +45,7 @@ class EmailGatewayChannel(Channel):
 
     @classmethod
     def configure(
-        cls, session: Session, settings: Settings
+        cls, session: Session, settings: Settings, sender: str | None = None
     ) -> Callable[[], EmailGatewayChannel] | None:
         cls(settings)  # ConfigurationError now (texts held), not in the sending thread
         return lambda: cls(settings)

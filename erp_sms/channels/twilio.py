@@ -168,6 +168,7 @@ class TwilioChannel(Channel):
 
     def __init__(self, rule: TwilioRule, settings: Settings, pacer: Pacer | None = None) -> None:
         self.from_ = rule.phone_number
+        self.record = rule.name
         # A Messaging Service sends from its pool of numbers (Twilio's way past one
         # number's rate); the From is then Twilio's choice.
         self.service = rule.messaging_service_sid
@@ -190,13 +191,21 @@ class TwilioChannel(Channel):
         )
 
     @classmethod
-    def configure(cls, session: Session, settings: Settings) -> Callable[[], TwilioChannel] | None:
-        """The TWILIO rule record: off when inactive; held when its AuthCode cannot be
-        read or Twilio rejected it."""
-        active, _phone = rule_records.twilio_routing(session)
+    def senders(cls, session: Session) -> list[str | None]:
+        """``TWILIO`` and each site's record (``TWILIO:WEST``)."""
+        return list(rule_records.senders(session)) or [rule_records.TWILIO]
+
+    @classmethod
+    def configure(
+        cls, session: Session, settings: Settings, sender: str | None = None
+    ) -> Callable[[], TwilioChannel] | None:
+        """A TWILIO rule record (``sender``; None: TWILIO): off when inactive; held when
+        its AuthCode cannot be read or Twilio rejected it."""
+        name = sender or rule_records.TWILIO
+        active, _phone = rule_records.twilio_routing(session, name)
         if not active:
             return None
-        rule = rule_records.twilio_rule(session)  # ConfigurationError: cannot decrypt
+        rule = rule_records.twilio_rule(session, name)  # ConfigurationError: cannot decrypt
         if rule is None:
             return None
         if rule.rejected_reason is not None:
@@ -206,7 +215,7 @@ class TwilioChannel(Channel):
         return lambda: cls(rule, settings, pacer)
 
     def rejected(self, session: Session, error: ChannelConfigurationError) -> str:
-        rule_records.flag_rejected(session, rule_records.TWILIO, error.message)
+        rule_records.flag_rejected(session, self.record, error.message)
         return _held_reason(error.message)
 
     def send(self, message: Claimed) -> SendResult:
