@@ -587,6 +587,12 @@ def messages_retry(ids: tuple[int, ...]) -> None:
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Write to this file.",
 )
+@click.option(
+    "--group-by",
+    "group_by",
+    type=click.Choice(report.GROUPS),
+    help="Totals per month or per organization (texts, sent, delivered, failed, cost).",
+)
 def report_cmd(
     since: str | None,
     until: str | None,
@@ -597,6 +603,7 @@ def report_cmd(
     channel: str | None,
     fmt: str,
     output: Path | None,
+    group_by: str | None,
 ) -> None:
     """The email log report: every text considered, with status and reason.
 
@@ -605,6 +612,7 @@ def report_cmd(
       erp-sms report --since 2026-11-01 --status failed,held
       erp-sms report --order SO-104233 --format csv --output so-104233.csv
       erp-sms report --format html --output log.html
+      erp-sms report --group-by month --since 2026-01-01
     """
     filters = report.make_filters(
         since=since,
@@ -615,6 +623,11 @@ def report_cmd(
         event=event,
         channel=channel,
     )
+    if group_by:
+        with staff_session(readonly=True) as s:
+            groups = report.grouped(s, filters, group_by)
+        _write_groups(groups, fmt, group_by, output)
+        return
     with staff_session(readonly=True) as s:
         write: Callable[[IO[str], Callable[[int], object] | None], report.Totals]
         if fmt == "csv":
@@ -635,6 +648,45 @@ def report_cmd(
         totals = _write_output(output, total, write)
     if output:
         click.echo(f"{totals.rows} row(s) written to {output}", err=True)
+
+
+def _write_groups(
+    groups: list[tuple[str, report.Totals]], fmt: str, by: str, output: Path | None
+) -> None:
+    """A grouped report as a table, CSV or JSON."""
+    rows = [report.group_row(name, t) for name, t in groups]
+
+    def write(out: IO[str], _progress: Callable[[int], object] | None) -> report.Totals:
+        if fmt == "csv":
+            import csv
+
+            w = csv.DictWriter(out, fieldnames=report.GROUP_COLUMNS, lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+        elif fmt == "json":
+            import json
+
+            json.dump(rows, out, indent=2)
+            out.write("\n")
+        elif fmt == "table":
+            out.write(
+                f"{by:<28} {'texts':>6} {'sent':>6} {'delivered':>9} {'failed':>6} "
+                f"{'segments':>8} {'cost':>10}\n"
+            )
+            for r in rows:
+                out.write(
+                    f"{r['group'][:28]:<28} {r['texts']:>6} {r['sent']:>6} {r['delivered']:>9} "
+                    f"{r['failed']:>6} {r['segments']:>8} {r['cost']:>10} {r['unit']}\n"
+                )
+            if not rows:
+                out.write("no texts match\n")
+        else:
+            raise InputError("--group-by writes table, csv or json")
+        totals = report.Totals()
+        totals.rows = len(rows)
+        return totals
+
+    _write_output(output, None, write)
 
 
 def _counted(rows: Iterator[Any], progress: Callable[[int], object] | None) -> Iterator[Any]:

@@ -269,6 +269,58 @@ def totals(session: Session, f: Filters) -> Totals:
     return t
 
 
+GROUPS = ("month", "organization")
+
+
+def grouped(session: Session, f: Filters, by: str) -> list[tuple[str, Totals]]:
+    """Totals per month (of the text's creation, UTC) or per organization, counted by
+    the database: texts by status, segments sent, cost."""
+    m = Message
+    key: Any
+    if by == "month":
+        key = func.substr(iso_seconds(m.created_at), 1, 7)
+    elif by == "organization":
+        key = func.coalesce(m.organization_name, "(no organization)")
+    else:
+        raise InputError(f"--group-by takes {' or '.join(GROUPS)}, not {by!r}")
+    out: dict[str, Totals] = {}
+    sent_segments = func.sum(case((m.status.in_(_SENT), func.coalesce(m.segments, 0)), else_=0))
+    by_status: Any = select(key.label("k"), m.status, m.channel, func.count(), sent_segments)
+    for k, status, channel, n, segments in session.execute(
+        _where(by_status, f).group_by(key, m.status, m.channel)
+    ):
+        t = out.setdefault(k, Totals())
+        t.rows += n
+        t.by_status[status] += n
+        t.by_channel[channel or "none"] += n
+        t.segments += int(segments or 0)
+    priced: Any = select(key.label("k"), m.price, m.price_unit, func.count())
+    priced = priced.where(m.price.is_not(None))
+    for k, price, unit, n in session.execute(
+        _where(priced, f).group_by(key, m.price, m.price_unit)
+    ):
+        out.setdefault(k, Totals()).add_cost(price, unit, n)
+    return sorted(out.items())
+
+
+GROUP_COLUMNS = ("group", "texts", "sent", "delivered", "failed", "segments", "cost", "unit")
+
+
+def group_row(name: str, t: Totals) -> dict[str, Any]:
+    """One line of a grouped report: texts, how many went out and arrived, cost."""
+    went = sum(t.by_status[s] for s in _SENT)
+    return {
+        "group": name,
+        "texts": t.rows,
+        "sent": went,
+        "delivered": t.by_status[Status.DELIVERED] + t.by_status[Status.READ],
+        "failed": t.by_status[Status.FAILED] + t.by_status[Status.UNDELIVERED],
+        "segments": t.segments,
+        "cost": f"{t.cost:.4f}",
+        "unit": t.cost_unit,
+    }
+
+
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value else None
 

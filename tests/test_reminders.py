@@ -435,3 +435,79 @@ def test_a_sender_needs_a_record_and_a_site_name(session):
         rule_records.map_sender(session, "1", "Acme", "TWILIO:NORTH", by="t")
     with pytest.raises(InputError, match="TWILIO:SITE"):
         rule_records.record("TWILIO:no way")
+
+
+# -- cost per month and per organization ---------------------------------------------------
+
+
+def test_report_totals_per_month_and_organization(host, any_db):
+    from erp_sms import report
+    from erp_sms.models import Message as M
+
+    def text(org: str, month: int, status: str, price: str | None, key: str) -> M:
+        when = dt.datetime(2027, month, 15, 12, 0, tzinfo=UTC)
+        return M(
+            idempotency_key=key,
+            event="test_dunning",
+            template="SMS TEST DUE",
+            order_ref="1",
+            order_number="SO-1",
+            organization_name=org,
+            status=status,
+            segments=2,
+            price=price,
+            price_unit="USD" if price else None,
+            created_at=when,
+            updated_at=when,
+        )
+
+    host.add_all(
+        [
+            text("Acme East", 1, Status.DELIVERED, "-0.0079", "a"),
+            text("Acme East", 1, Status.SENT, "-0.0079", "b"),
+            text("Acme West", 2, Status.FAILED, None, "c"),
+            text("Acme West", 2, Status.DELIVERED, "-0.0158", "d"),
+        ]
+    )
+    host.commit()
+    by_month = dict(report.grouped(host, report.make_filters(), "month"))
+    assert sorted(by_month) == ["2027-01", "2027-02"]
+    jan = report.group_row("2027-01", by_month["2027-01"])
+    assert jan == {
+        "group": "2027-01",
+        "texts": 2,
+        "sent": 2,
+        "delivered": 1,
+        "failed": 0,
+        "segments": 4,
+        "cost": "0.0158",
+        "unit": "USD",
+    }
+    by_org = dict(report.grouped(host, report.make_filters(), "organization"))
+    west = report.group_row("Acme West", by_org["Acme West"])
+    assert (west["texts"], west["failed"], west["cost"]) == (2, 1, "0.0158")
+    filtered = report.grouped(host, report.make_filters(status="failed"), "organization")
+    assert [(name, t.rows) for name, t in filtered] == [("Acme West", 1)]
+
+
+def test_report_group_by_from_the_cli(run_cli):
+    out = run_cli("report", "--group-by", "month").stdout
+    assert out.startswith("month") and "no texts match" in out
+    bad = run_cli("report", "--group-by", "week", code=2)
+    assert "'week' is not one of 'month', 'organization'" in bad.stderr
+
+
+@pytest.fixture
+def run_cli(settings):
+    from click.testing import CliRunner
+
+    from erp_sms.cli import cli
+
+    runner = CliRunner()
+
+    def invoke(*args: str, code: int = 0):
+        result = runner.invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == code, (result.stdout, result.stderr)
+        return result
+
+    return invoke
