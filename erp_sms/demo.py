@@ -4,11 +4,14 @@ Starts an SMTP sink and a Twilio-compatible API on 127.0.0.1, builds sample
 organizations, contacts and orders in a SQLite file, fires the four order events,
 delivers (first over the carrier gateways, then through Twilio once the TWILIO record is
 active), lets the Twilio-compatible server post signed delivery reports and a customer's
-STOP reply to erp-sms's own webhooks, and prints the email log report.
+STOP reply to erp-sms's own webhooks, runs an SMS dunning schedule (a step before the due
+date, on it and after it; one deferred by the send window, one invoice paid), and prints
+the email log report.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import secrets
@@ -16,8 +19,9 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
@@ -25,6 +29,7 @@ from . import erp, migrate, prices, report, rule_records, signals
 from .config import Settings, get_settings, set_settings
 from .db import Database
 from .dispatch import Dispatcher
+from .models import Message
 from .testing import SmtpSink, TwilioServer, post_signed
 
 PEOPLE = [
@@ -143,6 +148,8 @@ def run_demo(database: str | None = None, *, echo: Callable[[str], None] = print
                 for entry in timeline.for_contact(s, str(riley.id)):
                     echo("   " + entry.line())
 
+            _dunning_demo(db, orders, echo)
+
             echo("\nEmail log report\n")
             out = io.StringIO()
             with db.session() as s:
@@ -177,6 +184,74 @@ def _webhook_server() -> Iterator[tuple[str, Callable[[Database, Settings], None
         yield f"http://127.0.0.1:{srv.server_port}", bind
     finally:
         srv.shutdown()
+
+
+@dataclass(frozen=True)
+class Invoice:
+    """The demo's invoices: any object with an id does (the host's own)."""
+
+    id: int
+    number: str
+    due_date: dt.date
+    amount: str
+
+
+DUNNING_STEPS = [(-3, "SMS DUNNING SOON"), (0, "SMS DUNNING DUE"), (7, "SMS DUNNING LATE")]
+DUNNING_TEMPLATES = {
+    "SMS DUNNING SOON": "{{ order.organization.name }}: invoice {{ invoice.number }} "
+    "({{ invoice.amount }}) is due on {{ invoice.due_date }}. Reply STOP to opt out.",
+    "SMS DUNNING DUE": "{{ order.organization.name }}: invoice {{ invoice.number }} "
+    "({{ invoice.amount }}) is due today. Reply STOP to opt out.",
+    "SMS DUNNING LATE": "{{ order.organization.name }}: invoice {{ invoice.number }} "
+    "is {{ sequence.days }} days overdue; please call us. Reply STOP to opt out.",
+}
+
+
+def _dunning_demo(db: Database, ids: dict[str, int], echo: Callable[[str], None]) -> None:
+    """Three invoices of Birch & Sons (Casey, a Chicago number) on a dunning schedule,
+    started by the office at 21:30 Chicago time — after the send window closed."""
+    from .sendwindow import set_clock
+    from .sequences import register_sequence
+
+    dunning = register_sequence(
+        "dunning", subject="invoice", steps=DUNNING_STEPS, default_templates=DUNNING_TEMPLATES
+    )
+    chicago = ZoneInfo("America/Chicago")
+    today = dt.datetime.now(chicago).date()
+    evening = dt.datetime.combine(today, dt.time(21, 30), tzinfo=chicago)
+    echo(
+        "\n4) SMS dunning: steps 3 days before, on and 7 days after the due date, started "
+        f"{evening:%Y-%m-%d %H:%M} Chicago time (send window 08:00-20:00)"
+    )
+    soon = Invoice(5001, "INV-5001", today + dt.timedelta(days=3), "$1,250.00")
+    late = Invoice(5002, "INV-5002", today - dt.timedelta(days=5), "$310.00")
+    paid = Invoice(5003, "INV-5003", today + dt.timedelta(days=10), "$89.50")
+    set_clock(lambda: evening)
+    try:
+        with db.session() as s:
+            order = s.get(erp.SalesOrder, ids["SO-104234"])
+            for inv in (soon, late, paid):
+                dunning.start(order, session=s, anchor=inv.due_date, invoice=inv)
+        with db.session() as s:
+            order = s.get(erp.SalesOrder, ids["SO-104234"])
+            dunning.stop(order, session=s, reason=f"{paid.number} paid", invoice=paid)
+    finally:
+        set_clock(None)
+    with db.session() as s:
+        rows = s.scalars(
+            select(Message)
+            .where(Message.event == "dunning")
+            .order_by(Message.subject_ref, Message.step)
+        )
+        for m in rows:
+            when = (
+                f"goes {m.next_attempt_at.astimezone(chicago):%Y-%m-%d %H:%M} CT"
+                if m.status == "queued" and m.next_attempt_at
+                else m.status
+            )
+            why = f" — {m.reason}" if m.reason else ""
+            echo(f"   INV-{m.subject_ref} step {m.step} #{m.id}: {when}{why}")
+    echo("   (`erp-sms sequences show dunning` lists what goes out next)")
 
 
 def _sample_data(db: Database) -> dict[str, int]:

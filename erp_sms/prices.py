@@ -36,11 +36,12 @@ class PriceRun:
 
 
 def reconcile(db: Database, settings: Settings, *, days: int = 7, limit: int = 500) -> PriceRun:
+    """Fetch Twilio's price of recently sent texts, each from the account it was sent
+    with (TWILIO, or a site's record)."""
     with db.read_session() as s:
-        rule = rule_records.twilio_rule(s)
         since = utcnow() - dt.timedelta(days=days)
         q = (
-            select(Message.id, Message.provider_id)
+            select(Message.id, Message.provider_id, Message.sender)
             .where(
                 Message.channel == Channel.TWILIO,
                 Message.provider_id.is_not(None),
@@ -51,16 +52,19 @@ def reconcile(db: Database, settings: Settings, *, days: int = 7, limit: int = 5
             .order_by(Message.id)
             .limit(limit)
         )
-        todo = [(r.id, r.provider_id) for r in s.execute(q)]
+        todo = [(r.id, r.provider_id, r.sender or rule_records.TWILIO) for r in s.execute(q)]
+        rules = {name: rule_records.twilio_rule(s, name) for name in {t[2] for t in todo}}
     if not todo:
         return PriceRun(0, 0, 0)
-    if rule is None or not rule.sid or not rule.auth_code:
-        raise ErpSmsError("TWILIO is not set up: prices cannot be fetched")
-    client = TwilioChannel(rule, settings).client
+    clients = {}
+    for name, rule in rules.items():
+        if rule is None or not rule.sid or not rule.auth_code:
+            raise ErpSmsError(f"{name} is not set up: prices cannot be fetched")
+        clients[name] = TwilioChannel(rule, settings).client
     priced = errors = 0
-    for message_id, sid in todo:
+    for message_id, sid, sender in todo:
         try:
-            fetched = client.messages(sid).fetch()
+            fetched = clients[sender].messages(sid).fetch()
         except (TwilioException, requests.RequestException) as exc:
             errors += 1
             log.warning("price of %s not fetched: %s", sid, exc)

@@ -527,7 +527,11 @@ def test_demo_runs_the_whole_flow_on_loopback(run, tmp_path):
     assert "Twilio-compatible API accepted 8 message(s)" in out
     assert "opt_out (sms_reply)" in out
     summary = out.split("by status: ")[1].splitlines()[0]
-    assert summary == "delivered 6, sent 2, skipped 6, undelivered 2"
+    assert summary == "canceled 3, delivered 6, queued 4, sent 2, skipped 8, undelivered 2"
+    dunning = out.split("4) SMS dunning")[1].split("Email log report")[0]
+    assert "INV-5001 step 1" in dunning and "deferred: outside the send window" in dunning
+    assert "INV-5002 step 1" in dunning and "not sent late" in dunning
+    assert dunning.count("canceled — dunning stopped: INV-5003 paid") == 3
     assert "AT&T shut down its email-to-SMS gateway on 2025-06-17" in out
 
 

@@ -371,7 +371,7 @@ def test_staff_edit_steps_and_switches_with_the_cli(session, clock):
     bad = run("sequences", "switch", "test_dunning", "Nobody Inc", "off", code=2)
     assert "no organization 'Nobody Inc'" in bad.stderr
     bad = run("sequences", "show", "nope", code=2)
-    assert "unknown sequence 'nope'; sequences: test_dunning" in bad.stderr
+    assert "unknown sequence 'nope'; sequences: " in bad.stderr and "test_dunning" in bad.stderr
     bad = run("sequences", "add-step", "test_dunning", "--days", "5", "--template", "X", code=2)
     assert "unknown template 'X'" in bad.stderr
 
@@ -410,6 +410,13 @@ def test_each_site_texts_from_its_own_number(delivery, db, session, twilio_serve
     assert Dispatcher(db).run_once().counts["sent"] == 2
     accounts = sorted((m.account_sid, m.from_) for m in twilio_server.messages)
     assert accounts == sorted([(WEST_SID, WEST_NUMBER), (SID, TWILIO_NUMBER)])
+    for m in twilio_server.messages:
+        m.price = "-0.00790" if m.account_sid == SID else "-0.01580"
+    from erp_sms import prices
+
+    assert prices.reconcile(db, delivery).line() == "prices: 2 of 2 message(s) priced, 0 error(s)"
+    priced = {m.order_number: m.price for m in _rows(session, "sent_to_production")}
+    assert priced == {"SO-E": "-0.00790", "SO-W": "-0.01580"}
     session.commit()  # end the read snapshot before writing (SQLite)
     # The site's record switched off after its texts were queued: they are held with
     # the reason, never dropped nor sent from the other site's number.
