@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy import select
 
 from . import options as options_mod
 from . import rule_records
@@ -15,7 +14,7 @@ from .addresses import classify, route
 from .cli_common import _user, staff_session
 from .config import get_settings
 from .errors import AddressError, InputError, TemplateError
-from .events import EventType, all_events, event_for_template
+from .events import EventType, event_for_template
 from .models import TemplateOverride
 from .recipients import ErpLookup, default_lookup, lookup_method, select_recipients
 
@@ -36,17 +35,8 @@ def sample_context(event: EventType | None) -> dict[str, Any]:
     return ctx
 
 
-def known_names(session: Any) -> list[str]:
-    names = {t for e in all_events() for t in (e.template, *e.step_templates)}
-    names |= set(session.scalars(select(TemplateOverride.name)))
-    return sorted(names)
-
-
 def _check_name(session: Any, name: str) -> str:
-    for known in known_names(session):
-        if known.lower() == name.lower():
-            return known
-    raise InputError(f"unknown template {name!r}; templates: {', '.join(known_names(session))}")
+    return tpl.canonical_name(session, name)
 
 
 @click.group("templates")
@@ -71,7 +61,7 @@ def templates_list() -> None:
     """
     with staff_session(readonly=True) as s:
         click.echo(f"{'name':<14} {'source':<10} {'encoding':<8} {'segments':>8}  warnings")
-        for name in known_names(s):
+        for name in tpl.known_names(s):
             src = tpl.load(s, name)
             try:
                 r = tpl.check(src.source, sample_context(event_for_template(name)), name)

@@ -366,14 +366,15 @@ def _plan(
     context: dict[str, Any] = {"order": view.context, "sender": _sender_context(sender_phone)}
     if event.subject:
         context[event.subject] = subject_ctx
-    info.context = context
+    if info.collect:
+        info.context = context
 
     out = []
     for i, d in enumerate(decisions):
         contact: ContactView | None = d.contact
         key = idempotency_key(event.name, view.key, subject_ref, contact.key if contact else None)
         if contact is None:
-            out.append(_skip(info, base, key, None, Status.SKIPPED, d.skip_reason))
+            out.append(_skip(info, base, key, Status.SKIPPED, d.skip_reason))
             continue
         who = {
             "contact_ref": contact.key,
@@ -381,24 +382,25 @@ def _plan(
             "raw_address": contact.address,
         }
         if d.skip_reason:
-            out.append(_skip(info, {**base, **who}, key, contact, Status.SKIPPED, d.skip_reason))
+            out.append(_skip(info, {**base, **who}, key, Status.SKIPPED, d.skip_reason))
             continue
         address = addresses[i]
         if not isinstance(address, Address):
-            out.append(_skip(info, {**base, **who}, key, contact, Status.SKIPPED, address))
+            out.append(_skip(info, {**base, **who}, key, Status.SKIPPED, address))
             continue
         r = route(address, twilio_active)
         who |= {"channel": r.channel, "address": r.address, "recipient": address.e164}
         who["sender"] = info.sender
         if r.channel is None:
-            out.append(_skip(info, {**base, **who}, key, contact, Status.SKIPPED, r.reason))
+            out.append(_skip(info, {**base, **who}, key, Status.SKIPPED, r.reason))
             continue
         if address.e164 in blocked:
             # Numbers on the opt-out list get nothing.
             reason = consent.describe(blocked[address.e164])
-            out.append(_skip(info, {**base, **who}, key, contact, Status.SKIPPED, reason))
+            out.append(_skip(info, {**base, **who}, key, Status.SKIPPED, reason))
             continue
-        info.contacts.append({**who, "status": Status.QUEUED, "context": dict(contact.context)})
+        if info.collect:
+            info.contacts.append({**who, "status": Status.QUEUED, "context": dict(contact.context)})
         if template_error or source is None:
             out.append(_new_message({**base, **who}, key, Status.FAILED, template_error))
             continue
@@ -416,20 +418,17 @@ def _plan(
 
 
 def _skip(
-    info: PlanInfo,
-    fields: Mapping[str, Any],
-    key: str,
-    contact: ContactView | None,
-    status: str,
-    reason: str | None,
+    info: PlanInfo, fields: Mapping[str, Any], key: str, status: str, reason: str | None
 ) -> Message:
     """A row that says why this contact (or the order) gets no text; noted in ``info``."""
-    who = {k: fields.get(k) for k in _CONTACT_FIELDS}
-    info.contacts.append({**who, "status": status, "reason": reason})
+    if info.collect:
+        who = {k: fields.get(k) for k in CONTACT_FIELDS}
+        info.contacts.append({**who, "status": status, "reason": reason})
     return _new_message(fields, key, status, reason)
 
 
-_CONTACT_FIELDS = (
+# What a message row records of its contact and route (a sequence's run keeps it too).
+CONTACT_FIELDS = (
     "contact_ref",
     "contact_name",
     "raw_address",
@@ -525,6 +524,7 @@ class PlanInfo:
     subject_ref: str | None = None
     context: dict[str, Any] = field(default_factory=dict)
     contacts: list[dict[str, Any]] = field(default_factory=list)
+    collect: bool = False  # fill ``context`` and ``contacts`` (sequences only)
 
     def windowed(self, event: EventType) -> bool:
         return event.send_window or event.name in self.window_events.split(",")
@@ -534,23 +534,16 @@ def _apply_window(new: Sequence[Message], info: PlanInfo, now: dt.datetime) -> N
     """Queued texts of an event that keeps to the send window wait for its next opening
     in the recipient's local time (the reason says until when); the worker checks again
     when it claims them."""
-    from .sendwindow import SendWindow, next_opening, zones_for
+    from .sendwindow import Policy
 
-    try:
-        window = SendWindow.parse(info.window)
-    except InputError:
-        window = None  # unreachable through `options set`, which checks it
+    policy = Policy.from_options(info.window, info.zone)
     for m in new:
         if m.status != Status.QUEUED:
             continue
         m.send_window = True
-        if window is None:
-            continue
-        due = max(m.next_attempt_at or now, now)
-        opening = next_opening(due, window, zones_for(m.recipient, info.zone), info.zone)
-        if opening.at > due:
-            m.next_attempt_at = opening.at
-            m.reason = "deferred: outside the " + opening.describe(window)
+        deferred = policy.deferral(m.recipient, max(m.next_attempt_at or now, now))
+        if deferred is not None:
+            m.next_attempt_at, m.reason = deferred
 
 
 def _order_identity(event: EventType, order: Any, session: Session) -> tuple[str, str]:

@@ -25,7 +25,6 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Table,
     and_,
     exists,
     insert,
@@ -191,22 +190,23 @@ def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 
 
 @functools.cache
-def _insert_or_ignore(name: str, table: Table = message_table) -> Any:
-    """The insert-or-ignore statement into ``table`` (any unique key) of dialect
-    ``name`` (built once), or None."""
+def _insert_or_ignore(name: str) -> Any:
+    """The insert-or-ignore statement of dialect ``name`` (built once), or None."""
     stmt: Any
     if name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        stmt = pg_insert(table).on_conflict_do_nothing()
+        stmt = pg_insert(message_table).on_conflict_do_nothing(index_elements=["idempotency_key"])
     elif name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        stmt = sqlite_insert(table).on_conflict_do_nothing()
+        stmt = sqlite_insert(message_table).on_conflict_do_nothing(
+            index_elements=["idempotency_key"]
+        )
     elif name in ("mysql", "mariadb"):
         from sqlalchemy.dialects.mysql import insert as mysql_insert
 
-        stmt = mysql_insert(table).on_duplicate_key_update(id=table.c.id)
+        stmt = mysql_insert(message_table).on_duplicate_key_update(id=message_table.c.id)
     else:
         return None
     return stmt
@@ -458,37 +458,26 @@ class _WindowCheck:
     def __init__(self, conn: Any) -> None:
         from .models import Option
         from .options import value_from
+        from .sendwindow import Policy
 
-        stored = dict(
-            conn.execute(
-                select(Option.name, Option.value).where(
-                    Option.name.in_(["SMSSENDWINDOW", "SMSTIMEZONE"])
-                )
-            ).all()
+        names = ["SMSSENDWINDOW", "SMSTIMEZONE"]
+        q = select(Option.name, Option.value).where(Option.name.in_(names))
+        stored = dict(conn.execute(q).all())
+        self.policy = Policy.from_options(
+            *(value_from(n, stored.get(n)) for n in names)  # window, default zone
         )
-        from .sendwindow import SendWindow
-
-        self.zone = value_from("SMSTIMEZONE", stored.get("SMSTIMEZONE"))
-        try:
-            self.window = SendWindow.parse(value_from("SMSSENDWINDOW", stored.get("SMSSENDWINDOW")))
-        except InputError:
-            self.window = None
 
     def defer(self, conn: Any, row: Any, now: dt.datetime) -> bool:
         """Move ``row`` to the window's next opening when it is closed now."""
-        from .sendwindow import next_opening, zones_for
-
-        if self.window is None:
+        deferred = self.policy.deferral(row.recipient, now)
+        if deferred is None:
             return False
-        opening = next_opening(now, self.window, zones_for(row.recipient, self.zone), self.zone)
-        if opening.at <= now:
-            return False
+        at, reason = deferred
         m = message_table.c
-        reason = "deferred: outside the " + opening.describe(self.window)
         res = conn.execute(
             update(message_table)
             .where(m.id == row.id, m.status == Status.QUEUED)
-            .values(next_attempt_at=opening.at, reason=reason, updated_at=now)
+            .values(next_attempt_at=at, reason=reason, updated_at=now)
         )
         if res.rowcount == 1:
             _history(conn, row.id, now, Status.QUEUED, reason)
@@ -892,26 +881,25 @@ def insert_or_ignore_run(session: Session, run: Mapping[str, Any]) -> bool:
     """Record the start of a sequence run; False when this subject's run already exists
     (started before, or by a concurrent call — no IntegrityError either way)."""
     conn = session.connection(bind_arguments={"mapper": Message})
-    stmt = _insert_or_ignore(conn.dialect.name, sequence_run_table)
-    if stmt is None:
-        t = sequence_run_table.c
-        found = conn.execute(
-            select(t.id).where(
-                t.sequence == run["sequence"],
-                t.order_ref == run["order_ref"],
-                t.subject_ref == run["subject_ref"],
-            )
-        ).first()
-        if found is not None:
-            return False
-        stmt = insert(sequence_run_table)
-    if conn.dialect.name in ("postgresql", "sqlite"):
-        # A single-row INSERT here gets an implicit RETURNING: its rowcount says nothing.
-        return conn.execute(stmt.returning(sequence_run_table.c.id), dict(run)).first() is not None
-    # MariaDB counts a duplicate's no-op update as a found row: INSERT IGNORE instead
-    # (every value here is ours and fits its column, so it hides no other error).
-    ignore = insert(sequence_run_table).prefix_with("IGNORE")
-    return bool(conn.execute(ignore, dict(run)).rowcount == 1)
+    t = sequence_run_table
+    name = conn.dialect.name
+    if name in ("postgresql", "sqlite"):
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        upsert = pg_insert if name == "postgresql" else sqlite_insert
+        # RETURNING says whether the row went in (a single-row INSERT's rowcount does not).
+        stmt = upsert(t).on_conflict_do_nothing().returning(t.c.id)
+        return conn.execute(stmt, dict(run)).first() is not None
+    if name in ("mysql", "mariadb"):
+        # Not ON DUPLICATE KEY UPDATE: MariaDB counts that no-op as a found row. Every value
+        # here is ours and fits its column, so IGNORE hides no other error.
+        return bool(conn.execute(insert(t).prefix_with("IGNORE"), dict(run)).rowcount == 1)
+    key = (t.c.sequence == run["sequence"], t.c.order_ref == run["order_ref"])
+    if conn.execute(select(t.c.id).where(*key, t.c.subject_ref == run["subject_ref"])).first():
+        return False
+    conn.execute(insert(t), dict(run))
+    return True
 
 
 def add_planned(session: Session, planned: Sequence[Message]) -> list[Message]:

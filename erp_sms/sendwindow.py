@@ -165,3 +165,35 @@ def start_of_day(day: dt.date, zones: tuple[ZoneInfo, ...]) -> dt.datetime:
     """The first moment that is on ``day`` or later in every zone (midnight in the
     westernmost)."""
     return max(dt.datetime.combine(day, dt.time(0), tzinfo=z) for z in zones).astimezone(dt.UTC)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The send window as staff set it (``SMSSENDWINDOW``, ``SMSTIMEZONE``): what the
+    host path, the planner of sequences and the worker's claim all ask."""
+
+    window: SendWindow | None
+    default_zone: str
+
+    @classmethod
+    def from_options(cls, window: str, default_zone: str) -> Policy:
+        """From the options' values (already checked by `options set`; a value that does
+        not parse is taken as no window rather than holding every text)."""
+        try:
+            parsed = SendWindow.parse(window)
+        except InputError:
+            parsed = None
+        return cls(parsed, default_zone)
+
+    def zones(self, e164: str | None) -> tuple[ZoneInfo, ...]:
+        return zones_for(e164, self.default_zone)
+
+    def deferral(self, e164: str | None, due: dt.datetime) -> tuple[dt.datetime, str] | None:
+        """When the window is closed at ``due`` for this number: its next opening and the
+        reason to show; None when the text may go at ``due``."""
+        if self.window is None:
+            return None
+        opening = next_opening(due, self.window, self.zones(e164), self.default_zone)
+        if opening.at <= due:
+            return None
+        return opening.at, "deferred: outside the " + opening.describe(self.window)

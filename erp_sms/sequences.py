@@ -41,15 +41,18 @@ from .models import (
     sequence_run_table,
 )
 from .notifier import (
+    _COLUMNS,
+    CONTACT_FIELDS,
     PlanInfo,
     _begin_sqlite_transaction,
     _plan,
+    _row,
     guarded,
     idempotency_key,
 )
 from .outbox import apply_plan, insert_new, insert_or_ignore_run, set_status
 from .recipients import RecipientLookup, default_lookup
-from .sendwindow import SendWindow, next_opening, start_of_day, zones_for
+from .sendwindow import Policy, start_of_day
 from .sendwindow import now as clock_now
 
 log = logging.getLogger(__name__)
@@ -131,7 +134,7 @@ class Sequence:
         with session.begin_nested():
             steps = self.steps(session)
             first = steps[0].template if steps else event.template
-            info = PlanInfo()
+            info = PlanInfo(collect=True)
             planned = _plan(
                 dataclasses.replace(event, template=first), order, session, kwargs, info
             )
@@ -144,7 +147,7 @@ class Sequence:
                     )
                     for m in planned:
                         m.status, m.reason, m.next_attempt_at = Status.FAILED, reason, None
-                rows = [_as_row(m) for m in planned]
+                rows = [_row(m) for m in planned]
                 insert_new(session, rows)  # the failed entry says what was missing
                 return planned
             subject_ref = info.subject_ref or NO_SUBJECT
@@ -238,19 +241,14 @@ def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _as_row(m: Message) -> dict[str, Any]:
-    from .notifier import _row
-
-    return _row(m)
-
-
 class _Planner:
     """Works out one step's row for one contact of a run, with today's settings."""
 
     def __init__(self, seq: Sequence, session: Session, now: dt.datetime) -> None:
         self.seq, self.session, self.now = seq, session, now
-        self.zone = options.get(session, "SMSTIMEZONE")
-        self.window = SendWindow.parse(options.get(session, "SMSSENDWINDOW"))
+        self.policy = Policy.from_options(
+            options.get(session, "SMSSENDWINDOW"), options.get(session, "SMSTIMEZONE")
+        )
         self._sources: dict[str, templates.TemplateSource | str] = {}
         self._switches: dict[str | None, bool] = {}
         self.blocked: dict[str, Any] = {}
@@ -278,8 +276,6 @@ class _Planner:
     ) -> dict[str, Any]:
         """The message row of ``step`` for the contact ``entry`` (a planned route or why
         there is none)."""
-        from .notifier import _COLUMNS
-
         contact_ref = entry.get("contact_ref")
         subject_ref = run["subject_ref"]
         key = idempotency_key(
@@ -289,7 +285,7 @@ class _Planner:
             contact_ref,
         )
         row: dict[str, Any] = dict.fromkeys(_COLUMNS)
-        row |= {k: entry.get(k) for k in _CONTACT_FIELDS}
+        row |= {k: entry.get(k) for k in CONTACT_FIELDS}
         row |= {
             "idempotency_key": key,
             "event": self.seq.name,
@@ -335,7 +331,7 @@ class _Planner:
         if isinstance(anchor, str):
             anchor = dt.date.fromisoformat(anchor)
         day = anchor + dt.timedelta(days=step.days)
-        zones = zones_for(entry.get("recipient"), self.zone)
+        zones = self.policy.zones(entry.get("recipient"))
         today = self.now.astimezone(zones[0]).date()
         if day < today:
             return (
@@ -365,24 +361,14 @@ class _Planner:
         row |= {"body": rendered.body, "encoding": rendered.encoding}
         row["segments"] = rendered.segments
         due = max(start_of_day(day, zones), self.now)
-        if self.window is None:
+        deferred = self.policy.deferral(entry.get("recipient"), due)
+        if deferred is None:
             return Status.QUEUED, None, due
-        opening = next_opening(due, self.window, zones, self.zone)
-        reason = None
-        if opening.at.astimezone(opening.zones[0]).date() > day:
-            reason = "deferred: outside the " + opening.describe(self.window)
-        return Status.QUEUED, reason, opening.at
+        at, reason = deferred
+        # Waiting for the opening on the step's own day is the plan, not a deferral.
+        on_the_day = at.astimezone(zones[0]).date() <= day
+        return Status.QUEUED, None if on_the_day else reason, at
 
-
-_CONTACT_FIELDS = (
-    "contact_ref",
-    "contact_name",
-    "raw_address",
-    "channel",
-    "address",
-    "recipient",
-    "sender",
-)
 
 # Texts of a run that were never handed to a provider: staff changes plan them again.
 REPLANNABLE = (Status.QUEUED, Status.HELD, Status.SKIPPED)
@@ -538,17 +524,6 @@ def _edit(session: Session, seq: Sequence, by: str) -> dict[int, SequenceStep]:
     return {r.step: r for r in rows}
 
 
-def _check_template(session: Session, name: str) -> str:
-    from .cli_templates import known_names
-
-    for known in known_names(session):
-        if known.lower() == name.lower():
-            return known
-    raise InputError(
-        f"unknown template {name!r}: create it first with `erp-sms templates set {name!r} --file F`"
-    )
-
-
 def set_step(
     session: Session,
     seq: Sequence,
@@ -563,7 +538,7 @@ def set_step(
     step as saved and how many texts changed."""
     rows = _edit(session, seq, by)
     if template is not None:
-        template = _check_template(session, template)
+        template = templates.canonical_name(session, template)
     if step is None:
         if days is None or template is None:
             raise InputError("a new step needs --days N and --template NAME")

@@ -22,7 +22,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import ScalarSelect, select
 from sqlalchemy.orm import Session
 
-from .errors import TemplateError
+from .errors import InputError, TemplateError
 from .models import TemplateOverride
 from .segments import UCS2, analyse
 
@@ -305,3 +305,25 @@ def check(source: str, context: Mapping[str, Any], name: str = "template") -> Re
     except TemplateError as exc:
         raise TemplateError(f"{name}: {exc.message}") from None
     return render(source, context, name)
+
+
+def known_names(session: Session) -> list[str]:
+    """Every template name: the events' and sequences' templates and staff's own."""
+    from .events import all_events
+
+    names = {t for e in all_events() for t in (e.template, *e.step_templates)}
+    names |= set(session.scalars(select(TemplateOverride.name)))
+    return sorted(names)
+
+
+def canonical_name(session: Session, name: str) -> str:
+    """The template ``name`` as it is spelled (names match without regard to case), or
+    ``InputError`` listing the templates and how to add one."""
+    known = known_names(session)
+    for k in known:
+        if k.lower() == name.lower():
+            return k
+    raise InputError(
+        f"unknown template {name!r}; templates: {', '.join(known)} (add one with "
+        f"`erp-sms templates set {name!r} --file F`)"
+    )

@@ -141,6 +141,22 @@ def test_a_bad_window_gets_one_line_that_says_what_to_write(bad, session):
         options.set_value(session, "SMSSENDWINDOW", bad)
 
 
+@pytest.mark.parametrize(
+    ("name", "bad", "says"),
+    [
+        ("SMSTIMEZONE", "Central", "unknown time zone 'Central': use an IANA name"),
+        ("SMSWINDOWEVENTS", "shipped", "unknown event 'shipped'; registered events:"),
+    ],
+)
+def test_a_bad_zone_or_event_name_says_what_to_write(name, bad, says, session):
+    from erp_sms.errors import InputError
+
+    with pytest.raises(InputError) as caught:
+        options.set_value(session, name, bad)
+    assert caught.value.message.startswith(says)
+    assert options.get(session, name) == options.value_from(name, None)  # nothing stored
+
+
 # -- sequences on every database -------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from sqlalchemy.orm import Session
 
+from .. import rule_records
 from ..addresses import classify, route
 from ..config import Settings
 from ..errors import AddressError, ConfigurationError
@@ -43,7 +44,7 @@ class Lanes:
     def lane_for(self, msg: Claimed) -> str:
         """The lane of a routed text: its channel, and for a channel with several senders
         (a TWILIO record per site) the message's sender."""
-        return lane_name(msg.channel or "", msg.sender if msg.channel in _PER_SENDER else None)
+        return lane_name(msg.channel or "", msg.sender)
 
     def decide(self, msg: Claimed) -> Claimed | Outcome:
         """Route ``msg`` again with today's rules — the TWILIO record may have been
@@ -53,9 +54,8 @@ class Lanes:
             address = classify(msg.raw_address, self.region)
         except AddressError as exc:
             return Outcome(Status.FAILED, reason=exc.message)
-        twilio = lane_name(TwilioChannel.name, msg.sender)
-        record = msg.sender or _DEFAULT_SENDER
-        r = route(address, twilio in self.active)
+        record = msg.sender or rule_records.TWILIO
+        r = route(address, lane_name(TwilioChannel.name, msg.sender) in self.active)
         if r.channel is None:
             if msg.channel == TwilioChannel.name:
                 return Outcome(
@@ -67,7 +67,7 @@ class Lanes:
                     ),
                 )
             return Outcome(Status.SKIPPED, reason=r.reason)
-        lane = lane_name(r.channel, msg.sender if r.channel in _PER_SENDER else None)
+        lane = lane_name(r.channel, msg.sender)
         if lane in self.held:
             return Outcome(Status.HELD, reason=self.held[lane])
         if (r.channel, r.address) != (msg.channel, msg.address):
@@ -93,12 +93,11 @@ def prepare(session: Session, settings: Settings) -> Lanes:
 
 # Channels with a sender per site: their lanes are named by channel and sender.
 _PER_SENDER = {TwilioChannel.name}
-_DEFAULT_SENDER = "TWILIO"
 
 
 def lane_name(channel: str, sender: str | None) -> str:
-    """``twilio`` for the TWILIO record (and channels with one sender), ``twilio TWILIO:WEST``
-    for a site's record."""
-    if sender is None or sender == _DEFAULT_SENDER:
+    """``twilio`` for the TWILIO record and for channels with one sender, ``twilio
+    TWILIO:WEST`` for a site's record."""
+    if channel not in _PER_SENDER or sender is None or sender == rule_records.TWILIO:
         return channel
     return f"{channel} {sender}"
