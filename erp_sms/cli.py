@@ -744,21 +744,29 @@ def _write(fmt: str, rows: Any, out: Any) -> report.Totals:
 @cli.command()
 @click.option("--order", "number", default=None, help="Sales order number.")
 @click.option("--contact", default=None, help="Contact id.")
-def timeline(number: str | None, contact: str | None) -> None:
-    """Every text of an order or a contact with its status history, replies and
-    consent changes, in time order.
+@click.option("--subject", default=None, metavar="KIND:ID", help="A subject, e.g. invoice:5001.")
+def timeline(number: str | None, contact: str | None, subject: str | None) -> None:
+    """Every text of an order, a contact or a subject (an invoice's reminder steps) with
+    its status history, replies and consent changes, in time order.
 
     \b
     Example:
       erp-sms timeline --order SO-104233
       erp-sms timeline --contact 42
+      erp-sms timeline --subject invoice:5001
     """
     from . import timeline as tl
 
-    if bool(number) == bool(contact):
-        raise InputError("give one of --order N or --contact ID")
+    if sum(bool(x) for x in (number, contact, subject)) != 1:
+        raise InputError("give one of --order N, --contact ID or --subject KIND:ID")
     with staff_session(readonly=True) as s:
-        entries = tl.for_order(s, number) if number else tl.for_contact(s, str(contact))
+        if subject:
+            kind, _, ref = subject.partition(":")
+            if not ref:
+                raise InputError(f"--subject {subject!r}: write KIND:ID, e.g. invoice:5001")
+            entries = tl.for_subject(s, kind.strip(), ref.strip())
+        else:
+            entries = tl.for_order(s, number) if number else tl.for_contact(s, str(contact))
         for e in entries:
             click.echo(e.line())
 

@@ -32,6 +32,8 @@ class Entry:
 def _message_entries(m: Message) -> list[Entry]:
     initial = "queued" if m.history else m.status
     who = m.contact_name or "(no contact)"
+    if m.step is not None:  # a reminder sequence's step: say which
+        who = f"{who} (step {m.step})"
     via = f" via {m.channel} {m.address}" if m.channel else ""
     reason = f": {m.reason}" if initial != "queued" and m.reason else ""
     out = [Entry(m.created_at, "message", f"{m.event} → {who}{via} — {initial}{reason}", m.id)]
@@ -60,6 +62,30 @@ def for_order(session: Session, number: str) -> list[Entry]:
     entries += [
         Entry(r.received_at, "reply", f"{r.kind}: {r.body!r} from {r.from_number}") for r in replies
     ]
+    return sorted(entries, key=lambda e: (e.at, e.message_id or 0))
+
+
+def for_subject(session: Session, kind: str, ref: str) -> list[Entry]:
+    """The texts about one subject (an invoice, a work order…) across its events and
+    reminder steps: what a host shows on its invoice page. ``kind`` is the events'
+    subject keyword (``invoice``), ``ref`` its key (the id the host fires it with)."""
+    from .events import all_events
+
+    events = sorted(e.name for e in all_events() if e.subject == kind)
+    if not events:
+        kinds = sorted({e.subject for e in all_events() if e.subject})
+        raise InputError(f"no event has a subject {kind!r}; subjects: {', '.join(kinds)}")
+    msgs = list(
+        session.scalars(
+            select(Message)
+            .where(Message.subject_ref == ref, Message.event.in_(events))
+            .options(selectinload(Message.history))
+            .order_by(Message.id)
+        )
+    )
+    if not msgs:
+        raise InputError(f"no texts for {kind} {ref!r} in the email log")
+    entries = [e for m in msgs for e in _message_entries(m)]
     return sorted(entries, key=lambda e: (e.at, e.message_id or 0))
 
 

@@ -181,6 +181,15 @@ def session(settings: Settings) -> Iterator[Session]:
     engine.dispose()
 
 
+@pytest.fixture
+def host(any_db: Database) -> Iterator[Session]:
+    """The host's own session on `any_db` (deferred transactions, as a host makes it)."""
+    engine = make_engine(any_db.engine.url.render_as_string(hide_password=False))
+    with Session(engine, expire_on_commit=False) as s:
+        yield s
+    engine.dispose()
+
+
 def with_settings(**changes: object) -> Settings:
     from erp_sms.config import get_settings
 
@@ -214,6 +223,18 @@ def smtp_sink() -> Iterator[object]:
 @pytest.fixture
 def delivery(settings: Settings, twilio_server, smtp_sink) -> Settings:
     """Settings pointing at the loopback SMTP sink and Twilio-compatible API."""
+    return _to_loopback(settings, twilio_server, smtp_sink)
+
+
+@pytest.fixture
+def any_delivery(any_db: Database, twilio_server, smtp_sink) -> Settings:
+    """`delivery` on every database (with `any_db`)."""
+    from erp_sms.config import get_settings
+
+    return _to_loopback(get_settings(), twilio_server, smtp_sink)
+
+
+def _to_loopback(settings: Settings, twilio_server, smtp_sink) -> Settings:
     return with_settings(
         smtp_host=smtp_sink.host,
         smtp_port=smtp_sink.port,

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 import erp_sms
 from erp_sms import signals
-from erp_sms.db import Database, make_engine
 from erp_sms.dispatch import Dispatcher
 from erp_sms.models import ConsentEvent, OptOut, Status
 from erp_sms.webhooks import handle_inbound
@@ -18,15 +17,6 @@ from erp_sms.webhooks import handle_inbound
 from .conftest import with_settings
 from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
 from .helpers import messages
-
-
-@pytest.fixture
-def host(any_db: Database):
-    """The host's own session on the same database (deferred transactions)."""
-    engine = make_engine(str(any_db.engine.url.render_as_string(hide_password=False)))
-    with Session(engine, expire_on_commit=False) as s:
-        yield s
-    engine.dispose()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from erp_sms import options, sequences, signals
-from erp_sms.db import Database
 from erp_sms.dispatch import Dispatcher
 from erp_sms.models import Message, Status
 from erp_sms.sendwindow import SendWindow, is_open, next_opening, set_clock, zones_for
@@ -62,12 +61,6 @@ def clock() -> Iterator[FixedClock]:
     set_clock(c)
     yield c
     set_clock(None)
-
-
-@pytest.fixture
-def host(any_db: Database) -> Iterator[Session]:
-    with Session(any_db.engine, expire_on_commit=False) as s:
-        yield s
 
 
 def _world(session: Session, *, org_name: str = "Acme Fabrication", number: str = "SO-1"):
@@ -305,7 +298,8 @@ def test_start_without_an_anchor_date_fails_with_the_reason(host, clock):
 # -- the worker keeps to the window ---------------------------------------------------------
 
 
-def test_a_due_text_claimed_outside_the_window_waits_for_the_opening(delivery, db, session):
+def test_a_due_text_claimed_outside_the_window_waits_for_the_opening(any_delivery, any_db, host):
+    db, session = any_db, host
     when = dt.datetime(2027, 3, 8, 10, 0, tzinfo=CHICAGO)
     set_clock(FixedClock(when))
     try:
@@ -390,6 +384,14 @@ def test_staff_edit_steps_and_switches_with_the_cli(session, clock):
     assert "unknown sequence 'nope'; sequences: " in bad.stderr and "test_dunning" in bad.stderr
     bad = run("sequences", "add-step", "test_dunning", "--days", "5", "--template", "X", code=2)
     assert "unknown template 'X'" in bad.stderr
+    # The invoice's timeline: each step's text with its history.
+    tl = run("timeline", "--subject", "invoice:30").stdout
+    assert "test_dunning → Ann (step 1)" in tl and "test_dunning → Ann (step 3)" in tl
+    assert "#1 skipped: planned again by " in tl and "switched off for Acme Fabrication" in tl
+    assert "no texts for invoice '31'" in run("timeline", "--subject", "invoice:31", code=2).stderr
+    bad = run("timeline", "--subject", "bill:30", code=2).stderr
+    assert "no event has a subject 'bill'; subjects: " in bad and "invoice" in bad
+    assert "write KIND:ID" in run("timeline", "--subject", "invoice", code=2).stderr
 
 
 # -- a sender per site ----------------------------------------------------------------------
@@ -400,11 +402,12 @@ WEST_AUTH = "0123456789abcdef" * 2
 WEST_NUMBER = "+17145550199"
 
 
-def test_each_site_texts_from_its_own_number(delivery, db, session, twilio_server):
+def test_each_site_texts_from_its_own_number(any_delivery, any_db, host, twilio_server):
     from erp_sms import rule_records
 
     from .helpers import SID, TWILIO_NUMBER, activate_twilio
 
+    db, session, delivery = any_db, host, any_delivery
     twilio_server.add_account(WEST_SID, WEST_AUTH)
     activate_twilio(session)
     rule_records.set_fields(

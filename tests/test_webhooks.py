@@ -160,6 +160,32 @@ def test_bad_signatures_get_403_and_change_nothing(client, session, sent, how, c
     assert AUTH not in caplog.text
 
 
+def test_a_site_account_signs_its_own_callbacks(client, session, sent):
+    # A TWILIO:WEST text's callbacks carry WEST's AccountSid and are signed with WEST's
+    # token: checked with that record, not the main one — and WEST's token signs nothing
+    # for the main account.
+    from erp_sms import rule_records
+
+    west_sid, west_auth = "AC" + "fedcba9876543210" * 2, "0123456789abcdef" * 2
+    rule_records.set_fields(
+        session,
+        "TWILIO:WEST",
+        {"SID": west_sid, "AuthCode": west_auth, "PhoneNumber": "+17145550199"},
+        active=True,
+        by="test",
+    )
+    session.commit()
+    west_text, main_text = sent["rows"][0].provider_id, sent["rows"][1].provider_id
+    params = {**callback(west_text, "delivered"), "AccountSid": west_sid}
+    assert post(client, "status", params, token=AUTH).status_code == 403
+    assert state(session, west_text)[0] == Status.SENT
+    assert post(client, "status", params, token=west_auth).status_code == 204
+    assert state(session, west_text)[0] == Status.DELIVERED
+    forged = callback(main_text, "delivered")  # the main account's, signed with WEST's token
+    assert post(client, "status", forged, token=west_auth).status_code == 403
+    assert state(session, main_text)[0] == Status.SENT
+
+
 def test_a_replayed_callback_changes_nothing_the_second_time(client, session, sent):
     sid = sent["rows"][0].provider_id
     params = callback(sid, "delivered")
