@@ -171,6 +171,24 @@ def test_start_queues_each_step_at_the_window_opening_in_the_customers_time(host
     assert all(m.send_window and m.template.startswith("SMS TEST") for m in (before, due, late))
 
 
+def test_a_number_in_two_zones_gets_its_steps_when_both_are_inside_the_window(host, clock):
+    # 208 (Idaho) is America/Boise and America/Los_Angeles: 08:00 in Los Angeles is 09:00
+    # in Boise, the first minute the window is open in both.
+    order = _world(host)
+    order.contact.email2 = "2085550123@vtext.com"
+    invoice = Invoice(9, "INV-9", dt.date(2027, 3, 12))
+    DUNNING.start(order, session=host, anchor=invoice.due_date, invoice=invoice)
+    before, due, late = _rows(host)
+    la = ZoneInfo("America/Los_Angeles")
+    assert [_local(m, la) for m in (before, due, late)] == [
+        "2027-03-09 08:00",
+        "2027-03-12 08:00",
+        "2027-03-19 08:00",
+    ]
+    assert before.next_attempt_at.astimezone(UTC).hour == 16  # PST; 15 in PDT after 03-14
+    assert late.next_attempt_at.astimezone(UTC).hour == 15
+
+
 def test_a_past_step_is_skipped_with_the_reason_never_sent_late(host, clock):
     order = _world(host)
     invoice = Invoice(8, "INV-8", dt.date(2027, 3, 1))  # a week overdue already
