@@ -268,6 +268,9 @@ class InboundMessage(Base):
     contact_refs: Mapped[str | None] = mapped_column(Text)  # comma-separated
     order_number: Mapped[str | None] = mapped_column(String(64))
     raw: Mapped[str | None] = mapped_column(Text)
+    # Staff's inbox: a reply that needs a human until someone marks it done.
+    done_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    done_by: Mapped[str | None] = mapped_column(String(128), default=None)
 
 
 class SequenceRun(Base):
@@ -339,6 +342,24 @@ class SenderMap(Base):
     rule_type: Mapped[str] = mapped_column(String(32))
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     updated_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class StaffUser(Base):
+    """A staff sign-in for the web pages: the password only as an Argon2 hash; failed
+    attempts lock the account for a while."""
+
+    __tablename__ = "sms_staff_user"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    last_sign_in_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    failed_attempts: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # Changed when the password changes or the user is removed: old sessions end.
+    session_token: Mapped[str] = mapped_column(String(64))
 
 
 # Core handles for the statements that claim and update rows (outbox, notifier).

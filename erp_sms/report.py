@@ -122,10 +122,7 @@ def count(session: Session, f: Filters) -> int:
     return int(session.scalar(_where(select(func.count(Message.id)), f)) or 0)
 
 
-def rows(
-    session: Session, f: Filters, *, attention_first: bool = False, chunk: int = 2000
-) -> Iterator[dict[str, Any]]:
-    """The report rows (COLUMNS, plus ``_price``/``_price_unit`` for the totals), streamed."""
+def _query(f: Filters, attention_first: bool) -> Select[Any]:
     cols = [_column(c) for c in COLUMNS]
     cols += [Message.price.label("_price"), Message.price_unit.label("_price_unit")]
     q = _where(select(*cols), f)
@@ -133,14 +130,32 @@ def rows(
         rank = case(
             {s: i for i, s in enumerate(_ATTENTION)}, value=Message.status, else_=len(_ATTENTION)
         )
-        q = q.order_by(rank, Message.id)
-    else:
-        q = q.order_by(Message.id)
+        return q.order_by(rank, Message.id)
+    return q.order_by(Message.id)
+
+
+def rows(
+    session: Session, f: Filters, *, attention_first: bool = False, chunk: int = 2000
+) -> Iterator[dict[str, Any]]:
+    """The report rows (COLUMNS, plus ``_price``/``_price_unit`` for the totals), streamed."""
+    q = _query(f, attention_first)
     for r in session.execute(q.execution_options(yield_per=chunk)):
         row = r._asdict()
         for c in _TIMES:
             row[c] = _iso(row[c])
         yield row
+
+
+def page(session: Session, f: Filters, *, offset: int, limit: int) -> list[dict[str, Any]]:
+    """One page of the report for the email log page: failures and held texts first,
+    as in the CLI's table."""
+    out = []
+    for r in session.execute(_query(f, True).offset(offset).limit(limit)):
+        row = r._asdict()
+        for c in _TIMES:
+            row[c] = _iso(row[c])
+        out.append(row)
+    return out
 
 
 _TIMES = ("created_at", "sent_at", "scheduled_for")

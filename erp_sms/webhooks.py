@@ -11,7 +11,8 @@ Mount it in a host's Flask app::
     webhooks.init_app(app)                       # once
     app.register_blueprint(webhooks.blueprint, url_prefix="/twilio")
 
-or run it alone: ``erp-sms serve`` / ``erp_sms.webhooks.create_app()`` under any WSGI server.
+or run it alone: ``erp-sms serve`` (waitress) / ``erp_sms.webhooks.create_app()`` under any
+WSGI server. ``erp_sms.web`` adds the staff pages the same way.
 """
 
 from __future__ import annotations
@@ -63,11 +64,16 @@ def init_app(app: Flask, db: Database | None = None, settings: Settings | None =
 
 
 def create_app(db: Database | None = None, settings: Settings | None = None) -> Flask:
-    """A WSGI app with the webhooks at ``/twilio/…`` (and the staff pages, when present)."""
+    """A WSGI app with the webhooks at ``/twilio/…`` and the staff pages at ``/``."""
+    from . import web
+
     app = Flask("erp_sms")
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # Twilio's forms are a few hundred bytes
+    # Twilio's forms are a few hundred bytes, a template edit a few kB.
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     init_app(app, db, settings)
+    web.init_app(app)
     app.register_blueprint(blueprint, url_prefix="/twilio")
+    app.register_blueprint(web.blueprint)
 
     @app.get("/healthz")
     def healthz() -> tuple[str, int]:
@@ -325,7 +331,14 @@ def _number(sender: str) -> str | None:
         return None
 
 
-def serve(host: str, port: int, app: Any = None) -> None:  # pragma: no cover - blocking
-    from werkzeug.serving import run_simple
+def serve(
+    host: str, port: int, app: Any = None, *, on_listening: Any = None, threads: int = 8
+) -> None:  # pragma: no cover - blocking
+    """Serve ``app`` (webhooks and staff pages) with waitress, a production WSGI server.
+    ``on_listening(url)`` is called once the socket is bound."""
+    from waitress import create_server
 
-    run_simple(host, port, app or create_app(), threaded=True, use_reloader=False)
+    server = create_server(app or create_app(), host=host, port=port, threads=threads)
+    if on_listening is not None:
+        on_listening(f"http://{host}:{server.effective_port}")
+    server.run()

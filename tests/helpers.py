@@ -37,7 +37,7 @@ def by_contact(session: Session) -> dict[str | None, Message]:
 
 def start_serve(env: dict[str, str]):
     """`erp-sms -v serve` as a process on a free loopback port; returns (process, base
-    URL) once werkzeug says it is listening — read from its log, no polling."""
+    URL) once it says it is listening — read from its log, no polling."""
     import socket
     import subprocess
     import sys
@@ -57,7 +57,7 @@ def start_serve(env: dict[str, str]):
     seen = []
     for line in proc.stderr:  # blocks until the server logs; ends if it exits
         seen.append(line)
-        if "Running on" in line:
+        if "listening on" in line:
             return proc, public
     proc.wait()
     raise AssertionError("erp-sms serve exited:\n" + "".join(seen))

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from erp_sms import cli as cli_module
 from erp_sms import signals
 from erp_sms.cli import cli
+from erp_sms.cli import rules as cli_module
 from erp_sms.models import Rule, Status
 from erp_sms.timeline import for_order
 

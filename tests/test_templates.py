@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 
 from erp_sms import templates
-from erp_sms.cli_templates import sample_context
 from erp_sms.errors import TemplateError
 from erp_sms.events import event_for_template
+from erp_sms.staff import sample_context
 
 DEFAULTS = ["SMS S2P", "SMS PWOCOMP", "SMS SESHIP", "SMS SEDEL"]
 

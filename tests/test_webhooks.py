@@ -482,7 +482,8 @@ def test_report_and_timelines_show_callbacks_and_opt_outs(client, session, sent)
     order_tl = runner.invoke(cli, ["timeline", "--order", "SO-7"]).stdout
     assert "unknown or inactive number (30005)" in order_tl
     bad = runner.invoke(cli, ["timeline"])
-    assert bad.exit_code == 2 and "give one of --order N or --contact ID" in bad.stderr
+    assert bad.exit_code == 2
+    assert "give one of --order N, --contact ID or --subject KIND:ID" in bad.stderr
 
 
 @pytest.mark.slow

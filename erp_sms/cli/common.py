@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from .config import get_settings
-from .db import Database, describe_error, safe_url
-from .errors import ErpSmsError
+from ..config import get_settings
+from ..db import Database, describe_error, safe_url
+from ..errors import ErpSmsError
 
 
 def _user() -> str:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import click
 
-from . import options
-from . import sequences as seq_mod
-from .cli_common import _user, staff_session
-from .errors import InputError
-from .sendwindow import zones_for
+from .. import options
+from .. import sequences as seq_mod
+from ..errors import InputError
+from ..sendwindow import zones_for
+from .common import _user, staff_session
 
 
 @click.group("sequences")

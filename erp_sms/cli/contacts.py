@@ -7,12 +7,12 @@ import datetime as dt
 
 import click
 
-from . import consent, rule_records
-from .addresses import GATEWAY, classify
-from .cli_common import _user, staff_session
-from .config import get_settings
-from .errors import AddressError
-from .recipients import default_lookup, lookup_method
+from .. import rule_records, staff
+from ..addresses import GATEWAY, classify
+from ..config import get_settings
+from ..errors import AddressError
+from ..recipients import default_lookup, lookup_method
+from .common import _user, staff_session
 
 
 @click.group("contacts")
@@ -27,20 +27,10 @@ def group() -> None:
 
 
 def _change(contact: str, opted_in: bool, note: str | None) -> None:
-    change = consent.opt_in if opted_in else consent.opt_out
     with staff_session() as s:
-        done = change(s, contact_key=contact, source="cli", detail=note, actor=_user())
-    view = done.contacts[0]
-    number = f" ({done.number})" if done.number else ""
-    if not done.changed:
-        state = "opted in" if opted_in else "opted out"
-        click.echo(f"contact {view.key} {view.name}{number} was already {state}; nothing changed")
-        return
-    state = "opted in (SMSUPDATE added)" if opted_in else "opted out (SMSUPDATE removed)"
-    click.echo(f"contact {view.key} {view.name}{number}: {state}; consent recorded")
-    if done.canceled:
-        ids = ", ".join(f"#{i}" for i in done.canceled)
-        click.echo(f"{len(done.canceled)} queued or held text(s) canceled: {ids}")
+        lines = staff.change_consent(s, contact, opted_in, by=_user(), source="cli", note=note)
+    for line in lines:
+        click.echo(line)
 
 
 @group.command("opt-in")

@@ -1,0 +1,5 @@
+"""``python -m erp_sms.cli``."""
+
+from . import main
+
+main()

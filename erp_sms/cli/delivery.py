@@ -1,0 +1,73 @@
+"""``erp-sms dispatch``, ``worker`` and ``prices``: delivering texts."""
+
+from __future__ import annotations
+
+import signal
+
+import click
+
+from ..config import get_settings
+from .common import database
+
+# -- dispatch / worker ----------------------------------------------------------------------
+
+
+@click.command()
+def dispatch() -> None:
+    """Deliver every text that is due, then exit with a one-line summary.
+
+    \b
+    Example:
+      erp-sms dispatch        # e.g. from cron every minute
+    """
+    from ..dispatch import Dispatcher
+
+    with database() as db_:
+        summary = Dispatcher(db_).run_once()
+    click.echo(summary.line())
+
+
+@click.command()
+@click.option("--worker-id", default=None, help="Name of this worker in claims (default host:pid).")
+def worker(worker_id: str | None) -> None:
+    """Keep delivering until SIGTERM or SIGINT; the text in hand is finished first.
+
+    \b
+    Example:
+      erp-sms worker
+    """
+    import threading
+
+    from ..dispatch import Dispatcher
+
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        click.echo(f"worker: {signal.Signals(signum).name}, finishing the text in hand", err=True)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    with database() as db_:
+        d = Dispatcher(db_, worker_id=worker_id, stop=stop)
+        click.echo(f"worker {d.worker_id}: delivering (SIGTERM to stop)", err=True)
+        d.run_forever(on_batch=lambda s: click.echo(s.line(), err=True))
+    click.echo("worker: stopped", err=True)
+
+
+@click.command()
+@click.option("--days", default=7, show_default=True, help="Look back this many days.")
+@click.option("--limit", default=500, show_default=True, help="At most this many messages per run.")
+def prices(days: int, limit: int) -> None:
+    """Fetch Twilio's price for recent texts that have none yet (Twilio prices a message
+    after it is sent; the report totals the cost).
+
+    \b
+    Example:
+      erp-sms prices            # e.g. hourly from cron
+    """
+    from ..prices import reconcile
+
+    with database() as db_:
+        run = reconcile(db_, get_settings(), days=days, limit=limit)
+    click.echo(run.line())

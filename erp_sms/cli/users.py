@@ -1,0 +1,76 @@
+"""``erp-sms users``: staff sign-ins for the web pages."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import users
+from ..errors import InputError
+from .common import _user, staff_session
+
+
+@click.group("users")
+def group() -> None:
+    """Staff sign-ins for the web pages (`erp-sms serve`).
+
+    \b
+    Example:
+      erp-sms users add maria
+      erp-sms users list
+    """
+
+
+@group.command("add")
+@click.argument("name")
+def users_add(name: str) -> None:
+    """Add a staff user (or set a new password). The password is prompted for, or read
+    from standard input when it is not a terminal; it is stored only as a hash.
+
+    \b
+    Example:
+      erp-sms users add maria
+      printf '%s\\n' "$PASSWORD" | erp-sms users add maria
+    """
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise InputError("no password on standard input: nothing was changed")
+    with staff_session() as s:
+        users.add(s, name, password, by=_user())
+    click.echo(f"{name.strip()} can sign in to the staff pages")
+
+
+@group.command("remove")
+@click.argument("name")
+def users_remove(name: str) -> None:
+    """Remove a staff user; their open sessions end.
+
+    \b
+    Example:
+      erp-sms users remove maria
+    """
+    with staff_session() as s:
+        users.remove(s, name)
+    click.echo(f"{name.strip()} removed")
+
+
+@group.command("list")
+def users_list() -> None:
+    """Staff users, when each last signed in, and whether one is locked.
+
+    \b
+    Example:
+      erp-sms users list
+    """
+    with staff_session(readonly=True) as s:
+        rows = users.all_users(s)
+        for u in rows:
+            last = f"{u.last_sign_in_at:%Y-%m-%d %H:%M} UTC" if u.last_sign_in_at else "never"
+            locked = f"  locked until {u.locked_until:%H:%M} UTC" if u.locked_until else ""
+            click.echo(f"{u.name:<20} last sign-in {last}{locked}")
+        if not rows:
+            click.echo("no staff users yet: `erp-sms users add NAME`")

@@ -1,0 +1,367 @@
+"""Staff actions: what the CLI (``erp_sms.cli``) and the web pages (``erp_sms.web``) both
+do, so neither re-implements a rule. Each action takes the staff member's session and
+name and returns what to tell them; bad input raises ``InputError`` with one sentence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from . import consent, outbox, rule_records
+from . import options as options_mod
+from . import templates as tpl
+from .addresses import classify, route
+from .config import get_settings
+from .errors import AddressError, InputError, TemplateError
+from .events import EventType, event_for_template
+from .models import TemplateOverride
+from .recipients import ErpLookup, default_lookup, lookup_method, select_recipients
+from .segments import analyse
+
+SAMPLE_SENDER = {"phone_number": "(312) 555-0100", "e164": "+13125550100"}
+
+
+# -- the TWILIO rule records ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleSaved:
+    """What ``set_rule`` changed."""
+
+    name: str
+    changed: tuple[str, ...]
+    active: bool
+    released: int
+    stored_unencrypted: bool
+
+    def lines(self) -> list[str]:
+        """The outcome in words (the last ones are warnings)."""
+        state = "active" if self.active else "inactive"
+        out = [f"{self.name} saved ({', '.join(self.changed)}); the record is {state}"]
+        if self.released:
+            out.append(f"{self.released} held text(s) released to the queue")
+        return out
+
+
+def set_rule(
+    session: Session, name: str, values: Mapping[str, str], active: bool | None, *, by: str
+) -> RuleSaved:
+    """Set fields of a rule record (each validated before anything is written); held
+    texts the change makes sendable go back to the queue."""
+    if not values and active is None:
+        raise InputError(
+            "nothing to set: give --sid, --auth-code, --phone-number, --use-code or "
+            "--active/--inactive"
+        )
+    rtype, full = rule_records.record(name)
+    for field_name, value in values.items():
+        rule_records.validate_field(rtype, field_name, value)
+    held_before = {m.id for m in outbox.find(session, "held")}
+    rule = rule_records.set_fields(session, full, dict(values), active=active, by=by)
+    released = held_before - {m.id for m in outbox.find(session, "held")}
+    changed = sorted(values) + (["Active"] if active is not None else [])
+    unencrypted = "AuthCode" in values and not get_settings().secret_key
+    return RuleSaved(full, tuple(changed), rule.active, len(released), unencrypted)
+
+
+UNENCRYPTED = (
+    "ERP_SMS_SECRET_KEY is not set, so the AuthCode is stored unencrypted; set it and save "
+    "the AuthCode again to encrypt it"
+)
+
+
+def test_credentials(session: Session, name: str, *, by: str) -> tuple[bool, str]:
+    """Ask Twilio whether the stored credentials work; a rejection flags the record
+    (its texts are held), a success clears the flag. Returns (ok, a sentence)."""
+    from .twilio_check import OK, REJECTED, check_credentials
+
+    _rtype, full = rule_records.record(name)
+    rule = rule_records.twilio_rule(session, full)
+    if rule is None or not rule.sid or not rule.auth_code:
+        raise InputError(
+            f"{full} is not set up: use `erp-sms rules set {full} --sid … --auth-code …`"
+        )
+    verdict, sentence = check_credentials(rule, get_settings())
+    if verdict == OK:
+        rule_records.clear_rejected(session, full, by=by)
+    elif verdict == REJECTED:
+        rule_records.flag_rejected(session, full, sentence, by=by)
+    return verdict == OK, sentence
+
+
+# -- options ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptionRow:
+    name: str
+    value: str
+    is_default: bool
+    help: str
+    kind: str
+
+
+def option_rows(session: Session) -> list[OptionRow]:
+    """Every option with its value and what it does."""
+    from .catalog import option_defs
+
+    defs = option_defs()
+    return [
+        OptionRow(name, value, is_default, defs[name].help, defs[name].kind)
+        for name, (value, is_default) in options_mod.all_values(session).items()
+    ]
+
+
+def set_option(session: Session, name: str, value: str, *, by: str) -> str:
+    """Set an option; returns the value as stored."""
+    return options_mod.set_value(session, name, value, by=by)
+
+
+# -- templates ------------------------------------------------------------------------------
+
+
+def sample_context(event: EventType | None) -> dict[str, Any]:
+    """Sample data for template checks: the variables the event's lookup provides (its
+    ``samples()``; the reference schema's otherwise), the sender, and the subject."""
+    lookup = (event.lookup if event else None) or default_lookup()
+    samples = getattr(lookup, "samples", None)
+    given = dict(samples() if callable(samples) else ErpLookup().samples())
+    ctx: dict[str, Any] = {"sender": SAMPLE_SENDER, **given}
+    ctx.setdefault("order", ErpLookup().samples()["order"])
+    ctx.setdefault("contact", ErpLookup().samples()["contact"])
+    if event is not None and event.subject and event.subject not in ctx:
+        ctx[event.subject] = dict(event.sample_subject or {})
+    if event is not None and event.step_templates:
+        ctx.setdefault("sequence", {"name": event.name, "step": 1, "days": 0})
+    return ctx
+
+
+def variables(name: str) -> list[str]:
+    """The variables a template can use (``order.number``, ``contact.name``…)."""
+
+    def walk(prefix: str, value: Any) -> Iterator[str]:
+        if isinstance(value, Mapping) and value:
+            for k, v in value.items():
+                yield from walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            yield prefix
+
+    return sorted(walk("", sample_context(event_for_template(name))))
+
+
+@dataclass(frozen=True)
+class TemplateCheck:
+    """A template checked against sample data: the text, its length, and what is wrong."""
+
+    name: str
+    body: str = ""
+    encoding: str = ""
+    segments: int = 0
+    units: int = 0
+    ucs2_characters: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def check_template(session: Session, name: str, source: str) -> TemplateCheck:
+    """Render ``source`` for template ``name`` with sample data: body, encoding, segments,
+    the characters that force UCS-2, warnings — or the error with its line number."""
+    name = tpl.canonical_name(session, name)
+    try:
+        r = tpl.check(source, sample_context(event_for_template(name)), name)
+    except TemplateError as exc:
+        return TemplateCheck(name, error=exc.message)
+    info = analyse(r.body)
+    return TemplateCheck(
+        name,
+        r.body,
+        r.encoding,
+        r.segments,
+        info.units,
+        info.non_gsm,
+        tuple(tpl.warnings_for(r.body)),
+    )
+
+
+@dataclass(frozen=True)
+class TemplateRow:
+    name: str
+    origin: str
+    check: TemplateCheck
+    event: str | None
+
+
+def template_rows(session: Session) -> list[TemplateRow]:
+    """Every template: where it comes from, and its check with sample data."""
+    out = []
+    for name in tpl.known_names(session):
+        src = tpl.load(session, name)
+        event = event_for_template(name)
+        out.append(
+            TemplateRow(
+                name,
+                src.origin,
+                check_template(session, name, src.source),
+                event.name if event else None,
+            )
+        )
+    return out
+
+
+def save_template(session: Session, name: str, source: str, *, by: str) -> TemplateCheck:
+    """Save a staff override after checking it; a template that does not render is
+    refused (``TemplateError`` with the line number)."""
+    name = tpl.canonical_name(session, name)
+    source = source.strip()
+    checked = check_template(session, name, source)
+    if checked.error:
+        raise TemplateError(checked.error)
+    row = session.get(TemplateOverride, name)
+    if row is None:
+        session.add(TemplateOverride(name=name, body=source, updated_by=by))
+    else:
+        row.body, row.updated_by = source, by
+    session.flush()
+    return checked
+
+
+def reset_template(session: Session, name: str) -> str:
+    """Drop the staff override: the shipped default applies again."""
+    name = tpl.canonical_name(session, name)
+    row = session.get(TemplateOverride, name)
+    if row is None:
+        raise InputError(f"{name} has no override; it already uses the default")
+    if tpl.default_source(name) is None:
+        raise InputError(f"{name} has no shipped default to go back to")
+    session.delete(row)
+    session.flush()
+    return f"{name} reset to the default"
+
+
+@dataclass(frozen=True)
+class PreviewLine:
+    contact: str | None
+    route: str
+    body: str = ""
+    encoding: str = ""
+    segments: int = 0
+    error: str | None = None
+
+
+@dataclass
+class Preview:
+    name: str
+    number: str
+    notes: list[str] = field(default_factory=list)
+    lines: list[PreviewLine] = field(default_factory=list)
+
+
+def preview(session: Session, name: str, number: str, source: str | None = None) -> Preview:
+    """Render template ``name`` (or ``source``, unsaved) for each recipient of a real
+    order, with the recipient rules and routes the host path applies."""
+    name = tpl.canonical_name(session, name)
+    event = event_for_template(name)
+    lookup = (event.lookup if event else None) or default_lookup()
+    order = lookup_method(lookup, "find_order", "preview templates against real orders")(
+        session, number
+    )
+    if order is None:
+        raise InputError(f"no order {number!r}: check the number")
+    out = Preview(name, number)
+    view = lookup.order(session, order)
+    only_one = options_mod.get_bool(session, "SMSONLYONE")
+    decisions = select_recipients(
+        view, lookup.contacts(session, order, listed_only=only_one), only_listed=only_one
+    )
+    # The site's record when the organization texts from its own number.
+    mapped = {key: full for key, _name, full in rule_records.sender_map(session)}
+    sender = mapped.get(str(view.organization_key)) or view.sender or rule_records.TWILIO
+    active, phone = rule_records.twilio_routing(session, sender)
+    text = source if source is not None else tpl.load(session, name).source
+    base = sample_context(event)
+    base["order"] = view.context
+    if phone:
+        from .notifier import _sender_context
+
+        base["sender"] = _sender_context(phone)
+    if event is not None and event.subject:
+        subjects = getattr(lookup, "subjects", None)
+        related = list(subjects(session, order, event.subject)) if callable(subjects) else []
+        kind = event.subject.replace("_", " ")
+        if related:
+            base[event.subject] = lookup.subject(event.subject, related[-1])[1]
+            out.notes.append(f"{kind} from the order's latest record")
+        else:
+            out.notes.append(f"order {number} has no {kind} yet: sample data used")
+    if not decisions:
+        out.notes.append(f"order {number}: nobody would be texted")
+    for d in decisions:
+        if d.contact is None:
+            out.lines.append(PreviewLine(None, f"skipped: {d.skip_reason}"))
+            continue
+        c = d.contact
+        try:
+            r_ = route(classify(c.address, get_settings().default_region), active)
+            where = f"{r_.channel} {r_.address}" if r_.channel else f"skipped: {r_.reason}"
+        except AddressError as exc:
+            where = f"skipped: {exc.message}"
+        if d.skip_reason:
+            where = f"skipped: {d.skip_reason}"
+        try:
+            r = tpl.render(text, {**base, "contact": c.context}, name)
+            out.lines.append(PreviewLine(c.name, where, r.body, r.encoding, r.segments))
+        except TemplateError as exc:
+            out.lines.append(PreviewLine(c.name, where, error=exc.message))
+    return out
+
+
+# -- texts ------------------------------------------------------------------------------------
+
+
+def release(session: Session, ids: Sequence[int] | None, *, by: str) -> int:
+    """Put held texts (``None``: all of them) back in the queue; how many."""
+    return len(outbox.release(session, None if ids is None else list(ids), by=by))
+
+
+def cancel(session: Session, ids: Sequence[int], *, by: str, reason: str | None = None) -> int:
+    """Cancel queued or held texts; how many."""
+    if not ids:
+        raise InputError("name the texts to cancel")
+    return len(outbox.cancel(session, list(ids), by=by, reason=reason))
+
+
+def retry(session: Session, ids: Sequence[int], *, by: str) -> list[str]:
+    """Plan skipped or failed texts again with today's data and rules; a line each."""
+    from .notifier import retry as plan_again
+
+    if not ids:
+        raise InputError("name the texts to retry")
+    return [line for _m, line in plan_again(session, list(ids), by=by)]
+
+
+# -- consent ----------------------------------------------------------------------------------
+
+
+def change_consent(
+    session: Session, contact: str, opted_in: bool, *, by: str, source: str, note: str | None
+) -> list[str]:
+    """Opt a contact in or out (SMSUPDATE, the opt-out list, the consent trail); an
+    opt-out cancels their texts not sent yet. Lines to show."""
+    change = consent.opt_in if opted_in else consent.opt_out
+    done = change(session, contact_key=contact, source=source, detail=note, actor=by)
+    view = done.contacts[0]
+    number = f" ({done.number})" if done.number else ""
+    if not done.changed:
+        state = "opted in" if opted_in else "opted out"
+        return [f"contact {view.key} {view.name}{number} was already {state}; nothing changed"]
+    state = "opted in (SMSUPDATE added)" if opted_in else "opted out (SMSUPDATE removed)"
+    out = [f"contact {view.key} {view.name}{number}: {state}; consent recorded"]
+    canceled = getattr(done, "canceled", ())
+    if canceled:
+        ids = ", ".join(f"#{i}" for i in canceled)
+        out.append(f"{len(canceled)} queued or held text(s) canceled: {ids}")
+    return out

@@ -1,0 +1,835 @@
+"""Staff web pages (Flask): the rule record, options, templates with a live preview, the
+email log, timelines, replies, reminders and a dashboard — server-rendered, signed in,
+CSRF on every form. Every action calls ``erp_sms.staff`` (or the module that owns the
+rule), the same code as the CLI.
+
+Mount them in a host's Flask app next to the webhooks::
+
+    from erp_sms import web, webhooks
+    webhooks.init_app(app)
+    web.init_app(app)                                  # sign-in and CSRF
+    app.register_blueprint(web.blueprint, url_prefix="/sms")
+
+``erp-sms serve`` runs both under waitress (``erp_sms.webhooks.create_app``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import secrets
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any, TypeVar, cast
+from zoneinfo import ZoneInfo
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response as WResponse
+
+from .. import report, rule_records, sequences, staff, users
+from ..config import get_settings
+from ..errors import ErpSmsError, InputError
+from ..models import InboundMessage, Message, RuleAudit, Status
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint(
+    "erp_sms_pages",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static/erp_sms",
+)
+
+PAGE_SIZE = 50
+F = TypeVar("F", bound=Callable[..., Any])
+
+csrf = CSRFProtect()
+login_manager = LoginManager()
+
+
+class _Staff(UserMixin):  # type: ignore[misc]
+    """The signed-in staff member, as Flask-Login keeps them: id and session token."""
+
+    def __init__(self, ident: str, name: str) -> None:
+        self.id, self.name = ident, name
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+
+@login_manager.user_loader  # type: ignore[untyped-decorator]
+def _load_user(user_id: str) -> _Staff | None:
+    with _db().read_session() as s:
+        user = users.by_session_token(s, user_id)
+        return _Staff(user_id, user.name) if user else None
+
+
+def init_app(app: Flask) -> None:
+    """Sign-in and CSRF for the pages (call after ``webhooks.init_app``). The webhooks
+    stay signature-checked, never sign-in or CSRF checked."""
+    settings = get_settings()
+    if not app.secret_key:
+        # Sessions are signed with ERP_SMS_SECRET_KEY; without it, a key for this process
+        # (staff sign in again after a restart).
+        app.secret_key = settings.secret_key or secrets.token_hex(32)
+    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # the session's lifetime
+    csrf.init_app(app)
+    from .. import webhooks
+
+    csrf.exempt(webhooks.blueprint)
+    login_manager.init_app(app)
+    login_manager.login_view = "erp_sms_pages.sign_in"
+    login_manager.login_message = "Sign in to see that page."
+
+
+def _db() -> Any:
+    from ..webhooks import _state
+
+    return _state().db
+
+
+def _who() -> str:
+    return str(getattr(current_user, "name", "staff"))
+
+
+def _zone() -> ZoneInfo:
+    return ZoneInfo(get_settings().default_timezone)
+
+
+@blueprint.app_template_filter("local")
+def _local(value: dt.datetime | str | None) -> str:
+    """A UTC time in the staff's zone (ERP_SMS_DEFAULT_TIMEZONE)."""
+    if not value:
+        return ""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return f"{value.astimezone(_zone()):%Y-%m-%d %H:%M}"
+
+
+@blueprint.app_context_processor
+def _globals() -> dict[str, Any]:
+    return {"staff_zone": get_settings().default_timezone, "who": _who()}
+
+
+def signed_in(view: F) -> F:
+    """Pages need a signed-in staff member (the webhooks never do)."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not current_user.is_authenticated:
+            return login_manager.unauthorized()
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+@contextmanager
+def _writing() -> Iterator[Session]:
+    """One staff action in one transaction; bad input is shown on the page (flash)."""
+    with _db().session() as s:
+        yield s
+
+
+def _act(done: Callable[[Session], list[str] | str], back: str) -> WResponse:
+    """Run a staff action, flash its outcome (or its one-line error), go back."""
+    try:
+        with _writing() as s:
+            out = done(s)
+        for line in [out] if isinstance(out, str) else out:
+            flash(line, "ok")
+    except ErpSmsError as exc:
+        flash(exc.message, "error")
+    return redirect(back)
+
+
+@blueprint.errorhandler(CSRFError)
+def _csrf_error(exc: CSRFError) -> tuple[str, int]:
+    return render_template("erp_sms/error.html", message=f"{exc.description} Reload the page."), 400
+
+
+# -- sign-in ----------------------------------------------------------------------------------
+
+
+@blueprint.route("/sign-in", methods=["GET", "POST"])
+def sign_in() -> Any:
+    error = None
+    if request.method == "POST":
+        with _writing() as s:
+            outcome = users.authenticate(
+                s, request.form.get("name", ""), request.form.get("password", "")
+            )
+            if outcome.user is not None:
+                ident = f"{outcome.user.id}:{outcome.user.session_token}"
+                login_user(_Staff(ident, outcome.user.name))
+        if outcome.user is not None:
+            log.info("staff %s signed in", outcome.user.name)
+            target = request.args.get("next", "")
+            # Only a path on this site: never an open redirect.
+            if not target.startswith("/") or target.startswith("//"):
+                target = url_for(".dashboard")
+            return redirect(target)
+        error = outcome.error
+        log.warning("sign-in refused for %r: %s", request.form.get("name", "")[:64], error)
+    return render_template("erp_sms/sign_in.html", error=error), 401 if error else 200
+
+
+@blueprint.post("/sign-out")
+def sign_out() -> WResponse:
+    logout_user()
+    flash("Signed out.", "ok")
+    return redirect(url_for(".sign_in"))
+
+
+# -- dashboard --------------------------------------------------------------------------------
+
+
+@blueprint.get("/")
+@signed_in
+def dashboard() -> str:
+    from . import charts
+
+    today = dt.datetime.now(dt.UTC).date()
+    days = [(today - dt.timedelta(days=i)).isoformat() for i in range(13, -1, -1)]
+    since = dt.datetime.combine(today - dt.timedelta(days=13), dt.time(), dt.UTC)
+    with _db().read_session() as s:
+        day = func.date(Message.created_at)
+        per_day = {
+            (str(d)[:10], st): n
+            for d, st, n in s.execute(
+                select(day, Message.status, func.count())
+                .where(Message.created_at >= since)
+                .group_by(day, Message.status)
+            )
+        }
+        by_channel = list(
+            s.execute(
+                select(Message.channel, Message.status, func.count())
+                .where(Message.channel.is_not(None))
+                .group_by(Message.channel, Message.status)
+            )
+        )
+        reasons = list(
+            s.execute(
+                select(func.substr(Message.reason, 1, 60), func.count())
+                .where(Message.status.in_([Status.FAILED, Status.UNDELIVERED]))
+                .group_by(func.substr(Message.reason, 1, 60))
+                .order_by(func.count().desc())
+                .limit(8)
+            )
+        )
+        held = s.scalar(select(func.count()).where(Message.status == Status.HELD)) or 0
+        months = report.grouped(s, report.Filters(), "month")[-12:]
+        replies = (
+            s.scalar(
+                select(func.count()).where(
+                    InboundMessage.kind == "reply", InboundMessage.done_at.is_(None)
+                )
+            )
+            or 0
+        )
+        sunset = _sunset_rows(s)
+    rate: dict[str, list[int]] = {}
+    for channel, status, n in by_channel:
+        done = rate.setdefault(channel, [0, 0])
+        if status in (
+            Status.DELIVERED,
+            Status.READ,
+            Status.UNDELIVERED,
+            Status.FAILED,
+            Status.SENT,
+        ):
+            done[1] += n
+            if status in (Status.DELIVERED, Status.READ):
+                done[0] += n
+    rate_rows = [
+        (ch, (d / t) if t else 0.0, f"{100 * d / t:.0f}% of {t}" if t else "none yet")
+        for ch, (d, t) in sorted(rate.items())
+    ]
+    cost_rows = [(name, float(t.cost), f"{t.cost:.2f} {t.cost_unit}") for name, t in months]
+    return render_template(
+        "erp_sms/dashboard.html",
+        per_day=charts.stacked_days(days, per_day),
+        rate=charts.bars(rate_rows, unit="delivery rate by channel", maximum=1.0),
+        failures=charts.bars([(r or "(none)", n, str(n)) for r, n in reasons], unit="failures"),
+        cost=charts.bars(cost_rows, unit="cost by month"),
+        held=held,
+        replies=replies,
+        sunset=sunset,
+    )
+
+
+def _sunset_rows(s: Session) -> list[tuple[str, str, int]]:
+    """(carrier, what staff should know, contacts) for gateways shut down or sunsetting,
+    from the addresses texts were planned for."""
+    from ..catalog import carrier_for_domain
+
+    rows = s.execute(
+        select(Message.raw_address, Message.contact_ref)
+        .where(Message.raw_address.like("%@%"))
+        .distinct()
+    )
+    counts: dict[tuple[str, str], set[str]] = {}
+    for address, contact in rows:
+        carrier = carrier_for_domain(str(address).rsplit("@", 1)[-1].strip().lower())
+        if carrier is not None and (carrier.sunset or carrier.status != "active"):
+            counts.setdefault((carrier.name, carrier.describe()), set()).add(
+                str(contact or address)
+            )
+    return sorted((name, said, len(c)) for (name, said), c in counts.items())
+
+
+# -- the TWILIO rule record -----------------------------------------------------------------
+
+
+@blueprint.get("/rules")
+@signed_in
+def rules() -> str:
+    name = request.args.get("name", rule_records.TWILIO)
+    try:
+        rtype, full = rule_records.record(name)
+    except InputError as exc:
+        abort(404, exc.message)
+    with _db().read_session() as s:
+        rule = rule_records.get_rule(s, full)
+        fields = []
+        for f in rtype.fields:
+            if f.kind == "logic":
+                continue
+            value = rule.get(f.name) if rule else None
+            changed = rule.changed_at(f.name) if rule else None
+            fields.append(
+                {
+                    "name": f.name,
+                    "secret": f.secret,
+                    "value": value,
+                    "changed": changed,
+                    "help": getattr(f, "help", ""),
+                }
+            )
+        audit = list(
+            s.scalars(
+                select(RuleAudit)
+                .where(RuleAudit.rule_type == full)
+                .order_by(RuleAudit.id.desc())
+                .limit(20)
+            )
+        )
+        records = rule_records.senders(s)
+        mapping = rule_records.sender_map(s)
+        held = s.scalar(select(func.count()).where(Message.status == Status.HELD)) or 0
+    return render_template(
+        "erp_sms/rules.html",
+        full=full,
+        description=rtype.description,
+        rule=rule,
+        fields=fields,
+        audit=audit,
+        records=records,
+        mapping=mapping,
+        held=held,
+    )
+
+
+@blueprint.post("/rules")
+@signed_in
+def rules_save() -> WResponse:
+    full = request.form.get("record", rule_records.TWILIO)
+    values = {
+        k: request.form[k].strip()
+        for k in ("SID", "AuthCode", "PhoneNumber", "MessagingServiceSid", "UseCode")
+        if k in request.form and (request.form[k].strip() or k != "AuthCode")
+    }
+    current = request.form.get("Active")
+    active = None if current is None else current == "on"
+
+    def save(s: Session) -> list[str]:
+        before = rule_records.get_rule(s, rule_records.record(full)[1])
+        unchanged = {
+            k: v for k, v in values.items() if before is not None and (before.get(k) or "") == v
+        }
+        changed = {k: v for k, v in values.items() if k not in unchanged}
+        was = before.active if before else None
+        saved = staff.set_rule(s, full, changed, None if active == was else active, by=_who())
+        out = saved.lines()
+        if saved.stored_unencrypted:
+            out.append("warning: " + staff.UNENCRYPTED)
+        return out
+
+    return _act(save, url_for(".rules", name=full))
+
+
+@blueprint.post("/rules/test")
+@signed_in
+def rules_test() -> WResponse:
+    full = request.form.get("record", rule_records.TWILIO)
+    try:
+        with _writing() as s:
+            ok, sentence = staff.test_credentials(s, full, by=_who())
+        flash(sentence, "ok" if ok else "error")
+    except ErpSmsError as exc:
+        flash(exc.message, "error")
+    return redirect(url_for(".rules", name=full))
+
+
+# -- options ----------------------------------------------------------------------------------
+
+
+@blueprint.get("/options")
+@signed_in
+def options_page() -> str:
+    with _db().read_session() as s:
+        rows = staff.option_rows(s)
+    return render_template("erp_sms/options.html", rows=rows)
+
+
+@blueprint.post("/options")
+@signed_in
+def options_save() -> WResponse:
+    name, value = request.form.get("name", ""), request.form.get("value", "")
+    return _act(
+        lambda s: f"{name} = {staff.set_option(s, name, value, by=_who())}",
+        url_for(".options_page"),
+    )
+
+
+# -- templates ------------------------------------------------------------------------------
+
+
+@blueprint.get("/templates")
+@signed_in
+def templates_page() -> str:
+    with _db().read_session() as s:
+        rows = staff.template_rows(s)
+    return render_template("erp_sms/templates.html", rows=rows)
+
+
+@blueprint.get("/templates/<name>")
+@signed_in
+def template_edit(name: str) -> str:
+    from .. import templates as tpl
+
+    with _db().read_session() as s:
+        try:
+            name = tpl.canonical_name(s, name)
+        except InputError as exc:
+            abort(404, exc.message)
+        src = tpl.load(s, name)
+        checked = staff.check_template(s, name, src.source)
+        recent = s.scalar(
+            select(Message.order_number)
+            .where(Message.template == name)
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+    return render_template(
+        "erp_sms/template_edit.html",
+        name=name,
+        source=src.source,
+        origin=src.origin,
+        check=checked,
+        variables=staff.variables(name),
+        order=request.args.get("order") or recent or "",
+    )
+
+
+@blueprint.post("/templates/<name>")
+@signed_in
+def template_save(name: str) -> Any:
+    source = request.form.get("source", "")
+    try:
+        with _writing() as s:
+            checked = staff.save_template(s, name, source, by=_who())
+        flash(f"{checked.name} saved: {checked.encoding}, {checked.segments} segment(s)", "ok")
+        return redirect(url_for(".template_edit", name=checked.name))
+    except ErpSmsError as exc:
+        with _db().read_session() as s:
+            checked = staff.check_template(s, name, source)
+        flash(exc.message, "error")
+        return render_template(
+            "erp_sms/template_edit.html",
+            name=checked.name,
+            source=source,
+            origin="unsaved",
+            check=checked,
+            variables=staff.variables(checked.name),
+            order=request.form.get("order", ""),
+        ), 400
+
+
+@blueprint.post("/templates/<name>/reset")
+@signed_in
+def template_reset(name: str) -> WResponse:
+    return _act(lambda s: staff.reset_template(s, name), url_for(".template_edit", name=name))
+
+
+@blueprint.post("/templates/<name>/preview")
+@signed_in
+def template_preview(name: str) -> WResponse:
+    """The live preview: the check with sample data and, given an order, each recipient."""
+    source = request.form.get("source", "")
+    number = request.form.get("order", "").strip()
+    with _db().read_session() as s:
+        try:
+            checked = staff.check_template(s, name, source)
+        except InputError as exc:
+            return jsonify({"error": exc.message}), 404  # type: ignore[return-value]
+        lines: list[dict[str, Any]] = []
+        notes: list[str] = []
+        if number and not checked.error:
+            try:
+                p = staff.preview(s, name, number, source)
+                notes = p.notes
+                lines = [vars(line) for line in p.lines]
+            except ErpSmsError as exc:
+                notes = [exc.message]
+    return jsonify(
+        {
+            "body": checked.body,
+            "encoding": checked.encoding,
+            "segments": checked.segments,
+            "units": checked.units,
+            "characters": len(checked.body),
+            "ucs2": list(checked.ucs2_characters),
+            "warnings": list(checked.warnings),
+            "error": checked.error,
+            "notes": notes,
+            "lines": lines,
+        }
+    )
+
+
+# -- the email log ----------------------------------------------------------------------------
+
+
+FILTERS = ("since", "until", "order", "contact", "status", "event", "channel")
+
+
+def _filters() -> report.Filters:
+    return report.make_filters(**{k: request.args.get(k) or None for k in FILTERS})
+
+
+@blueprint.get("/log")
+@signed_in
+def log_page() -> Any:
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    try:
+        f = _filters()
+        error = None
+    except InputError as exc:
+        f, error = report.Filters(), exc.message
+    with _db().read_session() as s:
+        total = report.count(s, f)
+        rows = report.page(s, f, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+        events = sorted(e for (e,) in s.execute(select(Message.event).distinct()))
+    args = {k: request.args.get(k, "") for k in FILTERS}
+    return render_template(
+        "erp_sms/log.html",
+        rows=rows,
+        total=total,
+        page=page,
+        pages=max(1, -(-total // PAGE_SIZE)),
+        args=args,
+        error=error,
+        statuses=Status.ALL,
+        events=events,
+    ), 400 if error else 200
+
+
+@blueprint.get("/log.csv")
+@signed_in
+def log_csv() -> WResponse:
+    """Exactly the filtered rows, as the CLI's ``report --format csv`` writes them."""
+    try:
+        f = _filters()
+    except InputError as exc:
+        abort(400, exc.message)
+
+    def stream() -> Iterator[bytes]:
+        # The CLI's streamed exporter writes to a spooled file (memory up to 1 MB, then
+        # disk), sent on in chunks: a million rows never sit in memory.
+        with tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+b") as spool:
+            text = io.TextIOWrapper(spool, encoding="utf-8", newline="")
+            with _db().read_session() as s:
+                report.export_csv(s, f, text)
+            text.flush()
+            spool.seek(0)
+            while chunk := spool.read(1 << 16):
+                yield chunk
+            text.detach()
+
+    return Response(
+        stream_with_context(stream()),
+        mimetype="text/csv",
+        headers={"Content-Disposition": "attachment; filename=erp-sms-log.csv"},
+    )
+
+
+@blueprint.post("/log/action")
+@signed_in
+def log_action() -> WResponse:
+    action = request.form.get("action", "")
+    ids = [int(i) for i in request.form.getlist("id") if i.isdigit()]
+    back = request.form.get("back") or url_for(".log_page")
+    if not back.startswith("/") or back.startswith("//"):
+        back = url_for(".log_page")
+    if not ids:
+        flash("Tick the texts first.", "error")
+        return redirect(back)
+    if action == "release":
+        return _act(lambda s: f"{staff.release(s, ids, by=_who())} text(s) released", back)
+    if action == "cancel":
+        reason = request.form.get("reason") or None
+        return _act(
+            lambda s: f"{staff.cancel(s, ids, by=_who(), reason=reason)} text(s) canceled", back
+        )
+    if action == "retry":
+        return _act(lambda s: staff.retry(s, ids, by=_who()), back)
+    flash(f"unknown action {action!r}", "error")
+    return redirect(back)
+
+
+# -- customers and timelines ----------------------------------------------------------------
+
+
+@blueprint.get("/find")
+@signed_in
+def find() -> str:
+    """Customers by name, order number or phone number (from the email log and the host)."""
+    q = request.args.get("q", "").strip()
+    orders: list[Any] = []
+    contacts: list[Any] = []
+    if q:
+        digits = "".join(c for c in q if c.isdigit())
+        like = f"%{q}%"
+        with _db().read_session() as s:
+            orders = list(
+                s.execute(
+                    select(Message.order_number, Message.organization_name, func.count())
+                    .where(
+                        or_(Message.order_number.ilike(like), Message.organization_name.ilike(like))
+                    )
+                    .group_by(Message.order_number, Message.organization_name)
+                    .limit(50)
+                )
+            )
+            conds = [Message.contact_name.ilike(like)]
+            if len(digits) >= 4:
+                conds += [
+                    Message.recipient.like(f"%{digits}%"),
+                    Message.address.like(f"%{digits}%"),
+                ]
+            contacts = list(
+                s.execute(
+                    select(Message.contact_ref, Message.contact_name, Message.recipient)
+                    .where(or_(*conds), Message.contact_ref.is_not(None))
+                    .distinct()
+                    .limit(50)
+                )
+            )
+    return render_template("erp_sms/find.html", q=q, orders=orders, contacts=contacts)
+
+
+@blueprint.get("/timeline")
+@signed_in
+def timeline() -> Any:
+    from .. import timeline as tl
+
+    order, contact, subject = (
+        request.args.get(k, "").strip() for k in ("order", "contact", "subject")
+    )
+    title, error, entries = "", None, []
+    with _db().read_session() as s:
+        try:
+            if order:
+                title, entries = f"order {order}", tl.for_order(s, order)
+            elif contact:
+                title, entries = f"contact {contact}", tl.for_contact(s, contact)
+            elif subject:
+                kind, _, ref = subject.partition(":")
+                title, entries = f"{kind} {ref}", tl.for_subject(s, kind, ref)
+            else:
+                return redirect(url_for(".find"))
+        except InputError as exc:
+            error = exc.message
+    return render_template(
+        "erp_sms/timeline.html", title=title, entries=entries, error=error, contact=contact
+    ), 404 if error else 200
+
+
+@blueprint.post("/contacts/<key>/consent")
+@signed_in
+def contact_consent(key: str) -> WResponse:
+    opted_in = request.form.get("state") == "in"
+    note = request.form.get("note") or None
+    return _act(
+        lambda s: staff.change_consent(s, key, opted_in, by=_who(), source="pages", note=note),
+        url_for(".timeline", contact=key),
+    )
+
+
+# -- replies ----------------------------------------------------------------------------------
+
+
+@blueprint.get("/replies")
+@signed_in
+def replies() -> str:
+    show_done = request.args.get("done") == "1"
+    with _db().read_session() as s:
+        q = select(InboundMessage).where(InboundMessage.kind == "reply")
+        q = q.where(
+            InboundMessage.done_at.is_not(None) if show_done else InboundMessage.done_at.is_(None)
+        )
+        rows = list(s.scalars(q.order_by(InboundMessage.received_at.desc()).limit(200)))
+    return render_template("erp_sms/replies.html", rows=rows, show_done=show_done)
+
+
+@blueprint.post("/replies/<int:reply_id>/done")
+@signed_in
+def reply_done(reply_id: int) -> WResponse:
+    def done(s: Session) -> str:
+        row = s.get(InboundMessage, reply_id)
+        if row is None:
+            raise InputError(f"no reply #{reply_id}")
+        if row.done_at is None:
+            from ..db import utcnow
+
+            row.done_at, row.done_by = utcnow(), _who()
+        return f"reply #{reply_id} from {row.from_number} marked done"
+
+    return _act(done, url_for(".replies"))
+
+
+# -- reminders --------------------------------------------------------------------------------
+
+
+@blueprint.get("/reminders")
+@signed_in
+def reminders() -> str:
+    from .. import options
+    from ..sendwindow import zones_for
+
+    with _db().read_session() as s:
+        zone = options.get(s, "SMSTIMEZONE")
+        seqs = []
+        for seq in sequences.all_sequences():
+            upcoming = []
+            for m in sequences.upcoming(s, seq):
+                local_zone = zones_for(m.recipient, zone)[0]
+                assert m.next_attempt_at is not None
+                upcoming.append(
+                    (
+                        m,
+                        f"{m.next_attempt_at.astimezone(local_zone):%Y-%m-%d %H:%M} {local_zone.key}",
+                    )
+                )
+            seqs.append(
+                {
+                    "seq": seq,
+                    "steps": seq.steps(s),
+                    "switches": sequences.switches(s, seq),
+                    "upcoming": upcoming,
+                }
+            )
+        window = options.get(s, "SMSSENDWINDOW")
+        records = rule_records.senders(s)
+        mapping = rule_records.sender_map(s)
+    from .. import templates as tpl
+
+    with _db().read_session() as s:
+        names = tpl.known_names(s)
+    return render_template(
+        "erp_sms/reminders.html",
+        seqs=seqs,
+        window=window,
+        zone=zone,
+        records=records,
+        mapping=mapping,
+        templates=names,
+    )
+
+
+def _int(name: str) -> int | None:
+    raw = request.form.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InputError(f"{name} {raw!r} is not a whole number of days") from None
+
+
+@blueprint.post("/reminders/step")
+@signed_in
+def reminders_step() -> WResponse:
+    def save(s: Session) -> str:
+        seq = sequences.get_sequence(request.form.get("sequence", ""))
+        step = _int("step")
+        days = _int("days")
+        template = request.form.get("template") or None
+        sms = request.form.get("sms")
+        if request.form.get("remove"):
+            if step is None:
+                raise InputError("which step?")
+            n = sequences.remove_step(s, seq, step, by=_who())
+            return f"{seq.name} step {step} removed; {n} text(s) canceled"
+        saved, n = sequences.set_step(
+            s,
+            seq,
+            step,
+            days=days,
+            template=template,
+            sms=None if sms is None else sms == "on",
+            by=_who(),
+        )
+        verb = "added" if step is None else "saved"
+        return f"{seq.name} {saved.describe()} {verb}; {n} text(s) not sent yet planned again"
+
+    return _act(save, url_for(".reminders"))
+
+
+@blueprint.post("/reminders/switch")
+@signed_in
+def reminders_switch() -> WResponse:
+    def save(s: Session) -> str:
+        seq = sequences.get_sequence(request.form.get("sequence", ""))
+        enabled = request.form.get("state") == "on"
+        key, name = sequences.find_organization(s, request.form.get("organization", ""))
+        n = sequences.switch(s, seq, key, name, enabled, by=_who())
+        return f"{seq.name} is {'on' if enabled else 'off'} for {name or key}; {n} text(s) changed"
+
+    return _act(save, url_for(".reminders"))
+
+
+@blueprint.post("/reminders/sender")
+@signed_in
+def reminders_sender() -> WResponse:
+    def save(s: Session) -> str:
+        key, name = sequences.find_organization(s, request.form.get("organization", ""))
+        full = rule_records.map_sender(s, key, name, request.form.get("record", ""), by=_who())
+        return f"{name or key}: texts go out from {full} from now on"
+
+    return _act(save, url_for(".reminders"))
