@@ -49,6 +49,7 @@ from .. import report, rule_records, sequences, staff, users
 from ..config import get_settings
 from ..errors import ErpSmsError, InputError
 from ..models import InboundMessage, Message, RuleAudit, Status
+from ..recipients import default_lookup
 
 log = logging.getLogger(__name__)
 
@@ -667,7 +668,9 @@ def timeline() -> Any:
             if order:
                 title, entries = f"order {order}", tl.for_order(s, order)
             elif contact:
-                title, entries = f"contact {contact}", tl.for_contact(s, contact)
+                entries = tl.for_contact(s, contact)
+                view = default_lookup().contact(s, contact)
+                title = f"{view.name} (contact {contact})" if view else f"contact {contact}"
             elif subject:
                 kind, _, ref = subject.partition(":")
                 title, entries = f"{kind} {ref}", tl.for_subject(s, kind, ref)

@@ -1,0 +1,176 @@
+"""Issue 12: the staff pages in a real browser — Playwright driving Debian's chromium
+against `erp-sms serve`'s app under waitress on loopback. Every page is saved as a
+screenshot under test-output/screenshots/ (ERP_SMS_SCREENSHOTS to change it).
+
+Waits are Playwright's own (for an element, a text, a navigation, a download), never
+sleeps."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from erp_sms import outbox, signals, users
+from erp_sms.models import InboundMessage, Status
+from erp_sms.webhooks import create_app
+
+from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+from .helpers import activate_twilio, messages
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Debian's chromium is not installed (`apt-get install chromium`; .ci/run does it)",
+)
+
+PASSWORD = "correct horse battery"
+SHOTS = Path(os.environ.get("ERP_SMS_SCREENSHOTS", "test-output/screenshots"))
+
+
+@pytest.fixture
+def site(settings, db, session):
+    """Demo-like data, and the app served by waitress on a free loopback port."""
+    from waitress import create_server
+
+    org = OrganizationFactory(name="Acme Fabrication")
+    ann = ContactFactory(name="Ann Lee", email2="3125550101@vtext.com", organizations=[org])
+    bob = ContactFactory(name="Bob Ray", email2="3125550102@vtext.com", organizations=[org])
+    order = SalesOrderFactory(number="SO-104233", organization=org, contact=ann)
+    session.add_all([org, ann, bob, order])
+    users.add(session, "maria", PASSWORD, by="test")
+    activate_twilio(session, active=False)
+    session.commit()
+    signals.sent_to_production.send(order, session=session)
+    session.commit()
+    held = messages(session)[1]
+    outbox.set_status(session, held, Status.HELD, source="test", reason="waiting for staff")
+    session.add(InboundMessage(from_number="+13125550101", body="Friday please", kind="reply"))
+    session.commit()
+    server = create_server(create_app(db=db, settings=settings), host="127.0.0.1", port=0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield {"url": f"http://127.0.0.1:{server.effective_port}", "held": held.id}
+    server.close()
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def page(site):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        context = browser.new_context(
+            base_url=site["url"], viewport={"width": 1366, "height": 900}, accept_downloads=True
+        )
+        context.set_default_timeout(15_000)
+        pg = context.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        yield pg
+        browser.close()
+        assert errors == [], f"script errors on the pages: {errors}"
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page) -> None:
+    page.goto("/log")  # a page: sent to sign in first, and back afterwards
+    expect = playwright_api.expect
+    expect(page.get_by_role("heading", name="Sign in to erp-sms")).to_be_visible()
+    shot(page, "01-sign-in")
+    page.get_by_label("User name").fill("maria")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Email log")).to_be_visible()
+
+
+def test_staff_work_through_every_page_in_chromium(page, site, session, tmp_path):
+    expect = playwright_api.expect
+    sign_in(page)
+    shot(page, "02-email-log")
+
+    # Filter the log and export exactly those rows as CSV.
+    page.get_by_label("Status").select_option("held")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.get_by_text("1 text(s); failures and held texts first")).to_be_visible()
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Export CSV").click()
+    saved = tmp_path / "log.csv"
+    download.value.save_as(saved)
+    lines = saved.read_text(encoding="utf-8").splitlines()
+    assert (
+        len(lines) == 2 and lines[0].startswith("message_id,") and "waiting for staff" in lines[1]
+    )
+
+    # Release the held text.
+    page.get_by_label(f"Select text {site['held']}").check()
+    page.get_by_role("button", name="Release").click()
+    expect(page.get_by_text("1 text(s) released")).to_be_visible()
+    assert {m.id: m.status for m in messages(session)}[site["held"]] == Status.QUEUED
+
+    # The TWILIO record: edit and save; the AuthCode is never shown.
+    page.get_by_role("link", name="TWILIO").click()
+    page.get_by_label("PhoneNumber").fill("(312) 555-0199")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("TWILIO saved (PhoneNumber)")).to_be_visible()
+    assert "fedcba9876543210" not in page.content()
+    shot(page, "03-twilio-record")
+
+    # A template: type, and the preview and the counter follow.
+    page.get_by_role("link", name="Templates").click()
+    shot(page, "04-templates")
+    page.get_by_role("link", name="SMS S2P").click()
+    page.get_by_label("Preview against order").fill("SO-104233")
+    source = page.get_by_label("Template (Jinja2)")
+    source.fill("Hi {{ contact.name }}: order {{ order.number }} is in production ✓")
+    expect(page.locator("#counter")).to_contain_text("UCS-2 because of: ✓")
+    expect(page.locator("#sample")).to_contain_text("is in production ✓")
+    expect(page.locator("#recipients")).to_contain_text("Bob Ray")
+    shot(page, "05-template-editor")
+    source.fill("Hi {{ contact.name }}: order {{ order.number }} is in production.")
+    expect(page.locator("#counter")).to_contain_text("GSM-7 · 1 segment(s)")
+    source.fill("Hi {{ contact.name ")
+    expect(page.locator("#source-error")).to_contain_text("line 1")
+    shot(page, "06-template-error")
+
+    # A timeline, from the customer search.
+    page.get_by_role("link", name="Customers").click()
+    page.get_by_label("Name, order number or phone number").fill("Ann")
+    page.get_by_role("button", name="Find").click()
+    page.get_by_role("link", name="Ann Lee").click()
+    expect(page.get_by_role("heading", name="Timeline Ann Lee (contact")).to_be_visible()
+    expect(page.locator("ol.timeline")).to_contain_text("sent_to_production → Ann Lee")
+    shot(page, "07-timeline")
+
+    # A reply marked done.
+    page.get_by_role("link", name="Replies").click()
+    expect(page.get_by_text("Friday please")).to_be_visible()
+    shot(page, "08-replies")
+    page.get_by_role("button", name="Mark done").click()
+    expect(page.get_by_text("marked done")).to_be_visible()
+    session.commit()  # end the read snapshot
+    assert session.scalar(select(InboundMessage.done_by)) == "maria"
+
+    for name, link in (
+        ("09-dashboard", "Dashboard"),
+        ("10-options", "Options"),
+        ("11-reminders", "Reminders"),
+        ("12-customers", "Customers"),
+    ):
+        page.get_by_role("link", name=link, exact=True).click()
+        expect(page.locator("h1")).to_be_visible()
+        shot(page, name)
+
+    # Keyboard: on a page without a search box, the skip link is the first thing Tab
+    # reaches; Enter on a link follows it.
+    page.goto("/")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to the page")).to_be_focused()

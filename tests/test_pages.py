@@ -1,0 +1,406 @@
+"""Issue 12: the staff web pages through Flask's test client — sign-in required on every
+page, CSRF refused without the token, each validation error, and the same results as
+the CLI for the same action (both call erp_sms.staff)."""
+
+from __future__ import annotations
+
+import csv
+import html
+import datetime as dt
+import io
+import re
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from erp_sms import outbox, signals, users
+from erp_sms.cli import cli
+from erp_sms.models import InboundMessage, Message, Status, StaffUser
+from erp_sms.webhooks import create_app
+
+from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+from .helpers import messages
+
+PASSWORD = "correct horse battery"
+TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+# Every page (GET) and every form (POST) of the blueprint, with arguments that exist.
+PAGES = [
+    "/",
+    "/rules",
+    "/options",
+    "/templates",
+    "/templates/SMS S2P",
+    "/log",
+    "/log.csv",
+    "/find?q=Ann",
+    "/timeline?order=SO-1",
+    "/replies",
+    "/reminders",
+]
+FORMS = [
+    "/rules",
+    "/rules/test",
+    "/options",
+    "/templates/SMS S2P",
+    "/templates/SMS S2P/reset",
+    "/templates/SMS S2P/preview",
+    "/log/action",
+    "/contacts/1/consent",
+    "/replies/1/done",
+    "/reminders/step",
+    "/reminders/switch",
+    "/reminders/sender",
+]
+
+
+@pytest.fixture
+def world(session):
+    org = OrganizationFactory(name="Acme Fabrication")
+    ann = ContactFactory(name="Ann Lee", email2="3125550101@vtext.com", organizations=[org])
+    bob = ContactFactory(name="Bob Ray", email2="+13125550102", organizations=[org])
+    order = SalesOrderFactory(number="SO-1", organization=org, contact=ann)
+    session.add_all([org, ann, bob, order])
+    users.add(session, "maria", PASSWORD, by="test")
+    session.commit()
+    signals.sent_to_production.send(order, session=session)
+    session.commit()
+    return {"order": order, "ann": ann, "bob": bob}
+
+
+@pytest.fixture
+def app(settings, db, world):
+    a = create_app(db=db, settings=settings)
+    a.config["TESTING"] = True
+    return a
+
+
+class Staff:
+    """A browser-like client: keeps the cookie and the CSRF token of the last page."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.token = ""
+
+    def get(self, url: str, **kw):
+        r = self.client.get(url, **kw)
+        found = TOKEN.search(r.get_data(as_text=True))
+        if found:
+            self.token = found.group(1)
+        return r
+
+    def post(self, url: str, data: dict | None = None, *, csrf: bool = True, **kw):
+        data = dict(data or {})
+        if csrf:
+            data.setdefault("csrf_token", self.token)
+        return self.client.post(url, data=data, **kw)
+
+    def sign_in(self, name: str = "maria", password: str = PASSWORD):
+        self.get("/sign-in")
+        return self.post("/sign-in", {"name": name, "password": password})
+
+
+@pytest.fixture
+def anon(app) -> Staff:
+    return Staff(app.test_client())
+
+
+@pytest.fixture
+def staff(anon) -> Staff:
+    assert anon.sign_in().status_code == 302
+    anon.get("/")
+    return anon
+
+
+def flashed(r) -> str:
+    found = re.findall(r'<p class="flash [a-z]+"[^>]*>([^<]*)</p>', r.get_data(as_text=True))
+    return html.unescape(" | ".join(found))
+
+
+# -- sign-in, CSRF -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_every_page_needs_a_sign_in(anon, url):
+    r = anon.get(url)
+    assert r.status_code == 302 and "/sign-in?next=" in r.headers["Location"]
+
+
+@pytest.mark.parametrize("url", FORMS)
+def test_every_form_needs_a_sign_in(anon, url):
+    anon.get("/sign-in")  # a valid token: refused for want of a sign-in, not of CSRF
+    r = anon.post(url, {"id": "1"})
+    assert r.status_code == 302 and "/sign-in" in r.headers["Location"]
+
+
+@pytest.mark.parametrize("url", FORMS)
+def test_every_form_refuses_a_post_without_the_csrf_token(staff, session, url):
+    before = [(m.id, m.status) for m in messages(session)]
+    r = staff.post(url, {"id": "1", "name": "SMSONLYONE", "value": "on"}, csrf=False)
+    assert r.status_code == 400 and "The CSRF token is missing" in r.get_data(as_text=True)
+    assert [(m.id, m.status) for m in messages(session)] == before
+
+
+def test_webhooks_stay_signature_checked_not_csrf_checked(anon):
+    r = anon.post("/twilio/status", {"MessageSid": "SM1"}, csrf=False)
+    assert r.status_code in (403, 500)  # the signature check answers, not CSRF (400)
+
+
+def test_sign_in_wrong_password_then_lockout_then_the_right_one_waits(anon, session):
+    r = anon.sign_in(password="wrong password!")
+    assert r.status_code == 401 and "wrong user name or password" in r.get_data(as_text=True)
+    r = anon.sign_in(name="nobody")
+    assert r.status_code == 401 and "wrong user name or password" in r.get_data(as_text=True)
+    for _ in range(users.MAX_FAILURES - 1):
+        r = anon.sign_in(password="wrong password!")
+    assert "locked for 15 minutes" in r.get_data(as_text=True)
+    r = anon.sign_in()  # the right password, but locked
+    assert r.status_code == 401 and "try again in 15 minute(s)" in r.get_data(as_text=True)
+    session.expire_all()
+    user = session.scalar(select(StaffUser).where(StaffUser.name == "maria"))
+    later = user.locked_until + dt.timedelta(seconds=1)
+    assert users.authenticate(session, "maria", PASSWORD, now=later).user is not None
+
+
+def test_sign_in_redirects_only_to_this_site(anon):
+    anon.get("/sign-in")
+    r = anon.post("/sign-in?next=//evil.example/x", {"name": "maria", "password": PASSWORD})
+    assert r.headers["Location"] == "/"
+    anon.post("/sign-out")
+    anon.get("/sign-in")
+    r = anon.post("/sign-in?next=/log", {"name": "maria", "password": PASSWORD})
+    assert r.headers["Location"] == "/log"
+
+
+def test_sign_out_and_a_removed_user_lose_their_session(staff, app, session):
+    assert staff.get("/").status_code == 200
+    staff.post("/sign-out")
+    assert staff.get("/").status_code == 302
+    staff.sign_in()
+    assert staff.get("/").status_code == 200
+    users.remove(session, "maria")
+    session.commit()
+    assert staff.get("/").status_code == 302
+
+
+def test_users_cli_adds_lists_and_removes(settings, session):
+    runner = CliRunner()
+    r = runner.invoke(cli, ["users", "add", "tom"], input="long enough pw\n")
+    assert r.exit_code == 0 and "tom can sign in" in r.stdout
+    stored = session.scalar(select(StaffUser.password_hash).where(StaffUser.name == "tom"))
+    assert stored.startswith("$argon2id$") and "long enough" not in stored
+    assert "tom" in runner.invoke(cli, ["users", "list"]).stdout
+    r = runner.invoke(cli, ["users", "add", "tim"], input="short\n")
+    assert r.exit_code == 2 and "at least 10 characters" in r.stderr
+    r = runner.invoke(cli, ["users", "remove", "nobody"])
+    assert r.exit_code == 2 and "no user 'nobody'" in r.stderr
+    assert runner.invoke(cli, ["users", "remove", "tom"]).exit_code == 0
+
+
+# -- rule record, options --------------------------------------------------------------------
+
+
+def test_the_rule_form_validates_like_the_cli_and_never_shows_the_auth_code(staff, session):
+    r = staff.post("/rules", {"record": "TWILIO", "SID": "AC123", "Active": "off"})
+    page = staff.get(r.headers["Location"])
+    cli_err = CliRunner().invoke(cli, ["rules", "set", "TWILIO", "--sid", "AC123"]).stderr
+    assert flashed(page) in cli_err  # the same sentence
+    good = {
+        "record": "TWILIO",
+        "SID": "AC" + "0123456789abcdef" * 2,
+        "AuthCode": "fedcba9876543210" * 2,
+        "PhoneNumber": "3125550100",
+        "UseCode": "SMSUPDATE",
+        "Active": "on",
+    }
+    page = staff.get(staff.post("/rules", good).headers["Location"])
+    assert "TWILIO saved (AuthCode, PhoneNumber, SID, UseCode, Active)" in flashed(page)
+    text = page.get_data(as_text=True)
+    assert "fedcba9876543210" not in text and "set on " in text
+    assert "maria" in text  # the audit names who changed it
+    shown = CliRunner().invoke(cli, ["rules", "show", "TWILIO"]).stdout
+    assert "Active              on" in shown
+
+
+def test_options_page_sets_what_the_cli_sets_with_the_same_errors(staff, session):
+    page = staff.get(
+        staff.post("/options", {"name": "SMSONLYONE", "value": "on"}).headers["Location"]
+    )
+    assert "SMSONLYONE = on" in flashed(page)
+    assert "SMSONLYONE   on" in CliRunner().invoke(cli, ["options", "show"]).stdout
+    page = staff.get(
+        staff.post("/options", {"name": "SMSSENDWINDOW", "value": "soon"}).headers["Location"]
+    )
+    cli_err = CliRunner().invoke(cli, ["options", "set", "SMSSENDWINDOW", "soon"]).stderr
+    assert flashed(page) and flashed(page) in cli_err
+
+
+# -- templates -----------------------------------------------------------------------------
+
+
+def test_templates_list_and_editor_show_counts_warnings_and_variables(staff):
+    listing = staff.get("/templates").get_data(as_text=True)
+    assert "SMS S2P" in listing and "GSM-7" in listing
+    editor = staff.get("/templates/sms s2p").get_data(as_text=True)
+    assert "order.number" in editor and "contact.name" in editor and "segment(s)" in editor
+    assert staff.get("/templates/NOPE").status_code == 404
+
+
+def test_the_live_preview_counts_and_names_the_characters_forcing_ucs2(staff):
+    r = staff.post(
+        "/templates/SMS S2P/preview",
+        {"source": "Hi {{ contact.name }} — order {{ order.number }} ✓", "order": "SO-1"},
+        headers={"X-CSRFToken": staff.token},
+        csrf=False,
+    )
+    d = r.get_json()
+    assert d["encoding"] == "UCS-2" and d["ucs2"] == ["—", "✓"] and d["segments"] == 1
+    assert [line["contact"] for line in d["lines"]] == ["Ann Lee", "Bob Ray"]
+    assert d["lines"][0]["body"] == "Hi Ann Lee — order SO-1 ✓"
+    bad = staff.post("/templates/SMS S2P/preview", {"source": "Hi\n{{ order.number "}).get_json()
+    assert "line 2" in bad["error"]
+
+
+def test_saving_a_broken_template_shows_the_error_with_its_line_and_keeps_the_text(staff, session):
+    r = staff.post("/templates/SMS S2P", {"source": "Hi\n{% if %}"})
+    text = r.get_data(as_text=True)
+    assert r.status_code == 400 and "line 2" in flashed(r) and "{% if %}" in text
+    r = staff.post("/templates/SMS S2P", {"source": "Order {{ order.number }} is in production."})
+    assert "SMS S2P saved" in flashed(staff.get(r.headers["Location"]))
+    shown = CliRunner().invoke(cli, ["templates", "show", "SMS S2P"]).stdout
+    assert "# SMS S2P (override)" in shown and "is in production." in shown
+    r = staff.post("/templates/SMS S2P/reset")
+    assert "SMS S2P reset to the default" in flashed(staff.get(r.headers["Location"]))
+
+
+# -- email log ------------------------------------------------------------------------------
+
+
+def test_log_filters_paginates_and_puts_held_first(staff, session, world):
+    rows = messages(session)
+    outbox.set_status(session, rows[1], Status.HELD, source="test", reason="held for test")
+    session.commit()
+    page = staff.get("/log").get_data(as_text=True)
+    assert page.index("held for test") < page.index(rows[0].contact_name)
+    only = staff.get("/log?status=held").get_data(as_text=True)
+    assert "1 text(s)" in only and "held for test" in only
+    bad = staff.get("/log?since=yesterday")
+    assert bad.status_code == 400 and "is not a date: use YYYY-MM-DD" in bad.get_data(as_text=True)
+    assert "Page 1 of 1" in page
+
+
+def test_csv_export_is_exactly_the_clis_csv_for_the_same_filters(staff, session):
+    page = staff.get("/log.csv?status=queued,skipped&order=SO-1")
+    cli_csv = (
+        CliRunner()
+        .invoke(cli, ["report", "--format", "csv", "--status", "queued,skipped", "--order", "SO-1"])
+        .stdout
+    )
+    assert page.get_data(as_text=True) == cli_csv
+    assert len(list(csv.DictReader(io.StringIO(cli_csv)))) == 2
+
+
+def test_release_cancel_and_retry_from_the_log(staff, session):
+    rows = messages(session)
+    outbox.set_status(session, rows[0], Status.HELD, source="test", reason="held for test")
+    session.commit()
+    r = staff.post("/log/action", {"action": "release", "id": str(rows[0].id), "back": "/log"})
+    assert "1 text(s) released" in flashed(staff.get(r.headers["Location"]))
+    assert messages(session)[0].status == Status.QUEUED
+    r = staff.post("/log/action", {"action": "cancel", "id": str(rows[1].id), "reason": "called"})
+    assert "cannot cancel: #2 is skipped" in flashed(staff.get(r.headers["Location"]))
+    r = staff.post("/log/action", {"action": "cancel", "id": str(rows[0].id), "reason": "called"})
+    assert "1 text(s) canceled" in flashed(staff.get(r.headers["Location"]))
+    assert messages(session)[0].status == Status.CANCELED
+    r = staff.post("/log/action", {"action": "release", "back": "//evil.example"})
+    assert r.headers["Location"] == "/log"
+
+
+# -- customers, timelines, consent, replies ---------------------------------------------------
+
+
+def test_customers_are_found_by_name_order_and_phone(staff, world):
+    assert "Ann Lee" in staff.get("/find?q=ann").get_data(as_text=True)
+    assert "SO-1" in staff.get("/find?q=SO-1").get_data(as_text=True)
+    found = staff.get("/find?q=(312) 555-0102").get_data(as_text=True)
+    assert "Bob Ray" in found and "Ann Lee" not in found
+
+
+def test_timelines_and_an_opt_out_from_the_contact_page(staff, session, world):
+    order_page = staff.get("/timeline?order=SO-1").get_data(as_text=True)
+    assert "sent_to_production → Ann Lee" in order_page
+    missing = staff.get("/timeline?order=SO-404")
+    assert missing.status_code == 404
+    assert "no texts for order 'SO-404'" in html.unescape(missing.get_data(as_text=True))
+    key = str(world["ann"].id)
+    r = staff.post(f"/contacts/{key}/consent", {"state": "out", "note": "asked on the phone"})
+    page = staff.get(r.headers["Location"])
+    assert "opted out (SMSUPDATE removed); consent recorded" in flashed(page)
+    assert "1 queued or held text(s) canceled" in flashed(page)
+    assert "opt_out (pages): asked on the phone" in page.get_data(as_text=True)
+
+
+def test_replies_inbox_marks_a_reply_done(staff, session):
+    session.add(
+        InboundMessage(from_number="+13125550102", body="Can it come Friday?", kind="reply")
+    )
+    session.commit()
+    reply_id = session.scalar(select(InboundMessage.id))
+    inbox = staff.get("/replies").get_data(as_text=True)
+    assert "Can it come Friday?" in inbox
+    r = staff.post(f"/replies/{reply_id}/done")
+    assert "marked done" in flashed(staff.get(r.headers["Location"]))
+    assert "Can it come Friday?" not in staff.get("/replies").get_data(as_text=True)
+    assert "done by maria" in staff.get("/replies?done=1").get_data(as_text=True)
+    assert "no reply #999" in flashed(
+        staff.get(staff.post("/replies/999/done").headers["Location"])
+    )
+
+
+# -- reminders, dashboard -------------------------------------------------------------------
+
+
+def test_reminders_page_edits_steps_and_switches_like_the_cli(staff, session):
+    from .test_reminders import DUNNING
+
+    page = staff.get("/reminders").get_data(as_text=True)
+    assert DUNNING.name in page and "Save step 3" in page
+    r = staff.post(
+        "/reminders/step",
+        {
+            "sequence": DUNNING.name,
+            "step": "3",
+            "days": "10",
+            "template": "SMS TEST OVERDUE",
+            "sms": "on",
+        },
+    )
+    assert "step 3 (+10 days, SMS TEST OVERDUE) saved" in flashed(staff.get(r.headers["Location"]))
+    shown = CliRunner().invoke(cli, ["sequences", "show", DUNNING.name]).stdout
+    assert "step 3 (+10 days, SMS TEST OVERDUE)" in shown
+    r = staff.post("/reminders/step", {"sequence": DUNNING.name, "step": "9", "days": "1"})
+    assert "has no step 9; steps: 1, 2, 3" in flashed(staff.get(r.headers["Location"]))
+    r = staff.post("/reminders/step", {"sequence": DUNNING.name, "step": "3", "days": "soon"})
+    assert "days 'soon' is not a whole number" in flashed(staff.get(r.headers["Location"]))
+    r = staff.post(
+        "/reminders/switch",
+        {"sequence": DUNNING.name, "organization": "Nobody Inc", "state": "off"},
+    )
+    assert "no organization 'Nobody Inc'" in flashed(staff.get(r.headers["Location"]))
+    r = staff.post(
+        "/reminders/switch",
+        {"sequence": DUNNING.name, "organization": "acme fabrication", "state": "off"},
+    )
+    assert "is off for Acme Fabrication" in flashed(staff.get(r.headers["Location"]))
+
+
+def test_dashboard_draws_its_charts_as_svg(staff, session):
+    rows = messages(session)
+    rows[0].status, rows[0].reason = Status.FAILED, "carrier said no"
+    rows[0].raw_address = "3125550101@txt.att.net"
+    session.commit()
+    page = staff.get("/").get_data(as_text=True)
+    assert page.count("<svg") == 4 and "carrier said no" in page
+    assert "AT&amp;T shut down its email-to-SMS gateway" in page
+    assert "<script" not in page  # drawn on the server
