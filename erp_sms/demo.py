@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from . import erp, migrate, prices, report, rule_records, signals
+from . import erp, migrate, prices, report, rule_records, signals, users
 from .config import Settings, get_settings, set_settings
 from .db import Database
 from .dispatch import Dispatcher
@@ -41,8 +41,15 @@ PEOPLE = [
 ]
 
 
-def run_demo(database: str | None = None, *, echo: Callable[[str], None] = print) -> str:
-    """Run the demo; returns the report text it printed."""
+def run_demo(
+    database: str | None = None,
+    *,
+    echo: Callable[[str], None] = print,
+    serve_until: threading.Event | None = None,
+) -> str:
+    """Run the demo; returns the report text it printed. It ends with the staff pages'
+    URL and a sign-in; with ``serve_until``, the pages stay up until that event is set
+    (``erp-sms demo`` on a terminal: until Ctrl-C)."""
     workdir = tempfile.mkdtemp(prefix="erp-sms-demo-")
     path = database or os.path.join(workdir, "erp_sms_demo.db")
     url = f"sqlite:///{path}"
@@ -155,6 +162,15 @@ def run_demo(database: str | None = None, *, echo: Callable[[str], None] = print
             with db.session() as s:
                 report.write_table(report.rows(s, report.Filters(), attention_first=True), out)
             echo(out.getvalue())
+            password = secrets.token_urlsafe(12)  # this demo database's only sign-in
+            with db.session() as s:
+                users.add(s, "demo", password, by="demo")
+            echo(f"Staff pages: {hook_url}/  — sign in as demo / {password}")
+            if serve_until is not None:
+                echo("   serving the pages on the demo data; Ctrl-C to stop")
+                serve_until.wait()
+            else:
+                echo(f"   to open them later: ERP_SMS_DATABASE_URL={url} erp-sms serve --port 8080")
             return out.getvalue()
         finally:
             db.dispose()
@@ -165,7 +181,7 @@ def run_demo(database: str | None = None, *, echo: Callable[[str], None] = print
 def _webhook_server() -> Iterator[tuple[str, Callable[[Database, Settings], None]]]:
     """erp-sms's webhook app on a loopback port, bound to the demo database once known."""
     from flask import Flask
-    from werkzeug.serving import make_server
+    from waitress import create_server
 
     from .webhooks import create_app
 
@@ -177,13 +193,14 @@ def _webhook_server() -> Iterator[tuple[str, Callable[[Database, Settings], None
     def bind(db: Database, settings: Settings) -> None:
         holder["app"] = create_app(db=db, settings=settings)
 
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    srv = create_server(app, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{srv.server_port}", bind
+        yield f"http://127.0.0.1:{srv.effective_port}", bind
     finally:
-        srv.shutdown()
+        srv.close()
+        thread.join(timeout=10)
 
 
 @dataclass(frozen=True)

@@ -533,6 +533,8 @@ def test_demo_runs_the_whole_flow_on_loopback(run, tmp_path):
     assert "INV-5002 step 1" in dunning and "not sent late" in dunning
     assert dunning.count("canceled — dunning stopped: INV-5003 paid") == 3
     assert "AT&T shut down its email-to-SMS gateway on 2025-06-17" in out
+    assert re.search(r"Staff pages: http://127\.0\.0\.1:\d+/  — sign in as demo / \S+", out)
+    assert "erp-sms serve --port 8080" in out  # not served: CliRunner is no terminal
 
 
 def test_prices_are_fetched_after_sending_and_totalled_in_the_report(

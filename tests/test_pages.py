@@ -5,8 +5,8 @@ the CLI for the same action (both call erp_sms.staff)."""
 from __future__ import annotations
 
 import csv
-import html
 import datetime as dt
+import html
 import io
 import re
 
@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from erp_sms import outbox, signals, users
 from erp_sms.cli import cli
-from erp_sms.models import InboundMessage, Message, Status, StaffUser
+from erp_sms.models import InboundMessage, StaffUser, Status
 from erp_sms.webhooks import create_app
 
 from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
@@ -404,3 +404,50 @@ def test_dashboard_draws_its_charts_as_svg(staff, session):
     assert page.count("<svg") == 4 and "carrier said no" in page
     assert "AT&amp;T shut down its email-to-SMS gateway" in page
     assert "<script" not in page  # drawn on the server
+
+
+def test_the_demo_ends_with_pages_one_can_sign_in_to(tmp_path):
+    # run_demo keeps the pages up until the event is set; the sign-in line it prints
+    # is the wait (no polling).
+    import http.cookiejar
+    import threading
+    import urllib.parse
+    import urllib.request
+
+    from erp_sms.demo import run_demo
+
+    printed: list[str] = []
+    ready, stop = threading.Event(), threading.Event()
+
+    def echo(line: str) -> None:
+        printed.append(line)
+        if line.startswith("Staff pages: "):
+            ready.set()
+
+    demo = threading.Thread(
+        target=run_demo,
+        args=(str(tmp_path / "demo.db"),),
+        kwargs={"echo": echo, "serve_until": stop},
+    )
+    demo.start()
+    try:
+        assert ready.wait(timeout=120), "\n".join(printed)
+        line = next(p for p in printed if p.startswith("Staff pages: "))
+        found = re.search(r"Staff pages: (\S+)  — sign in as demo / (\S+)", line)
+        assert found, line
+        url, password = found.group(1), found.group(2)
+        opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+        form = opener.open(url + "sign-in").read().decode()
+        token = TOKEN.search(form).group(1)
+        data = urllib.parse.urlencode(
+            {"csrf_token": token, "name": "demo", "password": password}
+        ).encode()
+        dashboard = opener.open(url + "sign-in?next=/reminders", data).read().decode()
+        assert "<h2>dunning</h2>" in dashboard and "Save step 3" in dashboard
+        assert "SO-104233" in opener.open(url + "log").read().decode()
+    finally:
+        stop.set()
+        demo.join(timeout=60)
+    assert not demo.is_alive()
