@@ -183,7 +183,7 @@ def _webhook_server() -> Iterator[tuple[str, Callable[[Database, Settings], None
     from flask import Flask
     from waitress import create_server
 
-    from .webhooks import create_app
+    from .webhooks import create_app, stop_server
 
     holder: dict[str, Flask] = {}
 
@@ -199,7 +199,7 @@ def _webhook_server() -> Iterator[tuple[str, Callable[[Database, Settings], None
     try:
         yield f"http://127.0.0.1:{srv.effective_port}", bind
     finally:
-        srv.close()
+        stop_server(srv)
         thread.join(timeout=10)
 
 

@@ -342,3 +342,16 @@ def serve(
     if on_listening is not None:
         on_listening(f"http://{host}:{server.effective_port}")
     server.run()
+
+
+def stop_server(server: Any) -> None:
+    """Stop a waitress server whose ``run()`` is in another thread. It is closed from its
+    own loop (through its trigger): closing it from outside races the loop's select.
+    Open keep-alive connections are closed too, so the loop ends."""
+
+    def close_all() -> None:
+        server.task_dispatcher.shutdown()
+        for dispatcher in list(server._map.values()):
+            dispatcher.close()
+
+    server.trigger.pull_trigger(close_all)

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from erp_sms import outbox, signals, users
 from erp_sms.models import InboundMessage, Status
-from erp_sms.webhooks import create_app
+from erp_sms.webhooks import create_app, stop_server
 
 from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
 from .helpers import activate_twilio, messages
@@ -56,8 +56,9 @@ def site(settings, db, session):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     yield {"url": f"http://127.0.0.1:{server.effective_port}", "held": held.id}
-    server.close()
+    stop_server(server)
     thread.join(timeout=10)
+    assert not thread.is_alive()
 
 
 @pytest.fixture
