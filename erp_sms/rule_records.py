@@ -175,6 +175,8 @@ def set_fields(
         stored = seal(value) if spec.secret else value
         row = by_name.get(fname)
         if row is None:
+            if stored == "":
+                continue  # clearing a field that was never set changes nothing
             rule.fields.append(RuleFieldValue(name=fname, value=stored, updated_at=now))
         else:
             if not spec.secret and row.value == stored:

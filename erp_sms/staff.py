@@ -5,6 +5,7 @@ name and returns what to tell them; bad input raises ``InputError`` with one sen
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,8 @@ from sqlalchemy.orm import Session
 from . import consent, outbox, rule_records
 from . import options as options_mod
 from . import templates as tpl
-from .addresses import classify, route
+from .addresses import GATEWAY, classify, route
+from .catalog import Carrier
 from .config import get_settings
 from .errors import AddressError, InputError, TemplateError
 from .events import EventType, event_for_template
@@ -41,7 +43,8 @@ class RuleSaved:
     def lines(self) -> list[str]:
         """The outcome in words (the last ones are warnings)."""
         state = "active" if self.active else "inactive"
-        out = [f"{self.name} saved ({', '.join(self.changed)}); the record is {state}"]
+        what = ", ".join(self.changed) or "nothing changed"
+        out = [f"{self.name} saved ({what}); the record is {state}"]
         if self.released:
             out.append(f"{self.released} held text(s) released to the queue")
         return out
@@ -60,10 +63,19 @@ def set_rule(
     rtype, full = rule_records.record(name)
     for field_name, value in values.items():
         rule_records.validate_field(rtype, field_name, value)
+    before = rule_records.get_rule(session, full)
+    old = {k: before.get(k) for k in values} if before else {}
+    was_active = before.active if before else None
     held_before = {m.id for m in outbox.find(session, "held")}
     rule = rule_records.set_fields(session, full, dict(values), active=active, by=by)
     released = held_before - {m.id for m in outbox.find(session, "held")}
-    changed = sorted(values) + (["Active"] if active is not None else [])
+    # What set_fields really changed (it skips a value equal to the stored one, after
+    # normalising it); a secret is always written anew.
+    changed = sorted(
+        k for k in values if rtype.field(k).secret or before is None or rule.get(k) != old[k]
+    )
+    if active is not None and active != was_active:
+        changed.append("Active")
     unencrypted = "AuthCode" in values and not get_settings().secret_key
     return RuleSaved(full, tuple(changed), rule.active, len(released), unencrypted)
 
@@ -341,6 +353,52 @@ def retry(session: Session, ids: Sequence[int], *, by: str) -> list[str]:
     if not ids:
         raise InputError("name the texts to retry")
     return [line for _m, line in plan_again(session, list(ids), by=by)]
+
+
+# -- carrier gateways -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GatewayContact:
+    """A contact whose Email 2 is a carrier gateway with a sunset date, and what to do."""
+
+    key: str
+    name: str
+    opted_in: bool
+    gateway: str
+    carrier: Carrier
+    todo: str
+
+
+def gateway_contacts(session: Session, today: dt.date | None = None) -> list[GatewayContact]:
+    """Contacts on shut-down or sunsetting gateways (the lookup's ``gateway_contacts``;
+    ``InputError`` naming that method when the host has none)."""
+    today = today or dt.date.today()
+    region = get_settings().default_region
+    active, _phone = rule_records.twilio_routing(session)
+    lookup = default_lookup()
+    out = []
+    for c in lookup_method(lookup, "gateway_contacts", "list contacts on gateways")(session):
+        try:
+            addr = classify(c.address, region)
+        except AddressError:
+            continue
+        carrier = addr.carrier
+        if addr.kind != GATEWAY or carrier is None or carrier.sunset is None:
+            continue
+        if active:
+            todo = (
+                f"texts already go through Twilio to {addr.e164}; you may replace Email 2 "
+                f"with {addr.e164}"
+            )
+        elif carrier.is_shut_down(today):
+            todo = f"not texted: activate the TWILIO rule, texts will go to {addr.e164}"
+        else:
+            todo = f"still texted by email until then: activate TWILIO before {carrier.sunset}"
+        out.append(
+            GatewayContact(c.key, c.name, c.has_smsupdate, addr.gateway or "", carrier, todo)
+        )
+    return out
 
 
 # -- consent ----------------------------------------------------------------------------------

@@ -193,6 +193,10 @@ def test_users_cli_adds_lists_and_removes(settings, session):
     assert "tom" in runner.invoke(cli, ["users", "list"]).stdout
     r = runner.invoke(cli, ["users", "add", "tim"], input="short\n")
     assert r.exit_code == 2 and "at least 10 characters" in r.stderr
+    r = runner.invoke(cli, ["users", "add", "tom smith"], input="long enough pw\n")
+    assert r.exit_code == 2 and "1-64 characters without spaces" in r.stderr
+    r = runner.invoke(cli, ["users", "add", "tom"], input="\n")
+    assert r.exit_code == 2 and "no password on standard input" in r.stderr
     r = runner.invoke(cli, ["users", "remove", "nobody"])
     assert r.exit_code == 2 and "no user 'nobody'" in r.stderr
     assert runner.invoke(cli, ["users", "remove", "tom"]).exit_code == 0
@@ -221,6 +225,13 @@ def test_the_rule_form_validates_like_the_cli_and_never_shows_the_auth_code(staf
     assert "maria" in text  # the audit names who changed it
     shown = CliRunner().invoke(cli, ["rules", "show", "TWILIO"]).stdout
     assert "Active              on" in shown
+    # The same form again (the AuthCode left blank): nothing changed, and said so in
+    # words for the page — not the CLI's "give --sid …".
+    again = {k: v for k, v in good.items() if k != "AuthCode"}
+    again["PhoneNumber"] = "(312) 555-0100"  # the stored number, typed another way
+    again["MessagingServiceSid"] = ""  # blank and never set: no change either
+    page = staff.get(staff.post("/rules", again).headers["Location"])
+    assert flashed(page) == "TWILIO saved (nothing changed); the record is active"
 
 
 def test_options_page_sets_what_the_cli_sets_with_the_same_errors(staff, session):
@@ -395,14 +406,17 @@ def test_reminders_page_edits_steps_and_switches_like_the_cli(staff, session):
     assert "is off for Acme Fabrication" in flashed(staff.get(r.headers["Location"]))
 
 
-def test_dashboard_draws_its_charts_as_svg(staff, session):
+def test_dashboard_draws_its_charts_as_svg(staff, session, world):
     rows = messages(session)
     rows[0].status, rows[0].reason = Status.FAILED, "carrier said no"
-    rows[0].raw_address = "3125550101@txt.att.net"
+    world["bob"].email2 = "3125550102@txt.att.net"  # the contacts command's list
     session.commit()
     page = staff.get("/").get_data(as_text=True)
     assert page.count("<svg") == 4 and "carrier said no" in page
     assert "AT&amp;T shut down its email-to-SMS gateway" in page
+    assert "Verizon plans to shut down its email-to-SMS gateway on 2027-03-31" in page
+    listed = CliRunner().invoke(cli, ["contacts", "gateways"]).stdout
+    assert "2 contact(s) on shut-down or sunsetting gateways" in listed
     assert "<script" not in page  # drawn on the server
 
 

@@ -7,11 +7,7 @@ import datetime as dt
 
 import click
 
-from .. import rule_records, staff
-from ..addresses import GATEWAY, classify
-from ..config import get_settings
-from ..errors import AddressError
-from ..recipients import default_lookup, lookup_method
+from .. import staff
 from .common import _user, staff_session
 
 
@@ -69,29 +65,12 @@ def gateways() -> None:
       erp-sms contacts gateways
     """
     today = dt.date.today()
-    found = 0
-    region = get_settings().default_region
     with staff_session(readonly=True) as s:
-        active, _phone = rule_records.twilio_routing(s)
-        lookup = default_lookup()
-        rows = lookup_method(lookup, "gateway_contacts", "list contacts on gateways")(s)
-        for c in rows:
-            try:
-                addr = classify(c.address, region)
-            except AddressError:
-                continue
-            if addr.kind != GATEWAY or addr.carrier is None or addr.carrier.sunset is None:
-                continue
-            found += 1
-            carrier = addr.carrier
-            if active:
-                todo = f"texts already go through Twilio to {addr.e164}; you may replace Email 2 with {addr.e164}"
-            elif carrier.is_shut_down(today):
-                todo = f"not texted: activate the TWILIO rule, texts will go to {addr.e164}"
-            else:
-                todo = f"still texted by email until then: activate TWILIO before {carrier.sunset}"
-            opted = "" if c.has_smsupdate else " (not opted in)"
-            click.echo(
-                f"{c.key:>6}  {c.name}{opted}  {addr.gateway}\n        {carrier.describe(today)} — {todo}"
-            )
-    click.echo(f"{found} contact(s) on shut-down or sunsetting gateways")
+        rows = staff.gateway_contacts(s, today)
+    for c in rows:
+        opted = "" if c.opted_in else " (not opted in)"
+        click.echo(
+            f"{c.key:>6}  {c.name}{opted}  {c.gateway}\n        "
+            f"{c.carrier.describe(today)} — {c.todo}"
+        )
+    click.echo(f"{len(rows)} contact(s) on shut-down or sunsetting gateways")

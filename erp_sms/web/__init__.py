@@ -21,9 +21,7 @@ import logging
 import secrets
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import wraps
-from typing import Any, TypeVar, cast
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import (
@@ -39,14 +37,22 @@ from flask import (
     stream_with_context,
     url_for,
 )
-from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+from flask_login import (
+    LoginManager,
+    UserMixin,
+    current_user,
+    login_required,
+    login_user,
+    logout_user,
+)
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as WResponse
 
-from .. import report, rule_records, sequences, staff, users
+from .. import report, rule_records, sequences, staff, templates, users
 from ..config import get_settings
+from ..db import Database
 from ..errors import ErpSmsError, InputError
 from ..models import InboundMessage, Message, RuleAudit, Status
 from ..recipients import default_lookup
@@ -62,7 +68,6 @@ blueprint = Blueprint(
 )
 
 PAGE_SIZE = 50
-F = TypeVar("F", bound=Callable[..., Any])
 
 csrf = CSRFProtect()
 login_manager = LoginManager()
@@ -105,7 +110,7 @@ def init_app(app: Flask) -> None:
     login_manager.login_message = "Sign in to see that page."
 
 
-def _db() -> Any:
+def _db() -> Database:
     from ..webhooks import _state
 
     return _state().db
@@ -136,29 +141,17 @@ def _globals() -> dict[str, Any]:
     return {"staff_zone": get_settings().default_timezone, "who": _who()}
 
 
-def signed_in(view: F) -> F:
-    """Pages need a signed-in staff member (the webhooks never do)."""
-
-    @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not current_user.is_authenticated:
-            return login_manager.unauthorized()
-        return view(*args, **kwargs)
-
-    return cast(F, wrapper)
-
-
-@contextmanager
-def _writing() -> Iterator[Session]:
-    """One staff action in one transaction; bad input is shown on the page (flash)."""
-    with _db().session() as s:
-        yield s
+def _local_path(target: str | None, default: str) -> str:
+    """``target`` when it is a path on this site, else ``default``: never an open redirect."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return default
+    return target
 
 
 def _act(done: Callable[[Session], list[str] | str], back: str) -> WResponse:
     """Run a staff action, flash its outcome (or its one-line error), go back."""
     try:
-        with _writing() as s:
+        with _db().session() as s:
             out = done(s)
         for line in [out] if isinstance(out, str) else out:
             flash(line, "ok")
@@ -179,7 +172,7 @@ def _csrf_error(exc: CSRFError) -> tuple[str, int]:
 def sign_in() -> Any:
     error = None
     if request.method == "POST":
-        with _writing() as s:
+        with _db().session() as s:
             outcome = users.authenticate(
                 s, request.form.get("name", ""), request.form.get("password", "")
             )
@@ -188,11 +181,7 @@ def sign_in() -> Any:
                 login_user(_Staff(ident, outcome.user.name))
         if outcome.user is not None:
             log.info("staff %s signed in", outcome.user.name)
-            target = request.args.get("next", "")
-            # Only a path on this site: never an open redirect.
-            if not target.startswith("/") or target.startswith("//"):
-                target = url_for(".dashboard")
-            return redirect(target)
+            return redirect(_local_path(request.args.get("next"), url_for(".dashboard")))
         error = outcome.error
         log.warning("sign-in refused for %r: %s", request.form.get("name", "")[:64], error)
     return render_template("erp_sms/sign_in.html", error=error), 401 if error else 200
@@ -209,7 +198,7 @@ def sign_out() -> WResponse:
 
 
 @blueprint.get("/")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def dashboard() -> str:
     from . import charts
 
@@ -252,10 +241,10 @@ def dashboard() -> str:
             )
             or 0
         )
-        sunset = _sunset_rows(s)
+        sunset, sunset_error = _sunset_rows(s)
     rate: dict[str, list[int]] = {}
     for channel, status, n in by_channel:
-        done = rate.setdefault(channel, [0, 0])
+        done = rate.setdefault(channel or "none", [0, 0])
         if status in (
             Status.DELIVERED,
             Status.READ,
@@ -280,34 +269,29 @@ def dashboard() -> str:
         held=held,
         replies=replies,
         sunset=sunset,
+        sunset_error=sunset_error,
     )
 
 
-def _sunset_rows(s: Session) -> list[tuple[str, str, int]]:
-    """(carrier, what staff should know, contacts) for gateways shut down or sunsetting,
-    from the addresses texts were planned for."""
-    from ..catalog import carrier_for_domain
-
-    rows = s.execute(
-        select(Message.raw_address, Message.contact_ref)
-        .where(Message.raw_address.like("%@%"))
-        .distinct()
-    )
-    counts: dict[tuple[str, str], set[str]] = {}
-    for address, contact in rows:
-        carrier = carrier_for_domain(str(address).rsplit("@", 1)[-1].strip().lower())
-        if carrier is not None and (carrier.sunset or carrier.status != "active"):
-            counts.setdefault((carrier.name, carrier.describe()), set()).add(
-                str(contact or address)
-            )
-    return sorted((name, said, len(c)) for (name, said), c in counts.items())
+def _sunset_rows(s: Session) -> tuple[list[tuple[str, str, int]], str | None]:
+    """(carrier, its state, contacts) for gateways shut down or sunsetting — the
+    contacts of ``erp-sms contacts gateways`` — or why they cannot be listed."""
+    try:
+        found = staff.gateway_contacts(s)
+    except InputError as exc:
+        return [], exc.message
+    counts: dict[tuple[str, str], int] = {}
+    for c in found:
+        said = c.carrier.describe()
+        counts[(c.carrier.name, said)] = counts.get((c.carrier.name, said), 0) + 1
+    return sorted((name, said, n) for (name, said), n in counts.items()), None
 
 
 # -- the TWILIO rule record -----------------------------------------------------------------
 
 
 @blueprint.get("/rules")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def rules() -> str:
     name = request.args.get("name", rule_records.TWILIO)
     try:
@@ -356,25 +340,21 @@ def rules() -> str:
 
 
 @blueprint.post("/rules")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def rules_save() -> WResponse:
     full = request.form.get("record", rule_records.TWILIO)
+    # A blank field leaves the value as it is (the AuthCode is never shown, so always
+    # blank unless replaced); MessagingServiceSid blank stops using one, as in the CLI.
     values = {
         k: request.form[k].strip()
         for k in ("SID", "AuthCode", "PhoneNumber", "MessagingServiceSid", "UseCode")
-        if k in request.form and (request.form[k].strip() or k != "AuthCode")
+        if k in request.form and (request.form[k].strip() or k == "MessagingServiceSid")
     }
     current = request.form.get("Active")
     active = None if current is None else current == "on"
 
     def save(s: Session) -> list[str]:
-        before = rule_records.get_rule(s, rule_records.record(full)[1])
-        unchanged = {
-            k: v for k, v in values.items() if before is not None and (before.get(k) or "") == v
-        }
-        changed = {k: v for k, v in values.items() if k not in unchanged}
-        was = before.active if before else None
-        saved = staff.set_rule(s, full, changed, None if active == was else active, by=_who())
+        saved = staff.set_rule(s, full, values, active, by=_who())
         out = saved.lines()
         if saved.stored_unencrypted:
             out.append("warning: " + staff.UNENCRYPTED)
@@ -384,11 +364,11 @@ def rules_save() -> WResponse:
 
 
 @blueprint.post("/rules/test")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def rules_test() -> WResponse:
     full = request.form.get("record", rule_records.TWILIO)
     try:
-        with _writing() as s:
+        with _db().session() as s:
             ok, sentence = staff.test_credentials(s, full, by=_who())
         flash(sentence, "ok" if ok else "error")
     except ErpSmsError as exc:
@@ -400,7 +380,7 @@ def rules_test() -> WResponse:
 
 
 @blueprint.get("/options")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def options_page() -> str:
     with _db().read_session() as s:
         rows = staff.option_rows(s)
@@ -408,7 +388,7 @@ def options_page() -> str:
 
 
 @blueprint.post("/options")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def options_save() -> WResponse:
     name, value = request.form.get("name", ""), request.form.get("value", "")
     return _act(
@@ -421,7 +401,7 @@ def options_save() -> WResponse:
 
 
 @blueprint.get("/templates")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def templates_page() -> str:
     with _db().read_session() as s:
         rows = staff.template_rows(s)
@@ -429,16 +409,14 @@ def templates_page() -> str:
 
 
 @blueprint.get("/templates/<name>")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def template_edit(name: str) -> str:
-    from .. import templates as tpl
-
     with _db().read_session() as s:
         try:
-            name = tpl.canonical_name(s, name)
+            name = templates.canonical_name(s, name)
         except InputError as exc:
             abort(404, exc.message)
-        src = tpl.load(s, name)
+        src = templates.load(s, name)
         checked = staff.check_template(s, name, src.source)
         recent = s.scalar(
             select(Message.order_number)
@@ -458,11 +436,11 @@ def template_edit(name: str) -> str:
 
 
 @blueprint.post("/templates/<name>")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def template_save(name: str) -> Any:
     source = request.form.get("source", "")
     try:
-        with _writing() as s:
+        with _db().session() as s:
             checked = staff.save_template(s, name, source, by=_who())
         flash(f"{checked.name} saved: {checked.encoding}, {checked.segments} segment(s)", "ok")
         return redirect(url_for(".template_edit", name=checked.name))
@@ -482,13 +460,13 @@ def template_save(name: str) -> Any:
 
 
 @blueprint.post("/templates/<name>/reset")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def template_reset(name: str) -> WResponse:
     return _act(lambda s: staff.reset_template(s, name), url_for(".template_edit", name=name))
 
 
 @blueprint.post("/templates/<name>/preview")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def template_preview(name: str) -> WResponse:
     """The live preview: the check with sample data and, given an order, each recipient."""
     source = request.form.get("source", "")
@@ -534,7 +512,7 @@ def _filters() -> report.Filters:
 
 
 @blueprint.get("/log")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def log_page() -> Any:
     page = max(1, request.args.get("page", 1, type=int) or 1)
     try:
@@ -561,7 +539,7 @@ def log_page() -> Any:
 
 
 @blueprint.get("/log.csv")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def log_csv() -> WResponse:
     """Exactly the filtered rows, as the CLI's ``report --format csv`` writes them."""
     try:
@@ -590,13 +568,11 @@ def log_csv() -> WResponse:
 
 
 @blueprint.post("/log/action")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def log_action() -> WResponse:
     action = request.form.get("action", "")
     ids = [int(i) for i in request.form.getlist("id") if i.isdigit()]
-    back = request.form.get("back") or url_for(".log_page")
-    if not back.startswith("/") or back.startswith("//"):
-        back = url_for(".log_page")
+    back = _local_path(request.form.get("back"), url_for(".log_page"))
     if not ids:
         flash("Tick the texts first.", "error")
         return redirect(back)
@@ -617,7 +593,7 @@ def log_action() -> WResponse:
 
 
 @blueprint.get("/find")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def find() -> str:
     """Customers by name, order number or phone number (from the email log and the host)."""
     q = request.args.get("q", "").strip()
@@ -655,7 +631,7 @@ def find() -> str:
 
 
 @blueprint.get("/timeline")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def timeline() -> Any:
     from .. import timeline as tl
 
@@ -684,7 +660,7 @@ def timeline() -> Any:
 
 
 @blueprint.post("/contacts/<key>/consent")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def contact_consent(key: str) -> WResponse:
     opted_in = request.form.get("state") == "in"
     note = request.form.get("note") or None
@@ -698,7 +674,7 @@ def contact_consent(key: str) -> WResponse:
 
 
 @blueprint.get("/replies")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def replies() -> str:
     show_done = request.args.get("done") == "1"
     with _db().read_session() as s:
@@ -711,7 +687,7 @@ def replies() -> str:
 
 
 @blueprint.post("/replies/<int:reply_id>/done")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def reply_done(reply_id: int) -> WResponse:
     def done(s: Session) -> str:
         row = s.get(InboundMessage, reply_id)
@@ -730,7 +706,7 @@ def reply_done(reply_id: int) -> WResponse:
 
 
 @blueprint.get("/reminders")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def reminders() -> str:
     from .. import options
     from ..sendwindow import zones_for
@@ -760,10 +736,7 @@ def reminders() -> str:
         window = options.get(s, "SMSSENDWINDOW")
         records = rule_records.senders(s)
         mapping = rule_records.sender_map(s)
-    from .. import templates as tpl
-
-    with _db().read_session() as s:
-        names = tpl.known_names(s)
+        names = templates.known_names(s)
     return render_template(
         "erp_sms/reminders.html",
         seqs=seqs,
@@ -786,7 +759,7 @@ def _int(name: str) -> int | None:
 
 
 @blueprint.post("/reminders/step")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def reminders_step() -> WResponse:
     def save(s: Session) -> str:
         seq = sequences.get_sequence(request.form.get("sequence", ""))
@@ -815,7 +788,7 @@ def reminders_step() -> WResponse:
 
 
 @blueprint.post("/reminders/switch")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def reminders_switch() -> WResponse:
     def save(s: Session) -> str:
         seq = sequences.get_sequence(request.form.get("sequence", ""))
@@ -828,7 +801,7 @@ def reminders_switch() -> WResponse:
 
 
 @blueprint.post("/reminders/sender")
-@signed_in
+@login_required  # type: ignore[untyped-decorator]
 def reminders_sender() -> WResponse:
     def save(s: Session) -> str:
         key, name = sequences.find_organization(s, request.form.get("organization", ""))
