@@ -677,11 +677,8 @@ def warm_up(engine: Engine) -> None:
             conn.execute(_organization_and_contacts(), {"org_id": -1})
             stmt = _insert_or_ignore(conn.dialect.name)
             if stmt is not None:  # compiled by running it in the transaction rolled back
-                row: dict[str, Any] = dict.fromkeys(_COLUMNS)
-                row |= {"idempotency_key": "erp-sms warm-up", "event": "warm-up"}
-                row |= {"template": "", "order_ref": "", "order_number": ""}
-                row |= {"status": Status.SKIPPED, "body": "", "attempts": 0}
-                row |= {"maybe_sent": False, "created_at": utcnow(), "updated_at": utcnow()}
+                base = {"event": "warm-up", "template": "", "order_ref": "", "order_number": ""}
+                row = _row(_new_message(base, "erp-sms warm-up", Status.SKIPPED, None))
                 conn.execute(stmt, [row])
             conn.rollback()
     except Exception as exc:  # a warm-up that cannot finish costs the first event only
