@@ -131,6 +131,14 @@ def fire(name: str, order: Any, *, session: Session | None = None, **kwargs: Any
 
 
 def register_builtin_events() -> None:
+    from .notifier import ONE_OFF_EVENT, ONE_OFF_TEMPLATE
+
+    # Staff's one-off texts: planned like an event's texts (``notifier.text_contact``),
+    # never fired by a signal; staff's text is the template, so it has none of its own.
+    _registry.setdefault(
+        ONE_OFF_EVENT,
+        EventType(ONE_OFF_EVENT, ONE_OFF_TEMPLATE, signals._signals.signal(ONE_OFF_EVENT)),
+    )
     register_event(
         "sent_to_production",
         "SMS S2P",

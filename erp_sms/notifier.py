@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import hashlib
 import logging
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -204,7 +205,12 @@ def _is_mapped(obj: Any) -> bool:
 
 
 def _notify(
-    event: EventType, order: Any, session: Session, kwargs: Mapping[str, Any]
+    event: EventType,
+    order: Any,
+    session: Session,
+    kwargs: Mapping[str, Any],
+    *,
+    draft: Draft | None = None,
 ) -> list[Message]:
     if session.new or session.dirty or session.deleted:
         session.flush()  # the host's own pending rows, outside our savepoint: ids for keys
@@ -212,7 +218,7 @@ def _notify(
     send_at = kwargs.get("send_at")
     with session.begin_nested():
         info = PlanInfo()
-        new = _plan(event, order, session, kwargs, info)
+        new = _plan(event, order, session, kwargs, info, draft=draft)
         if send_at is not None:
             _schedule(new, send_at)
         if info.windowed(event):
@@ -297,16 +303,30 @@ def _sender_context(phone: str | None) -> dict[str, str]:
         return {"phone_number": phone}
 
 
+@dataclass(frozen=True)
+class Draft:
+    """What staff give the planner instead of what an event has: a template's text not
+    saved yet (a preview) or typed for one contact (a one-off text), and the subject to
+    use when the order has none of its own (sample data, a one-off's own key)."""
+
+    source: str | None = None
+    subject: tuple[str, Mapping[str, Any]] | None = None
+
+
 def _plan(
     event: EventType,
     order: Any,
     session: Session,
     kwargs: Mapping[str, Any],
     info: PlanInfo | None = None,
+    *,
+    draft: Draft | None = None,
 ) -> list[Message]:
     """The rows of one event: a text per contact to text, and an entry with the reason
-    for every contact (or order) that cannot be texted."""
+    for every contact (or order) that cannot be texted. ``draft``: staff's unsaved text
+    or subject (previews and one-off texts plan with this same code)."""
     info = info if info is not None else PlanInfo()
+    draft = draft or Draft()
     lookup = event.lookup or default_lookup()
     view: OrderView = lookup.order(session, order)
     base: dict[str, Any] = {
@@ -318,7 +338,9 @@ def _plan(
     }
     subject_ref: str | None = None
     subject_ctx: Mapping[str, Any] = {}
-    if event.subject:
+    if draft.subject is not None:
+        subject_ref, subject_ctx = draft.subject
+    elif event.subject:
         obj = kwargs.get(event.subject)
         if obj is None:
             key = idempotency_key(event.name, view.key, None, None)
@@ -360,7 +382,7 @@ def _plan(
     source: str | None = None
     template_error: str | None = None
     try:
-        source = templates.source_from(event.template, override).source
+        source = draft.source or templates.source_from(event.template, override).source
     except TemplateError as exc:
         template_error = exc.message
     context: dict[str, Any] = {"order": view.context, "sender": _sender_context(sender_phone)}
@@ -586,6 +608,84 @@ def _record_failure(
         log.exception("erp-sms: could not record the failure of %s either", event.name)
 
 
+def preview(
+    event: EventType,
+    order: Any,
+    session: Session,
+    kwargs: Mapping[str, Any],
+    draft: Draft,
+) -> list[Message]:
+    """What the event would queue for ``order`` now — the host path's own planning (who,
+    which route, the opt-out list, the send window, the sender) with ``draft``'s text —
+    written nowhere."""
+    info = PlanInfo()
+    planned = _plan(event, order, session, kwargs, info, draft=draft)
+    if info.windowed(event):
+        from .sendwindow import now
+
+        _apply_window(planned, info, now())
+    return planned
+
+
+# -- one-off texts from staff -----------------------------------------------------------------
+
+ONE_OFF_EVENT = "staff_text"
+ONE_OFF_TEMPLATE = "(one-off)"
+
+
+@dataclass(frozen=True)
+class OneOff:
+    """The "order" of a one-off text: the contact it is for, in the organization it is
+    sent for (whose site number it goes out from)."""
+
+    contact: ContactView
+    organization_key: str
+
+
+class _OneContact:
+    """The recipient lookup of a one-off text: the one contact, as the listed contact of
+    an order of its organization — so every rule of "Who gets a text" applies to it."""
+
+    def order(self, session: Session, order: OneOff) -> OrderView:
+        c = order.contact
+        return OrderView(
+            key=f"contact:{c.key}",
+            number="",
+            organization_key=order.organization_key,
+            organization_name=None,
+            sms_update=True,
+            listed_contact_key=c.key,
+        )
+
+    def contacts(self, session: Session, order: OneOff, *, listed_only: bool) -> list[ContactView]:
+        return [order.contact]
+
+
+def text_contact(
+    session: Session, contact: ContactView, organization_key: str, source: str, *, by: str
+) -> Message:
+    """Queue a one-off text from staff to ``contact`` (``source``: a template, rendered
+    with the contact and sender), planned and logged like any event's text: SMSUPDATE,
+    the opt-out list, the address and route, the send window when SMSWINDOWEVENTS names
+    ``staff_text``, the organization's sender. Returns the row (queued, or skipped or
+    failed with the reason); its history names ``by``."""
+    from dataclasses import replace
+
+    from .events import get_event
+    from .outbox import add_event
+
+    event = replace(get_event(ONE_OFF_EVENT), lookup=_OneContact())  # type: ignore[arg-type]
+    ref = f"one-off:{utcnow():%Y%m%d%H%M%S}:{secrets.token_hex(6)}"
+    draft = Draft(source=source, subject=(ref, {}))
+    planned = _notify(event, OneOff(contact, organization_key), session, {}, draft=draft)
+    msg = session.scalars(
+        select(Message).where(Message.idempotency_key == planned[0].idempotency_key)
+    ).one()
+    add_event(session, msg, kind="note", source="staff", detail=f"one-off text written by {by}")
+    session.flush()
+    return msg
+
+
 RETRYABLE = (Status.SKIPPED, Status.FAILED)
 
 
@@ -602,6 +702,11 @@ def retry(session: Session, ids: list[int], *, by: str) -> list[tuple[Message, s
     out = []
     for msg in rows:
         event = get_event(msg.event)
+        if event.name == ONE_OFF_EVENT:
+            raise InputError(
+                f"cannot retry #{msg.id}: it is a one-off text; write it again on the "
+                "contact's page or with `erp-sms contacts text`; nothing was changed"
+            )
         lookup = event.lookup or default_lookup()
         purpose = "retry texts"
         order = lookup_method(lookup, "find_order", purpose)(session, msg.order_number)

@@ -15,13 +15,13 @@ from sqlalchemy.orm import Session
 from . import consent, outbox, rule_records
 from . import options as options_mod
 from . import templates as tpl
-from .addresses import GATEWAY, classify, route
+from .addresses import GATEWAY, classify
 from .catalog import Carrier
 from .config import get_settings
 from .errors import AddressError, InputError, TemplateError
 from .events import EventType, event_for_template
 from .models import TemplateOverride
-from .recipients import ErpLookup, default_lookup, lookup_method, select_recipients
+from .recipients import ErpLookup, default_lookup, lookup_method
 from .segments import analyse
 
 SAMPLE_SENDER = {"phone_number": "(312) 555-0100", "e164": "+13125550100"}
@@ -256,6 +256,9 @@ def reset_template(session: Session, name: str) -> str:
 
 @dataclass(frozen=True)
 class PreviewLine:
+    """One row the event would write: the contact, where the text goes (or ``skipped:``
+    / ``failed:`` and why; a text held for the send window says until when), the text."""
+
     contact: str | None
     route: str
     body: str = ""
@@ -273,62 +276,86 @@ class Preview:
 
 
 def preview(session: Session, name: str, number: str, source: str | None = None) -> Preview:
-    """Render template ``name`` (or ``source``, unsaved) for each recipient of a real
-    order, with the recipient rules and routes the host path applies."""
+    """Template ``name`` (or ``source``, unsaved) for a real order: what the host path
+    would queue now — the notifier's own planning (recipients, routes, the opt-out list,
+    the send window, the sender) — written nowhere."""
+    from .models import Status
+    from .notifier import Draft
+    from .notifier import preview as plan_preview
+
     name = tpl.canonical_name(session, name)
     event = event_for_template(name)
-    lookup = (event.lookup if event else None) or default_lookup()
+    if event is None:
+        raise InputError(f"{name} belongs to no event: nothing would send it to an order")
+    lookup = event.lookup or default_lookup()
     order = lookup_method(lookup, "find_order", "preview templates against real orders")(
         session, number
     )
     if order is None:
         raise InputError(f"no order {number!r}: check the number")
     out = Preview(name, number)
-    view = lookup.order(session, order)
-    only_one = options_mod.get_bool(session, "SMSONLYONE")
-    decisions = select_recipients(
-        view, lookup.contacts(session, order, listed_only=only_one), only_listed=only_one
-    )
-    # The site's record when the organization texts from its own number.
-    mapped = {key: full for key, _name, full in rule_records.sender_map(session)}
-    sender = mapped.get(str(view.organization_key)) or view.sender or rule_records.TWILIO
-    active, phone = rule_records.twilio_routing(session, sender)
-    text = source if source is not None else tpl.load(session, name).source
-    base = sample_context(event)
-    base["order"] = view.context
-    if phone:
-        from .notifier import _sender_context
-
-        base["sender"] = _sender_context(phone)
-    if event is not None and event.subject:
+    subject: tuple[str, Mapping[str, Any]] | None = None
+    kwargs: dict[str, Any] = {}
+    if event.subject:
         subjects = getattr(lookup, "subjects", None)
         related = list(subjects(session, order, event.subject)) if callable(subjects) else []
         kind = event.subject.replace("_", " ")
         if related:
-            base[event.subject] = lookup.subject(event.subject, related[-1])[1]
+            kwargs[event.subject] = related[-1]
             out.notes.append(f"{kind} from the order's latest record")
         else:
+            subject = ("sample", sample_context(event)[event.subject])
             out.notes.append(f"order {number} has no {kind} yet: sample data used")
-    if not decisions:
+    if event.step_templates:
+        out.notes.append("a reminder step: planned as its sequence's first step would be")
+    text = source if source is not None else tpl.load(session, name).source
+    planned = plan_preview(event, order, session, kwargs, Draft(text, subject))
+    if not any(m.status == Status.QUEUED for m in planned):
         out.notes.append(f"order {number}: nobody would be texted")
-    for d in decisions:
-        if d.contact is None:
-            out.lines.append(PreviewLine(None, f"skipped: {d.skip_reason}"))
-            continue
-        c = d.contact
-        try:
-            r_ = route(classify(c.address, get_settings().default_region), active)
-            where = f"{r_.channel} {r_.address}" if r_.channel else f"skipped: {r_.reason}"
-        except AddressError as exc:
-            where = f"skipped: {exc.message}"
-        if d.skip_reason:
-            where = f"skipped: {d.skip_reason}"
-        try:
-            r = tpl.render(text, {**base, "contact": c.context}, name)
-            out.lines.append(PreviewLine(c.name, where, r.body, r.encoding, r.segments))
-        except TemplateError as exc:
-            out.lines.append(PreviewLine(c.name, where, error=exc.message))
+    for m in planned:
+        if m.status == Status.QUEUED:
+            where = f"{m.channel} {m.address}" + (f" ({m.reason})" if m.reason else "")
+            out.lines.append(
+                PreviewLine(m.contact_name, where, m.body, m.encoding or "", m.segments or 0)
+            )
+        elif m.status == Status.FAILED and m.channel:  # the template failed for this contact
+            out.lines.append(
+                PreviewLine(m.contact_name, f"{m.channel} {m.address}", error=m.reason)
+            )
+        else:
+            out.lines.append(PreviewLine(m.contact_name, f"{m.status}: {m.reason}"))
     return out
+
+
+def text_contact(session: Session, contact: str, text: str, *, by: str) -> list[str]:
+    """A one-off text to one contact, planned and logged like any other (SMSUPDATE, the
+    opt-out list, the route, the template checks, the organization's number). Refused
+    (``InputError``, nothing queued) when the text does not render or is too long;
+    otherwise the lines say what became of it."""
+    from .notifier import text_contact as queue_one
+
+    view = default_lookup().contact(session, contact)
+    if view is None:
+        raise InputError(f"no contact {contact!r}: give the contact's id (see `erp-sms report`)")
+    if not view.organization_keys:
+        raise InputError(
+            f"{view.name} is linked to no organization: link them to one, so the text goes "
+            "out from its number"
+        )
+    text = text.strip()
+    if not text:
+        raise InputError("the text is empty: write what to send")
+    ctx = {"order": {}, "sender": SAMPLE_SENDER, "contact": view.context}
+    try:
+        tpl.check(text, ctx, "the text")
+    except TemplateError as exc:
+        raise InputError(exc.message) from None
+    msg = queue_one(session, view, sorted(view.organization_keys)[0], text, by=by)
+    if msg.status != "queued":
+        return [f"#{msg.id} {msg.status}: {msg.reason}"]
+    line = f"#{msg.id} queued for {view.name} ({msg.channel} {msg.address}), "
+    line += f"{msg.segments} segment(s)"
+    return [line + (f"; {msg.reason}" if msg.reason else "")]
 
 
 # -- texts ------------------------------------------------------------------------------------

@@ -310,8 +310,10 @@ def check(source: str, context: Mapping[str, Any], name: str = "template") -> Re
 def known_names(session: Session) -> list[str]:
     """Every template name: the events' and sequences' templates and staff's own."""
     from .events import all_events
+    from .notifier import ONE_OFF_TEMPLATE
 
     names = {t for e in all_events() for t in (e.template, *e.step_templates)}
+    names.discard(ONE_OFF_TEMPLATE)  # staff's one-off texts: each its own template
     names |= set(session.scalars(select(TemplateOverride.name)))
     return sorted(names)
 

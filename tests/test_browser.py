@@ -150,6 +150,11 @@ def test_staff_work_through_every_page_in_chromium(page, site, session, tmp_path
     expect(page.get_by_role("heading", name="Timeline Ann Lee (contact")).to_be_visible()
     expect(page.locator("ol.timeline")).to_contain_text("sent_to_production → Ann Lee")
     shot(page, "07-timeline")
+    # A one-off text from the contact's page: queued, and on the timeline at once.
+    page.get_by_label("Text (checked and logged").fill("Hi {{ contact.name }}, door 3 is open.")
+    page.get_by_role("button", name="Queue the text").click()
+    expect(page.locator(".flash.ok")).to_contain_text("queued for Ann Lee")
+    expect(page.locator("ol.timeline")).to_contain_text("staff_text → Ann Lee")
 
     # A reply marked done.
     page.get_by_role("link", name="Replies").click()

@@ -4,6 +4,7 @@ never shown anywhere."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import logging
@@ -554,3 +555,122 @@ def test_prices_are_fetched_after_sending_and_totalled_in_the_report(
     assert run("prices").stdout.strip() == "prices: 0 of 0 message(s) priced, 0 error(s)"
     assert "cost: 0.0237 USD" in run("report").stdout
     assert {m.price for m in messages(session) if m.channel == "twilio"} == {"-0.00790"}
+
+
+# -- one-off texts (issue 12) ----------------------------------------------------------------
+
+
+def _one_offs(session):
+    return [m for m in messages(session) if m.event == "staff_text"]
+
+
+def test_contacts_text_queues_a_one_off_planned_and_logged_like_any_text(run, session, shop):
+    ann = str(shop["ann"].id)
+    out = run("contacts", "text", ann, "--message", "Hi {{ contact.name }}, door 3 is open.")
+    (msg,) = _one_offs(session)
+    assert out.stdout.strip() == (
+        f"#{msg.id} queued for Ann (email_gateway 3125550101@vtext.com), 1 segment(s)"
+    )
+    assert (msg.status, msg.channel, msg.body) == (
+        Status.QUEUED,
+        "email_gateway",
+        "Hi Ann, door 3 is open.",
+    )
+    assert msg.order_number == "" and msg.contact_ref == ann and msg.template == "(one-off)"
+    notes = [e.detail for e in msg.history if e.kind == "note"]
+    assert notes and notes[0].startswith("one-off text written by ")
+    # Two one-offs with the same words are two texts, not one deduplicated.
+    run("contacts", "text", ann, "--message", "Hi {{ contact.name }}, door 3 is open.")
+    assert len(_one_offs(session)) == 2
+    # It shows in the email log like any other text.
+    rows = list(csv.DictReader(io.StringIO(run("report", "--format", "csv").stdout)))
+    assert [r["event"] for r in rows].count("staff_text") == 2
+
+
+def test_contacts_text_keeps_every_rule_and_logs_each_skip(run, session, shop):
+    from erp_sms.models import OptOut
+
+    # Cat's carrier shut its gateway down; Bob's plain number needs Twilio.
+    run("contacts", "text", str(shop["cat"].id), "--message", "Hello")
+    run("contacts", "text", str(shop["bob"].id), "--message", "Hello")
+    # Ann's number is on the opt-out list (a STOP), although she still has SMSUPDATE.
+    session.add(OptOut(number="+13125550101", source="stop"))
+    session.commit()
+    out = run("contacts", "text", str(shop["ann"].id), "--message", "Hello").stdout
+    cat, bob, ann = _one_offs(session)
+    assert cat.status == Status.SKIPPED and "AT&T shut down" in cat.reason
+    assert bob.status == Status.SKIPPED and "needs Twilio" in bob.reason
+    assert ann.status == Status.SKIPPED and "opted out" in ann.reason
+    assert out.strip() == f"#{ann.id} skipped: {ann.reason}"
+    # A contact without SMSUPDATE (not opted in) gets nothing either.
+    run("contacts", "opt-out", str(shop["bob"].id))
+    run("contacts", "text", str(shop["bob"].id), "--message", "Hello")
+    assert "SMSUPDATE" in _one_offs(session)[-1].reason
+
+
+def test_contacts_text_refuses_what_does_not_render_or_is_too_long(run, session, shop):
+    ann = str(shop["ann"].id)
+    err = one_line_error(run("contacts", "text", ann, "--message", "Hi {{ contact.nmae }", code=2))
+    assert "line 1" in err
+    err = one_line_error(run("contacts", "text", ann, "--message", "x" * 1601, code=2))
+    assert "1,600" in err or "1600" in err
+    assert "the text is empty" in one_line_error(run("contacts", "text", ann, input=" \n", code=2))
+    assert "no contact '999'" in one_line_error(
+        run("contacts", "text", "999", "--message", "Hello", code=2)
+    )
+    assert _one_offs(session) == []
+    # Read from standard input when --message is left out.
+    run("contacts", "text", ann, input="Your order is ready.\n")
+    assert _one_offs(session)[0].body == "Your order is ready."
+
+
+def test_a_one_off_goes_out_from_the_organizations_site_number(run, session, shop):
+    from erp_sms import rule_records
+
+    from .helpers import activate_twilio
+
+    activate_twilio(session)
+    rule_records.set_fields(
+        session,
+        "TWILIO:WEST",
+        {"SID": SID, "AuthCode": AUTH, "PhoneNumber": "+13125550199"},
+        active=True,
+        by="test",
+    )
+    org = str(shop["order"].organization_id)
+    rule_records.map_sender(session, org, "Acme Fabrication", "TWILIO:WEST", by="test")
+    session.commit()
+    run("contacts", "text", str(shop["bob"].id), "--message", "Hello")
+    (msg,) = _one_offs(session)
+    assert (msg.status, msg.channel, msg.sender) == (Status.QUEUED, "twilio", "TWILIO:WEST")
+
+
+def test_a_one_off_is_not_retried_but_written_again(run, session, shop):
+    run("contacts", "text", str(shop["cat"].id), "--message", "Hello")
+    (msg,) = _one_offs(session)
+    err = one_line_error(run("messages", "retry", str(msg.id), code=2))
+    assert "one-off text" in err and "nothing was changed" in err
+
+
+def test_templates_preview_is_the_host_paths_own_plan(run, session, shop):
+    """The preview plans with the notifier's code: the opt-out list and the send window
+    show as the host path would decide them (the old preview showed a route)."""
+    from erp_sms.models import OptOut
+    from erp_sms.sendwindow import set_clock
+
+    session.add(OptOut(number="+13125550101", source="stop"))
+    session.commit()
+    out = run("templates", "preview", "SMS S2P", "--order", "SO-104233").stdout
+    assert "- Ann → skipped: " in out and "opted out" in out
+    session.query(OptOut).delete()
+    session.commit()
+    run("options", "set", "SMSWINDOWEVENTS", "sent_to_production")
+    run("options", "set", "SMSSENDWINDOW", "09:00-17:00")
+    # 03:00 in Chicago: Ann's text would wait for the window.
+    set_clock(lambda: dt.datetime(2027, 3, 8, 9, 0, tzinfo=dt.UTC))
+    try:
+        out = run("templates", "preview", "SMS S2P", "--order", "SO-104233").stdout
+    finally:
+        set_clock(None)
+    assert "- Ann → email_gateway 3125550101@vtext.com (" in out and "send window" in out
+    assert _one_offs(session) == [] and messages(session) == []  # a preview writes nothing

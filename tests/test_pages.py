@@ -48,6 +48,7 @@ FORMS = [
     "/templates/SMS S2P/preview",
     "/log/action",
     "/contacts/1/consent",
+    "/contacts/1/text",
     "/replies/1/done",
     "/reminders/step",
     "/reminders/switch",
@@ -352,6 +353,28 @@ def test_timelines_and_an_opt_out_from_the_contact_page(staff, session, world):
     assert "opt_out (pages): asked on the phone" in page.get_data(as_text=True)
 
 
+def test_a_one_off_text_from_the_contact_page_says_what_the_cli_says(staff, session, world):
+    key = str(world["ann"].id)
+    page = staff.get(f"/timeline?contact={key}").get_data(as_text=True)
+    assert 'name="message"' in page and "Queue the text" in page
+    r = staff.post(f"/contacts/{key}/text", {"message": "Hi {{ contact.name }}, door 3."})
+    said = flashed(staff.get(r.headers["Location"]))
+    sent = [m for m in messages(session) if m.event == "staff_text"]
+    assert len(sent) == 1 and sent[0].body == "Hi Ann Lee, door 3."
+    assert said == f"#{sent[0].id} queued for Ann Lee (email_gateway 3125550101@vtext.com), " + (
+        "1 segment(s)"
+    )
+    assert [e.detail for e in sent[0].history if e.kind == "note"] == [
+        "one-off text written by maria"
+    ]
+    # The CLI's refusal, word for word; nothing queued.
+    bad = staff.post(f"/contacts/{key}/text", {"message": "{{ contact.nmae }"})
+    refused = flashed(staff.get(bad.headers["Location"]))
+    cli_out = CliRunner().invoke(cli, ["contacts", "text", key, "--message", "{{ contact.nmae }"])
+    assert cli_out.exit_code == 2 and refused and refused in cli_out.stderr
+    assert len([m for m in messages(session) if m.event == "staff_text"]) == 1
+
+
 def test_replies_inbox_marks_a_reply_done(staff, session):
     session.add(
         InboundMessage(from_number="+13125550102", body="Can it come Friday?", kind="reply")
@@ -465,3 +488,59 @@ def test_the_demo_ends_with_pages_one_can_sign_in_to(tmp_path):
         stop.set()
         demo.join(timeout=60)
     assert not demo.is_alive()
+
+
+# -- every database ---------------------------------------------------------------------------
+
+
+def test_the_pages_and_their_actions_on_every_database(any_db, host):
+    """The pages' reads (search, log filters, CSV, timelines, dashboard, reminders) and
+    writes (rule, option, template, release/cancel, consent, one-off text) on SQLite,
+    PostgreSQL and MariaDB: their SQL differs (LIKE, dates, locks), so each runs on each."""
+    from erp_sms.config import get_settings
+
+    org = OrganizationFactory(name="Acme Fabrication")
+    ann = ContactFactory(name="Ann Lee", email2="3125550101@vtext.com", organizations=[org])
+    bob = ContactFactory(name="Bob Ray", email2="+13125550102", organizations=[org])
+    order = SalesOrderFactory(number="SO-1", organization=org, contact=ann)
+    host.add_all([org, ann, bob, order])
+    users.add(host, "maria", PASSWORD, by="test")
+    host.commit()
+    signals.sent_to_production.send(order, session=host)
+    host.commit()
+    app = create_app(db=any_db, settings=get_settings())
+    app.config["TESTING"] = True
+    staff = Staff(app.test_client())
+    assert staff.sign_in().status_code == 302
+    for url in [*PAGES, f"/timeline?contact={ann.id}", "/log?status=queued&since=2020-01-01"]:
+        r = staff.get(url)
+        assert r.status_code == 200, (url, r.status_code)
+    found = staff.get("/find?q=(312) 555-0102").get_data(as_text=True)
+    assert "Bob Ray" in found and "Ann Lee" not in found
+    assert "Ann Lee" in staff.get("/find?q=ann").get_data(as_text=True)
+    queued = [m for m in messages(host) if m.status == Status.QUEUED]
+    assert len(list(csv.DictReader(io.StringIO(staff.get("/log.csv").get_data(as_text=True))))) == 2
+
+    def said(r) -> str:
+        return flashed(staff.get(r.headers["Location"]))
+
+    assert "SMSONLYONE = off" in said(
+        staff.post("/options", {"name": "SMSONLYONE", "value": "off"})
+    )
+    saved = staff.post("/templates/SMS S2P", {"source": "Order {{ order.number }}. STOP HELP"})
+    assert "SMS S2P saved" in said(saved)
+    rule = {"record": "TWILIO", "SID": "AC" + "0123456789abcdef" * 2, "Active": "off"}
+    assert "TWILIO saved" in said(staff.post("/rules", rule))
+    host.commit()  # end the read snapshot: the pages have written since
+    outbox.set_status(host, queued[0], Status.HELD, source="test", reason="held for test")
+    host.commit()
+    released = staff.post("/log/action", {"action": "release", "id": str(queued[0].id)})
+    assert "1 text(s) released" in said(released)
+    text = staff.post(f"/contacts/{ann.id}/text", {"message": "Door 3, {{ contact.name }}."})
+    assert "queued for Ann Lee" in said(text)
+    out = staff.post(f"/contacts/{ann.id}/consent", {"state": "out", "note": "phone"})
+    assert "2 queued or held text(s) canceled" in said(out)
+    assert [m.status for m in messages(host) if m.contact_name == "Ann Lee"] == [
+        Status.CANCELED,
+        Status.CANCELED,
+    ]

@@ -1,9 +1,11 @@
-"""``erp-sms contacts …``: opt-in, opt-out (with a consent trail), and the contacts whose
-gateway address is at a carrier that shut down or is shutting down its gateway."""
+"""``erp-sms contacts …``: opt-in, opt-out (with a consent trail), a one-off text, and the
+contacts whose gateway address is at a carrier that shut down or is shutting down its
+gateway."""
 
 from __future__ import annotations
 
 import datetime as dt
+import sys
 
 import click
 
@@ -18,6 +20,7 @@ def group() -> None:
     \b
     Example:
       erp-sms contacts opt-out 42 --note "asked by phone"
+      erp-sms contacts text 42 --message "Your order is ready for pickup at door 3."
       erp-sms contacts gateways
     """
 
@@ -74,3 +77,29 @@ def gateways() -> None:
             f"{c.carrier.describe(today)} — {c.todo}"
         )
     click.echo(f"{len(rows)} contact(s) on shut-down or sunsetting gateways")
+
+
+@group.command("text")
+@click.argument("contact")
+@click.option(
+    "--message",
+    "message",
+    default=None,
+    help="The text (a template: {{ contact.name }} works); read from standard input if left out.",
+)
+def text(contact: str, message: str | None) -> None:
+    """Send a one-off text to a contact: the same rules as every text (SMSUPDATE, the
+    opt-out list, the route, the length checks, the organization's number), queued for
+    the worker and logged in the email log.
+
+    \b
+    Example:
+      erp-sms contacts text 42 --message "Hi {{ contact.name }}, your order is ready."
+      echo "Your order is ready." | erp-sms contacts text 42
+    """
+    if message is None:
+        message = sys.stdin.read()
+    with staff_session() as s:
+        lines = staff.text_contact(s, contact, message, by=_user())
+    for line in lines:
+        click.echo(line)

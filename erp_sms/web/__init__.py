@@ -222,11 +222,14 @@ def dashboard() -> str:
                 .group_by(Message.channel, Message.status)
             )
         )
+        # One expression object in both clauses: PostgreSQL matches GROUP BY to the
+        # select list by its bound parameters, and two substr() calls bind two sets.
+        reason = func.substr(Message.reason, 1, 60)
         reasons = list(
             s.execute(
-                select(func.substr(Message.reason, 1, 60), func.count())
+                select(reason, func.count())
                 .where(Message.status.in_([Status.FAILED, Status.UNDELIVERED]))
-                .group_by(func.substr(Message.reason, 1, 60))
+                .group_by(reason)
                 .order_by(func.count().desc())
                 .limit(8)
             )
@@ -666,6 +669,16 @@ def contact_consent(key: str) -> WResponse:
     note = request.form.get("note") or None
     return _act(
         lambda s: staff.change_consent(s, key, opted_in, by=_who(), source="pages", note=note),
+        url_for(".timeline", contact=key),
+    )
+
+
+@blueprint.post("/contacts/<key>/text")
+@login_required  # type: ignore[untyped-decorator]
+def contact_text(key: str) -> WResponse:
+    message = request.form.get("message", "")
+    return _act(
+        lambda s: staff.text_contact(s, key, message, by=_who()),
         url_for(".timeline", contact=key),
     )
 
