@@ -360,6 +360,8 @@ class StaffUser(Base):
     locked_until: Mapped[dt.datetime | None] = mapped_column(default=None)
     # Changed when the password changes or the user is removed: old sessions end.
     session_token: Mapped[str] = mapped_column(String(64))
+    # The IANA zone the pages show times in for them; None: ERP_SMS_DEFAULT_TIMEZONE.
+    time_zone: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 # Core handles for the statements that claim and update rows (outbox, notifier).

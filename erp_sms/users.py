@@ -72,6 +72,20 @@ def remove(session: Session, name: str) -> None:
     session.flush()
 
 
+def set_time_zone(session: Session, name: str, zone: str | None) -> str:
+    """Show the pages to ``name`` in ``zone`` (an IANA name; empty: the server's default,
+    ERP_SMS_DEFAULT_TIMEZONE). Returns the zone now in effect."""
+    from .config import get_settings
+    from .sendwindow import zone as parse_zone
+
+    user = session.scalar(select(StaffUser).where(StaffUser.name == name.strip()))
+    if user is None:
+        raise InputError(f"no user {name!r}: `erp-sms users list` shows who there is")
+    user.time_zone = parse_zone(zone).key if zone and zone.strip() else None
+    session.flush()
+    return user.time_zone or get_settings().default_timezone
+
+
 def all_users(session: Session) -> list[StaffUser]:
     """Every staff user, by name."""
     return list(session.scalars(select(StaffUser).order_by(StaffUser.name)))

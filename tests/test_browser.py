@@ -170,10 +170,15 @@ def test_staff_work_through_every_page_in_chromium(page, site, session, tmp_path
         ("10-options", "Options"),
         ("11-reminders", "Reminders"),
         ("12-customers", "Customers"),
+        ("13-account", "maria"),
     ):
         page.get_by_role("link", name=link, exact=True).click()
         expect(page.locator("h1")).to_be_visible()
         shot(page, name)
+    # The staff member's own time zone, picked from the list the browser offers.
+    page.get_by_label("Show times in").fill("Asia/Tokyo")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator(".flash.ok")).to_have_text("times are shown in Asia/Tokyo")
 
     # Keyboard: on a page without a search box, the skip link is the first thing Tab
     # reaches; Enter on a link follows it.

@@ -38,6 +38,7 @@ PAGES = [
     "/timeline?order=SO-1",
     "/replies",
     "/reminders",
+    "/account",
 ]
 FORMS = [
     "/rules",
@@ -53,6 +54,7 @@ FORMS = [
     "/reminders/step",
     "/reminders/switch",
     "/reminders/sender",
+    "/account",
 ]
 
 
@@ -488,6 +490,28 @@ def test_the_demo_ends_with_pages_one_can_sign_in_to(tmp_path):
         stop.set()
         demo.join(timeout=60)
     assert not demo.is_alive()
+
+
+def test_each_staff_member_sees_times_in_their_own_zone(staff, session, world):
+    """Times follow the signed-in staff member's zone (the pages or `erp-sms users
+    zone`), else ERP_SMS_DEFAULT_TIMEZONE."""
+    rows = messages(session)
+    rows[0].created_at = dt.datetime(2026, 7, 1, 15, 30, tzinfo=dt.UTC)
+    session.commit()
+    assert "2026-07-01 10:30" in staff.get("/log").get_data(as_text=True)  # Chicago, CDT
+    said = flashed(staff.get(staff.post("/account", {"zone": "Asia/Tokyo"}).headers["Location"]))
+    assert said == "times are shown in Asia/Tokyo"
+    page = staff.get("/log").get_data(as_text=True)
+    assert "2026-07-02 00:30" in page and "Asia/Tokyo" in page
+    bad = flashed(staff.get(staff.post("/account", {"zone": "Mars/Base"}).headers["Location"]))
+    cli_err = CliRunner().invoke(cli, ["users", "zone", "maria", "Mars/Base"]).stderr
+    assert bad and bad in cli_err
+    # The CLI sets it too; left out, back to the default.
+    out = CliRunner().invoke(cli, ["users", "zone", "maria"], catch_exceptions=False).stdout
+    assert out.strip() == "maria sees times in America/Chicago"
+    assert "2026-07-01 10:30" in staff.get("/log").get_data(as_text=True)
+    listed = CliRunner().invoke(cli, ["users", "list"]).stdout
+    assert "(default zone)" in listed
 
 
 # -- every database ---------------------------------------------------------------------------

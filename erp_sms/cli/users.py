@@ -18,6 +18,7 @@ def group() -> None:
     \b
     Example:
       erp-sms users add maria
+      erp-sms users zone maria America/Denver
       erp-sms users list
     """
 
@@ -71,6 +72,23 @@ def users_list() -> None:
         for u in rows:
             last = f"{u.last_sign_in_at:%Y-%m-%d %H:%M} UTC" if u.last_sign_in_at else "never"
             locked = f"  locked until {u.locked_until:%H:%M} UTC" if u.locked_until else ""
-            click.echo(f"{u.name:<20} last sign-in {last}{locked}")
+            zone = u.time_zone or "(default zone)"
+            click.echo(f"{u.name:<20} last sign-in {last}  {zone}{locked}")
         if not rows:
             click.echo("no staff users yet: `erp-sms users add NAME`")
+
+
+@group.command("zone")
+@click.argument("name")
+@click.argument("zone", required=False, default="")
+def users_zone(name: str, zone: str) -> None:
+    """Show the pages to a staff user in their own time zone (an IANA name; left out:
+    back to ERP_SMS_DEFAULT_TIMEZONE). Staff can also set it on the pages.
+
+    \b
+    Example:
+      erp-sms users zone maria America/Denver
+    """
+    with staff_session() as s:
+        now = users.set_time_zone(s, name, zone)
+    click.echo(f"{name.strip()} sees times in {now}")

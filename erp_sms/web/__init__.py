@@ -74,10 +74,11 @@ login_manager = LoginManager()
 
 
 class _Staff(UserMixin):  # type: ignore[misc]
-    """The signed-in staff member, as Flask-Login keeps them: id and session token."""
+    """The signed-in staff member, as Flask-Login keeps them: id and session token, and
+    the time zone the pages show them."""
 
-    def __init__(self, ident: str, name: str) -> None:
-        self.id, self.name = ident, name
+    def __init__(self, ident: str, name: str, zone: str | None) -> None:
+        self.id, self.name, self.zone = ident, name, zone
 
     def get_id(self) -> str:
         return str(self.id)
@@ -87,7 +88,7 @@ class _Staff(UserMixin):  # type: ignore[misc]
 def _load_user(user_id: str) -> _Staff | None:
     with _db().read_session() as s:
         user = users.by_session_token(s, user_id)
-        return _Staff(user_id, user.name) if user else None
+        return _Staff(user_id, user.name, user.time_zone) if user else None
 
 
 def init_app(app: Flask) -> None:
@@ -120,13 +121,18 @@ def _who() -> str:
     return str(getattr(current_user, "name", "staff"))
 
 
+def _zone_name() -> str:
+    """The signed-in staff member's zone, else ERP_SMS_DEFAULT_TIMEZONE."""
+    return getattr(current_user, "zone", None) or get_settings().default_timezone
+
+
 def _zone() -> ZoneInfo:
-    return ZoneInfo(get_settings().default_timezone)
+    return ZoneInfo(_zone_name())
 
 
 @blueprint.app_template_filter("local")
 def _local(value: dt.datetime | str | None) -> str:
-    """A UTC time in the staff's zone (ERP_SMS_DEFAULT_TIMEZONE)."""
+    """A UTC time in the staff member's zone."""
     if not value:
         return ""
     if isinstance(value, str):
@@ -138,7 +144,7 @@ def _local(value: dt.datetime | str | None) -> str:
 
 @blueprint.app_context_processor
 def _globals() -> dict[str, Any]:
-    return {"staff_zone": get_settings().default_timezone, "who": _who()}
+    return {"staff_zone": _zone_name(), "who": _who()}
 
 
 def _local_path(target: str | None, default: str) -> str:
@@ -178,7 +184,7 @@ def sign_in() -> Any:
             )
             if outcome.user is not None:
                 ident = f"{outcome.user.id}:{outcome.user.session_token}"
-                login_user(_Staff(ident, outcome.user.name))
+                login_user(_Staff(ident, outcome.user.name, outcome.user.time_zone))
         if outcome.user is not None:
             log.info("staff %s signed in", outcome.user.name)
             return redirect(_local_path(request.args.get("next"), url_for(".dashboard")))
@@ -192,6 +198,25 @@ def sign_out() -> WResponse:
     logout_user()
     flash("Signed out.", "ok")
     return redirect(url_for(".sign_in"))
+
+
+@blueprint.get("/account")
+@login_required  # type: ignore[untyped-decorator]
+def account() -> str:
+    import zoneinfo
+
+    zones = sorted(z for z in zoneinfo.available_timezones() if "/" in z)
+    return render_template("erp_sms/account.html", zones=zones, default=get_settings())
+
+
+@blueprint.post("/account")
+@login_required  # type: ignore[untyped-decorator]
+def account_save() -> WResponse:
+    zone = request.form.get("zone", "")
+    return _act(
+        lambda s: f"times are shown in {users.set_time_zone(s, _who(), zone)}",
+        url_for(".account"),
+    )
 
 
 # -- dashboard --------------------------------------------------------------------------------
