@@ -1,13 +1,19 @@
-"""SMS length: encoding (GSM-7 or UCS-2) and segment count.
+"""SMS length: encoding (GSM-7 or UCS-2) and segment count, as Twilio bills them.
 
 GSM-7: 160 septets in one segment, 153 per segment when split; extension characters
-take two septets and are never split across segments. UCS-2: 70 UTF-16 code units in
-one segment, 67 when split; a surrogate pair (emoji) is never split.
+take two septets. UCS-2: 70 UTF-16 code units in one segment, 67 when split. A visible
+symbol — a grapheme cluster: an emoji with its skin tone or ZWJ family, a flag, a letter
+with its combining accents — is never split across segments (Twilio's own segment
+calculator, ``sms-segments-calculator``, packs whole clusters; ``tests/test_segments.py``
+measures the agreement). Clusters come from the ``regex`` module's ``\\X`` (Unicode's
+extended grapheme clusters).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import regex
 
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -17,6 +23,8 @@ GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
 
 GSM7 = "GSM-7"
 UCS2 = "UCS-2"
+
+_CLUSTER = regex.compile(r"\X")
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,8 @@ class SegmentInfo:
 
 
 def _pack(costs: list[int], single: int, multi: int) -> int:
+    """Segments for symbols of these costs: all in one when they fit ``single``, else
+    each symbol whole in segments of ``multi`` (the rest is the concatenation header)."""
     total = sum(costs)
     if total == 0:
         return 0
@@ -42,11 +52,22 @@ def _pack(costs: list[int], single: int, multi: int) -> int:
     return segments
 
 
+def clusters(text: str) -> list[str]:
+    """The visible symbols of ``text`` (extended grapheme clusters)."""
+    found: list[str] = _CLUSTER.findall(text)
+    return found
+
+
+def _utf16(s: str) -> int:
+    return sum(2 if ord(c) > 0xFFFF else 1 for c in s)
+
+
 def analyse(text: str) -> SegmentInfo:
     """Encoding and segment count of ``text`` as a carrier would send it."""
     non_gsm = [c for c in text if c not in GSM7_BASIC and c not in GSM7_EXTENSION]
     if not non_gsm:
-        costs = [2 if c in GSM7_EXTENSION else 1 for c in text]
+        # Every cluster is one character here but CR LF (two septets, kept together).
+        costs = [sum(2 if c in GSM7_EXTENSION else 1 for c in g) for g in clusters(text)]
         return SegmentInfo(GSM7, _pack(costs, 160, 153), sum(costs))
-    costs = [2 if ord(c) > 0xFFFF else 1 for c in text]
+    costs = [_utf16(g) for g in clusters(text)]
     return SegmentInfo(UCS2, _pack(costs, 70, 67), sum(costs), tuple(dict.fromkeys(non_gsm)))

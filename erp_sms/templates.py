@@ -259,6 +259,9 @@ def render(source: str, context: Mapping[str, Any], name: str = "template") -> R
     try:
         template = compile_template(source) if source else None
         body = _render_bounded(template, context).strip() if template else ""
+        # One line break: a CR LF pair is one symbol that Twilio's calculator counts as
+        # UCS-2, and a bare CR shows as nothing on some phones.
+        body = body.replace("\r\n", "\n").replace("\r", "\n")
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"{name}: syntax error on line {exc.lineno}: {exc.message}") from None
     except jinja2.exceptions.SecurityError as exc:
