@@ -144,7 +144,7 @@ def rule_types() -> dict[str, RuleType]:
 @dataclass(frozen=True)
 class OptionDef:
     name: str
-    kind: str  # bool | text | window | zone | events
+    kind: str  # bool | text | int | choice:a,b | optout | window | zone | events
     default: Any
     help: str
 
@@ -177,3 +177,10 @@ def keywords() -> Keywords:
         help=frozenset(w.upper() for w in data["help"]),
         stop_phrases=tuple(re.compile(p, re.IGNORECASE) for p in data["stop_phrases"]),
     )
+
+
+@cache
+def lookalikes() -> dict[int, str]:
+    """Look-alike characters and their GSM-7 replacements (``str.translate`` table)."""
+    table = _load("lookalikes.toml")["replace"]
+    return {int(code.removeprefix("U+"), 16): to for code, to in table.items()}

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from . import erp, migrate, prices, report, rule_records, signals, users
+from . import erp, migrate, options, prices, report, rule_records, signals, users
 from .config import Settings, get_settings, set_settings
 from .db import Database
 from .dispatch import Dispatcher
@@ -66,7 +66,7 @@ def run_demo(
             smtp_security="none",
             smtp_user=None,
             smtp_password=None,
-            smtp_from="orders@acme-fabrication.example",
+            smtp_from="orders@northwind-machining.example",
             twilio_api_url=twilio.url,
             public_url=hook_url,
             inline_dispatch=False,
@@ -79,6 +79,11 @@ def run_demo(
             echo(f"demo database: {path}")
             echo(f"SMTP sink on {sink.host}:{sink.port}; Twilio-compatible API on {twilio.url}")
             orders = _sample_data(db)
+            with db.session() as s:
+                # Who we are, and how gateway customers (whose replies nobody reads) opt out.
+                options.set_value(s, "SMSCOMPANYNAME", "Northwind Machining", by="demo")
+                options.set_value(s, "SMSOPTOUTCONTACT", "312-555-0100", by="demo")
+            echo('options: SMSCOMPANYNAME "Northwind Machining", SMSOPTOUTCONTACT 312-555-0100')
 
             echo("\n1) TWILIO inactive: order events go to carrier gateways by email")
             with db.session() as s:
@@ -90,7 +95,13 @@ def run_demo(
                     s.flush()
                     signals.work_order_completed.send(o, session=s, work_order=wo)
             echo("   " + Dispatcher(db, settings).run_once().line())
-            echo(f"   SMTP sink received {len(sink.received)} mail(s)")
+            echo(f"   SMTP sink received {len(sink.received)} mail(s), e.g.:")
+            with db.read_session() as s:
+                sample = s.scalars(
+                    select(Message).where(Message.channel == "email_gateway").limit(1)
+                ).first()
+            if sample is not None:
+                echo(f"   to {sample.address}: {sample.body}")
 
             echo("\n2) TWILIO rule set up and active: shipping events go through Twilio")
             with db.session() as s:

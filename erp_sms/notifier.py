@@ -22,7 +22,7 @@ from sqlalchemy import Engine, Select, bindparam, event, literal, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, object_session
 
-from . import consent, options, rule_records, templates
+from . import consent, options, rule_records, templates, wording
 from .addresses import Address, classify, route
 from .config import get_settings
 from .db import one_line, utcnow
@@ -385,7 +385,8 @@ def _plan(
         source = draft.source or templates.source_from(event.template, override).source
     except TemplateError as exc:
         template_error = exc.message
-    context: dict[str, Any] = {"order": view.context, "sender": _sender_context(sender_phone)}
+    sender_ctx = {**_sender_context(sender_phone), "name": info.company}
+    context: dict[str, Any] = {"order": view.context, "sender": sender_ctx}
     if event.subject:
         context[event.subject] = subject_ctx
     if info.collect:
@@ -430,11 +431,15 @@ def _plan(
             rendered = templates.render(
                 source, {**context, "contact": contact.context}, event.template
             )
+            done = wording.finish(rendered.body, r.channel, info.rules, wording.keep_from(context))
         except TemplateError as exc:
             out.append(_new_message({**base, **who}, key, Status.FAILED, exc.message))
             continue
+        except wording.NotSendable as exc:
+            out.append(_new_message({**base, **who}, key, exc.status, exc.reason))
+            continue
         msg = _new_message({**base, **who}, key, Status.QUEUED, None)
-        msg.body, msg.encoding, msg.segments = rendered.body, rendered.encoding, rendered.segments
+        msg.body, msg.encoding, msg.segments = done.body, done.encoding, done.segments
         out.append(msg)
     return out
 
@@ -465,7 +470,7 @@ CONTACT_FIELDS = (
 def _settings_statement(template: str) -> Select[Any]:
     """The statement of ``_settings_and_opt_outs``, built once per template: building it
     (four subqueries and a join) cost more than running it."""
-    settings = (
+    settings: tuple[Any, ...] = (
         options.value_query("SMSONLYONE"),
         *rule_records.routing_query(),
         templates.override_query(template),
@@ -475,6 +480,8 @@ def _settings_statement(template: str) -> Select[Any]:
         select(SenderMap.rule_type)
         .where(SenderMap.organization_ref == bindparam("org_ref"))
         .scalar_subquery(),
+        options.value_query("SMSCOMPANYNAME"),
+        *(options.value_query(name) for name in wording.OPTIONS),
     )
     opt_out = OptOut.__table__
     one = select(literal(1).label("one")).subquery()
@@ -522,6 +529,10 @@ def _settings_and_opt_outs(
     info.window = options.value_from("SMSSENDWINDOW", first[4])
     info.zone = options.value_from("SMSTIMEZONE", first[5])
     info.window_events = options.value_from("SMSWINDOWEVENTS", first[6])
+    info.company = options.value_from("SMSCOMPANYNAME", first[8])
+    info.rules = wording.Rules.from_values(
+        {name: options.value_from(name, first[9 + i]) for i, name in enumerate(wording.OPTIONS)}
+    )
     active, phone = first[1], first[2]
     sender = first[7] or (info.view.sender if info.view else None)
     if sender and sender != rule_records.TWILIO:
@@ -541,6 +552,8 @@ class PlanInfo:
     window: str = "off"
     zone: str = "UTC"
     window_events: str = ""
+    company: str = ""  # SMSCOMPANYNAME: the template's sender.name
+    rules: wording.Rules = field(default_factory=wording.Rules)
     sender: str | None = None  # a site's TWILIO record (None: TWILIO)
     view: OrderView | None = None
     subject_ref: str | None = None

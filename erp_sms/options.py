@@ -38,6 +38,20 @@ def parse_value(opt: OptionDef, value: str) -> str:
         from .sendwindow import zone
 
         return zone(value).key
+    if opt.kind == "int":
+        lo, hi = 1, 10
+        if not value.strip().isdigit() or not lo <= int(value) <= hi:
+            raise InputError(f"{opt.name} takes a whole number from {lo} to {hi}, not {value!r}")
+        return str(int(value))
+    if opt.kind.startswith("choice:"):
+        choices = opt.kind.removeprefix("choice:").split(",")
+        if value.strip().lower() not in choices:
+            raise InputError(f"{opt.name} takes {' or '.join(choices)}, not {value!r}")
+        return value.strip().lower()
+    if opt.kind == "optout":
+        from .wording import parse_opt_out_contact
+
+        return parse_opt_out_contact(value)
     if opt.kind == "events":
         from .events import get_event
 

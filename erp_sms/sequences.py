@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from . import consent, options, templates
+from . import consent, options, templates, wording
 from .db import utcnow
 from .errors import InputError, TemplateError
 from .events import EventType, add_sequence_event, event_for_template
@@ -249,6 +249,9 @@ class _Planner:
         self.policy = Policy.from_options(
             options.get(session, "SMSSENDWINDOW"), options.get(session, "SMSTIMEZONE")
         )
+        self.rules = wording.Rules.from_values(
+            {name: options.get(session, name) for name in wording.OPTIONS}
+        )
         self._sources: dict[str, templates.TemplateSource | str] = {}
         self._switches: dict[str | None, bool] = {}
         self.blocked: dict[str, Any] = {}
@@ -356,10 +359,14 @@ class _Planner:
         }
         try:
             rendered = templates.render(source.source, context, step.template)
+            done = wording.finish(
+                rendered.body, entry.get("channel"), self.rules, wording.keep_from(context)
+            )
         except TemplateError as exc:
             return Status.FAILED, exc.message, None
-        row |= {"body": rendered.body, "encoding": rendered.encoding}
-        row["segments"] = rendered.segments
+        except wording.NotSendable as exc:
+            return exc.status, exc.reason, None
+        row |= {"body": done.body, "encoding": done.encoding, "segments": done.segments}
         due = max(start_of_day(day, zones), self.now)
         deferred = self.policy.deferral(entry.get("recipient"), due)
         if deferred is None:

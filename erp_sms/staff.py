@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from . import consent, outbox, rule_records
+from . import consent, outbox, rule_records, wording
 from . import options as options_mod
 from . import templates as tpl
 from .addresses import GATEWAY, classify
@@ -20,11 +20,11 @@ from .catalog import Carrier
 from .config import get_settings
 from .errors import AddressError, InputError, TemplateError
 from .events import EventType, event_for_template
-from .models import TemplateOverride
+from .models import Channel, Status, TemplateOverride
 from .recipients import ErpLookup, default_lookup, lookup_method
-from .segments import analyse
+from .segments import UCS2, analyse
 
-SAMPLE_SENDER = {"phone_number": "(312) 555-0100", "e164": "+13125550100"}
+SAMPLE_SENDER = {"phone_number": "(312) 555-0100", "e164": "+13125550100", "name": "Your Company"}
 
 
 # -- the TWILIO rule records ----------------------------------------------------------------
@@ -180,22 +180,54 @@ class TemplateCheck:
 
 
 def check_template(session: Session, name: str, source: str) -> TemplateCheck:
-    """Render ``source`` for template ``name`` with sample data: body, encoding, segments,
-    the characters that force UCS-2, warnings — or the error with its line number."""
+    """Render ``source`` for template ``name`` with sample data and finish it as a Twilio
+    text would go out (the opt-out line, look-alikes, the length rules): body, encoding,
+    segments, the characters that force UCS-2, warnings per channel — or the error with
+    its line number (also a text over SMSMAXSEGMENTS)."""
     name = tpl.canonical_name(session, name)
+    ctx = sample_context(event_for_template(name))
+    company = options_mod.get(session, "SMSCOMPANYNAME")
+    if company:
+        ctx["sender"] = {**ctx["sender"], "name": company}
     try:
-        r = tpl.check(source, sample_context(event_for_template(name)), name)
+        r = tpl.check(source, ctx, name)
     except TemplateError as exc:
         return TemplateCheck(name, error=exc.message)
-    info = analyse(r.body)
+    rules = replace(texting_rules(session), too_long=wording.CHECK)  # refused, never cut
+    keep = wording.keep_from(ctx)
+    warnings: list[str] = []
+    finished: dict[str, wording.Finished] = {}
+    for channel, label in ((Channel.TWILIO, "Twilio"), (Channel.EMAIL_GATEWAY, "gateway")):
+        try:
+            finished[channel] = wording.finish(r.body, channel, rules, keep)
+        except wording.NotSendable as exc:
+            if exc.status == Status.FAILED:
+                return TemplateCheck(
+                    name, r.body, error=f"{name}: with sample data, {label} texts: {exc.reason}"
+                )
+            warnings.append(f"{label} texts are not sent: {exc.reason}")
+            continue
+        if channel == Channel.EMAIL_GATEWAY and wording.says_stop(r.body):
+            warnings.append("gateway texts: the STOP/HELP sentence is taken out (no reply is read)")
+    if not company and "sender.name" in source:
+        warnings.append("SMSCOMPANYNAME is not set: texts do not say who sent them")
+    shown = finished.get(Channel.TWILIO) or next(iter(finished.values()), None)
+    body = shown.body if shown else r.body
+    info = analyse(body)
+    if shown is not None and shown.segments > 1:
+        warnings.append(f"{shown.segments} segments ({info.units} {info.encoding} units)")
+    if info.encoding == UCS2:
+        chars = " ".join(repr(c) for c in info.non_gsm)
+        warnings.append(f"characters outside GSM-7 force UCS-2 (70 per segment): {chars}")
     return TemplateCheck(
-        name,
-        r.body,
-        r.encoding,
-        r.segments,
-        info.units,
-        info.non_gsm,
-        tuple(tpl.warnings_for(r.body)),
+        name, body, info.encoding, info.segments, info.units, info.non_gsm, tuple(warnings)
+    )
+
+
+def texting_rules(session: Session) -> wording.Rules:
+    """The texting rules' options as staff set them."""
+    return wording.Rules.from_values(
+        {name: options_mod.get(session, name) for name in wording.OPTIONS}
     )
 
 

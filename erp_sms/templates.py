@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from .errors import InputError, TemplateError
 from .models import TemplateOverride
-from .segments import UCS2, analyse
+from .segments import analyse
 
 MAX_TEXT = 1600  # Twilio refuses a longer body (error 21617): never sent
 MAX_SOURCE = 10_000  # characters of template source staff may save
@@ -153,8 +153,6 @@ _env = BoundedSandbox(
 # Defaults given by host-registered events (name -> body), besides the files.
 _registered_defaults: dict[str, str] = {}
 
-STOP_WORDS = ("STOP", "UNSUBSCRIBE", "OPT OUT", "OPTOUT")
-
 
 @dataclass(frozen=True)
 class Rendered:
@@ -281,23 +279,6 @@ def render(source: str, context: Mapping[str, Any], name: str = "template") -> R
         )
     info = analyse(body)
     return Rendered(body, info.encoding, info.segments)
-
-
-def warnings_for(body: str) -> list[str]:
-    """Staff warnings (not errors) about a rendered message."""
-    out = []
-    upper = body.upper()
-    if not any(w in upper for w in STOP_WORDS):
-        out.append("no opt-out text: add e.g. 'Reply STOP to opt out'")
-    if "HELP" not in upper:
-        out.append("no HELP text: add e.g. 'HELP for help'")
-    info = analyse(body)
-    if info.segments > 1:
-        out.append(f"{info.segments} segments ({info.units} {info.encoding} units): shorten it")
-    if info.encoding == UCS2:
-        chars = " ".join(repr(c) for c in info.non_gsm)
-        out.append(f"characters outside GSM-7 force UCS-2 (70 per segment): {chars}")
-    return out
 
 
 def check(source: str, context: Mapping[str, Any], name: str = "template") -> Rendered:

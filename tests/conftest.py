@@ -33,8 +33,24 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("template") / "erp_sms.db"
     engine = make_engine(f"sqlite:///{path}")
     migrate.upgrade(engine)
+    _set_up_like_staff(engine)
     engine.dispose()
     return str(path)
+
+
+# A test database starts as staff leave a real one after setting up: gateway texts have
+# their non-reply opt-out line (without it they are skipped; tests that check that clear it).
+OPT_OUT_CONTACT = "+13125550199"
+
+
+def _set_up_like_staff(engine) -> None:
+    from erp_sms.models import Option
+
+    with engine.begin() as conn:
+        conn.execute(
+            Option.__table__.insert(),
+            [{"name": "SMSOPTOUTCONTACT", "value": OPT_OUT_CONTACT, "updated_by": "tests"}],
+        )
 
 
 # -- PostgreSQL and MariaDB: one database per test session, emptied between tests ---------
@@ -97,6 +113,7 @@ def _empty(url: str) -> None:
             for t in tables:
                 conn.execute(text(f"TRUNCATE TABLE {t}"))
             conn.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
+    _set_up_like_staff(eng)
     eng.dispose()
 
 

@@ -218,7 +218,7 @@ def test_options_show_and_set(run):
     assert run("options", "set", "smsonlyone", "ON").stdout.strip() == "SMSONLYONE = on"
     assert re.search(r"SMSONLYONE\s+on\n", run("options", "show").stdout)
     line = one_line_error(run("options", "set", "SMSONLYTWO", "on", code=2))
-    assert "unknown option 'SMSONLYTWO'; known options: SMSHELPTEXT, SMSONLYONE" in line
+    assert "unknown option 'SMSONLYTWO'; known options: SMSCOMPANYNAME, SMSHELPTEXT" in line
     assert "takes on or off" in one_line_error(run("options", "set", "SMSONLYONE", "maybe", code=2))
 
 
@@ -226,14 +226,16 @@ def test_options_show_and_set(run):
 
 
 def test_templates_list_shows_source_encoding_segments_and_warnings(run, session):
-    session.add(TemplateOverride(name="SMS SEDEL", body="Delivered \u2014 {{ order.number }}"))
+    session.add(
+        TemplateOverride(name="SMS SEDEL", body="Delivered \u2713 {{ order.number }}. Reply STOP")
+    )
     session.commit()
+    run("options", "set", "SMSCOMPANYNAME", "Northwind Machining")
     out = run("templates", "list").stdout
     assert re.search(r"SMS S2P\s+file\s+GSM-7\s+1\s+none", out)
     line = next(ln for ln in out.splitlines() if ln.startswith("SMS SEDEL"))
-    assert (
-        "override" in line and "UCS-2" in line and "no opt-out text" in line and "'\u2014'" in line
-    )
+    assert "override" in line and "UCS-2" in line and "'\u2713'" in line
+    assert "gateway texts: the STOP/HELP sentence is taken out" in line
 
 
 def test_templates_set_validates_and_saves(run, session, tmp_path):
@@ -268,10 +270,10 @@ def test_templates_set_refuses_a_bad_template_and_keeps_the_old_one(
 
 def test_templates_set_warns_but_saves(run, tmp_path):
     f = tmp_path / "long.txt"
-    f.write_text("Order {{ order.number }} \u2014 " + "is on its way " * 12)
+    f.write_text("Order {{ order.number }} \u2713 " + "is on its way " * 5)
     out = run("templates", "set", "SMS S2P", "--file", str(f)).stdout
-    assert "warning: no opt-out text" in out and "warning: no HELP text" in out
-    assert "UCS-2" in out and "segments" in out
+    assert "warning: SMSCOMPANYNAME is not set" not in out  # the template does not use it
+    assert "UCS-2" in out and "warning: 2 segments (125 UCS-2 units)" in out
 
 
 def test_templates_reset_and_unknown_names(run, session, tmp_path):
@@ -296,8 +298,8 @@ def test_templates_preview_renders_for_each_recipient_of_a_real_order(run, sessi
     out = run("templates", "preview", "SMS SESHIP", "--order", "SO-104233").stdout
     assert "- Ann → email_gateway 3125550101@vtext.com" in out
     assert (
-        "[GSM-7, 1 segment(s)] Acme Fabrication: order SO-104233 shipped via FedEx, tracking 7712."
-        in out
+        "[GSM-7, 1 segment(s)] Order SO-104233 shipped via FedEx, tracking 7712. To opt out, "
+        "call (312) 555-0199." in out
     )
     assert "- Bob → skipped: a plain phone number needs Twilio" in out
     assert "- Cat → skipped: AT&T shut down" in out
@@ -574,7 +576,7 @@ def test_contacts_text_queues_a_one_off_planned_and_logged_like_any_text(run, se
     assert (msg.status, msg.channel, msg.body) == (
         Status.QUEUED,
         "email_gateway",
-        "Hi Ann, door 3 is open.",
+        "Hi Ann, door 3 is open. To opt out, call (312) 555-0199.",
     )
     assert msg.order_number == "" and msg.contact_ref == ann and msg.template == "(one-off)"
     notes = [e.detail for e in msg.history if e.kind == "note"]
@@ -621,7 +623,7 @@ def test_contacts_text_refuses_what_does_not_render_or_is_too_long(run, session,
     assert _one_offs(session) == []
     # Read from standard input when --message is left out.
     run("contacts", "text", ann, input="Your order is ready.\n")
-    assert _one_offs(session)[0].body == "Your order is ready."
+    assert _one_offs(session)[0].body == "Your order is ready. To opt out, call (312) 555-0199."
 
 
 def test_a_one_off_goes_out_from_the_organizations_site_number(run, session, shop):

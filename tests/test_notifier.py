@@ -52,7 +52,7 @@ def test_sent_to_production_queues_one_rendered_text_per_opted_in_contact(sessio
     ann = rows["Ann"]
     assert ann.status == Status.QUEUED
     assert (ann.channel, ann.address) == (Channel.EMAIL_GATEWAY, "3125550101@vtext.com")
-    assert ann.body.startswith("Acme Fabrication: your order SO-104233 has gone into production")
+    assert ann.body.startswith("Your order SO-104233 has gone into production")
     assert (ann.encoding, ann.segments) == ("GSM-7", 1)
     assert ann.template == "SMS S2P" and ann.event == "sent_to_production"
     assert ann.history == []  # the row itself is the first timeline entry; history holds changes
@@ -87,7 +87,7 @@ def test_each_event_uses_its_template_and_subject(session, world):
     signals.shipment_delivered.send(order, session=session, shipping_event=se)
     session.commit()
     ann = {m.template: m for m in messages(session) if m.contact_name == "Ann"}
-    assert "work order WO-58211" in ann["SMS PWOCOMP"].body
+    assert "Work order WO-58211" in ann["SMS PWOCOMP"].body
     assert "shipped via UPS, tracking 1Z999AA10123456784" in ann["SMS SESHIP"].body
     assert "was delivered (UPS 1Z999AA10123456784)" in ann["SMS SEDEL"].body
     assert all(m.segments == 1 for m in ann.values())
@@ -270,7 +270,9 @@ def test_database_override_replaces_the_file_default(session, world):
     )
     signals.sent_to_production.send(world["order"], session=session)
     session.commit()
-    assert by_contact(session)["Ann"].body == "Hi Ann, SO-104233 is in production. STOP to opt out."
+    assert by_contact(session)["Ann"].body == (
+        "Hi Ann, SO-104233 is in production. To opt out, call (312) 555-0199."
+    )
 
 
 @pytest.mark.parametrize(
@@ -436,7 +438,7 @@ def test_the_reference_schema_takes_the_contracts_positional_arguments(session):
     signals.shipment_shipped.send(order, session=session, shipping_event=se)
     session.commit()
     bodies = [m.body for m in messages(session)]
-    assert any("work order WO-P1" in b for b in bodies) and any(
+    assert any("Work order WO-P1" in b for b in bodies) and any(
         "via UPS, tracking 1ZP" in b for b in bodies
     )
 

@@ -79,4 +79,4 @@ def test_wheel_carries_the_data_and_a_plain_install_finds_it(tmp_path):
         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("8 {{ order.organization.name }}")
+    assert out.stdout.startswith("8 {% if sender.name %}{{ sender.")

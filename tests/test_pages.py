@@ -269,9 +269,11 @@ def test_the_live_preview_counts_and_names_the_characters_forcing_ucs2(staff):
         csrf=False,
     )
     d = r.get_json()
-    assert d["encoding"] == "UCS-2" and d["ucs2"] == ["—", "✓"] and d["segments"] == 1
+    # The em dash has a GSM-7 look-alike (SMSLOOKALIKES); the check mark has none.
+    assert d["encoding"] == "UCS-2" and d["ucs2"] == ["✓"] and d["segments"] == 2
+    assert d["body"].endswith("✓ Reply STOP to opt out, HELP for help.")  # as Twilio sends it
     assert [line["contact"] for line in d["lines"]] == ["Ann Lee", "Bob Ray"]
-    assert d["lines"][0]["body"] == "Hi Ann Lee — order SO-1 ✓"
+    assert d["lines"][0]["body"] == "Hi Ann Lee - order SO-1 ✓ To opt out, call (312) 555-0199."
     bad = staff.post("/templates/SMS S2P/preview", {"source": "Hi\n{{ order.number "}).get_json()
     assert "line 2" in bad["error"]
 
@@ -362,7 +364,7 @@ def test_a_one_off_text_from_the_contact_page_says_what_the_cli_says(staff, sess
     r = staff.post(f"/contacts/{key}/text", {"message": "Hi {{ contact.name }}, door 3."})
     said = flashed(staff.get(r.headers["Location"]))
     sent = [m for m in messages(session) if m.event == "staff_text"]
-    assert len(sent) == 1 and sent[0].body == "Hi Ann Lee, door 3."
+    assert len(sent) == 1 and sent[0].body == "Hi Ann Lee, door 3. To opt out, call (312) 555-0199."
     assert said == f"#{sent[0].id} queued for Ann Lee (email_gateway 3125550101@vtext.com), " + (
         "1 segment(s)"
     )

@@ -166,8 +166,8 @@ def test_start_queues_each_step_at_the_window_opening_in_the_customers_time(host
         "2027-03-19 08:00",
     ]
     assert before.next_attempt_at.hour == 14 and late.next_attempt_at.hour == 13  # CST, CDT
-    assert before.body == "Invoice INV-7 is due on 2027-03-12."
-    assert late.body == "Invoice INV-7 is 7 days late."
+    assert before.body == "Invoice INV-7 is due on 2027-03-12. To opt out, call (312) 555-0199."
+    assert late.body == "Invoice INV-7 is 7 days late. To opt out, call (312) 555-0199."
     assert all(m.send_window and m.template.startswith("SMS TEST") for m in (before, due, late))
 
 
@@ -245,7 +245,8 @@ def test_a_step_staff_change_after_start_applies_to_steps_not_sent(host, clock):
     host.commit()
     assert step.days == 14 and changed == 1
     late = _rows(host)[2]
-    assert _local(late) == "2027-03-26 08:00" and late.body == "Invoice INV-12 is 14 days late."
+    assert _local(late) == "2027-03-26 08:00"
+    assert late.body == "Invoice INV-12 is 14 days late. To opt out, call (312) 555-0199."
     sequences.set_step(host, DUNNING, 1, sms=False, by="pat")
     host.commit()
     first = _rows(host)[0]

@@ -2,31 +2,44 @@ from __future__ import annotations
 
 import pytest
 
-from erp_sms import templates
+from erp_sms import templates, wording
 from erp_sms.errors import TemplateError
 from erp_sms.events import event_for_template
+from erp_sms.models import Channel
 from erp_sms.staff import sample_context
 
 DEFAULTS = ["SMS S2P", "SMS PWOCOMP", "SMS SESHIP", "SMS SEDEL"]
 
 
+REALISTIC = {"sender": {"name": "Northwind Machining", "phone_number": "(312) 555-0100"}}
+
+
 @pytest.mark.parametrize("name", DEFAULTS)
-def test_each_default_fits_one_gsm7_segment_with_realistic_data_and_says_stop_and_help(name):
+@pytest.mark.parametrize("channel", [Channel.TWILIO, Channel.EMAIL_GATEWAY])
+def test_each_default_fits_one_gsm7_segment_on_each_channel_with_its_opt_out_line(name, channel):
+    """With our company name and realistic data, each default text — with the opt-out line
+    its channel adds — is one GSM-7 segment; a Twilio text says STOP and HELP, a gateway
+    text never says STOP but how else to opt out."""
     src = templates.default_source(name)
     assert src is not None and src.origin == "file"
-    r = templates.check(src.source, sample_context(event_for_template(name)), name)
-    assert (r.encoding, r.segments) == ("GSM-7", 1)
-    assert len(r.body) <= 160
-    assert "STOP" in r.body and "HELP" in r.body
-    assert templates.warnings_for(r.body) == []
+    ctx = {**sample_context(event_for_template(name)), **REALISTIC}
+    r = templates.check(src.source, ctx, name)
+    assert r.body.startswith("Northwind Machining: ")
+    rules = wording.Rules(opt_out_contact="+13125550100")
+    done = wording.finish(r.body, channel, rules, wording.keep_from(ctx))
+    assert (done.encoding, done.segments) == ("GSM-7", 1) and len(done.body) <= 160
+    if channel == Channel.TWILIO:
+        assert done.body.endswith("Reply STOP to opt out, HELP for help.")
+    else:
+        assert done.body.endswith("To opt out, call (312) 555-0100.") and "STOP" not in done.body
 
 
-def test_warnings_name_what_to_fix():
-    warns = templates.warnings_for("Your order ships today \u2014 thanks! " + "x" * 60)
-    assert any("no opt-out text" in w for w in warns)
-    assert any("no HELP text" in w for w in warns)
-    assert any("UCS-2" in w and "'\u2014'" in w for w in warns)
-    assert any("2 segments" in w for w in warns)
+def test_without_a_company_name_the_defaults_start_with_the_news():
+    src = templates.default_source("SMS S2P")
+    assert src is not None
+    ctx = sample_context(event_for_template("SMS S2P"))
+    ctx["sender"] = {**ctx["sender"], "name": ""}
+    assert templates.check(src.source, ctx).body.startswith("Your order SO-104233 has gone")
 
 
 def test_an_empty_rendering_is_an_error():

@@ -1,0 +1,201 @@
+"""Issue 13: texting rules on the real rendering path (a signal, the notifier, the rows it
+writes): opt-out wording per channel, who sent the text, look-alike characters, and the
+most segments a text may take."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy.orm import Session
+
+from erp_sms import options, signals
+from erp_sms.cli import cli
+from erp_sms.models import Status, TemplateOverride
+
+from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory, ShippingEventFactory
+from .helpers import activate_twilio, by_contact
+
+GATEWAY_LINE = "To opt out, call (312) 555-0199."  # conftest.OPT_OUT_CONTACT
+TWILIO_LINE = "Reply STOP to opt out, HELP for help."
+
+
+@pytest.fixture
+def world(session: Session) -> dict[str, object]:
+    """Ann on a Verizon gateway, Bob on a plain number (Twilio only), one order."""
+    org = OrganizationFactory(name="Birch & Sons")
+    ann = ContactFactory(name="Ann", email2="3125550101@vtext.com", organizations=[org])
+    bob = ContactFactory(name="Bob", email2="312-555-0102", organizations=[org])
+    order = SalesOrderFactory(number="SO-7", organization=org, contact=ann)
+    session.add_all([org, ann, bob, order])
+    session.commit()
+    return {"order": order, "ann": ann, "bob": bob}
+
+
+def _override(session: Session, name: str, body: str) -> None:
+    session.merge(TemplateOverride(name=name, body=body))
+    session.commit()
+
+
+def _fire(session: Session, order, event=signals.sent_to_production, **kw) -> None:
+    event.send(order, session=session, **kw)
+    session.commit()
+
+
+def cli_run(*args: str, code: int = 0):
+    r = CliRunner().invoke(cli, list(args))
+    assert r.exit_code == code, (r.stdout, r.stderr)
+    return r
+
+
+# -- opt-out wording per channel ------------------------------------------------------------
+
+
+def test_a_gateway_text_never_says_reply_stop_but_how_else_to_opt_out(session, world):
+    """Found: the default templates said "Reply STOP…" on the email-gateway route too."""
+    _fire(session, world["order"])
+    ann = by_contact(session)["Ann"]
+    assert ann.channel == "email_gateway" and ann.status == Status.QUEUED
+    assert "STOP" not in ann.body and "HELP" not in ann.body
+    assert ann.body.endswith(GATEWAY_LINE)
+    assert ann.segments == 1
+
+
+def test_a_staff_template_saying_reply_stop_loses_that_sentence_on_gateways(session, world):
+    _override(session, "SMS S2P", "Order {{ order.number }} started. Reply STOP to end. Thanks!")
+    _fire(session, world["order"])
+    assert by_contact(session)["Ann"].body == f"Order SO-7 started. Thanks! {GATEWAY_LINE}"
+
+
+def test_a_twilio_text_gets_reply_stop_when_its_template_lacks_it(session, world):
+    activate_twilio(session)
+    session.commit()
+    _override(session, "SMS S2P", "Order {{ order.number }} is in production.")
+    _fire(session, world["order"])
+    rows = by_contact(session)
+    assert {m.channel for m in rows.values()} == {"twilio"}
+    assert rows["Bob"].body == f"Order SO-7 is in production. {TWILIO_LINE}"
+    # A template that says STOP itself is left as written.
+    _override(session, "SMS PWOCOMP", "WO {{ work_order.number }} done. Text STOP to quit.")
+    from .factories import WorkOrderFactory
+
+    wo = WorkOrderFactory(sales_order=world["order"], number="WO-1")
+    session.add(wo)
+    session.flush()
+    _fire(session, world["order"], signals.work_order_completed, work_order=wo)
+    done = [m for m in by_contact(session).values() if m.event == "work_order_completed"]
+    assert {m.body for m in done} == {"WO WO-1 done. Text STOP to quit."}
+
+
+def test_the_opt_out_line_counts_in_the_segments(session, world):
+    activate_twilio(session)
+    session.commit()
+    # 140 characters: one segment alone, two with the Twilio line.
+    _override(session, "SMS S2P", "x" * 140)
+    _fire(session, world["order"])
+    bob = by_contact(session)["Bob"]
+    assert len(bob.body) == 140 + 1 + len(TWILIO_LINE) and bob.segments == 2
+
+
+def test_without_smsoptoutcontact_gateway_texts_are_skipped_with_the_fix(session, world):
+    options.set_value(session, "SMSOPTOUTCONTACT", "", by="test")
+    session.commit()
+    _fire(session, world["order"])
+    ann = by_contact(session)["Ann"]
+    assert ann.status == Status.SKIPPED and "SMSOPTOUTCONTACT" in ann.reason
+    assert "FCC" in ann.reason
+    # Staff set it, retry: the text goes out with the line.
+    cli_run("options", "set", "SMSOPTOUTCONTACT", "https://birch.example/stop")
+    out = cli_run("messages", "retry", str(ann.id)).stdout
+    assert f"#{ann.id} queued" in out
+    ann = by_contact(session)["Ann"]
+    assert ann.body.endswith("To opt out: https://birch.example/stop")
+
+
+def test_smsoptoutcontact_takes_a_phone_number_or_a_web_address(session):
+    assert options.set_value(session, "SMSOPTOUTCONTACT", "(312) 555-0100") == "+13125550100"
+    assert options.set_value(session, "SMSOPTOUTCONTACT", "https://x.example/stop").startswith(
+        "https://"
+    )
+    err = cli_run("options", "set", "SMSOPTOUTCONTACT", "call us", code=2).stderr
+    assert err.count("\n") == 1 and "a phone number (e.g. 312-555-0100) or a web address" in err
+
+
+# -- who sent it -------------------------------------------------------------------------------
+
+
+def test_the_default_texts_start_with_our_company_name(session, world):
+    """Found: the default texts started with the customer's company name."""
+    options.set_value(session, "SMSCOMPANYNAME", "Northwind Machining", by="test")
+    session.commit()
+    _fire(session, world["order"])
+    body = by_contact(session)["Ann"].body
+    assert body.startswith("Northwind Machining: your order SO-7") and "Birch" not in body
+
+
+def test_the_template_check_warns_when_no_company_name_is_set(session):
+    out = cli_run("templates", "list").stdout
+    assert "SMSCOMPANYNAME is not set" in out
+    cli_run("options", "set", "SMSCOMPANYNAME", "Northwind Machining")
+    assert "SMSCOMPANYNAME is not set" not in cli_run("templates", "list").stdout
+
+
+# -- look-alike characters ----------------------------------------------------------------------
+
+
+def test_look_alikes_become_gsm7_unless_staff_turn_it_off(session, world):
+    _override(
+        session,
+        "SMS S2P",
+        "Order {{ order.number }} \u2014 it\u2019s \u201cin\u201d\u00a0production\u2026",
+    )
+    _fire(session, world["order"])
+    ann = by_contact(session)["Ann"]
+    assert ann.body.startswith('Order SO-7 - it\'s "in" production...')
+    assert ann.encoding == "GSM-7"
+    options.set_value(session, "SMSLOOKALIKES", "off", by="test")
+    session.commit()
+    order2 = SalesOrderFactory(number="SO-8", organization=world["order"].organization)
+    session.add(order2)
+    session.commit()
+    _fire(session, order2)
+    ann2 = [m for m in by_contact(session).values() if m.order_number == "SO-8"]
+    assert ann2 and ann2[0].encoding == "UCS-2" and "\u2014" in ann2[0].body
+
+
+# -- most segments per text -----------------------------------------------------------------------
+
+
+def test_a_template_over_smsmaxsegments_is_refused_at_save(session, tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("Order {{ order.number }}: " + "all good here. " * 40)
+    err = cli_run("templates", "set", "SMS S2P", "--file", str(f), code=2).stderr
+    assert "SMSMAXSEGMENTS allows 3" in err and err.count("\n") == 1
+    assert session.get(TemplateOverride, "SMS S2P") is None
+    cli_run("options", "set", "SMSMAXSEGMENTS", "5")
+    assert "SMS S2P" in cli_run("templates", "set", "SMS S2P", "--file", str(f)).stdout
+
+
+def _long_shipping(session, world):
+    """A shipment whose carrier name (the host's data) is absurdly long."""
+    se = ShippingEventFactory(
+        sales_order=world["order"], carrier="Freight " * 80, tracking_number="1Z999AA10123456784"
+    )
+    session.add(se)
+    session.flush()
+    _fire(session, world["order"], signals.shipment_shipped, shipping_event=se)
+    return by_contact(session)["Ann"]
+
+
+def test_data_that_makes_a_text_too_long_is_shortened_keeping_the_tracking_number(session, world):
+    ann = _long_shipping(session, world)
+    assert ann.status == Status.QUEUED and ann.segments <= 3
+    assert "..." in ann.body and "1Z999AA10123456784" in ann.body
+    assert ann.body.endswith(GATEWAY_LINE)
+
+
+def test_or_failed_with_the_reason_when_staff_choose_so(session, world):
+    options.set_value(session, "SMSTOOLONG", "fail", by="test")
+    session.commit()
+    ann = _long_shipping(session, world)
+    assert ann.status == Status.FAILED
+    assert "SMSMAXSEGMENTS allows 3" in ann.reason and "SMSTOOLONG is fail" in ann.reason
