@@ -199,3 +199,100 @@ def test_or_failed_with_the_reason_when_staff_choose_so(session, world):
     ann = _long_shipping(session, world)
     assert ann.status == Status.FAILED
     assert "SMSMAXSEGMENTS allows 3" in ann.reason and "SMSTOOLONG is fail" in ann.reason
+
+
+# -- the consent trail --------------------------------------------------------------------------
+
+
+def test_every_opt_in_and_opt_out_is_in_the_trail_staff_export(settings, db, session, world):
+    """STOP and START replies, staff on the CLI and the pages, the host, an import: each
+    an event with time, source, who and number; `contacts consent` shows one contact's,
+    `report --consent` exports everyone's as CSV or JSON."""
+    import csv
+    import io
+    import json
+
+    from erp_sms import consent, staff
+    from erp_sms.webhooks import create_app
+
+    from .conftest import with_settings
+    from .test_webhooks import PUBLIC, inbound, post
+
+    activate_twilio(session)
+    session.commit()
+    ann, bob = str(world["ann"].id), str(world["bob"].id)
+    # A consent Bob gave on paper in October, imported (he is opted in already: recorded).
+    f = io.StringIO("contact,date,source,note\n" + f"{bob},2026-10-03,paper form,signed\n")
+    assert consent.import_opt_ins(session, csv.DictReader(f), by="tests").recorded == 1
+    session.commit()
+    client = create_app(db=db, settings=with_settings(public_url=PUBLIC)).test_client()
+    assert (
+        post(client, "inbound", inbound("+13125550102", "STOP", "SM" + "1" * 32)).status_code == 200
+    )
+    assert (
+        post(client, "inbound", inbound("+13125550102", "START", "SM" + "2" * 32)).status_code
+        == 200
+    )
+    cli_run("contacts", "opt-out", ann, "--note", "asked by phone")
+    staff.change_consent(session, ann, True, by="maria", source="pages", note="at the counter")
+    consent.opt_out(session, contact_key=bob, source="host", detail="ERP form")
+    session.commit()
+
+    shown = cli_run("contacts", "consent", bob).stdout
+    assert shown.splitlines()[0].startswith("consent trail of Bob")
+    lines = [ln.split()[1:3] for ln in shown.splitlines()[1:]]
+    assert lines == [
+        ["opt_in", "import"],  # given on 2026-10-03, in the trail at that date
+        ["opt_out", "sms_reply"],
+        ["opt_in", "sms_reply"],
+        ["opt_out", "host"],
+    ]
+    rows = list(
+        csv.DictReader(io.StringIO(cli_run("report", "--consent", "--format", "csv").stdout))
+    )
+    assert tuple(rows[0]) == consent.TRAIL_COLUMNS
+    assert {(r["contact_name"], r["action"], r["source"]) for r in rows} >= {
+        ("Ann", "opt_out", "cli"),
+        ("Ann", "opt_in", "pages"),
+        ("Bob", "opt_out", "host"),
+        ("Bob", "opt_in", "import"),
+    }
+    pages = next(r for r in rows if r["source"] == "pages")
+    assert pages["actor"] == "maria" and pages["number"] == "+13125550101"
+    assert pages["detail"] == "at the counter" and pages["at"].endswith("+00:00")
+    imported = next(r for r in rows if r["source"] == "import")
+    assert imported["at"].startswith("2026-10-03") and "paper form" in imported["detail"]
+    only_ann = json.loads(
+        cli_run("report", "--consent", "--contact", ann, "--format", "json").stdout
+    )
+    assert [(r["action"], r["source"]) for r in only_ann] == [
+        ("opt_out", "cli"),
+        ("opt_in", "pages"),
+    ]
+    err = cli_run("report", "--consent", "--status", "sent", code=2).stderr
+    assert "--consent takes --since, --until and --contact only" in err
+
+
+def test_an_import_checks_every_row_first_and_never_overrides_a_later_opt_out(
+    session, world, tmp_path
+):
+    ann = str(world["ann"].id)
+    f = tmp_path / "in.csv"
+    f.write_text(f"contact,date,source\n{ann},2026-10-03,web form\n999,2026-10-04,web form\n")
+    err = cli_run("contacts", "import", str(f), code=2).stderr
+    assert "line 3: no contact '999'; nothing was imported" in err
+    f.write_text(f"contact,date,source\n{ann},03/10/2026,web form\n")
+    assert "is not a date: use YYYY-MM-DD" in cli_run("contacts", "import", str(f), code=2).stderr
+    f.write_text("who,date\n1,2026-10-03\n")
+    assert "no contact column" in cli_run("contacts", "import", str(f), code=2).stderr
+    from erp_sms.models import ConsentEvent
+
+    assert session.query(ConsentEvent).count() == 0
+    # Ann opted out today; a paper form from October does not opt her back in.
+    cli_run("contacts", "opt-out", ann)
+    f.write_text(f"contact,date,source\n{ann},2026-10-03,paper form\n")
+    out = cli_run("contacts", "import", str(f)).stdout
+    assert "not applied — they opted out on" in out and "0 consent(s) recorded" in out
+    session.commit()  # end the read snapshot: the CLI wrote since
+    session.expire_all()
+    assert not world["ann"].has_attribute("SMSUPDATE")

@@ -4,12 +4,16 @@ gateway."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import sys
+from typing import IO
 
 import click
 
-from .. import staff
+from .. import consent, staff
+from ..errors import InputError
+from ..recipients import default_lookup
 from .common import _user, staff_session
 
 
@@ -21,6 +25,8 @@ def group() -> None:
     Example:
       erp-sms contacts opt-out 42 --note "asked by phone"
       erp-sms contacts text 42 --message "Your order is ready for pickup at door 3."
+      erp-sms contacts consent 42
+      erp-sms contacts import opt-ins.csv
       erp-sms contacts gateways
     """
 
@@ -103,3 +109,58 @@ def text(contact: str, message: str | None) -> None:
         lines = staff.text_contact(s, contact, message, by=_user())
     for line in lines:
         click.echo(line)
+
+
+@group.command("consent")
+@click.argument("contact")
+def consent_trail(contact: str) -> None:
+    """A contact's consent trail: every opt-in and opt-out with its time (UTC), source,
+    who and the number.
+
+    \b
+    Example:
+      erp-sms contacts consent 42
+      erp-sms report --consent --format csv --output consent.csv   # everyone, for an auditor
+    """
+    with staff_session(readonly=True) as s:
+        view = default_lookup().contact(s, contact)
+        if view is None:
+            raise InputError(f"no contact {contact!r}: give the contact's id")
+        rows = consent.trail(s, contact_key=contact)
+    click.echo(f"consent trail of {view.name} (contact {view.key}), times in UTC")
+    for r in rows:
+        who = f" by {r['actor']}" if r["actor"] else ""
+        number = f" {r['number']}" if r["number"] else ""
+        detail = f" — {r['detail']}" if r["detail"] else ""
+        click.echo(f"  {r['at']}  {r['action']:<7} {r['source']}{who}{number}{detail}")
+    if not rows:
+        click.echo("  no opt-in or opt-out recorded")
+
+
+@group.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8-sig"))
+def import_consents(file: IO[str]) -> None:
+    """Record opt-ins collected elsewhere (a signed form, a web form): a CSV with the
+    columns contact (id), date (YYYY-MM-DD), source and optionally note. Every row is
+    checked first; a consent older than the contact's last opt-out is not applied.
+
+    \b
+    Example:
+      erp-sms contacts import opt-ins.csv
+      # opt-ins.csv:
+      #   contact,date,source,note
+      #   42,2026-10-03,paper form at pickup,signed by Ann Lee
+    """
+    reader = csv.DictReader(file)
+    header = [h.strip().lower() for h in reader.fieldnames or []]
+    missing = [c for c in consent.IMPORT_COLUMNS if c not in header]
+    if missing:
+        raise InputError(
+            f"{file.name}: no {missing[0]} column: the header must be contact,date,source[,note]"
+        )
+    rows = ({k.strip().lower(): v or "" for k, v in row.items() if k} for row in reader)
+    with staff_session() as s:
+        done = consent.import_opt_ins(s, rows, by=_user())
+    for line in done.lines:
+        click.echo(line)
+    click.echo(f"{done.recorded} consent(s) recorded")

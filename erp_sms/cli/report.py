@@ -40,6 +40,12 @@ from .common import staff_session
     type=click.Choice(report.GROUPS),
     help="Totals per month or per organization (texts, sent, delivered, failed, cost).",
 )
+@click.option(
+    "--consent",
+    is_flag=True,
+    help="The consent trail instead of the texts: every opt-in and opt-out with time, "
+    "source, who and number (--since, --until, --contact apply).",
+)
 def report_cmd(
     since: str | None,
     until: str | None,
@@ -51,6 +57,7 @@ def report_cmd(
     fmt: str,
     output: Path | None,
     group_by: str | None,
+    consent: bool,
 ) -> None:
     """The email log report: every text considered, with status and reason.
 
@@ -60,6 +67,7 @@ def report_cmd(
       erp-sms report --order SO-104233 --format csv --output so-104233.csv
       erp-sms report --format html --output log.html
       erp-sms report --group-by month --since 2026-01-01
+      erp-sms report --consent --format csv --output consent.csv
     """
     filters = report.make_filters(
         since=since,
@@ -70,6 +78,9 @@ def report_cmd(
         event=event,
         channel=channel,
     )
+    if consent:
+        _write_consent(filters, fmt, output)
+        return
     if group_by:
         with staff_session(readonly=True) as s:
             groups = report.grouped(s, filters, group_by)
@@ -95,6 +106,46 @@ def report_cmd(
         totals = _write_output(output, total, write)
     if output:
         click.echo(f"{totals.rows} row(s) written to {output}", err=True)
+
+
+def _write_consent(filters: report.Filters, fmt: str, output: Path | None) -> None:
+    """``--consent``: the consent trail as CSV, JSON or a table."""
+    from .. import consent
+
+    if fmt == "html":
+        raise InputError("--consent is written as csv, json or table, not html")
+    if filters.order or filters.statuses or filters.event or filters.channel:
+        raise InputError("--consent takes --since, --until and --contact only")
+    with staff_session(readonly=True) as s:
+        rows = consent.trail(
+            s, contact_key=filters.contact, since=filters.since, until=filters.until
+        )
+
+    def write(out: IO[str], _progress: Callable[[int], object] | None) -> report.Totals:
+        if fmt == "csv":
+            import csv
+
+            w = csv.DictWriter(out, fieldnames=consent.TRAIL_COLUMNS, lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+        elif fmt == "json":
+            import json
+
+            json.dump(rows, out, indent=2)
+            out.write("\n")
+        else:
+            for r in rows:
+                who = f" by {r['actor']}" if r["actor"] else ""
+                out.write(
+                    f"{r['at']}  {r['action']:<7} {r['source']:<12} {r['contact_id']:>6} "
+                    f"{r['contact_name']}  {r['number']}{who}  {r['detail']}\n"
+                )
+            out.write(f"{len(rows)} consent event(s)\n")
+        return report.Totals(rows=len(rows))
+
+    _write_output(output, None, write)
+    if output:
+        click.echo(f"{len(rows)} row(s) written to {output}", err=True)
 
 
 def _write_groups(
