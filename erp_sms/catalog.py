@@ -20,6 +20,16 @@ def _load(name: str) -> dict[str, Any]:
 # -- carrier gateways ------------------------------------------------------------------
 
 
+SUNSET_WARNING_DAYS = 90
+
+
+def _today() -> dt.date:
+    """Today, by the planning clock (``sendwindow.set_clock`` in tests), in UTC."""
+    from .sendwindow import now
+
+    return now().date()
+
+
 @dataclass(frozen=True)
 class Carrier:
     name: str
@@ -27,12 +37,22 @@ class Carrier:
     status: str  # active | sunsetting | shutdown | unknown
     sunset: dt.date | None
     note: str = ""
+    source: str = ""  # where the date comes from (rules/carriers.toml)
 
     def is_shut_down(self, today: dt.date | None = None) -> bool:
-        today = today or dt.date.today()
+        today = today or _today()
         if self.status == "shutdown":
             return True
         return self.sunset is not None and today >= self.sunset
+
+    def days_left(self, today: dt.date | None = None) -> int | None:
+        """Days until the gateway shuts down when that is within ``SUNSET_WARNING_DAYS``
+        (texts still go out, flagged in the report and the dashboard); else None."""
+        today = today or _today()
+        if self.sunset is None or self.is_shut_down(today):
+            return None
+        left = (self.sunset - today).days
+        return left if left <= SUNSET_WARNING_DAYS else None
 
     def describe(self, today: dt.date | None = None) -> str:
         """A sentence for staff, e.g. 'AT&T shut down its gateway on 2025-06-17'."""
@@ -55,6 +75,7 @@ def carriers() -> tuple[Carrier, ...]:
                 status=row["status"],
                 sunset=row.get("sunset"),
                 note=row.get("note", ""),
+                source=row.get("source", ""),
             )
         )
     return tuple(out)

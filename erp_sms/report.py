@@ -22,6 +22,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
+from .catalog import carrier_for_domain, carriers
 from .db import utcnow
 from .errors import InputError
 from .models import Channel, Message, Status
@@ -348,6 +349,8 @@ class Totals:
     cost: Decimal = Decimal(0)
     cost_unit: str = ""
     rows: int = 0
+    # Gateway texts sent within 90 days of their carrier's sunset, by carrier.
+    near_sunset: Counter[str] = field(default_factory=Counter)
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows += 1
@@ -356,6 +359,12 @@ class Totals:
         if row["status"] in _SENT:
             self.segments += row["segments"] or 0
         self.add_cost(row["_price"], row["_price_unit"])
+        if row["channel"] == Channel.EMAIL_GATEWAY and row.get("address"):
+            carrier = carrier_for_domain(str(row["address"]).rpartition("@")[2])
+            if carrier is not None and carrier.sunset is not None:
+                day = dt.date.fromisoformat(str(row["created_at"])[:10])
+                if carrier.days_left(day) is not None:
+                    self.near_sunset[carrier.name] += 1
 
     def add_cost(self, price: str | None, unit: str | None, n: int = 1) -> None:
         if not price:
@@ -374,11 +383,18 @@ class Totals:
             if self.cost
             else "none recorded (run `erp-sms prices` for Twilio; gateways cost nothing)"
         )
-        return [
+        out = [
             f"{self.rows} message(s) — by status: {st or 'none'}",
             f"by channel: {ch or 'none'}",
             f"segments sent: {self.segments}; cost: {cost}",
         ]
+        for name, n in sorted(self.near_sunset.items()):
+            sunset = next(c.sunset for c in carriers() if c.name == name)
+            out.append(
+                f"warning: {n} gateway text(s) to {name} within 90 days of its gateway's "
+                f"shutdown on {sunset}: activate the TWILIO rule (`erp-sms contacts gateways`)"
+            )
+        return out
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:

@@ -432,7 +432,9 @@ class GatewayContact:
 def gateway_contacts(session: Session, today: dt.date | None = None) -> list[GatewayContact]:
     """Contacts on shut-down or sunsetting gateways (the lookup's ``gateway_contacts``;
     ``InputError`` naming that method when the host has none)."""
-    today = today or dt.date.today()
+    from .sendwindow import now
+
+    today = today or now().date()
     region = get_settings().default_region
     active, _phone = rule_records.twilio_routing(session)
     lookup = default_lookup()
@@ -453,7 +455,11 @@ def gateway_contacts(session: Session, today: dt.date | None = None) -> list[Gat
         elif carrier.is_shut_down(today):
             todo = f"not texted: activate the TWILIO rule, texts will go to {addr.e164}"
         else:
-            todo = f"still texted by email until then: activate TWILIO before {carrier.sunset}"
+            left = carrier.days_left(today)
+            soon = f" — {left} day(s) left, texts to it are flagged" if left is not None else ""
+            todo = (
+                f"still texted by email until then{soon}: activate TWILIO before {carrier.sunset}"
+            )
         out.append(
             GatewayContact(c.key, c.name, c.has_smsupdate, addr.gateway or "", carrier, todo)
         )

@@ -296,3 +296,80 @@ def test_an_import_checks_every_row_first_and_never_overrides_a_later_opt_out(
     session.commit()  # end the read snapshot: the CLI wrote since
     session.expire_all()
     assert not world["ann"].has_attribute("SMSUPDATE")
+
+
+# -- carrier gateway health ---------------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self, when: str) -> None:
+        import datetime as dt
+
+        self.now = dt.datetime.fromisoformat(when).replace(tzinfo=dt.UTC)
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    from erp_sms.sendwindow import set_clock
+
+    c = _Clock("2027-02-15T15:00:00")  # 44 days before Verizon's 2027-03-31
+    set_clock(c)
+    yield c
+    set_clock(None)
+
+
+def test_every_dated_carrier_names_its_source():
+    from erp_sms.catalog import carriers
+
+    for c in carriers():
+        assert c.source, c.name
+        if c.sunset is not None:
+            assert "http" in c.source or "DESIGN.md" in c.source, c.name
+
+
+def test_within_90_days_of_a_sunset_texts_go_out_flagged(delivery, db, session, world, clock):
+    from erp_sms.dispatch import Dispatcher
+
+    _fire(session, world["order"])
+    assert Dispatcher(db).run_once().counts["sent"] == 1
+    ann = by_contact(session)["Ann"]
+    assert ann.status == Status.SENT
+    ann.created_at = clock.now  # logged on the clock's day (the log stamps real time)
+    session.commit()
+    out = cli_run("report").stdout
+    assert (
+        "warning: 1 gateway text(s) to Verizon within 90 days of its gateway's shutdown on "
+        "2027-03-31" in out
+    )
+    shown = cli_run("contacts", "gateways").stdout
+    assert "44 day(s) left, texts to it are flagged" in shown
+
+
+def test_on_and_after_the_sunset_nothing_is_mailed_there(
+    delivery, db, session, world, clock, smtp_sink
+):
+    import datetime as dt
+
+    from erp_sms.dispatch import Dispatcher
+
+    # Queued the day before the sunset, claimed the day after: never mailed (the dispatcher
+    # routes it again when it claims it), skipped with the carrier and the date.
+    clock.now = dt.datetime(2027, 3, 30, 15, tzinfo=dt.UTC)
+    _fire(session, world["order"])
+    assert by_contact(session)["Ann"].status == Status.QUEUED, by_contact(session)["Ann"].reason
+    clock.now = dt.datetime(2027, 4, 1, 15, tzinfo=dt.UTC)
+    Dispatcher(db).run_once()
+    ann = by_contact(session)["Ann"]
+    assert ann.status == Status.SKIPPED and "Verizon shut down" in ann.reason, ann.reason
+    assert "2027-03-31" in ann.reason and smtp_sink.received == []
+    # Planned after the sunset: skipped with the carrier and the date.
+    order2 = SalesOrderFactory(number="SO-9", organization=world["order"].organization)
+    session.add(order2)
+    session.commit()
+    _fire(session, order2)
+    late = [m for m in by_contact(session).values() if m.order_number == "SO-9"]
+    assert late[0].status == Status.SKIPPED
+    assert "Verizon shut down its email-to-SMS gateway on 2027-03-31" in late[0].reason

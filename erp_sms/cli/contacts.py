@@ -5,7 +5,6 @@ gateway."""
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import sys
 from typing import IO
 
@@ -73,7 +72,9 @@ def gateways() -> None:
     Example:
       erp-sms contacts gateways
     """
-    today = dt.date.today()
+    from ..sendwindow import now
+
+    today = now().date()
     with staff_session(readonly=True) as s:
         rows = staff.gateway_contacts(s, today)
     for c in rows:
