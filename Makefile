@@ -6,12 +6,13 @@ STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -
 
 .PHONY: demo test lint soak bench clean
 
+# The venv, the package with its test extras, and Twilio's segment calculator (npm) — the
+# independent count tests/test_segments.py checks against; without npm that test skips
+# and says why.
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip "setuptools>=68" wheel
 	$(PY) -m pip install --quiet -e '.[test]'
-	# Twilio's segment calculator, the independent count tests/test_segments.py checks
-	# against (the test skips and says why where npm is missing).
 	command -v npm >/dev/null && npm install --silent --no-audit --no-fund \
 	  --prefix $(VENV)/node sms-segments-calculator@1.3.0 || echo "npm not found: the segment comparison will skip"
 	rm -f $(VENV)/.installed-*

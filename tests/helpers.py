@@ -25,6 +25,15 @@ def activate_twilio(
     )
 
 
+def activate_site(
+    session: Session, number: str, *, name: str = "TWILIO:WEST", sid: str = SID, auth: str = AUTH
+) -> None:
+    """A site's own TWILIO record, active (a number per site)."""
+    rule_records.set_fields(
+        session, name, {"SID": sid, "AuthCode": auth, "PhoneNumber": number}, active=True, by="test"
+    )
+
+
 def messages(session: Session) -> list[Message]:
     session.commit()  # end the read snapshot: see what the dispatcher committed since
     session.expire_all()

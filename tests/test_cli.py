@@ -629,16 +629,10 @@ def test_contacts_text_refuses_what_does_not_render_or_is_too_long(run, session,
 def test_a_one_off_goes_out_from_the_organizations_site_number(run, session, shop):
     from erp_sms import rule_records
 
-    from .helpers import activate_twilio
+    from .helpers import activate_site, activate_twilio
 
     activate_twilio(session)
-    rule_records.set_fields(
-        session,
-        "TWILIO:WEST",
-        {"SID": SID, "AuthCode": AUTH, "PhoneNumber": "+13125550199"},
-        active=True,
-        by="test",
-    )
+    activate_site(session, "+13125550199")
     org = str(shop["order"].organization_id)
     rule_records.map_sender(session, org, "Acme Fabrication", "TWILIO:WEST", by="test")
     session.commit()

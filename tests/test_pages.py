@@ -58,8 +58,9 @@ FORMS = [
 ]
 
 
-@pytest.fixture
-def world(session):
+def _world(session):
+    """Ann on a gateway, Bob on a plain number, order SO-1 sent to production; staff
+    user maria."""
     org = OrganizationFactory(name="Acme Fabrication")
     ann = ContactFactory(name="Ann Lee", email2="3125550101@vtext.com", organizations=[org])
     bob = ContactFactory(name="Bob Ray", email2="+13125550102", organizations=[org])
@@ -70,6 +71,11 @@ def world(session):
     signals.sent_to_production.send(order, session=session)
     session.commit()
     return {"order": order, "ann": ann, "bob": bob}
+
+
+@pytest.fixture
+def world(session):
+    return _world(session)
 
 
 @pytest.fixture
@@ -525,15 +531,7 @@ def test_the_pages_and_their_actions_on_every_database(any_db, host):
     PostgreSQL and MariaDB: their SQL differs (LIKE, dates, locks), so each runs on each."""
     from erp_sms.config import get_settings
 
-    org = OrganizationFactory(name="Acme Fabrication")
-    ann = ContactFactory(name="Ann Lee", email2="3125550101@vtext.com", organizations=[org])
-    bob = ContactFactory(name="Bob Ray", email2="+13125550102", organizations=[org])
-    order = SalesOrderFactory(number="SO-1", organization=org, contact=ann)
-    host.add_all([org, ann, bob, order])
-    users.add(host, "maria", PASSWORD, by="test")
-    host.commit()
-    signals.sent_to_production.send(order, session=host)
-    host.commit()
+    ann = _world(host)["ann"]
     app = create_app(db=any_db, settings=get_settings())
     app.config["TESTING"] = True
     staff = Staff(app.test_client())

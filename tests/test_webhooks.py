@@ -21,7 +21,7 @@ from erp_sms.webhooks import classify_reply, create_app
 
 from .conftest import with_settings
 from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .helpers import AUTH, SID, TWILIO_NUMBER, activate_twilio, messages
+from .helpers import AUTH, SID, TWILIO_NUMBER, activate_site, activate_twilio, messages
 
 PUBLIC = "https://erp.example.com/sms"
 
@@ -164,16 +164,9 @@ def test_a_site_account_signs_its_own_callbacks(client, session, sent):
     # A TWILIO:WEST text's callbacks carry WEST's AccountSid and are signed with WEST's
     # token: checked with that record, not the main one — and WEST's token signs nothing
     # for the main account.
-    from erp_sms import rule_records
 
     west_sid, west_auth = "AC" + "fedcba9876543210" * 2, "0123456789abcdef" * 2
-    rule_records.set_fields(
-        session,
-        "TWILIO:WEST",
-        {"SID": west_sid, "AuthCode": west_auth, "PhoneNumber": "+17145550199"},
-        active=True,
-        by="test",
-    )
+    activate_site(session, "+17145550199", sid=west_sid, auth=west_auth)
     session.commit()
     west_text, main_text = sent["rows"][0].provider_id, sent["rows"][1].provider_id
     params = {**callback(west_text, "delivered"), "AccountSid": west_sid}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -108,6 +108,23 @@ def report_cmd(
         click.echo(f"{totals.rows} row(s) written to {output}", err=True)
 
 
+def _write_records(
+    out: IO[str], fmt: str, rows: list[dict[str, Any]], columns: Sequence[str]
+) -> None:
+    """Rows of plain values as CSV (a header of ``columns``) or a JSON array."""
+    if fmt == "csv":
+        import csv
+
+        w = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    else:
+        import json
+
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+
+
 def _write_consent(filters: report.Filters, fmt: str, output: Path | None) -> None:
     """``--consent``: the consent trail as CSV, JSON or a table."""
     from .. import consent
@@ -122,17 +139,8 @@ def _write_consent(filters: report.Filters, fmt: str, output: Path | None) -> No
         )
 
     def write(out: IO[str], _progress: Callable[[int], object] | None) -> report.Totals:
-        if fmt == "csv":
-            import csv
-
-            w = csv.DictWriter(out, fieldnames=consent.TRAIL_COLUMNS, lineterminator="\n")
-            w.writeheader()
-            w.writerows(rows)
-        elif fmt == "json":
-            import json
-
-            json.dump(rows, out, indent=2)
-            out.write("\n")
+        if fmt in ("csv", "json"):
+            _write_records(out, fmt, rows, consent.TRAIL_COLUMNS)
         else:
             for r in rows:
                 who = f" by {r['actor']}" if r["actor"] else ""
@@ -155,17 +163,8 @@ def _write_groups(
     rows = [report.group_row(name, t) for name, t in groups]
 
     def write(out: IO[str], _progress: Callable[[int], object] | None) -> report.Totals:
-        if fmt == "csv":
-            import csv
-
-            w = csv.DictWriter(out, fieldnames=report.GROUP_COLUMNS, lineterminator="\n")
-            w.writeheader()
-            w.writerows(rows)
-        elif fmt == "json":
-            import json
-
-            json.dump(rows, out, indent=2)
-            out.write("\n")
+        if fmt in ("csv", "json"):
+            _write_records(out, fmt, rows, report.GROUP_COLUMNS)
         elif fmt == "table":
             out.write(
                 f"{by:<28} {'texts':>6} {'sent':>6} {'delivered':>9} {'failed':>6} "
