@@ -527,6 +527,12 @@ def test_long_exports_show_a_progress_bar_on_a_terminal_but_not_in_pipes(
 def test_demo_runs_the_whole_flow_on_loopback(run, tmp_path):
     out = run("demo", "--database", str(tmp_path / "demo.db")).stdout
     assert "SMTP sink received 2 mail(s)" in out
+    # A gateway text says who sent it and how to opt out without replying (issue 13).
+    gateway = next(
+        ln for ln in out.splitlines() if ln.strip().startswith("to 3125550101@vtext.com")
+    )
+    assert "Northwind Machining: your order" in gateway and "STOP" not in gateway
+    assert gateway.endswith("To opt out, call (312) 555-0100.")
     assert "Twilio-compatible API accepted 8 message(s)" in out
     assert "opt_out (sms_reply)" in out
     summary = out.split("by status: ")[1].splitlines()[0]
