@@ -13,7 +13,7 @@ once (CONTRACT.md "Consent"):
   changed: opting out twice records one event.
 
 An opt-in removes the number from the list and adds SMSUPDATE back. Sources: ``cli``,
-``web``, ``sms_reply``, ``twilio_21610``, ``host``, ``import``.
+``pages``, ``sms_reply``, ``twilio_21610``, ``host``, ``import``.
 """
 
 from __future__ import annotations
