@@ -221,10 +221,7 @@ def _notify(
         new = _plan(event, order, session, kwargs, info, draft=draft)
         if send_at is not None:
             _schedule(new, send_at)
-        if info.windowed(event):
-            from .sendwindow import now
-
-            _apply_window(new, info, now())
+        _apply_window(event, new, info)
         # One statement, no read first and no primary keys fetched back; a row whose key
         # is already in the log (the event fired again, or concurrently) is left alone.
         insert_new(session, [_row(m) for m in new])
@@ -391,6 +388,7 @@ def _plan(
         context[event.subject] = subject_ctx
     if info.collect:
         info.context = context
+    keep = wording.keep_from(context)  # what shortening a too-long text must not cut
 
     out = []
     for i, d in enumerate(decisions):
@@ -431,7 +429,7 @@ def _plan(
             rendered = templates.render(
                 source, {**context, "contact": contact.context}, event.template
             )
-            done = wording.finish(rendered.body, r.channel, info.rules, wording.keep_from(context))
+            done = wording.finish(rendered.body, r.channel, info.rules, keep)
         except TemplateError as exc:
             out.append(_new_message({**base, **who}, key, Status.FAILED, exc.message))
             continue
@@ -565,12 +563,16 @@ class PlanInfo:
         return event.send_window or event.name in self.window_events.split(",")
 
 
-def _apply_window(new: Sequence[Message], info: PlanInfo, now: dt.datetime) -> None:
-    """Queued texts of an event that keeps to the send window wait for its next opening
-    in the recipient's local time (the reason says until when); the worker checks again
-    when it claims them."""
+def _apply_window(event: EventType, new: Sequence[Message], info: PlanInfo) -> None:
+    """When ``event`` keeps to the send window, its queued texts wait for the window's
+    next opening in the recipient's local time (the reason says until when); the worker
+    checks again when it claims them."""
+    if not info.windowed(event):
+        return
     from .sendwindow import Policy
+    from .sendwindow import now as clock
 
+    now = clock()
     policy = Policy.from_options(info.window, info.zone)
     for m in new:
         if m.status != Status.QUEUED:
@@ -633,10 +635,7 @@ def preview(
     written nowhere."""
     info = PlanInfo()
     planned = _plan(event, order, session, kwargs, info, draft=draft)
-    if info.windowed(event):
-        from .sendwindow import now
-
-        _apply_window(planned, info, now())
+    _apply_window(event, planned, info)
     return planned
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
-from .catalog import carrier_for_domain, carriers
+from .catalog import carrier_for_domain
 from .db import utcnow
 from .errors import InputError
 from .models import Channel, Message, Status
@@ -349,8 +349,8 @@ class Totals:
     cost: Decimal = Decimal(0)
     cost_unit: str = ""
     rows: int = 0
-    # Gateway texts sent within 90 days of their carrier's sunset, by carrier.
-    near_sunset: Counter[str] = field(default_factory=Counter)
+    # Gateway texts sent within 90 days of their carrier's sunset: by (carrier, sunset).
+    near_sunset: Counter[tuple[str, dt.date]] = field(default_factory=Counter)
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows += 1
@@ -361,10 +361,9 @@ class Totals:
         self.add_cost(row["_price"], row["_price_unit"])
         if row["channel"] == Channel.EMAIL_GATEWAY and row.get("address"):
             carrier = carrier_for_domain(str(row["address"]).rpartition("@")[2])
-            if carrier is not None and carrier.sunset is not None:
-                day = dt.date.fromisoformat(str(row["created_at"])[:10])
-                if carrier.days_left(day) is not None:
-                    self.near_sunset[carrier.name] += 1
+            day = dt.date.fromisoformat(str(row["created_at"])[:10])
+            if carrier is not None and carrier.sunset and carrier.days_left(day) is not None:
+                self.near_sunset[carrier.name, carrier.sunset] += 1
 
     def add_cost(self, price: str | None, unit: str | None, n: int = 1) -> None:
         if not price:
@@ -388,8 +387,7 @@ class Totals:
             f"by channel: {ch or 'none'}",
             f"segments sent: {self.segments}; cost: {cost}",
         ]
-        for name, n in sorted(self.near_sunset.items()):
-            sunset = next(c.sunset for c in carriers() if c.name == name)
+        for (name, sunset), n in sorted(self.near_sunset.items()):
             out.append(
                 f"warning: {n} gateway text(s) to {name} within 90 days of its gateway's "
                 f"shutdown on {sunset}: activate the TWILIO rule (`erp-sms contacts gateways`)"

@@ -249,9 +249,7 @@ class _Planner:
         self.policy = Policy.from_options(
             options.get(session, "SMSSENDWINDOW"), options.get(session, "SMSTIMEZONE")
         )
-        self.rules = wording.Rules.from_values(
-            {name: options.get(session, name) for name in wording.OPTIONS}
-        )
+        self.rules = wording.Rules.read(session)
         self._sources: dict[str, templates.TemplateSource | str] = {}
         self._switches: dict[str | None, bool] = {}
         self.blocked: dict[str, Any] = {}

@@ -193,7 +193,7 @@ def check_template(session: Session, name: str, source: str) -> TemplateCheck:
         r = tpl.check(source, ctx, name)
     except TemplateError as exc:
         return TemplateCheck(name, error=exc.message)
-    rules = replace(texting_rules(session), too_long=wording.CHECK)  # refused, never cut
+    rules = replace(wording.Rules.read(session), too_long=wording.CHECK)  # refused, never cut
     keep = wording.keep_from(ctx)
     warnings: list[str] = []
     finished: dict[str, wording.Finished] = {}
@@ -211,23 +211,21 @@ def check_template(session: Session, name: str, source: str) -> TemplateCheck:
             warnings.append("gateway texts: the STOP/HELP sentence is taken out (no reply is read)")
     if not company and "sender.name" in source:
         warnings.append("SMSCOMPANYNAME is not set: texts do not say who sent them")
-    shown = finished.get(Channel.TWILIO) or next(iter(finished.values()), None)
-    body = shown.body if shown else r.body
-    info = analyse(body)
-    if shown is not None and shown.segments > 1:
-        warnings.append(f"{shown.segments} segments ({info.units} {info.encoding} units)")
+    # Shown as Twilio sends it: that channel always takes the text (a failure returned above).
+    info = analyse(finished[Channel.TWILIO].body)
+    if info.segments > 1:
+        warnings.append(f"{info.segments} segments ({info.units} {info.encoding} units)")
     if info.encoding == UCS2:
         chars = " ".join(repr(c) for c in info.non_gsm)
         warnings.append(f"characters outside GSM-7 force UCS-2 (70 per segment): {chars}")
     return TemplateCheck(
-        name, body, info.encoding, info.segments, info.units, info.non_gsm, tuple(warnings)
-    )
-
-
-def texting_rules(session: Session) -> wording.Rules:
-    """The texting rules' options as staff set them."""
-    return wording.Rules.from_values(
-        {name: options_mod.get(session, name) for name in wording.OPTIONS}
+        name,
+        finished[Channel.TWILIO].body,
+        info.encoding,
+        info.segments,
+        info.units,
+        info.non_gsm,
+        tuple(warnings),
     )
 
 

@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import phonenumbers
+from sqlalchemy.orm import Session
 
 from .catalog import lookalikes
 from .errors import InputError
 from .models import Channel, Status
 from .segments import analyse, clusters
+from .templates import MAX_TEXT
 
 TWILIO_OPT_OUT = "Reply STOP to opt out, HELP for help."
 STOP_WORDS = ("STOP", "UNSUBSCRIBE", "OPT OUT", "OPTOUT")
@@ -86,6 +88,13 @@ class Rules:
     lookalikes: bool = True
     max_segments: int = 3
     too_long: str = "shorten"
+
+    @classmethod
+    def read(cls, session: Session) -> Rules:
+        """The options as staff set them (the host path reads them with its settings)."""
+        from . import options
+
+        return cls.from_values({name: options.get(session, name) for name in OPTIONS})
 
     @classmethod
     def from_values(cls, values: Mapping[str, str]) -> Rules:
@@ -154,7 +163,7 @@ def finish(body: str, channel: str | None, rules: Rules, keep: Sequence[str] = (
         tail = "" if line in body else line
     text = _join(body, tail)
     info = analyse(text)
-    if info.segments <= rules.max_segments and len(text) <= 1600:
+    if info.segments <= rules.max_segments and len(text) <= MAX_TEXT:
         return Finished(text, info.encoding, info.segments)
     over = f"the text takes {info.segments} segments; SMSMAXSEGMENTS allows {rules.max_segments}"
     if rules.too_long == CHECK:
@@ -183,7 +192,7 @@ def _shorten(core: str, tail: str, keep: Sequence[str], max_segments: int) -> st
 
     def fits(n: int) -> bool:
         text = candidate(n)
-        return len(text) <= 1600 and analyse(text).segments <= max_segments
+        return len(text) <= MAX_TEXT and analyse(text).segments <= max_segments
 
     if not fits(0):
         return None

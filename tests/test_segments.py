@@ -173,11 +173,11 @@ def test_segment_counts_agree_with_twilios_calculator(twilio_calculator) -> None
 
 
 def test_a_family_emoji_is_never_split_where_a_code_point_count_would(twilio_calculator) -> None:
-    # 63 code units, then an 11-unit family: 74 units in all, two segments. Counting code
-    # points, the family would fill the first segment to 67 and leave 7 for the second;
-    # whole, it moves to the second — the same two segments here, but one more at the
-    # next boundary (a 134-unit text).
-    text = "ê" * 63 + "👨‍👩‍👧‍👦" + "ê" * 63
+    # 60 units, an 11-unit family, 60 units: 131 in all. Split by code point, the family
+    # would fill the first segment to 66 and the rest fit the second (2 segments); kept
+    # whole, it starts the second segment, which then overflows into a third — as Twilio
+    # bills it.
+    text = "ê" * 60 + "👨‍👩‍👧‍👦" + "ê" * 60
     assert analyse(text).segments == twilio_calculator(text)[1] == 3
 
 

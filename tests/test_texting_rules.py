@@ -111,6 +111,20 @@ def test_without_smsoptoutcontact_gateway_texts_are_skipped_with_the_fix(session
     assert ann.body.endswith("To opt out: https://birch.example/stop")
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("SMSMAXSEGMENTS", "0", "SMSMAXSEGMENTS takes a whole number from 1 to 10, not '0'"),
+        ("SMSMAXSEGMENTS", "three", "SMSMAXSEGMENTS takes a whole number from 1 to 10"),
+        ("SMSTOOLONG", "split", "SMSTOOLONG takes shorten or fail, not 'split'"),
+        ("SMSLOOKALIKES", "maybe", "SMSLOOKALIKES takes on or off, not 'maybe'"),
+    ],
+)
+def test_the_texting_rule_options_refuse_bad_values_in_one_line(session, name, value, says):
+    err = cli_run("options", "set", name, value, code=2).stderr
+    assert err.count("\n") == 1 and says in err
+
+
 def test_smsoptoutcontact_takes_a_phone_number_or_a_web_address(session):
     assert options.set_value(session, "SMSOPTOUTCONTACT", "(312) 555-0100") == "+13125550100"
     assert options.set_value(session, "SMSOPTOUTCONTACT", "https://x.example/stop").startswith(
