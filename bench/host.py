@@ -139,7 +139,7 @@ def _floor(engine: Any, n: int) -> float:
             if engine.dialect.name == "sqlite":  # as the notifier opens it (no BEGIN yet)
                 cur.execute("BEGIN IMMEDIATE")
             for statement, params, many in captured:
-                if many:
+                if many and isinstance(params, list):  # not SQLAlchemy's multi-row INSERT
                     cur.executemany(statement, params)
                 else:
                     cur.execute(statement, params)

@@ -17,6 +17,7 @@ import functools
 import json
 import logging
 import random
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -186,7 +187,54 @@ def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         if not ordered:
             return
         stmt = insert(message_table)
-    conn.execute(stmt, ordered)
+    one = _one_statement(conn, stmt, len(ordered), len(ordered[0]))
+    if one is None:
+        with session.begin_nested():
+            # asked again: the SAVEPOINT is emitted when the nested transaction's
+            # connection is first asked for, not by begin_nested() itself
+            session.connection(bind_arguments={"mapper": Message}).execute(stmt, ordered)
+        return
+    conn.execute(one, ordered)
+
+
+def _one_statement(conn: Connection, stmt: Any, rows: int, columns: int) -> Any | None:
+    """The statement that writes ``rows`` rows as one statement, or None (then they go
+    inside a SAVEPOINT of their own).
+
+    Only SQLite needs this: the host path runs no SAVEPOINT there
+    (``notifier._our_part``), and SQLite undoes a failed statement whole, but plain
+    executemany is a statement per row, so a failure could keep an event's first rows.
+    With RETURNING, SQLAlchemy sends executemany as multi-row INSERTs
+    ("insertmanyvalues", compiled once) up to its page of rows and its cap on
+    parameters — and this SQLite's own cap (999 before SQLite 3.32)."""
+    dialect = conn.dialect
+    if dialect.name != "sqlite":
+        return stmt
+    if not dialect.insert_executemany_returning:  # SQLite before 3.35: no RETURNING
+        return None
+    limit = min(dialect.insertmanyvalues_max_parameters, 999)
+    getlimit = getattr(conn.connection.driver_connection, "getlimit", None)
+    if getlimit is not None:
+        limit = min(
+            dialect.insertmanyvalues_max_parameters, getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        )
+    if rows > dialect.insertmanyvalues_page_size or rows * columns > limit:
+        return None
+    return _returning(stmt)
+
+
+@functools.cache
+def _returning(stmt: Any) -> Any:
+    return stmt.returning(message_table.c.id)
+
+
+def host_insert(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Run the statement an event's rows go in with, for ``notifier.warm_up``: it
+    compiles it (the caller rolls back)."""
+    stmt = _insert_or_ignore(conn.dialect.name)
+    if stmt is not None:
+        one = _one_statement(conn, stmt, len(rows), len(rows[0]))
+        conn.execute(stmt if one is None else one, list(rows))
 
 
 @functools.cache

@@ -147,3 +147,36 @@ def test_sqlite_our_reads_never_leave_the_host_a_stale_snapshot(db_url, settings
         assert [m.status for m in s.scalars(select(Message))] == [Status.QUEUED]
         assert s.scalar(select(func.count()).where(erp.Organization.name == "host change")) == 1
     engine.dispose()
+
+
+@pytest.mark.parametrize("contacts", [3, 1_050])  # one multi-row INSERT; more than one holds
+def test_sqlite_a_failed_insert_keeps_none_of_the_events_rows(db_url, settings, contacts):
+    """On SQLite the event runs without a SAVEPOINT: its rows must still go in whole or
+    not at all. A real SQLite error on the event's second row (a trigger) leaves none
+    of its texts, the failure in the log, and the host's own change committed."""
+    engine = make_engine(db_url)
+    with Session(engine, expire_on_commit=False) as s:
+        org = OrganizationFactory(name="Acme")
+        people = [
+            ContactFactory(name=f"C{i}", email2=f"312555{i:04d}@vtext.com", organizations=[org])
+            for i in range(contacts)
+        ]
+        order = SalesOrderFactory(number="SO-7", organization=org, contact=people[0])
+        s.add_all([org, order, *people])
+        s.commit()
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER second_row BEFORE INSERT ON sms_message WHEN "
+            "(SELECT count(*) FROM sms_message WHERE order_number = NEW.order_number) >= 1 "
+            "BEGIN SELECT RAISE(ABORT, 'disk quota for texts'); END"
+        )
+    with Session(engine, expire_on_commit=False) as s:
+        s.add(erp.Organization(name="host change"))
+        assert signals.sent_to_production.send(s.merge(order), session=s)[0][1] == []
+        s.commit()
+    with Session(engine) as s:
+        rows = list(s.scalars(select(Message)))
+        assert [(m.status, m.contact_ref) for m in rows] == [(Status.FAILED, None)]
+        assert "disk quota for texts" in (rows[0].reason or "")
+        assert s.scalar(select(func.count()).where(erp.Organization.name == "host change")) == 1
+    engine.dispose()
