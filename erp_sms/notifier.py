@@ -417,6 +417,10 @@ def _plan(
     if info.collect:
         info.context = context
     keep = wording.keep_from(context)  # what shortening a too-long text must not cut
+    # A template that names no ``contact`` reads the same for every contact: rendered
+    # and finished once per channel (the packaged templates are all like that).
+    same_for_all = source is not None and not templates.refers_to(source, "contact")
+    finished: dict[str | None, wording.Finished] = {}
 
     out = []
     for i, d in enumerate(decisions):
@@ -454,10 +458,14 @@ def _plan(
             out.append(_new_message({**base, **who}, key, Status.FAILED, template_error))
             continue
         try:
-            rendered = templates.render(
-                source, {**context, "contact": contact.context}, event.template
-            )
-            done = wording.finish(rendered.body, r.channel, info.rules, keep)
+            done = finished.get(r.channel) if same_for_all else None
+            if done is None:
+                rendered = templates.render(
+                    source, {**context, "contact": contact.context}, event.template
+                )
+                done = wording.finish(rendered.body, r.channel, info.rules, keep)
+                if same_for_all:
+                    finished[r.channel] = done
         except TemplateError as exc:
             out.append(_new_message({**base, **who}, key, Status.FAILED, exc.message))
             continue

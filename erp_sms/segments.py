@@ -20,6 +20,7 @@ GSM7_BASIC = frozenset(
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+GSM7_ALL = GSM7_BASIC | GSM7_EXTENSION
 
 GSM7 = "GSM-7"
 UCS2 = "UCS-2"
@@ -64,10 +65,13 @@ def _utf16(s: str) -> int:
 
 def analyse(text: str) -> SegmentInfo:
     """Encoding and segment count of ``text`` as a carrier would send it."""
-    non_gsm = [c for c in text if c not in GSM7_BASIC and c not in GSM7_EXTENSION]
-    if not non_gsm:
+    if GSM7_ALL.issuperset(text):
+        units = len(text) + sum(text.count(c) for c in GSM7_EXTENSION)
+        if units <= 160:  # one segment: how the symbols would split does not matter
+            return SegmentInfo(GSM7, 1 if units else 0, units)
         # Every cluster is one character here but CR LF (two septets, kept together).
         costs = [sum(2 if c in GSM7_EXTENSION else 1 for c in g) for g in clusters(text)]
         return SegmentInfo(GSM7, _pack(costs, 160, 153), sum(costs))
+    non_gsm = [c for c in text if c not in GSM7_ALL]
     costs = [_utf16(g) for g in clusters(text)]
     return SegmentInfo(UCS2, _pack(costs, 70, 67), sum(costs), tuple(dict.fromkeys(non_gsm)))

@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 import jinja2
+import jinja2.meta
 from jinja2 import nodes
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import ScalarSelect, select
@@ -218,6 +219,16 @@ def source_from(name: str, override: str | None) -> TemplateSource:
             f"{name!r} --file FILE`"
         )
     return default
+
+
+@lru_cache(maxsize=256)
+def refers_to(source: str, name: str) -> bool:
+    """Whether template ``source`` uses the variable ``name`` at all (True when it does
+    not parse: the caller renders it and reports the error)."""
+    try:
+        return name in jinja2.meta.find_undeclared_variables(_env.parse(source))
+    except jinja2.TemplateSyntaxError:
+        return True
 
 
 @lru_cache(maxsize=256)

@@ -502,3 +502,30 @@ def test_smsonlyone_flipped_by_staff_is_honoured_at_the_next_event_both_ways(ses
     }
     assert per_order["SO-F1"] == ["Ann"]
     assert per_order["SO-F0"] == per_order["SO-F2"] == ["Ann", "Bob", "Cat"]
+
+
+def test_a_template_naming_the_contact_reads_differently_per_contact(session, world):
+    """The packaged templates read the same for everyone and are rendered once per
+    channel; one that names ``contact`` is rendered for each contact."""
+    activate_twilio(session)
+    ann, bob = world["ann"], world["bob"]
+    ann.email2 = "312-555-0101"
+    session.add(TemplateOverride(name="SMS S2P", body="Hi {{ contact.name }}: {{ order.number }}"))
+    session.commit()
+    signals.sent_to_production.send(world["order"], session=session)
+    session.commit()
+    rows = by_contact(session)
+    assert rows["Ann"].body.startswith("Hi Ann: SO-104233")
+    assert rows["Bob"].body.startswith("Hi Bob: SO-104233")
+    assert rows["Ann"].channel == rows["Bob"].channel == Channel.TWILIO
+    assert rows["Cat"].body.startswith("Hi Cat: SO-104233")  # AT&T's gateway: by Twilio
+    session.delete(session.get(TemplateOverride, "SMS S2P"))
+    session.commit()
+    signals.work_order_completed.send(
+        world["order"], session=session, work_order=WorkOrderFactory(number="WO-7")
+    )
+    session.commit()
+    done = [m for m in messages(session) if m.event == "work_order_completed"]
+    bodies = {m.contact_name: m.body for m in done if m.status == Status.QUEUED}
+    assert set(bodies) == {"Ann", "Bob", "Cat"} and len(set(bodies.values())) == 1
+    assert "WO-7" in bodies["Ann"] and "Reply STOP" in bodies["Ann"]
