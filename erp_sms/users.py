@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import secrets
 from dataclasses import dataclass
 
@@ -27,8 +28,14 @@ MAX_FAILURES = 5
 LOCK_MINUTES = 15
 
 _hasher = PasswordHasher()
-# Checked against when the name is unknown, so both answers take as long.
-_DUMMY = _hasher.hash(secrets.token_hex(16))
+
+
+@functools.cache
+def _dummy() -> str:
+    """Checked against when the name is unknown, so both answers take as long. Made on
+    first use: an Argon2 hash takes 64 MB and ~0.2 s, which every command (the worker,
+    `report`…) paid at import when this was made there."""
+    return _hasher.hash(secrets.token_hex(16))
 
 
 @dataclass(frozen=True)
@@ -112,7 +119,7 @@ def authenticate(
     wrong = "wrong user name or password"
     if user is None:
         with contextlib.suppress(VerificationError, InvalidHashError):
-            _hasher.verify(_DUMMY, password)
+            _hasher.verify(_dummy(), password)
         return SignIn(None, wrong)
     if user.locked_until is not None and user.locked_until > now:
         left = max(1, int((user.locked_until - now).total_seconds() // 60) + 1)

@@ -508,7 +508,7 @@ def test_a_template_naming_the_contact_reads_differently_per_contact(session, wo
     """The packaged templates read the same for everyone and are rendered once per
     channel; one that names ``contact`` is rendered for each contact."""
     activate_twilio(session)
-    ann, bob = world["ann"], world["bob"]
+    ann = world["ann"]
     ann.email2 = "312-555-0101"
     session.add(TemplateOverride(name="SMS S2P", body="Hi {{ contact.name }}: {{ order.number }}"))
     session.commit()

@@ -9,6 +9,8 @@ import datetime as dt
 import html
 import io
 import re
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -568,3 +570,33 @@ def test_the_pages_and_their_actions_on_every_database(any_db, host):
         Status.CANCELED,
         Status.CANCELED,
     ]
+
+
+def test_no_command_pays_for_an_argon2_hash_until_someone_signs_in(session, monkeypatch):
+    """Every command imports the users module: it made its dummy hash (64 MB, ~0.2 s) at
+    import, so `erp-sms report` and the worker started at 125 MB. Now only a sign-in
+    with an unknown name makes it, and that sign-in still checks a hash."""
+    script = (
+        "import argon2\n"
+        "made = []\n"
+        "real = argon2.PasswordHasher.hash\n"
+        "argon2.PasswordHasher.hash = lambda self, p, **k: made.append(1) or real(self, p, **k)\n"
+        "import erp_sms.cli, erp_sms.web\n"
+        "print(len(made))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0"
+    checked: list[str] = []
+    real = users._hasher
+
+    class Spy:
+        def hash(self, password: str) -> str:
+            return real.hash(password)
+
+        def verify(self, hashed: str, password: str) -> bool:
+            checked.append(hashed)
+            return real.verify(hashed, password)
+
+    monkeypatch.setattr(users, "_hasher", Spy())
+    assert users.authenticate(session, "nobody", "any password at all").user is None
+    assert len(checked) == 1 and checked[0].startswith("$argon2id$")
