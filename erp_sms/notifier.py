@@ -239,8 +239,9 @@ def _notify(
         if send_at is not None:
             _schedule(new, send_at)
         _apply_window(event, new, info)
-        # One statement, no read first and no primary keys fetched back; a row whose key
-        # is already in the log (the event fired again, or concurrently) is left alone.
+        # One statement, no read first (on SQLite the ids come back: RETURNING is what
+        # makes SQLAlchemy send the rows as one statement); a row whose key is already
+        # in the log (the event fired again, or concurrently) is left alone.
         insert_new(session, [_row(m) for m in new])
     if new:
         log.info(
