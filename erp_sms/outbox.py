@@ -212,12 +212,9 @@ def _one_statement(conn: Connection, stmt: Any, rows: int, columns: int) -> Any 
         return stmt
     if not dialect.insert_executemany_returning:  # SQLite before 3.35: no RETURNING
         return None
-    limit = min(dialect.insertmanyvalues_max_parameters, 999)
-    getlimit = getattr(conn.connection.driver_connection, "getlimit", None)
-    if getlimit is not None:
-        limit = min(
-            dialect.insertmanyvalues_max_parameters, getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        )
+    getlimit = getattr(conn.connection.driver_connection, "getlimit", None)  # Python 3.11+
+    own = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit else 999
+    limit = min(dialect.insertmanyvalues_max_parameters, own)
     if rows > dialect.insertmanyvalues_page_size or rows * columns > limit:
         return None
     return _returning(stmt)
