@@ -86,39 +86,75 @@ def queue_texts(engine, n: int, *, gateway: bool) -> None:  # type: ignore[no-un
     )
 
 
+SID, TOKEN = "AC" + "1" * 32, "2" * 32  # the loopback Twilio account of the benches
+
 SINK = """
-import sys, threading
+import sys
 from erp_sms.testing import SmtpSink
 with SmtpSink() as sink:
-    print(sink.port, flush=True)
+    print(sink.host, sink.port, flush=True)
     sys.stdin.read()  # until the bench closes our stdin
 """
 
+TWILIO = """
+import json, sys
+from erp_sms.testing import TwilioServer
+with TwilioServer(latency=%(latency)r, concurrency_limit=%(limit)r) as api:
+    api.add_account(%(sid)r, %(token)r)
+    host, port = api.url.rsplit(":", 1)
+    print(host.removeprefix("http://"), port, flush=True)
+    sys.stdin.read()  # until the bench closes our stdin
+    counts = {k: getattr(api, k) for k in ("requests", "creates", "over_limit")}
+    print(json.dumps(counts), flush=True)
+"""
 
-class SinkProcess:
-    """The loopback SMTP sink in a process of its own, as a real mail server is: in the
-    bench's process its event loop would compete with the sender for the GIL."""
 
-    host = "127.0.0.1"
+class ServerProcess:
+    """A loopback server in a process of its own, as a real mail server or Twilio's API
+    is: in the bench's process its threads would compete with the sender for the GIL and
+    the rate measured would be partly the server's. ``counts`` (Twilio) holds the
+    server's request counters once the block has ended."""
 
-    def __enter__(self) -> SinkProcess:
+    def __init__(self, script: str) -> None:
+        self.script = script
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> ServerProcess:
         import subprocess
         import sys
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", SINK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", self.script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
-        self.port = int(self.proc.stdout.readline())
+        host, port = self.proc.stdout.readline().split()
+        self.host, self.port = host, int(port)
+        self.url = f"http://{host}:{port}"
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self.proc.stdin is not None
+        import json
+
+        assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.close()
+        tail = self.proc.stdout.read().strip()
+        self.counts = json.loads(tail) if tail else {}
         self.proc.wait(30)
 
 
-SID, TOKEN = "AC" + "1" * 32, "2" * 32  # the loopback Twilio account of the benches
+def smtp_sink() -> ServerProcess:
+    """The loopback SMTP sink, in its own process."""
+    return ServerProcess(SINK)
+
+
+def twilio_api(latency: float, concurrency_limit: int = 0) -> ServerProcess:
+    """The loopback Twilio-compatible API with the bench's account, in its own process."""
+    return ServerProcess(
+        TWILIO % {"latency": latency, "limit": concurrency_limit, "sid": SID, "token": TOKEN}
+    )
 
 
 def twilio_client(api_url: str) -> Any:

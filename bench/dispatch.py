@@ -22,17 +22,17 @@ from erp_sms import rule_records
 from erp_sms.config import DispatchSettings, Settings, set_settings
 from erp_sms.db import Database
 from erp_sms.dispatch import Dispatcher
-from erp_sms.testing import TwilioServer
 
 from .common import (
     SID,
     TOKEN,
-    SinkProcess,
     databases,
     fresh,
     median,
     new_url,
     queue_texts,
+    smtp_sink,
+    twilio_api,
     twilio_client,
 )
 
@@ -89,7 +89,7 @@ def _apprise_classes() -> tuple[Any, Any]:
 def smtp() -> list[dict[str, Any]]:
     apprise, _ = _apprise_classes()
     out: list[dict[str, Any]] = []
-    with SinkProcess() as sink:
+    with smtp_sink() as sink:
 
         def mail(i: int) -> EmailMessage:
             m = EmailMessage()
@@ -143,8 +143,7 @@ def twilio() -> list[dict[str, Any]]:
 
     apprise, notify_twilio = _apprise_classes()
     out: list[dict[str, Any]] = []
-    with TwilioServer(latency=LATENCY) as api:
-        api.add_account(SID, TOKEN)
+    with twilio_api(LATENCY) as api:
         notify_twilio.notify_sms_url = api.url + "/2010-04-01/Accounts/{sid}/Messages.json"
 
         def sequential() -> float:
@@ -189,27 +188,27 @@ def twilio() -> list[dict[str, Any]]:
 def twilio_limited() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     limit = 4
-    with TwilioServer(latency=LATENCY, concurrency_limit=limit) as api:
-        api.add_account(SID, TOKEN)
+    with twilio_api(LATENCY, concurrency_limit=limit) as api:
         settings = Settings(
             twilio_api_url=api.url, dispatch=replace(DispatchSettings(), concurrency=8)
         )
         rate, counts = _ours(new_url("SQLite"), settings, N_LIMITED, gateway=False)
-        at_limit = limit / LATENCY
-        failed = counts.get("failed", 0)
-        lists = api.requests - api.creates - api.over_limit
-        out.append(
-            {
-                "work": f"Twilio, account allows {limit} in flight, erp-sms at 8, "
-                f"{N_LIMITED:,} texts, 50 ms",
-                "peers": f"the server's limit: {at_limit:.0f} msg/s",
-                "ours": f"{rate:.1f} msg/s ({rate / at_limit:.2f}x the limit); "
-                f"{api.over_limit} HTTP 429s ({api.over_limit / N_LIMITED:.2f} a text); "
-                f"{failed} failed; {lists} look-ups",
-                "target": "0 failed by 429s; no look-up after a 429; within 20 % of the limit",
-                "met": failed == 0 and lists == 0 and rate >= 0.8 * at_limit,
-            }
-        )
+    at_limit = limit / LATENCY
+    failed = counts.get("failed", 0)
+    over_limit = api.counts["over_limit"]
+    lists = api.counts["requests"] - api.counts["creates"] - over_limit
+    out.append(
+        {
+            "work": f"Twilio, account allows {limit} in flight, erp-sms at 8, "
+            f"{N_LIMITED:,} texts, 50 ms",
+            "peers": f"the server's limit: {at_limit:.0f} msg/s",
+            "ours": f"{rate:.1f} msg/s ({rate / at_limit:.2f}x the limit); "
+            f"{over_limit} HTTP 429s ({over_limit / N_LIMITED:.2f} a text); "
+            f"{failed} failed; {lists} look-ups",
+            "target": "0 failed by 429s; no look-up after a 429; within 20 % of the limit",
+            "met": failed == 0 and lists == 0 and rate >= 0.8 * at_limit,
+        }
+    )
     return out
 
 

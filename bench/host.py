@@ -21,9 +21,8 @@ import erp_sms
 from erp_sms import erp, signals
 from erp_sms.config import Settings, set_settings
 from erp_sms.models import Option, Status
-from erp_sms.testing import TwilioServer
 
-from .common import SID, TOKEN, databases, fresh, new_url, p, twilio_client
+from .common import databases, fresh, new_url, p, twilio_api, twilio_client
 
 ORG_SIZE, OPTED_IN = 200, 5
 EVENTS = 300
@@ -196,8 +195,7 @@ def _first_event(url: str, how: str) -> float:
 def _peer() -> float:
     """The median ms of a synchronous 5-text send inside the transaction."""
 
-    with TwilioServer(latency=0.05) as api:
-        api.add_account(SID, TOKEN)
+    with twilio_api(latency=0.05) as api:
         client = twilio_client(api.url)
         samples = []
         for _ in range(7):

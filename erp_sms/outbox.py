@@ -386,10 +386,10 @@ def _claim(
         .with_for_update(skip_locked=True)
     )
     lease_until = now + dt.timedelta(seconds=lease_seconds)
-    claimed_ids: list[tuple[int, str, dt.datetime | None]] = []
     conn_cm = db.engine.connect().execution_options(erp_sms_begin_immediate=True)
     with conn_cm as conn, conn.begin():
         window: _WindowCheck | None = None
+        wanted: list[Any] = []
         for row in conn.execute(candidates).all():
             if row.opted_out:
                 _cancel_opted_out(conn, row, now)
@@ -400,35 +400,45 @@ def _claim(
                 window = window or _WindowCheck(conn)
                 if window.defer(conn, row, now):
                     continue
-            token = new_token(worker_id)
-            res = conn.execute(
-                update(message_table)
-                .where(
-                    m.id == row.id,
-                    m.status == row.status,
-                    m.claimed_by.is_not_distinct_from(row.claimed_by),
-                )
-                .values(
-                    status=Status.SENDING,
-                    claimed_by=token,
-                    claimed_at=now,
-                    lease_expires_at=lease_until,
-                    attempts=m.attempts + 1,
-                    updated_at=now,
-                )
+            wanted.append(row)
+        if not wanted:
+            return []
+        # The whole batch in one UPDATE under one token: a statement per text held the
+        # claim's transaction (on SQLite the file's write lock, which the recorder needs)
+        # for a round trip per text. The rows are locked (SKIP LOCKED) or the file is
+        # (SQLite); "still due" is checked again anyway, and only the rows that now carry
+        # this token are ours.
+        token = new_token(worker_id)
+        ids = [r.id for r in wanted]
+        conn.execute(
+            update(message_table)
+            .where(m.id.in_(ids), due)
+            .values(
+                status=Status.SENDING,
+                claimed_by=token,
+                claimed_at=now,
+                lease_expires_at=lease_until,
+                attempts=m.attempts + 1,
+                updated_at=now,
             )
-            if res.rowcount != 1:
+        )
+        rows = {
+            r.id: r
+            for r in conn.execute(select(message_table).where(m.id.in_(ids), m.claimed_by == token))
+        }
+        claimed_ids: list[tuple[int, str, dt.datetime | None]] = []
+        lines: list[dict[str, Any]] = []
+        for row in wanted:
+            if row.id not in rows:
                 continue  # another worker got it first
             reclaimed = row.claimed_at if row.status == Status.SENDING else None
             claimed_ids.append((row.id, token, reclaimed))
             detail = f"claimed by {token}"
             if reclaimed is not None:
                 detail = f"reclaimed by {token}: the lease of {row.claimed_by} expired"
-            _history(conn, row.id, now, Status.SENDING, detail)
-        if not claimed_ids:
-            return []
-        ids = [c[0] for c in claimed_ids]
-        rows = {r.id: r for r in conn.execute(select(message_table).where(m.id.in_(ids)))}
+            lines.append(_history_row(row.id, now, Status.SENDING, detail))
+        if lines:
+            conn.execute(insert(message_event_table), lines)
     out = []
     for mid, token, reclaimed in claimed_ids:
         r = rows[mid]
@@ -546,16 +556,22 @@ def _history(
 ) -> None:
     """One status line of a message's timeline, from the dispatcher's own transaction."""
     conn.execute(
-        insert(message_event_table).values(
-            message_id=message_id,
-            at=at,
-            kind="status",
-            status=status,
-            source=more.pop("source", "dispatch"),
-            detail=detail,
-            **more,
-        )
+        insert(message_event_table).values(_history_row(message_id, at, status, detail, **more))
     )
+
+
+def _history_row(
+    message_id: int, at: dt.datetime, status: str, detail: str | None, **more: Any
+) -> dict[str, Any]:
+    return {
+        "message_id": message_id,
+        "at": at,
+        "kind": "status",
+        "status": status,
+        "source": more.pop("source", "dispatch"),
+        "detail": detail,
+        **more,
+    }
 
 
 def finish(

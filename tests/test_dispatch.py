@@ -376,7 +376,10 @@ def test_pacer_spaces_sends_by_segments_per_second():
     pacer.wait(2)
     pacer.wait(1)
     assert slept == [0.5, 0.5, 1.0]
-    assert Pacer(0.0, clock=lambda: 0.0, sleep=sleep).wait(5) is None
+    unpaced = Pacer(0.0, clock=lambda: now[0], sleep=sleep)
+    for _ in range(3):
+        unpaced.wait(5)
+    assert slept == [0.5, 0.5, 1.0]  # rate 0: never waits
 
 
 def test_error_policy_is_data_and_unknown_codes_are_permanent():

@@ -4,15 +4,17 @@ sent twice (Twilio), and the one SMTP window that remains is measured."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import signal
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import event, insert
 
-from erp_sms import outbox
+from erp_sms import outbox, testing
 from erp_sms.db import Database, utcnow
 from erp_sms.models import Message, Status
 from erp_sms.outbox import Outcome
@@ -225,6 +227,77 @@ def test_a_live_lease_is_not_reclaimed(any_db: Database):
     _queue(any_db, 3)
     assert len(outbox.claim_due(any_db, "a", limit=5, lease_seconds=60)) == 3
     assert outbox.claim_due(any_db, "b", limit=5, lease_seconds=60) == []
+
+
+def test_a_claim_sends_as_many_statements_for_thirty_texts_as_for_one(any_db: Database):
+    """The batch goes to ``sending`` in one UPDATE and its timeline lines in one INSERT:
+    a statement per text held the claim's transaction (on SQLite the file's write lock,
+    which the recorder waits for) a round trip per text."""
+    counts = []
+    for n in (1, 30):
+        _queue_more(any_db, n)
+        seen: list[str] = []
+        count = functools.partial(_append_statement, seen)
+        event.listen(any_db.engine, "before_cursor_execute", count)
+        try:
+            got = outbox.claim_due(any_db, "w", limit=100, lease_seconds=60)
+        finally:
+            event.remove(any_db.engine, "before_cursor_execute", count)
+        assert len(got) == n
+        counts.append(len(seen))
+        with any_db.sessions() as s:
+            for c in got:
+                m = s.get_one(Message, c.id)
+                assert (m.status, m.claimed_by, m.attempts) == (Status.SENDING, c.token, 1)
+                assert [h.detail for h in m.history] == [f"claimed by {c.token}"]
+    assert counts[0] == counts[1], counts
+
+
+def test_a_row_another_worker_took_between_the_read_and_the_update_is_not_claimed(
+    any_db: Database,
+):
+    """Without row locks (or with a server that did not keep one) a due row can change
+    between the claim's read and its UPDATE: only rows still due get the claim."""
+    _queue(any_db, 3)
+    with any_db.sessions() as s:
+        taken = min(m.id for m in messages(s))
+    done: list[bool] = []
+
+    def another_worker(conn: Any, cursor: Any, statement: str, *_a: object) -> None:
+        if not done and statement.lstrip().startswith("UPDATE sms_message"):
+            done.append(True)
+            cursor.execute(
+                "UPDATE sms_message SET status = 'sending', claimed_by = 'other', "  # noqa: S608
+                f"lease_expires_at = '2999-01-01 00:00:00' WHERE id = {int(taken)}"
+            )
+
+    event.listen(any_db.engine, "before_cursor_execute", another_worker)
+    try:
+        got = outbox.claim_due(any_db, "w", limit=10, lease_seconds=60)
+    finally:
+        event.remove(any_db.engine, "before_cursor_execute", another_worker)
+    assert done and sorted(c.id for c in got) == sorted(c for c in _ids(any_db) if c != taken)
+    with any_db.sessions() as s:
+        m = s.get_one(Message, taken)
+        assert (m.status, m.claimed_by) == (Status.SENDING, "other")
+        assert not [h for h in m.history if "claimed by w" in (h.detail or "")]
+
+
+def _append_statement(
+    seen: list[str], _c: object, _cur: object, statement: str, *_a: object
+) -> None:
+    seen.append(statement)
+
+
+def _ids(db: Database) -> list[int]:
+    with db.sessions() as s:
+        return [m.id for m in messages(s)]
+
+
+def _queue_more(db: Database, n: int) -> None:
+    with db.sessions() as s:
+        start = len(messages(s))
+    testing.queue_texts(db.engine, n, prefix="more", start=start)
 
 
 def test_a_message_waits_until_its_time(any_db: Database):
