@@ -2,9 +2,9 @@
 updates message rows lives here.
 
 Claims follow the procrastinate model: one short transaction selects due rows
-(``FOR UPDATE SKIP LOCKED`` where the database has it) and moves each one to
-``sending`` with a conditional UPDATE whose rowcount proves the claim (SQLite renders no
-FOR UPDATE). The send happens outside any transaction; a second short transaction
+(``FOR UPDATE SKIP LOCKED`` where the database has it) and moves them to ``sending``
+in one UPDATE that takes only rows still due and stamps them with a token; the rows
+that carry the token are the claim (SQLite renders no FOR UPDATE). The send happens outside any transaction; a second short transaction
 records the outcome, again conditional on still holding the claim. A claim carries a
 lease: a row left in ``sending`` by a dead worker is claimed again after it.
 """
@@ -471,7 +471,7 @@ def confirm_claim(
 ) -> bool:
     """Right before a send: True when ``claimed`` is still ours, its lease renewed for
     the send; False when the claim was lost (another worker has the text now). One
-    conditional UPDATE: its rowcount proves the claim, as at claim time."""
+    conditional UPDATE: its rowcount proves the claim."""
     now = now or utcnow()
     m = message_table.c
     with db.engine.begin() as conn:
