@@ -2,10 +2,11 @@
 updates message rows lives here.
 
 Claims follow the procrastinate model: one short transaction selects due rows
-(``FOR UPDATE SKIP LOCKED`` where the database has it) and moves them to ``sending``
-in one UPDATE that takes only rows still due and stamps them with a token; the rows
-that carry the token are the claim (SQLite renders no FOR UPDATE). The send happens outside any transaction; a second short transaction
-records the outcome, again conditional on still holding the claim. A claim carries a
+(``FOR UPDATE SKIP LOCKED`` where the database has it; SQLite renders no FOR UPDATE) and
+moves them to ``sending`` in one UPDATE that takes only rows still due and stamps them
+with a token: the rows that carry the token are the claim. The send happens outside any
+transaction; a second short transaction records the outcome, again conditional on still
+holding the claim. A claim carries a
 lease: a row left in ``sending`` by a dead worker is claimed again after it.
 """
 
@@ -426,13 +427,13 @@ def _claim(
             r.id: r
             for r in conn.execute(select(message_table).where(m.id.in_(ids), m.claimed_by == token))
         }
-        claimed_ids: list[tuple[int, str, dt.datetime | None]] = []
+        claimed_ids: list[tuple[int, dt.datetime | None]] = []
         lines: list[dict[str, Any]] = []
         for row in wanted:
             if row.id not in rows:
                 continue  # another worker got it first
             reclaimed = row.claimed_at if row.status == Status.SENDING else None
-            claimed_ids.append((row.id, token, reclaimed))
+            claimed_ids.append((row.id, reclaimed))
             detail = f"claimed by {token}"
             if reclaimed is not None:
                 detail = f"reclaimed by {token}: the lease of {row.claimed_by} expired"
@@ -440,7 +441,7 @@ def _claim(
         if lines:
             conn.execute(insert(message_event_table), lines)
     out = []
-    for mid, token, reclaimed in claimed_ids:
+    for mid, reclaimed in claimed_ids:
         r = rows[mid]
         out.append(
             Claimed(
