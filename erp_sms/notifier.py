@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, configure_mappers, object_session
 from sqlalchemy.orm.instrumentation import manager_of_class
 
-from . import consent, options, rule_records, templates, wording
+from . import consent, direct, options, rule_records, templates, wording
 from .addresses import Address, classify, route
 from .config import get_settings
 from .db import one_line, utcnow
@@ -145,7 +145,8 @@ def _begin_sqlite_transaction(session: Session) -> None:
 
 def _our_part(session: Session) -> contextlib.AbstractContextManager[Any]:
     """Where an event's statements run in the host's transaction: a SAVEPOINT, so that an
-    error of ours undoes our rows only and leaves the host's transaction usable.
+    error of ours undoes our rows only and leaves the host's transaction usable (on the
+    driver's cursor when ``direct`` may send the statements, else the Session's).
 
     Not on SQLite: there a failed statement undoes itself and leaves the transaction as
     it was, our reads change nothing and our one write is one statement
@@ -155,6 +156,8 @@ def _our_part(session: Session) -> contextlib.AbstractContextManager[Any]:
     conn = session.connection(bind_arguments={"mapper": Message})
     if conn.dialect.name == "sqlite":
         return contextlib.nullcontext()
+    if direct.usable(conn):
+        return direct.savepoint(conn)
     return session.begin_nested()
 
 
@@ -501,10 +504,21 @@ CONTACT_FIELDS = (
 )
 
 
+def _slots(count: int) -> int:
+    """The opt-out read's number of slots for ``count`` numbers: the next power of two,
+    so a handful of statements serve every organization (the spare slots hold "")."""
+    slots = 1
+    while slots < count:
+        slots *= 2
+    return slots
+
+
 @functools.lru_cache(maxsize=256)
-def _settings_statement(template: str) -> Select[Any]:
-    """The statement of ``_settings_and_opt_outs``, built once per template: building it
-    (four subqueries and a join) cost more than running it."""
+def _settings_statement(template: str, slots: int) -> Select[Any]:
+    """The statement of ``_settings_and_opt_outs`` for ``slots`` numbers, built once per
+    template and size: building it (a dozen subqueries and a join) cost more than
+    running it. The numbers are ``slots`` plain parameters, not an expanding IN, so the
+    statement's SQL is fixed (``direct`` sends it as compiled once)."""
     settings: tuple[Any, ...] = (
         options.value_query("SMSONLYONE"),
         *rule_records.routing_query(),
@@ -520,8 +534,9 @@ def _settings_statement(template: str) -> Select[Any]:
     )
     opt_out = OptOut.__table__
     one = select(literal(1).label("one")).subquery()
+    numbers = [bindparam(f"number_{i}", type_=opt_out.c.number.type) for i in range(slots)]
     return select(*settings, opt_out.c.number, opt_out.c.at, opt_out.c.source).select_from(
-        one.outerjoin(opt_out, opt_out.c.number.in_(bindparam("numbers", expanding=True)))
+        one.outerjoin(opt_out, opt_out.c.number.in_(numbers))
     )
 
 
@@ -554,11 +569,14 @@ def _settings_and_opt_outs(
     """SMSONLYONE, the TWILIO routing, the template override, the send-window options
     (into ``info``) and the opt-outs among ``numbers``, in one statement: one row of
     settings, joined with each opt-out."""
-    wanted = sorted(set(numbers)) or [""]  # "" matches no opt-out: still one settings row
+    wanted = sorted(set(numbers))
+    slots = _slots(len(wanted))
+    wanted += [""] * (slots - len(wanted))  # "" matches no opt-out: still one settings row
     conn = session.connection(bind_arguments={"mapper": Message})
     org_ref = (info.view.organization_key if info.view else None) or ""
-    params = {"numbers": wanted, "org_ref": org_ref}
-    rows = conn.execute(_settings_statement(template), params).all()
+    params: dict[str, Any] = {f"number_{i}": n for i, n in enumerate(wanted)}
+    params["org_ref"] = org_ref
+    rows = direct.rows(conn, _settings_statement(template, slots), params)
     first = rows[0]
     blocked = {r.number: r for r in rows if r.number is not None}
     info.window = options.value_from("SMSSENDWINDOW", first[4])
@@ -823,13 +841,23 @@ def warm_up(engine: Engine) -> None:
                     templates.compile_template(default.source)
         classify("2125550100", get_settings().default_region)
         with engine.connect() as conn:
+            # Each statement both ways: SQLAlchemy's compiled cache (taken when a host
+            # listens to statement events) and ``direct``'s compiled form (otherwise).
+            def read(stmt: Any, params: dict[str, Any]) -> None:
+                conn.execute(stmt, params).all()
+                direct.rows(conn, stmt, params)
+
             for ev in all_events():
-                conn.execute(_settings_statement(ev.template), {"numbers": [""], "org_ref": ""})
-            conn.execute(_opted_in_contacts(), {"org_id": -1})
-            conn.execute(_organization_and_contacts(), {"org_id": -1})
+                for slots in (1, 2, 4, 8):
+                    numbers = {f"number_{i}": "" for i in range(slots)}
+                    read(_settings_statement(ev.template, slots), numbers | {"org_ref": ""})
+            read(_opted_in_contacts(), {"org_id": -1})
+            read(_organization_and_contacts(), {"org_id": -1})
             # The INSERT is compiled by running it in the transaction rolled back.
             base = {"event": "warm-up", "template": "", "order_ref": "", "order_number": ""}
-            host_insert(conn, [_row(_new_message(base, "erp-sms warm-up", Status.SKIPPED, None))])
+            row = _row(_new_message(base, "erp-sms warm-up", Status.SKIPPED, None))
+            host_insert(conn, [row], direct=False)
+            host_insert(conn, [row], direct=True)
             conn.rollback()
     except Exception as exc:  # a warm-up that cannot finish costs the first event only
         log.warning("erp-sms: warm-up incomplete (%s); the first event pays for it", one_line(exc))

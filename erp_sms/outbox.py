@@ -38,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from . import direct as _direct
 from .db import Database, is_lock_conflict, utcnow
 from .errors import InputError
 from .models import (
@@ -195,7 +196,10 @@ def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> None:
             # connection is first asked for, not by begin_nested() itself
             session.connection(bind_arguments={"mapper": Message}).execute(stmt, ordered)
         return
-    conn.execute(one, ordered)
+    if one is stmt:
+        _direct.insert(conn, stmt, ordered)
+    else:
+        conn.execute(one, ordered)
 
 
 def _one_statement(conn: Connection, stmt: Any, rows: int, columns: int) -> Any | None:
@@ -226,13 +230,16 @@ def _returning(stmt: Any) -> Any:
     return stmt.returning(message_table.c.id)
 
 
-def host_insert(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+def host_insert(conn: Connection, rows: Sequence[dict[str, Any]], *, direct: bool) -> None:
     """Run the statement an event's rows go in with, for ``notifier.warm_up``: it
-    compiles it (the caller rolls back)."""
+    compiles it (the caller rolls back) — through ``direct`` or through SQLAlchemy."""
     stmt = _insert_or_ignore(conn.dialect.name)
     if stmt is not None:
         one = _one_statement(conn, stmt, len(rows), len(rows[0]))
-        conn.execute(stmt if one is None else one, list(rows))
+        if one is stmt and direct:
+            _direct.insert(conn, one, rows)
+        else:
+            conn.execute(stmt if one is None else one, list(rows))
 
 
 @functools.cache

@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Select, bindparam, func, literal, null, se
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, selectinload
 
-from . import erp
+from . import direct, erp
 from .addresses import classify
 from .config import get_settings
 from .errors import AddressError, ConfigurationError
@@ -261,7 +261,7 @@ class ErpLookup:
             # ``contacts`` then takes from the session (not an ORM lazy load, not a second
             # round trip).
             conn = session.connection(bind_arguments={"mapper": erp.Organization})
-            rows = conn.execute(_organization_and_contacts(), {"org_id": org_id}).all()
+            rows = direct.rows(conn, _organization_and_contacts(), {"org_id": org_id})
             if rows:
                 org_name = rows[0].org_name
             contacts = [r for r in rows if r.id is not None]
@@ -307,7 +307,7 @@ class ErpLookup:
                 rows = prefetched[2]
             else:
                 conn = session.connection(bind_arguments={"mapper": erp.Contact})
-                rows = conn.execute(_opted_in_contacts(), {"org_id": org_id}).all()
+                rows = direct.rows(conn, _opted_in_contacts(), {"org_id": org_id})
             for row in rows:
                 found[row.id] = ContactView(
                     key=str(row.id),
