@@ -20,12 +20,14 @@ whose host path has no SAVEPOINT and whose multi-row INSERT is SQLAlchemy's own
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 
@@ -36,7 +38,7 @@ _WATCHED = ("before_execute", "after_execute", "before_cursor_execute", "after_c
 
 def usable(conn: Connection) -> bool:
     """Whether ``conn``'s host-path statements may go straight to its driver."""
-    if conn.dialect.name == "sqlite" or conn._echo:
+    if conn.dialect.name == "sqlite" or conn._echo:  # echo=True, or sqlalchemy.engine at INFO
         return False
     watched = conn.dispatch
     if any(getattr(watched, name) for name in _WATCHED):
@@ -54,15 +56,20 @@ class _Compiled:
     readers: tuple[Callable[[Any], Any] | None, ...]
 
 
-# (statement, dialect) -> compiled: the host path's statements are module-level objects
-# built once (functools.cache), so this holds a handful of entries per dialect.
-_compiled: dict[tuple[int, int], tuple[ClauseElement, _Compiled]] = {}
+# Per dialect (an engine's; gone with it), statement -> compiled. The host path's
+# statements are module-level objects built once (functools.cache), and the entry holds
+# the statement, so its id is not reused while it is here: a handful of entries.
+_compiled: weakref.WeakKeyDictionary[Dialect, dict[int, tuple[ClauseElement, _Compiled]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _compile(conn: Connection, stmt: ClauseElement, columns: Sequence[str] | None) -> _Compiled:
     dialect = conn.dialect
-    key = (id(stmt), id(dialect))
-    found = _compiled.get(key)
+    mine = _compiled.get(dialect)
+    if mine is None:
+        mine = _compiled.setdefault(dialect, {})
+    found = mine.get(id(stmt))
     if found is not None and found[0] is stmt:
         return found[1]
     compiled: Any = stmt.compile(
@@ -90,7 +97,7 @@ def _compile(conn: Connection, stmt: ClauseElement, columns: Sequence[str] | Non
         if not bind.required and bind.callable is None
     }
     out = _Compiled(compiled.string, names, defaults, binders, row, readers)
-    _compiled[key] = (stmt, out)
+    mine[id(stmt)] = (stmt, out)
     return out
 
 

@@ -285,6 +285,12 @@ def test_a_deadlock_victim_under_the_host_path_fails_the_hosts_commit(any_db, sh
 
 
 def test_direct_is_not_used_where_someone_watches_statements_or_on_sqlite(any_db):
+    """A listener, echo or SQL logging sees every statement: SQLAlchemy sends them."""
+    url = any_db.engine.url.render_as_string(hide_password=False)
+    echoing = make_engine(url, echo=True)
+    with echoing.connect() as conn:
+        assert direct.usable(conn) is False
+    echoing.dispose()
     with any_db.engine.connect() as conn:
         server = conn.dialect.name != "sqlite"
         assert direct.usable(conn) is server
