@@ -48,18 +48,22 @@ def usable(conn: Connection) -> bool:
 
 @dataclass(frozen=True)
 class _Compiled:
+    sendable: bool  # False: SQL that SQLAlchemy finishes per execute (expanding IN…)
     sql: str
     names: tuple[str, ...] | None  # positional paramstyles: the parameters' order
     defaults: Mapping[str, Any]  # the values SQLAlchemy bound itself (literals)
     binders: Mapping[str, Callable[[Any], Any]]
+    escaped: Mapping[str, str]  # parameter names SQLAlchemy renders differently
     row: Any  # a namedtuple class, or None for a statement that returns no rows
     readers: tuple[Callable[[Any], Any] | None, ...]
 
 
-# Per dialect (an engine's; gone with it), statement -> compiled. The host path's
-# statements are module-level objects built once (functools.cache), and the entry holds
-# the statement, so its id is not reused while it is here: a handful of entries.
-_compiled: weakref.WeakKeyDictionary[Dialect, dict[int, tuple[ClauseElement, _Compiled]]] = (
+# Per dialect (an engine's; gone with it), (statement, INSERT columns) -> compiled. The
+# host path's statements are module-level objects built once (functools.cache), and the
+# entry holds the statement, so its id is not reused while it is here: a handful of
+# entries.
+_Key = tuple[int, tuple[str, ...] | None]
+_compiled: weakref.WeakKeyDictionary[Dialect, dict[_Key, tuple[ClauseElement, _Compiled]]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -69,7 +73,8 @@ def _compile(conn: Connection, stmt: ClauseElement, columns: Sequence[str] | Non
     mine = _compiled.get(dialect)
     if mine is None:
         mine = _compiled.setdefault(dialect, {})
-    found = mine.get(id(stmt))
+    key = (id(stmt), tuple(columns) if columns else None)
+    found = mine.get(key)
     if found is not None and found[0] is stmt:
         return found[1]
     compiled: Any = stmt.compile(
@@ -96,8 +101,10 @@ def _compile(conn: Connection, stmt: ClauseElement, columns: Sequence[str] | Non
         for name, bind in compiled.binds.items()
         if not bind.required and bind.callable is None
     }
-    out = _Compiled(compiled.string, names, defaults, binders, row, readers)
-    mine[id(stmt)] = (stmt, out)
+    sendable = not (compiled.literal_execute_params or compiled.post_compile_params)
+    escaped = dict(compiled.escaped_bind_names or {})
+    out = _Compiled(sendable, compiled.string, names, defaults, binders, escaped, row, readers)
+    mine[key] = (stmt, out)
     return out
 
 
@@ -108,6 +115,8 @@ def _parameters(c: _Compiled, given: Mapping[str, Any]) -> Any:
             values[name] = process(values[name])
     if c.names is not None:
         return [values[n] for n in c.names]
+    if c.escaped:
+        return {c.escaped.get(k, k): v for k, v in values.items()}
     return values
 
 
@@ -134,9 +143,9 @@ def _raise(conn: Connection, exc: Any, sql: str, params: Any, cursor: Any) -> No
 def rows(conn: Connection, stmt: ClauseElement, params: Mapping[str, Any]) -> list[Any]:
     """Run the SELECT ``stmt`` with ``params``: its rows (attribute and index access, as
     SQLAlchemy's rows; values through the columns' types)."""
-    if not usable(conn):
+    c = _compile(conn, stmt, None) if usable(conn) else None
+    if c is None or not c.sendable:
         return list(conn.execute(stmt, params).all())  # type: ignore[call-overload]
-    c = _compile(conn, stmt, None)
     bound = _parameters(c, params)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
@@ -159,10 +168,10 @@ def rows(conn: Connection, stmt: ClauseElement, params: Mapping[str, Any]) -> li
 def insert(conn: Connection, stmt: ClauseElement, values: Sequence[Mapping[str, Any]]) -> None:
     """Run the INSERT ``stmt`` for ``values`` (rows with the same keys) with the
     driver's executemany."""
-    if not usable(conn):
+    c = _compile(conn, stmt, list(values[0])) if usable(conn) else None
+    if c is None or not c.sendable:
         conn.execute(stmt, list(values))  # type: ignore[call-overload]
         return
-    c = _compile(conn, stmt, list(values[0]))
     bound = [_parameters(c, v) for v in values]
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import bindparam, event, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -176,6 +176,22 @@ def test_a_read_sent_straight_comes_back_as_through_sqlalchemy(any_db):
         straight = direct.rows(conn, stmt, params)
     assert [tuple(r) for r in straight] == through
     assert straight[0].number == "+13125550101" and straight[0].at == at
+
+
+def test_statements_sqlalchemy_finishes_per_execute_or_renames_parameters_still_work(any_db):
+    """An expanding IN goes through SQLAlchemy (its SQL depends on the values); a
+    parameter name SQLAlchemy escapes in the SQL is sent under that name."""
+    with any_db.session() as s:
+        for n in ("+13125550101", "+13125550102", "+13125550103"):
+            s.add(OptOut(number=n, at=dt.datetime.now(dt.UTC), source="test"))
+        s.commit()
+    expanding = select(OptOut.number).where(OptOut.number.in_(bindparam("n", expanding=True)))
+    escaped = select(OptOut.number).where(OptOut.number == bindparam("the number"))
+    with any_db.engine.connect() as conn:
+        found = direct.rows(conn, expanding, {"n": ["+13125550101", "+13125550103"]})
+        assert sorted(r.number for r in found) == ["+13125550101", "+13125550103"]
+        found = direct.rows(conn, escaped, {"the number": "+13125550102"})
+        assert [r.number for r in found] == ["+13125550102"]
 
 
 @pytest.mark.parametrize("when", ["before the event", "at our INSERT"])
