@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -141,3 +143,20 @@ def expire_leases(engine) -> int:
             .where(Message.status == Status.SENDING)
             .values(lease_expires_at=utcnow() - dt.timedelta(seconds=1))
         ).rowcount
+
+
+def three_contact_order(engine: Any) -> int:
+    """Acme with three opted-in contacts (gateway addresses) and order SO-9 listing the
+    first: the id of the order."""
+    from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+
+    with Session(engine, expire_on_commit=False) as s:
+        org = OrganizationFactory(name="Acme")
+        people = [
+            ContactFactory(name=f"C{i}", email2=f"312555010{i}@vtext.com", organizations=[org])
+            for i in range(3)
+        ]
+        order = SalesOrderFactory(number="SO-9", organization=org, contact=people[0])
+        s.add_all([org, order, *people])
+        s.commit()
+        return int(order.id)

@@ -21,7 +21,7 @@ from erp_sms.db import Database, make_engine
 from erp_sms.models import Message, OptOut, Status
 from erp_sms.notifier import _settings_statement
 
-from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+from .helpers import three_contact_order
 
 SERVERS = ["postgresql", "mariadb"]
 
@@ -99,16 +99,7 @@ def shop(any_db: Database) -> Iterator[dict[str, Any]]:
     driver = Driver()
     engine = make_engine(any_db.engine.url.render_as_string(hide_password=False))
     driver.install(engine)
-    with Session(engine, expire_on_commit=False) as s:
-        org = OrganizationFactory(name="Acme")
-        people = [
-            ContactFactory(name=f"C{i}", email2=f"312555010{i}@vtext.com", organizations=[org])
-            for i in range(3)
-        ]
-        order = SalesOrderFactory(number="SO-9", organization=org, contact=people[0])
-        s.add_all([org, order, *people])
-        s.commit()
-        order_id = order.id
+    order_id = three_contact_order(engine)
     yield {"engine": engine, "order_id": order_id, "driver": driver}
     engine.dispose()
 

@@ -16,6 +16,7 @@ from erp_sms.db import Database, make_engine
 from erp_sms.models import Message, Status
 
 from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+from .helpers import three_contact_order
 
 
 def _url(db: Database) -> str:
@@ -25,16 +26,7 @@ def _url(db: Database) -> str:
 @pytest.fixture
 def shop(any_db: Database):
     engine = make_engine(_url(any_db))
-    with Session(engine, expire_on_commit=False) as s:
-        org = OrganizationFactory(name="Acme")
-        people = [
-            ContactFactory(name=f"C{i}", email2=f"312555010{i}@vtext.com", organizations=[org])
-            for i in range(3)
-        ]
-        order = SalesOrderFactory(number="SO-9", organization=org, contact=people[0])
-        s.add_all([org, order, *people])
-        s.commit()
-        order_id = order.id
+    order_id = three_contact_order(engine)
     yield {"engine": engine, "order_id": order_id}
     engine.dispose()
 
