@@ -851,8 +851,8 @@ def warm_up(engine: Engine) -> None:
                 for slots in (1, 2, 4, 8):
                     numbers = {f"number_{i}": "" for i in range(slots)}
                     read(_settings_statement(ev.template, slots), numbers | {"org_ref": ""})
-            read(_opted_in_contacts(), {"org_id": -1})
-            read(_organization_and_contacts(), {"org_id": -1})
+            read(_opted_in_contacts(engine.dialect.name), {"org_id": -1})
+            read(_organization_and_contacts(engine.dialect.name), {"org_id": -1})
             # The INSERT is compiled by running it in the transaction rolled back.
             base = {"event": "warm-up", "template": "", "order_ref": "", "order_number": ""}
             row = _row(_new_message(base, "erp-sms warm-up", Status.SKIPPED, None))

@@ -328,3 +328,37 @@ def test_several_smtp_connections_send_each_text_once(delivery, db, session, smt
     summary = Dispatcher(db).run_once()
     rcpts = [r[1][0] for r in smtp_sink.received]
     assert summary.counts["sent"] == 9 and len(rcpts) == 9 and len(set(rcpts)) == 9
+
+
+def test_postgresql_reads_an_organizations_contacts_without_scanning_every_opt_in(any_db):
+    """Finding (issue 10, 1M contacts): as a plain join, PostgreSQL's planner hashed the
+    organization's 200 links against a scan of every SMSUPDATE attribute in the database
+    — 0.23 ms at 10k contacts, 2.5 ms at 1M. The read must use the indexes only, so it
+    costs the same at any size (here 1M contacts, 25,000 opted in)."""
+    from erp_sms.recipients import _opted_in_contacts
+
+    if any_db.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's planner; SQLite and MariaDB walk the link index")
+    with any_db.engine.begin() as conn:
+        fill = [
+            "INSERT INTO erp_organization (id, name) SELECT o, 'Org ' || o "
+            "FROM generate_series(1, 5000) o",
+            "INSERT INTO erp_contact (id, name, email2) SELECT i, 'C' || i, "
+            "'312555' || lpad(i::text, 4, '0') || '@vtext.com' FROM generate_series(1, 1000000) i",
+            "INSERT INTO erp_contact_organization (contact_id, organization_id) "
+            "SELECT i, (i - 1) / 200 + 1 FROM generate_series(1, 1000000) i",
+            "INSERT INTO erp_contact_attribute (contact_id, code) SELECT i, 'SMSUPDATE' "
+            "FROM generate_series(1, 1000000) i WHERE mod(i - 1, 200) < 5",
+        ]
+        for sql in fill:
+            conn.exec_driver_sql(sql)
+    with any_db.engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+        compiled = _opted_in_contacts("postgresql").compile(dialect=conn.dialect)
+        params = compiled.construct_params({"org_id": 250})
+        rows = conn.exec_driver_sql(compiled.string, params).all()
+        plan = "\n".join(
+            r[0] for r in conn.exec_driver_sql("EXPLAIN " + compiled.string, params).all()
+        )
+    assert [r.id for r in rows] == [49801 + i for i in range(5)]
+    assert "Seq Scan" not in plan, plan
