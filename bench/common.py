@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -28,7 +30,21 @@ def median_ms(samples: list[float]) -> float:
 
 def sqlite_url() -> str:
     d = tempfile.mkdtemp(prefix="erp-sms-bench-")
+    atexit.register(shutil.rmtree, d, True)  # a 1M-contact file is hundreds of MB
     return f"sqlite:///{os.path.join(d, 'bench.db')}"
+
+
+_DROP_AT_EXIT: set[str] = set()
+
+
+def _drop_databases(admin: str) -> None:
+    """Drop this run's PostgreSQL databases: left behind, each 1M-contact one is ~0.5 GB
+    that autovacuum then works through while the next run measures."""
+    eng = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        for name in _DROP_AT_EXIT:
+            c.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    eng.dispose()
 
 
 def postgres_url() -> str | None:
@@ -39,11 +55,14 @@ def postgres_url() -> str | None:
     try:
         eng = create_engine(admin, isolation_level="AUTOCOMMIT")
         with eng.connect() as c:
-            c.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+            c.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             c.execute(text(f"CREATE DATABASE {name}"))
         eng.dispose()
     except Exception:
         return None
+    if not _DROP_AT_EXIT:
+        atexit.register(_drop_databases, admin)
+    _DROP_AT_EXIT.add(name)
     return admin.rsplit("/", 1)[0] + "/" + name
 
 
