@@ -286,8 +286,10 @@ def import_opt_ins(
     optional). Every row is checked before anything is written (``InputError`` naming the
     line). A consent older than the contact's last opt-out is not applied: the opt-out
     came later and stands."""
+    from .sendwindow import now
+
     lookup = lookup or default_lookup()
-    today = today or dt.date.today()
+    today = today or now().date()
     checked: list[tuple[int, ContactView, dt.date, str, str]] = []
     for line, row in enumerate(rows, start=2):  # line 1 is the header
         missing = [c for c in IMPORT_COLUMNS if not (row.get(c) or "").strip()]

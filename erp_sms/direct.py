@@ -24,7 +24,7 @@ import weakref
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
@@ -120,7 +120,7 @@ def _parameters(c: _Compiled, given: Mapping[str, Any]) -> Any:
     return values
 
 
-def _raise(conn: Connection, exc: Any, sql: str, params: Any, cursor: Any) -> None:
+def _raise(conn: Connection, exc: Any, sql: str, params: Any, cursor: Any) -> NoReturn:
     """Raise the driver's ``exc`` as SQLAlchemy would: wrapped in its ``DBAPIError``
     subclass, and the connection invalidated when the driver says it was lost."""
     dialect = conn.dialect
@@ -140,6 +140,19 @@ def _raise(conn: Connection, exc: Any, sql: str, params: Any, cursor: Any) -> No
     raise wrapped from exc
 
 
+@contextlib.contextmanager
+def _cursor(conn: Connection, sql: str, params: Any) -> Iterator[Any]:
+    """A DB-API cursor of ``conn`` for running ``sql``: closed after, and a driver error
+    raised as SQLAlchemy raises it (``_raise``)."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cursor
+    except conn.dialect.loaded_dbapi.Error as exc:
+        _raise(conn, exc, sql, params, cursor)
+    finally:
+        cursor.close()
+
+
 def rows(conn: Connection, stmt: ClauseElement, params: Mapping[str, Any]) -> list[Any]:
     """Run the SELECT ``stmt`` with ``params``: its rows (attribute and index access, as
     SQLAlchemy's rows; values through the columns' types)."""
@@ -147,15 +160,9 @@ def rows(conn: Connection, stmt: ClauseElement, params: Mapping[str, Any]) -> li
     if c is None or not c.sendable:
         return list(conn.execute(stmt, params).all())  # type: ignore[call-overload]
     bound = _parameters(c, params)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        try:
-            cursor.execute(c.sql, bound)
-            fetched = cursor.fetchall()
-        except conn.dialect.loaded_dbapi.Error as exc:
-            _raise(conn, exc, c.sql, bound, cursor)
-    finally:
-        cursor.close()
+    with _cursor(conn, c.sql, bound) as cursor:
+        cursor.execute(c.sql, bound)
+        fetched = cursor.fetchall()
     readers = c.readers
     if not any(readers):
         return [c.row._make(r) for r in fetched]
@@ -173,25 +180,13 @@ def insert(conn: Connection, stmt: ClauseElement, values: Sequence[Mapping[str, 
         conn.execute(stmt, list(values))  # type: ignore[call-overload]
         return
     bound = [_parameters(c, v) for v in values]
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        try:
-            cursor.executemany(c.sql, bound)
-        except conn.dialect.loaded_dbapi.Error as exc:
-            _raise(conn, exc, c.sql, bound, cursor)
-    finally:
-        cursor.close()
+    with _cursor(conn, c.sql, bound) as cursor:
+        cursor.executemany(c.sql, bound)
 
 
 def _command(conn: Connection, sql: str) -> None:
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        try:
-            cursor.execute(sql)
-        except conn.dialect.loaded_dbapi.Error as exc:
-            _raise(conn, exc, sql, (), cursor)
-    finally:
-        cursor.close()
+    with _cursor(conn, sql, ()) as cursor:
+        cursor.execute(sql)
 
 
 _DEPTH = "erp_sms_savepoint_depth"

@@ -196,10 +196,7 @@ def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> None:
             # connection is first asked for, not by begin_nested() itself
             session.connection(bind_arguments={"mapper": Message}).execute(stmt, ordered)
         return
-    if one is stmt:
-        _direct.insert(conn, stmt, ordered)
-    else:
-        conn.execute(one, ordered)
+    _direct.insert(conn, one, ordered)  # SQLAlchemy's execute where it must (SQLite)
 
 
 def _one_statement(conn: Connection, stmt: Any, rows: int, columns: int) -> Any | None:
@@ -236,10 +233,11 @@ def host_insert(conn: Connection, rows: Sequence[dict[str, Any]], *, direct: boo
     stmt = _insert_or_ignore(conn.dialect.name)
     if stmt is not None:
         one = _one_statement(conn, stmt, len(rows), len(rows[0]))
-        if one is stmt and direct:
+        one = stmt if one is None else one
+        if direct:
             _direct.insert(conn, one, rows)
         else:
-            conn.execute(stmt if one is None else one, list(rows))
+            conn.execute(one, list(rows))
 
 
 @functools.cache

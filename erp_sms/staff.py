@@ -309,7 +309,6 @@ def preview(session: Session, name: str, number: str, source: str | None = None)
     """Template ``name`` (or ``source``, unsaved) for a real order: what the host path
     would queue now — the notifier's own planning (recipients, routes, the opt-out list,
     the send window, the sender) — written nowhere."""
-    from .models import Status
     from .notifier import Draft
     from .notifier import preview as plan_preview
 
@@ -381,7 +380,7 @@ def text_contact(session: Session, contact: str, text: str, *, by: str) -> list[
     except TemplateError as exc:
         raise InputError(exc.message) from None
     msg = queue_one(session, view, sorted(view.organization_keys)[0], text, by=by)
-    if msg.status != "queued":
+    if msg.status != Status.QUEUED:
         return [f"#{msg.id} {msg.status}: {msg.reason}"]
     line = f"#{msg.id} queued for {view.name} ({msg.channel} {msg.address}), "
     line += f"{msg.segments} segment(s)"
