@@ -21,6 +21,29 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+_CLOCK_SQL = {
+    "postgresql": "SELECT clock_timestamp() AT TIME ZONE 'UTC'",
+    "mysql": "SELECT UTC_TIMESTAMP(6)",
+    "mariadb": "SELECT UTC_TIMESTAMP(6)",
+    "sqlite": "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')",
+}
+
+
+def database_now(conn: Any) -> dt.datetime:
+    """The database server's clock (UTC, aware): what leases are judged by, so that no
+    worker's own clock decides whether another worker's claim ran out (CONTRACT.md "The
+    email log tells the truth"). SQLite is in-process: its clock is the machine's real
+    one, never a clock a test or a worker injected. Other databases: this process's."""
+    sql = _CLOCK_SQL.get(conn.dialect.name)
+    if sql is None:
+        return utcnow()
+    value = conn.exec_driver_sql(sql).scalar_one()
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    assert isinstance(value, dt.datetime)
+    return value.replace(tzinfo=dt.UTC)
+
+
 class UTCDateTime(TypeDecorator[dt.datetime]):
     """Stored as naive UTC on every database, returned timezone-aware (UTC)."""
 

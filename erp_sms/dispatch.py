@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -39,7 +39,7 @@ from .errors import (
     PermanentError,
     TransientError,
 )
-from .models import Status
+from .models import Status, opt_out_table
 from .outbox import Claimed, Outcome
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,10 @@ class Dispatcher:
         # Numbers that opted out (21610) during this worker's life: other texts to them,
         # already claimed in the same batch, are canceled instead of sent.
         self._opted_out: set[str] = set()
+        # One connection for the opt-out read before each send, shared by the senders (a
+        # read by primary key; a connection each would take 16 of the pool's 15).
+        self._check_conn: Connection | None = None
+        self._check_lock = threading.Lock()
 
     @property
     def lease_seconds(self) -> float:
@@ -202,6 +206,7 @@ class Dispatcher:
             recorder.close()
             beat_done.set()
             beat.join()
+            self._close_check()
         summary.seconds = time.monotonic() - started
         return summary
 
@@ -358,6 +363,9 @@ class Dispatcher:
             return self._release(msg)
         try:
             result = self._deliver_in_window(channel, msg, lane.window)
+        except _OptedOutMeanwhile as stopped:
+            outcome = Outcome(Status.CANCELED, reason=stopped.reason)
+            return self._finish(msg, outcome, "canceled")
         except ChannelConfigurationError as exc:
             log.error("message %s held: %s", msg.id, exc.message, extra={"message_id": msg.id})
             error = exc
@@ -418,6 +426,46 @@ class Dispatcher:
                 self._confirmed[msg.id] = now
         return mine
 
+    def _check_opt_out(self, msg: Claimed) -> None:
+        """The opt-out list, read again right before the text is handed over: a STOP
+        that committed after the claim stops it (``_OptedOutMeanwhile``). One read by
+        primary key (autocommit where the database has it). When the list cannot be read
+        the text is not sent: a transient fault."""
+        if msg.recipient is None:
+            return
+        t = opt_out_table.c
+        try:
+            with self._check_lock:
+                conn = self._check_conn
+                if conn is None:
+                    conn = self.db.engine.connect()
+                    conn = conn.execution_options(erp_sms_begin_immediate=False)
+                    if conn.dialect.name != "sqlite":
+                        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                    self._check_conn = conn
+                found = conn.execute(
+                    select(t.at, t.source).where(t.number == msg.recipient)
+                ).first()
+                conn.rollback()  # ends SQLite's read transaction; nothing on autocommit
+        except SQLAlchemyError as exc:
+            self._close_check()
+            raise TransientError(
+                f"cannot read the opt-out list before sending ({one_line(exc)})",
+                provider="erp-sms",
+            ) from None
+        if found is not None:
+            raise _OptedOutMeanwhile(
+                f"canceled: {msg.recipient} opted out on {found.at:%Y-%m-%d %H:%M:%S} UTC "
+                f"({found.source}) while the text was about to go out; it was not sent"
+            )
+
+    def _close_check(self) -> None:
+        with self._check_lock:
+            conn, self._check_conn = self._check_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
     def _deliver_in_window(self, channel: Channel, msg: Claimed, window: Window) -> SendResult:
         """``_deliver`` inside the lane's adaptive window (see ``Window``)."""
         generation = window.acquire(self.stop)
@@ -449,6 +497,7 @@ class Dispatcher:
                 return replace(
                     previous, detail="found the earlier send at the provider; not sent again"
                 )
+        self._check_opt_out(msg)
         if msg.attempts > self.retry.max_attempts:
             raise PermanentError(
                 f"gave up after {msg.attempts - 1} attempt(s): the worker sending it stopped "
@@ -684,6 +733,15 @@ class Dispatcher:
 
 
 _T = TypeVar("_T")
+
+
+class _OptedOutMeanwhile(Exception):
+    """The number opted out after the text was claimed: it is canceled, not sent."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
 
 #: 429s a text in hand may get before it is written back as queued for its Retry-After.
 THROTTLED_IN_HAND = 5

@@ -878,23 +878,50 @@ def cancel_for_opt_out(
     by: str,
 ) -> list[int]:
     """An opt-out takes effect at once: cancel the texts still queued or held for these
-    numbers or contacts (a text already in a worker's hands is checked again there)."""
+    numbers or contacts — and only those. One conditional statement, not a read then
+    updates by id: a text a worker claimed in between is ``sending`` and stays so (the
+    worker checks the opt-out list again right before it sends; CONTRACT.md "The email
+    log tells the truth"). The ids canceled, in order."""
     conds = []
+    m = message_table.c
     if numbers:
-        conds.append(Message.recipient.in_(list(numbers)))
+        conds.append(m.recipient.in_(list(numbers)))
     if contact_refs:
-        conds.append(Message.contact_ref.in_(list(contact_refs)))
+        conds.append(m.contact_ref.in_(list(contact_refs)))
     if not conds:
         return []
-    rows = session.scalars(
-        select(Message)
-        .where(Message.status.in_([Status.QUEUED, Status.HELD]), or_(*conds))
-        .order_by(Message.id)
-    ).all()
-    for msg in rows:
-        set_status(session, msg, Status.CANCELED, source=by, reason=reason)
-        msg.next_attempt_at = None
-    return [m.id for m in rows]
+    waiting = and_(m.status.in_([Status.QUEUED, Status.HELD]), or_(*conds))
+    now = utcnow()
+    values = {
+        "status": Status.CANCELED,
+        "reason": reason,
+        "next_attempt_at": None,
+        "updated_at": now,
+    }
+    conn = session.connection(bind_arguments={"mapper": Message})
+    if conn.dialect.update_returning:
+        stmt = update(message_table).where(waiting).values(**values).returning(m.id)
+        ids = sorted(conn.execute(stmt).scalars())
+    else:
+        # MariaDB has no UPDATE … RETURNING: lock the rows first. A row a worker is
+        # claiming is waited for, then read as it is now (sending) and left alone; the
+        # locked rows are then exactly the ones the UPDATE changes.
+        ids = list(conn.execute(select(m.id).where(waiting).order_by(m.id).with_for_update()))
+        ids = [i for (i,) in ids]
+        if ids:
+            conn.execute(update(message_table).where(m.id.in_(ids), waiting).values(**values))
+    if not ids:
+        return []
+    conn.execute(
+        insert(message_event_table),
+        [_history_row(i, now, Status.CANCELED, reason, source=by) for i in ids],
+    )
+    # The host's session may hold some of these rows: they must not show the old status.
+    gone = set(ids)
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Message) and obj.id in gone:
+            session.expire(obj)
+    return ids
 
 
 def replace_plan(session: Session, message: Message, planned: Message, *, by: str) -> None:

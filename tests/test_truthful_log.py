@@ -1,0 +1,119 @@
+"""The email log tells the truth (issue 24, CONTRACT.md "The email log tells the truth"):
+each finding from trying erp-sms against real peers under races, on a real database, a
+Postfix-strict SMTP server and the loopback Twilio."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import pytest
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session
+
+from erp_sms import consent, outbox, testing
+from erp_sms.db import Database
+from erp_sms.dispatch import Dispatcher
+from erp_sms.models import Message, OptOut, Status, message_table
+from erp_sms.outbox import Outcome
+from erp_sms.testing import SmtpSink
+
+from .conftest import with_settings
+
+NUMBER = "+13125550000"
+
+
+def one_number_backlog(db: Database, n: int) -> list[int]:
+    """``n`` queued gateway texts, all to the same customer's number."""
+    testing.queue_texts(db.engine, n, prefix="one")
+    with db.engine.begin() as conn:
+        conn.execute(update(message_table).values(recipient=NUMBER, address="3125550000@vtext.com"))
+        return list(conn.execute(select(message_table.c.id).order_by(message_table.c.id)).scalars())
+
+
+def statuses(db: Database) -> dict[int, Message]:
+    with db.session() as s:
+        found = {m.id: m for m in s.scalars(select(Message))}
+        for m in found.values():
+            _ = list(m.history)
+        s.expunge_all()
+        return found
+
+
+# -- a STOP during dispatch --------------------------------------------------------------------
+
+
+def test_a_stop_cancels_only_the_texts_no_worker_holds(any_db: Database):
+    """A worker claims two of the number's three texts in the middle of the STOP's
+    transaction (right after its first statement on the outbox): they stay the worker's,
+    and their sends are recorded as sent. SQLite has one writer at a time: the claim
+    cannot come in between there."""
+    if any_db.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite: the STOP's transaction holds the only write lock")
+    ids = one_number_backlog(any_db, 3)
+    claimed: list[outbox.Claimed] = []
+    with Session(any_db.engine) as s, s.begin():
+
+        @event.listens_for(s.connection(), "after_cursor_execute")
+        def worker_claims(_conn: object, _cursor: object, statement: str, *_a: object) -> None:
+            if "sms_message" in statement and not claimed:
+                claimed.extend(outbox.claim_due(any_db, "w1", limit=2, lease_seconds=60))
+                claimed.append(None)  # type: ignore[arg-type]  # claimed once
+
+        done = consent.opt_out(s, number=NUMBER, source="sms_reply")
+    held = [c for c in claimed if c is not None]
+    assert set(done.canceled).isdisjoint(c.id for c in held)
+    assert sorted(done.canceled + [c.id for c in held]) == ids
+    for c in held:  # the worker's sends went out: their outcomes are the truth
+        assert outbox.finish(any_db, c, Outcome(Status.SENT, provider_id=f"<m{c.id}@x>"))
+    rows = statuses(any_db)
+    for c in held:
+        assert rows[c.id].status == Status.SENT and rows[c.id].provider_id == f"<m{c.id}@x>"
+    for i in done.canceled:
+        assert rows[i].status == Status.CANCELED
+        assert "opted out (sms_reply)" in (rows[i].reason or "")
+        assert rows[i].history[-1].status == Status.CANCELED
+
+
+def test_a_stop_with_hundreds_of_texts_queued_is_a_few_statements(any_db: Database):
+    one_number_backlog(any_db, 300)
+    statements: list[str] = []
+    with Session(any_db.engine) as s, s.begin():
+        s.connection()  # the transaction's BEGIN is not the opt-out's
+
+        @event.listens_for(s.connection(), "before_cursor_execute")
+        def count(*args: object) -> None:
+            statements.append(str(args[2]))
+
+        done = consent.opt_out(s, number=NUMBER, source="sms_reply")
+    assert len(done.canceled) == 300
+    # a read of the opt-out, its INSERT, the contacts with the number, one UPDATE (and
+    # MariaDB's locking read), one INSERT of 300 timeline lines — not a statement a row
+    assert len(statements) <= 10, statements
+
+
+def test_a_stop_that_commits_while_the_worker_holds_texts_stops_the_rest(any_db: Database):
+    """The worker has three texts to one number in hand; the first is at the mail server
+    when the STOP commits: the other two are canceled, not sent."""
+    ids = one_number_backlog(any_db, 3)
+    answer = threading.Event()
+    with SmtpSink(hold=answer) as sink:
+        settings = with_settings(smtp_host=sink.host, smtp_port=sink.port)
+        settings = replace(settings, dispatch=replace(settings.dispatch, smtp_connections=1))
+        worker = Dispatcher(any_db, settings)
+        summary: list[object] = []
+        t = threading.Thread(target=lambda: summary.append(worker.run_once()))
+        t.start()
+        sink.wait_for(1)  # the first text is at the server, its answer held
+        with any_db.session() as s:
+            consent.opt_out(s, number=NUMBER, source="sms_reply")
+        answer.set()
+        t.join(30)
+        assert len(sink.received) == 1
+    rows = statuses(any_db)
+    assert rows[ids[0]].status == Status.SENT
+    for i in ids[1:]:
+        assert rows[i].status == Status.CANCELED
+        assert "it was not sent" in (rows[i].reason or "")
+    with any_db.session() as s:
+        assert s.get(OptOut, NUMBER) is not None
