@@ -207,8 +207,18 @@ class Dispatcher:
             beat_done.set()
             beat.join()
             self._close_check()
+            self._adopt_kept_reports()
         summary.seconds = time.monotonic() - started
         return summary
+
+    def _adopt_kept_reports(self) -> None:
+        """Status reports kept because they came before their send's outcome are
+        attached by whichever of the two commits last; should both have failed to (the
+        database went away right after a commit), the end of each run attaches them."""
+        try:
+            outbox.adopt_callbacks(self.db, None)
+        except SQLAlchemyError as exc:
+            log.warning("cannot attach kept status reports (%s); next run", one_line(exc))
 
     def batch_limit(self) -> int:
         """How many messages to claim at once: the batch size, but never more than

@@ -39,7 +39,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from . import direct as _direct
-from .db import Database, is_lock_conflict, utcnow
+from .db import Database, is_lock_conflict, one_line, utcnow
 from .errors import InputError
 from .models import (
     Message,
@@ -50,6 +50,7 @@ from .models import (
     opt_out_table,
     sequence_run_table,
 )
+from .statuses import advance
 
 log = logging.getLogger(__name__)
 
@@ -114,19 +115,31 @@ def apply_callback(
     reason: str | None,
     price: tuple[str, str | None] | None,
     raw: dict[str, str],
-) -> None:
+) -> bool:
     """A provider's status report: on the message's timeline, and its status moved
-    forward when the report is newer (never back). A report for a message not known yet
-    (it can beat the send's outcome) is kept and adopted when the outcome is recorded;
-    the same report twice changes nothing."""
-    from .statuses import advance
+    forward when the report is newer (never back). The same report twice changes nothing.
 
+    A report can beat the send's outcome (the worker is still writing it): it is kept
+    unattached and False is returned — the caller then calls ``adopt_callbacks`` after
+    its commit, as the outcome's writer does after its own, so whichever commits last
+    links it (CONTRACT.md: a status callback is never lost)."""
     raw_json = _json(raw)
+    detail = f"Twilio: {provider_status}" + (f" — {reason}" if reason else "")
     msg = session.scalar(
         select(Message).where(Message.provider_id == provider_id).with_for_update()
     )
     if msg is None:
-        log.warning("status %s for unknown message %s: recorded", provider_status, provider_id)
+        ev = message_event_table.c
+        again = session.scalar(
+            select(ev.id).where(
+                ev.message_id.is_(None), ev.provider_id == provider_id, ev.raw == raw_json
+            )
+        )
+        if again is not None:
+            return False  # Twilio retried a report still waiting for its message
+        log.info(
+            "status %s for a message not recorded yet (%s): kept", provider_status, provider_id
+        )
         session.add(
             MessageEvent(
                 message_id=None,
@@ -134,16 +147,15 @@ def apply_callback(
                 kind="callback",
                 status=status,
                 source="webhook",
-                detail=f"unknown MessageSid ({provider_status})",
+                detail=detail + _EARLY,
                 raw=raw_json,
                 at=utcnow(),
             )
         )
-        return
+        return False
     if any(h.kind == "callback" and h.raw == raw_json for h in msg.history):
-        return  # the same callback again (Twilio retries): nothing to do
+        return True  # the same callback again (Twilio retries): nothing to do
     moved = status is not None and advance(msg.status, status)
-    detail = f"Twilio: {provider_status}" + (f" — {reason}" if reason else "")
     if not moved:
         detail += f" (kept {msg.status})"
     add_event(
@@ -158,6 +170,77 @@ def apply_callback(
             msg.reason = reason
         if price is not None:
             msg.price, msg.price_unit = price[0], price[1] or msg.price_unit
+    return True
+
+
+_EARLY = " (came before the send's outcome was recorded)"
+
+
+def adopt_callbacks(db: Database | Connection, provider_ids: Iterable[str] | None) -> int:
+    """Attach the status reports kept for these provider ids (None: any kept in the last
+    day) to their messages, now recorded, and move each message forward; how many were
+    attached. Safe to run twice at once: the message row is locked and a report is
+    attached only while it is still unattached."""
+    tx = db.engine.begin() if isinstance(db, Database) else _begun(db)
+    with tx as conn:
+        return _adopt(conn, None if provider_ids is None else sorted(set(provider_ids)))
+
+
+def _adopt(conn: Connection, provider_ids: list[str] | None) -> int:
+    ev = message_event_table.c
+    m = message_table.c
+    q = select(ev.id, ev.status, ev.provider_id, ev.detail, ev.raw).where(
+        ev.message_id.is_(None), ev.kind == "callback"
+    )
+    if provider_ids is not None:
+        if not provider_ids:
+            return 0
+        q = q.where(ev.provider_id.in_(provider_ids))
+    else:
+        q = q.where(ev.at >= utcnow() - dt.timedelta(days=1))
+    orphans = conn.execute(q.order_by(ev.id)).all()
+    if not orphans:
+        return 0
+    targets = conn.execute(
+        select(m.id, m.status, m.provider_id)
+        .where(m.provider_id.in_(sorted({o.provider_id for o in orphans})))
+        .order_by(m.id)
+        .with_for_update()
+    ).all()
+    adopted = 0
+    for t in targets:
+        mine = [o for o in orphans if o.provider_id == t.provider_id]
+        res = conn.execute(
+            update(message_event_table)
+            .where(ev.id.in_([o.id for o in mine]), ev.message_id.is_(None))
+            .values(message_id=t.id)
+        )
+        if res.rowcount != len(mine):
+            continue  # another writer attached them meanwhile
+        adopted += len(mine)
+        current, values = t.status, {}
+        for o in mine:
+            if o.status and advance(current, o.status):
+                current = o.status
+                values = _reported(o.detail, o.raw)
+        if current != t.status:
+            conn.execute(update(message_table).where(m.id == t.id).values(status=current, **values))
+    return adopted
+
+
+def _reported(detail: str | None, raw: str | None) -> dict[str, Any]:
+    """The error code and reason a kept report carries, for its message."""
+    values: dict[str, Any] = {}
+    try:
+        code = str(json.loads(raw or "{}").get("ErrorCode") or "")
+    except (ValueError, AttributeError):
+        code = ""
+    if code.isascii() and code.isdecimal() and int(code) < 2**31:
+        values["error_code"] = int(code)
+    reason = (detail or "").removesuffix(_EARLY).partition(" — ")[2]
+    if reason:
+        values["reason"] = reason
+    return values
 
 
 def set_price(db: Database, message_id: int, price: str, unit: str | None) -> bool:
@@ -607,7 +690,7 @@ def finish_many(
     m = message_table.c
     recorded: set[int] = set()
     history: list[dict[str, Any]] = []
-    sent: dict[str, int] = {}
+    sent: list[str] = []
     tx = db.engine.begin() if isinstance(db, Database) else _begun(db)
     with tx as conn:
         for claimed, outcome in items:
@@ -643,11 +726,17 @@ def finish_many(
                 }
             )
             if outcome.provider_id and outcome.status == Status.SENT and outcome.callbacks:
-                sent[outcome.provider_id] = claimed.id
+                sent.append(outcome.provider_id)
         if history:
             conn.execute(insert(message_event_table), history)
-        if sent:
-            _adopt_early_callbacks(conn, sent)
+    if sent:
+        # After the commit, not inside it: a report stored while this transaction was
+        # open was not visible to it (and it saw no message then); the webhook looks again
+        # after its own commit. Whichever commits last attaches it.
+        try:
+            adopt_callbacks(db, sent)
+        except DBAPIError as exc:
+            log.warning("cannot attach early status reports now (%s): retried", one_line(exc))
     return recorded
 
 
@@ -778,38 +867,6 @@ def _outcome_values(outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
     if outcome.status == Status.SENT:
         values["sent_at"] = now
     return values
-
-
-def _adopt_early_callbacks(conn: Any, sent: dict[str, int]) -> None:
-    """A provider callback can arrive before the send's outcome is committed; the webhook
-    keeps it as an unknown MessageSid. Attach such callbacks now (``sent``: provider id
-    to message id) and apply their status — one query for a whole group."""
-    from .statuses import advance
-
-    ev = message_event_table.c
-    orphans = conn.execute(
-        select(ev.id, ev.status, ev.provider_id)
-        .where(ev.message_id.is_(None), ev.provider_id.in_(list(sent)))
-        .order_by(ev.id)
-    ).all()
-    if not orphans:
-        return
-    m = message_table.c
-    for provider_id, message_id in sent.items():
-        mine = [o for o in orphans if o.provider_id == provider_id]
-        if not mine:
-            continue
-        conn.execute(
-            update(message_event_table)
-            .where(ev.id.in_([o.id for o in mine]))
-            .values(message_id=message_id)
-        )
-        current = Status.SENT
-        for o in mine:
-            if o.status and advance(current, o.status):
-                current = o.status
-        if current != Status.SENT:
-            conn.execute(update(message_table).where(m.id == message_id).values(status=current))
 
 
 def require(

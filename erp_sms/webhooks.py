@@ -200,12 +200,17 @@ def status_callback() -> Response:
         form = _clean(_validate(s, state, "status"))
         sid = _message_sid(form)
         provider_status = form.get("MessageStatus") or form.get("SmsStatus") or ""
-        apply_status(s, sid, provider_status[:64], form)
+        attached = apply_status(s, sid, provider_status[:64], form)
+    if not attached:
+        # Kept unattached: the send's outcome may have committed meanwhile (its writer
+        # looked before this report was visible). Look again, now that it is.
+        outbox.adopt_callbacks(state.db, [sid])
     return Response(status=204)
 
 
-def apply_status(session: Session, sid: str, provider_status: str, raw: dict[str, str]) -> None:
-    """Record a callback and move the message forward if the status is newer."""
+def apply_status(session: Session, sid: str, provider_status: str, raw: dict[str, str]) -> bool:
+    """Record a callback and move the message forward if the status is newer; False when
+    its message is not recorded yet (the report is kept: ``outbox.adopt_callbacks``)."""
     new = normalise(provider_status)
     code_text = raw.get("ErrorCode") or ""
     code = error_code(code_text)
@@ -213,7 +218,7 @@ def apply_status(session: Session, sid: str, provider_status: str, raw: dict[str
     if code is None and code_text:
         reason = f"Twilio error {code_text[:40]!r} (not a code erp-sms knows)"
     price = raw.get("Price") or None
-    outbox.apply_callback(
+    return outbox.apply_callback(
         session,
         sid,
         status=new,

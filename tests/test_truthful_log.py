@@ -17,8 +17,11 @@ from erp_sms.dispatch import Dispatcher
 from erp_sms.models import Message, OptOut, Status, message_table
 from erp_sms.outbox import Outcome
 from erp_sms.testing import SmtpSink
+from erp_sms.webhooks import create_app
 
 from .conftest import with_settings
+from .helpers import activate_twilio
+from .test_webhooks import callback, post
 
 NUMBER = "+13125550000"
 
@@ -117,3 +120,42 @@ def test_a_stop_that_commits_while_the_worker_holds_texts_stops_the_rest(any_db:
         assert "it was not sent" in (rows[i].reason or "")
     with any_db.session() as s:
         assert s.get(OptOut, NUMBER) is not None
+
+
+# -- a status callback racing the send's outcome -----------------------------------------------
+
+PUBLIC = "https://erp.example.com/sms"
+
+
+def test_a_status_callback_that_comes_while_the_outcome_commits_is_attached(any_db: Database):
+    """Twilio's callback is stored while the worker's outcome transaction is open and
+    about to commit: neither saw the other. On PostgreSQL only: MariaDB's locking read
+    waits for the outcome's commit, and SQLite has one writer at a time."""
+    if any_db.engine.dialect.name != "postgresql":
+        pytest.skip("the report's read waits for the outcome's commit on this database")
+    with any_db.session() as s:
+        activate_twilio(s)
+    client = create_app(db=any_db, settings=with_settings(public_url=PUBLIC)).test_client()
+    testing.queue_texts(any_db.engine, 1, gateway=False)
+    (claimed,) = outbox.claim_due(any_db, "w1", limit=1, lease_seconds=60)
+    sid = "SM" + "0123456789abcdef" * 2
+    answers: list[int] = []
+
+    def callback_arrives(_conn: object) -> None:
+        if not answers:
+            answers.append(0)  # the webhook's own commit comes through here too
+            report = callback(sid, "undelivered", ErrorCode="30005", To="+13125550000")
+            answers[0] = post(client, "status", report).status_code
+
+    event.listen(any_db.engine, "commit", callback_arrives)
+    try:
+        outbox.finish(any_db, claimed, Outcome(Status.SENT, provider_id=sid, callbacks=True))
+    finally:
+        event.remove(any_db.engine, "commit", callback_arrives)
+    assert answers == [204]
+    m = statuses(any_db)[claimed.id]
+    assert m.status == Status.UNDELIVERED and m.error_code == 30005
+    assert [(h.kind, h.status) for h in m.history][-2:] == [
+        ("status", Status.SENT),
+        ("callback", Status.UNDELIVERED),
+    ]
