@@ -180,12 +180,13 @@ class Dispatcher:
         batches = 0
         try:
             while not self.stop.is_set():
+                now = self.clock()
                 claimed = outbox.claim_due(
                     self.db,
                     self.worker_id,
                     limit=self.batch_limit(),
                     lease_seconds=self.lease_seconds,
-                    now=self.clock(),
+                    now=now,
                 )
                 if not claimed:
                     if lanes.idle and recorder.idle:
@@ -195,7 +196,7 @@ class Dispatcher:
                     lanes.wait_until_fewer_than(1)
                     recorder.flush()
                     continue
-                self._route_batch(claimed, lanes)
+                self._route_batch(claimed, lanes, now)
                 batches += 1
                 if max_batches is not None and batches >= max_batches:
                     break
@@ -263,7 +264,7 @@ class Dispatcher:
             return 0
         now = self.clock()
         try:
-            held = outbox.renew_leases(self.db, claims, lease_seconds=self.lease_seconds, now=now)
+            held = outbox.renew_leases(self.db, claims, lease_seconds=self.lease_seconds)
         except SQLAlchemyError as exc:
             log.warning("worker %s: cannot renew leases: %s", self.worker_id, one_line(exc))
             return 0
@@ -283,13 +284,14 @@ class Dispatcher:
 
     # -- one batch ------------------------------------------------------------------------
 
-    def _route_batch(self, claimed: list[Claimed], lanes: _LaneSet) -> None:
+    def _route_batch(self, claimed: list[Claimed], lanes: _LaneSet, at: dt.datetime) -> None:
         """Route each claimed text with today's rules and hand it to its channel's lane
-        (or record the outcome that replaces sending it)."""
+        (or record the outcome that replaces sending it). ``at``: by this worker's clock,
+        a moment before the claim."""
         with self._in_hand_lock:
             for c in claimed:
                 self._in_hand[c.id] = c
-                self._confirmed[c.id] = c.claimed_at
+                self._confirmed[c.id] = at
         with self.db.session() as s:
             prepared = channels.prepare(s, self.settings)
         for msg in claimed:
@@ -404,17 +406,17 @@ class Dispatcher:
         that ran out while the database was away) must not send what another now has.
 
         While this worker's own lease on the text is known good for half a lease more
-        (claimed or renewed by the heartbeat recently, by its clock) nothing is asked;
-        otherwise one conditional UPDATE proves the claim. Other workers can take the text
-        only after the lease ran out by their clocks, so this holds while the workers'
-        clocks agree within half a lease (150 s by default)."""
+        (claimed or renewed by the heartbeat less than half a lease ago, by this worker's
+        clock: only time elapsed on it counts, so its offset does not matter) nothing is
+        asked; otherwise one conditional UPDATE proves the claim. Leases run out by the
+        database's clock alone, so no worker's clock lets another take the text early."""
         now = self.clock()
         with self._in_hand_lock:
             confirmed = self._confirmed.get(msg.id, msg.claimed_at)
         if now < confirmed + dt.timedelta(seconds=self.lease_seconds / 2):
             return True
         try:
-            mine = outbox.confirm_claim(self.db, msg, lease_seconds=self.lease_seconds, now=now)
+            mine = outbox.confirm_claim(self.db, msg, lease_seconds=self.lease_seconds)
         except SQLAlchemyError as exc:
             log.warning(
                 "message %s not sent: cannot confirm the claim (%s); it is retried after its lease",

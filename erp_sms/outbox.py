@@ -39,7 +39,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from . import direct as _direct
-from .db import Database, is_lock_conflict, one_line, utcnow
+from .db import Database, database_now, is_lock_conflict, one_line, utcnow
 from .errors import InputError
 from .models import (
     Message,
@@ -459,24 +459,30 @@ CLAIM_TRIES = 5
 def _claim(
     db: Database, worker_id: str, *, limit: int, lease_seconds: float, now: dt.datetime
 ) -> list[Claimed]:
+    """``now`` is the planning clock (is a queued text due?); leases are the database's
+    clock alone (``database_now``): a worker whose clock is off neither takes a text
+    whose lease is still running nor hands out a lease that has already run out."""
     m = message_table.c
-    due = or_(
-        and_(m.status == Status.QUEUED, m.next_attempt_at <= now),
-        and_(m.status == Status.SENDING, m.lease_expires_at < now),
-    )
-    # An opt-out may have come in after the text was queued (or while it was held):
-    # such a row is canceled here instead of being sent.
-    opted_out = exists().where(opt_out_table.c.number == m.recipient).label("opted_out")
-    candidates = (
-        select(m.id, m.status, m.claimed_by, m.claimed_at, m.recipient, m.send_window, opted_out)
-        .where(due)
-        .order_by(m.next_attempt_at, m.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    lease_until = now + dt.timedelta(seconds=lease_seconds)
     conn_cm = db.engine.connect().execution_options(erp_sms_begin_immediate=True)
     with conn_cm as conn, conn.begin():
+        clock = database_now(conn)
+        due = or_(
+            and_(m.status == Status.QUEUED, m.next_attempt_at <= now),
+            and_(m.status == Status.SENDING, m.lease_expires_at < clock),
+        )
+        # An opt-out may have come in after the text was queued (or while it was held):
+        # such a row is canceled here instead of being sent.
+        opted_out = exists().where(opt_out_table.c.number == m.recipient).label("opted_out")
+        candidates = (
+            select(
+                m.id, m.status, m.claimed_by, m.claimed_at, m.recipient, m.send_window, opted_out
+            )
+            .where(due)
+            .order_by(m.next_attempt_at, m.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        lease_until = clock + dt.timedelta(seconds=lease_seconds)
         window: _WindowCheck | None = None
         wanted: list[Any] = []
         for row in conn.execute(candidates).all():
@@ -505,7 +511,7 @@ def _claim(
             .values(
                 status=Status.SENDING,
                 claimed_by=token,
-                claimed_at=now,
+                claimed_at=clock,
                 lease_expires_at=lease_until,
                 attempts=m.attempts + 1,
                 updated_at=now,
@@ -540,7 +546,7 @@ def _claim(
                 raw_address=r.raw_address,
                 body=r.body,
                 attempts=r.attempts,
-                claimed_at=now,
+                claimed_at=clock,
                 contact_ref=r.contact_ref,
                 contact_name=r.contact_name,
                 order_number=r.order_number,
@@ -555,19 +561,17 @@ def _claim(
     return out
 
 
-def confirm_claim(
-    db: Database, claimed: Claimed, *, lease_seconds: float, now: dt.datetime | None = None
-) -> bool:
+def confirm_claim(db: Database, claimed: Claimed, *, lease_seconds: float) -> bool:
     """Right before a send: True when ``claimed`` is still ours, its lease renewed for
     the send; False when the claim was lost (another worker has the text now). One
     conditional UPDATE: its rowcount proves the claim."""
-    now = now or utcnow()
     m = message_table.c
     with db.engine.begin() as conn:
+        lease_until = database_now(conn) + dt.timedelta(seconds=lease_seconds)
         res = conn.execute(
             update(message_table)
             .where(m.id == claimed.id, m.claimed_by == claimed.token, m.status == Status.SENDING)
-            .values(lease_expires_at=now + dt.timedelta(seconds=lease_seconds))
+            .values(lease_expires_at=lease_until)
         )
         return res.rowcount == 1
 
@@ -577,20 +581,19 @@ def renew_leases(
     claims: Sequence[Claimed],
     *,
     lease_seconds: float,
-    now: dt.datetime | None = None,
 ) -> set[int]:
     """The heartbeat of a live worker: extend the lease of the texts it still holds
     (one statement); the ids whose claim is still its own."""
     if not claims:
         return set()
-    now = now or utcnow()
     m = message_table.c
     mine = or_(*[and_(m.id == c.id, m.claimed_by == c.token) for c in claims])
     with db.engine.begin() as conn:
+        lease_until = database_now(conn) + dt.timedelta(seconds=lease_seconds)
         conn.execute(
             update(message_table)
             .where(mine, m.status == Status.SENDING)
-            .values(lease_expires_at=now + dt.timedelta(seconds=lease_seconds))
+            .values(lease_expires_at=lease_until)
         )
         held = conn.execute(select(m.id).where(mine, m.status == Status.SENDING)).scalars()
         return set(held)

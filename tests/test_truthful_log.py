@@ -4,6 +4,7 @@ Postfix-strict SMTP server and the loopback Twilio."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from dataclasses import replace
 
@@ -12,7 +13,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from erp_sms import consent, outbox, testing
-from erp_sms.db import Database
+from erp_sms.db import Database, utcnow
 from erp_sms.dispatch import Dispatcher
 from erp_sms.models import Message, OptOut, Status, message_table
 from erp_sms.outbox import Outcome
@@ -159,3 +160,23 @@ def test_a_status_callback_that_comes_while_the_outcome_commits_is_attached(any_
         ("status", Status.SENT),
         ("callback", Status.UNDELIVERED),
     ]
+
+
+# -- clocks ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("skew", [-15, 15])
+def test_a_worker_whose_clock_is_off_takes_no_text_another_worker_holds(any_db: Database, skew):
+    """Worker A claims with a 6 s lease; B's clock (or A's) is 15 s off. Judged by the
+    database's clock, A's lease is running: B gets nothing, whichever clock is wrong."""
+    testing.queue_texts(any_db.engine, 3)
+    real = utcnow()
+    with any_db.engine.begin() as conn:  # due by either clock
+        conn.execute(update(message_table).values(next_attempt_at=real - dt.timedelta(minutes=1)))
+    off = real + dt.timedelta(seconds=skew)
+    a_clock, b_clock = (off, real) if skew < 0 else (real, off)  # behind: A; ahead: B
+    held = outbox.claim_due(any_db, "A", limit=10, lease_seconds=6, now=a_clock)
+    assert len(held) == 3
+    assert outbox.claim_due(any_db, "B", limit=10, lease_seconds=6, now=b_clock) == []
+    for c in held:
+        assert outbox.finish(any_db, c, Outcome(Status.SENT, provider_id=f"<{c.id}@x>"))
