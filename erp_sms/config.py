@@ -50,6 +50,7 @@ class Settings:
     smtp_password: str | None = field(default=None, repr=False)
     smtp_security: str = "none"
     smtp_from: str | None = None
+    smtp_ca_file: str | None = None  # PEM file of a private CA that signed the relay's cert
     twilio_api_url: str = "https://api.twilio.com"
     public_url: str | None = None
     secret_key: str | None = field(default=None, repr=False)
@@ -129,6 +130,7 @@ class Settings:
             smtp_password=get("SMTP_PASSWORD", None),
             smtp_security=security,
             smtp_from=get("SMTP_FROM", None),
+            smtp_ca_file=(get("SMTP_CA_FILE", None) or None),
             twilio_api_url=(get("TWILIO_API_URL", cls.twilio_api_url) or cls.twilio_api_url),
             public_url=(get("PUBLIC_URL", None) or None),
             secret_key=get("SECRET_KEY", None),

@@ -563,15 +563,23 @@ def _free_port() -> int:
 class SmtpSink:
     """An SMTP server on 127.0.0.1 that keeps what it receives (aiosmtpd).
 
+    Like Postfix where it matters: a message refused at the end of DATA leaves its
+    transaction open, and the next MAIL FROM gets ``503 5.5.1 Error: nested MAIL
+    command`` until the client sends RSET (aiosmtpd alone forgives this).
+
     ``mode``: "accept" (250), "refuse" (550 for every recipient), "flaky" (451 for the
-    first ``flaky_failures`` messages, then 250), "drop" (after ``drop_after`` messages
+    first ``flaky_failures`` messages, then 250), "reject_data" (554 at the end of DATA
+    for the first ``flaky_failures`` messages, then 250: a policy service's verdict),
+    "relay_denied" (554 5.7.1 Relay access denied at RCPT: a relay that wants a login),
+    "drop" (after ``drop_after`` messages
     the idle connection goes stale: the next MAIL FROM finds it closed, once), "vanish"
     (stores each mail, then closes the connection instead of answering), "down" (421 to
     every MAIL FROM: an outage). ``hold``: an event the server waits for after storing a
     mail and before answering 250 (a slow relay, without sleeping). ``tls``: "starttls"
     (required) or "ssl" (implicit TLS) with ``certfile``/``keyfile``; ``credentials``:
     (user, password) required to send. ``slow_rate``: the share of mails answered
-    ``slow_seconds`` late. ``wait_for(n)`` waits until ``n`` mails arrived.
+    ``slow_seconds`` late. ``eight_bit``: whether EHLO offers 8BITMIME; ``smtputf8``:
+    whether it offers SMTPUTF8. ``wait_for(n)`` waits until ``n`` mails arrived.
     """
 
     def __init__(
@@ -588,6 +596,8 @@ class SmtpSink:
         certfile: str | None = None,
         keyfile: str | None = None,
         credentials: tuple[str, str] | None = None,
+        eight_bit: bool = True,
+        smtputf8: bool = False,
     ) -> None:
         try:
             from aiosmtpd.controller import Controller
@@ -637,6 +647,12 @@ class SmtpSink:
                 auth_require_tls=tls == "starttls",
             )
         self.logins: list[tuple[str, bool]] = []
+        self.eight_bit = eight_bit
+        self.nested: list[str] = []
+        self.mail_options: list[
+            list[str]
+        ] = []  # each received mail's MAIL FROM options  # MAIL FROMs refused as nested (no RSET after a refusal)
+        kwargs["enable_SMTPUTF8"] = smtputf8
         self._controller = Controller(self, hostname=self.host, port=self.port, **kwargs)
 
     async def handle_EHLO(
@@ -644,13 +660,22 @@ class SmtpSink:
     ) -> list[str]:
         self.sessions += 1
         session.host_name = hostname
+        if not self.eight_bit:
+            responses = [r for r in responses if "8BITMIME" not in r]
         return responses
+
+    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
+        session.erp_sms_open = False
+        return "250 2.0.0 Ok"
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, mail_options: Any
     ) -> str:
         if self.mode == "down":
             return "421 4.3.2 service not available"
+        if getattr(session, "erp_sms_open", False):  # Postfix: the refused one is still open
+            self.nested.append(address)
+            return "503 5.5.1 Error: nested MAIL command"
         if self.mode == "drop" and not self._dropped and len(self.received) >= self.drop_after:
             self._dropped = True
             server.transport.close()
@@ -664,15 +689,21 @@ class SmtpSink:
     ) -> str:
         if self.mode == "refuse":
             return "550 5.1.1 mailbox unavailable"
+        if self.mode == "relay_denied":
+            return f"554 5.7.1 <{address}>: Relay access denied"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.mode == "flaky" and self.flaky_failures > 0:
+        if self.mode in ("flaky", "reject_data") and self.flaky_failures > 0:
             self.flaky_failures -= 1
-            return "451 4.3.0 try again later"
+            session.erp_sms_open = True  # until RSET, as Postfix keeps it
+            if self.mode == "flaky":
+                return "451 4.3.0 try again later"
+            return "554 5.7.1 message rejected by policy"
         with self._arrived:
             self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+            self.mail_options.append(list(envelope.mail_options))
             self._arrived.notify_all()
         if self.mode == "vanish":
             server.transport.close()

@@ -5,8 +5,10 @@ Postfix-strict SMTP server and the loopback Twilio."""
 from __future__ import annotations
 
 import datetime as dt
+import email.policy
 import threading
 from dataclasses import replace
+from email.parser import BytesParser
 
 import pytest
 from sqlalchemy import event, select, update
@@ -21,7 +23,8 @@ from erp_sms.testing import SmtpSink
 from erp_sms.webhooks import create_app
 
 from .conftest import with_settings
-from .helpers import activate_twilio
+from .helpers import activate_twilio, messages
+from .test_dispatch import make_orders
 from .test_webhooks import callback, post
 
 NUMBER = "+13125550000"
@@ -180,3 +183,90 @@ def test_a_worker_whose_clock_is_off_takes_no_text_another_worker_holds(any_db: 
     assert outbox.claim_due(any_db, "B", limit=10, lease_seconds=6, now=b_clock) == []
     for c in held:
         assert outbox.finish(any_db, c, Outcome(Status.SENT, provider_id=f"<{c.id}@x>"))
+
+
+# -- SMTP: one refusal never fails another text; encodings the server offers ---------------------
+
+
+def test_a_message_refused_at_the_end_of_data_does_not_fail_the_next_one(delivery, db, session):
+    """A Postfix policy service refuses the first text at the end of DATA (554); Postfix
+    keeps that transaction open. The next customer's text is sent, not failed with
+    '503 nested MAIL command'."""
+    with SmtpSink("reject_data", flaky_failures=1) as sink:
+        with_settings(smtp_port=sink.port)
+        make_orders(session, 10)
+        Dispatcher(db).run_once()
+        assert sink.nested == []
+        assert len(sink.received) == 9
+    rows = sorted(messages(session), key=lambda m: m.id)
+    assert rows[0].status == Status.FAILED and "554" in (rows[0].reason or "")
+    assert [m.status for m in rows[1:]] == [Status.SENT] * 9
+
+
+def test_a_503_is_the_session_s_fault_and_the_text_goes_on_a_new_connection(delivery, db, session):
+    """The server's session is out of step (503 at MAIL FROM): a new connection, and the
+    text is sent — never failed for it."""
+    with SmtpSink() as sink:
+        with_settings(smtp_port=sink.port)
+        make_orders(session, 2)
+        original = sink.handle_MAIL
+        calls = []
+
+        async def out_of_step_once(*args):
+            calls.append(1)
+            if len(calls) == 1:
+                return "503 5.5.1 Error: nested MAIL command"
+            return await original(*args)
+
+        sink.handle_MAIL = out_of_step_once
+        Dispatcher(db).run_once()
+        assert len(sink.received) == 2
+    assert {m.status for m in messages(session)} == {Status.SENT}
+    assert all(m.attempts == 1 for m in messages(session))
+
+
+@pytest.mark.parametrize("eight_bit", [True, False])
+def test_a_text_with_accents_goes_8bit_only_where_the_server_offers_it(
+    delivery, db, session, eight_bit
+):
+    with SmtpSink(eight_bit=eight_bit) as sink:
+        with_settings(smtp_port=sink.port, smtp_from="Müller GmbH <sms@müller.example>")
+        make_orders(session, 1)
+        with db.session() as s:
+            s.execute(
+                update(message_table).values(body="Ihre Bestellung SO-1 ist unterwegs – Grüße")
+            )
+        Dispatcher(db).run_once()
+        ((mail_from, _to, data),) = sink.received
+        options = sink.mail_options[0]
+    (m,) = messages(session)
+    assert m.status == Status.SENT
+    assert mail_from == "sms@xn--mller-kva.example"  # the domain in its ASCII form
+    parsed = BytesParser(policy=email.policy.default).parsebytes(data)
+    assert parsed.get_content().strip() == "Ihre Bestellung SO-1 ist unterwegs – Grüße"
+    assert str(parsed["From"]) == "Müller GmbH <sms@xn--mller-kva.example>"
+    if eight_bit:
+        assert "BODY=8BITMIME" in options
+    else:
+        assert data.isascii() and "BODY=8BITMIME" not in options
+        assert parsed["Content-Transfer-Encoding"] in ("quoted-printable", "base64")
+
+
+def test_an_address_with_accents_before_the_at_needs_smtputf8_or_is_held(delivery, db, session):
+    with_settings(smtp_from="bestellbestätigung@example.com")
+    with SmtpSink(smtputf8=False) as plain:
+        with_settings(smtp_port=plain.port)
+        make_orders(session, 1)
+        Dispatcher(db).run_once()  # was: UnicodeEncodeError in the worker
+        assert plain.received == []
+    (m,) = messages(session)
+    assert m.status == Status.HELD and "SMTPUTF8" in (m.reason or "")
+    with SmtpSink(smtputf8=True) as utf8:
+        with_settings(smtp_port=utf8.port)
+        with db.session() as s:
+            outbox.release(s)
+        Dispatcher(db).run_once()
+        assert utf8.received[0][0] == "bestellbestätigung@example.com"
+        assert "SMTPUTF8" in utf8.mail_options[0]
+    (m,) = messages(session)
+    assert m.status == Status.SENT
