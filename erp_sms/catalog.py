@@ -98,13 +98,16 @@ class ErrorPolicy:
     action: str  # permanent | retry | config | opt_out
     reason: str
     max_attempts: int | None = None
+    fix: str | None = None  # for "config": what staff change (default: the credentials)
 
 
 @cache
 def twilio_error_policies() -> dict[int, ErrorPolicy]:
     data = _load("twilio_errors.toml")["codes"]
     return {
-        int(code): ErrorPolicy(int(code), row["action"], row["reason"], row.get("max_attempts"))
+        int(code): ErrorPolicy(
+            int(code), row["action"], row["reason"], row.get("max_attempts"), row.get("fix")
+        )
         for code, row in data.items()
     }
 

@@ -201,8 +201,10 @@ def set_fields(
                 )
         rule.active = active
         _audit(session, full, "Active", "set", by, "on" if active else "off")
+    # New credentials or a new sender answer what a flag said (a rejected AuthCode, a
+    # From Twilio refused, an empty Messaging Service): the texts go out again.
     credentials_changed = any(
-        rtype.field(k).secret or k in ("SID", "MessagingServiceSid") for k in clean
+        rtype.field(k).secret or k in ("SID", "MessagingServiceSid", "PhoneNumber") for k in clean
     )
     if credentials_changed and rule.rejected_at is not None:
         rule.rejected_at = None

@@ -218,7 +218,7 @@ def apply_status(session: Session, sid: str, provider_status: str, raw: dict[str
     if code is None and code_text:
         reason = f"Twilio error {code_text[:40]!r} (not a code erp-sms knows)"
     price = raw.get("Price") or None
-    return outbox.apply_callback(
+    attached = outbox.apply_callback(
         session,
         sid,
         status=new,
@@ -228,6 +228,18 @@ def apply_status(session: Session, sid: str, provider_status: str, raw: dict[str
         price=(price, raw.get("PriceUnit")) if price else None,
         raw=raw,
     )
+    policy = twilio_error_policies().get(code) if code else None
+    if policy is not None and policy.action == "config":
+        # The sender itself is refused (an unregistered 10DLC number, 30034): every
+        # other text from it would fail alike, so the record is flagged and they are held.
+        sender = session.scalar(select(Message.sender).where(Message.provider_id == sid))
+        rule_records.flag_rejected(
+            session,
+            sender or rule_records.TWILIO,
+            f"TWILIO rule: {policy.reason}; {policy.fix or ''}".rstrip("; "),
+            by="webhook",
+        )
+    return attached
 
 
 # -- inbound -----------------------------------------------------------------------------------

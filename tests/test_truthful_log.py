@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
-from erp_sms import consent, outbox, testing
+from erp_sms import consent, outbox, rule_records, testing
 from erp_sms.db import Database, utcnow
 from erp_sms.dispatch import Dispatcher
-from erp_sms.models import Message, OptOut, Status, message_table
+from erp_sms.models import Message, OptOut, Rule, Status, message_table
 from erp_sms.outbox import Outcome
 from erp_sms.testing import SmtpSink
 from erp_sms.webhooks import create_app
@@ -270,3 +270,54 @@ def test_an_address_with_accents_before_the_at_needs_smtputf8_or_is_held(deliver
         assert "SMTPUTF8" in utf8.mail_options[0]
     (m,) = messages(session)
     assert m.status == Status.SENT
+
+
+# -- Twilio sender faults: held and flagged, not failed one by one -------------------------------
+
+
+@pytest.mark.parametrize("code", [21606, 21212, 21703, 21704, 21608, 30034])
+def test_a_sender_twilio_refuses_holds_the_texts_and_flags_the_record(
+    delivery, db, session, twilio_server, code
+):
+    activate_twilio(session)
+    make_orders(session, 4, gateway=False)
+    twilio_server.fail_next(4, status=400, code=code, message="refused")
+    Dispatcher(db).run_once()
+    rows = messages(session)
+    assert {m.status for m in rows} == {Status.HELD}, {m.reason for m in rows}
+    assert all(f"({code})" in (m.reason or "") for m in rows)
+    assert all("erp-sms rules" in (m.reason or "") for m in rows)
+    rule = session.get(Rule, "TWILIO")
+    session.refresh(rule)
+    assert rule.rejected_at is not None and str(code) in (rule.rejected_reason or "")
+    # staff fix the sender: the held texts go out
+    rule_records.set_fields(session, "TWILIO", {"PhoneNumber": "+13125550199"}, by="test")
+    session.commit()
+    Dispatcher(db).run_once()
+    assert {m.status for m in messages(session)} == {Status.SENT}
+
+
+def test_a_30034_callback_flags_the_sender_so_the_rest_are_held(
+    delivery, db, session, twilio_server
+):
+    """An unregistered 10DLC number is refused by the carriers after Twilio accepted
+    the text: that text is undelivered (true), and the texts still to come are held."""
+    activate_twilio(session)
+    make_orders(session, 3, gateway=False)
+    later = utcnow() + dt.timedelta(hours=1)
+    with db.engine.begin() as conn:  # the other two are due later
+        conn.execute(
+            update(message_table).where(message_table.c.id > 1).values(next_attempt_at=later)
+        )
+    Dispatcher(db).run_once()
+    m = messages(session)[0]
+    client = create_app(db=db, settings=with_settings(public_url=PUBLIC)).test_client()
+    report = callback(m.provider_id, "undelivered", ErrorCode="30034", To=m.recipient)
+    assert post(client, "status", report).status_code == 204
+    with db.engine.begin() as conn:
+        conn.execute(update(message_table).values(next_attempt_at=utcnow()))
+    Dispatcher(db).run_once()
+    rows = sorted(messages(session), key=lambda r: r.id)
+    assert rows[0].status == Status.UNDELIVERED and rows[0].error_code == 30034
+    assert [r.status for r in rows[1:]] == [Status.HELD, Status.HELD]
+    assert all("10DLC" in (r.reason or "") for r in rows[1:])

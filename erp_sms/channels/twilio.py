@@ -45,11 +45,9 @@ def error_for(
     if policy is not None:
         limit = policy.max_attempts
         if policy.action == "config":
+            fix = policy.fix or "update it with `erp-sms rules set TWILIO --sid … --auth-code …`"
             return ChannelConfigurationError(
-                f"TWILIO rule: {policy.reason}; update it with "  # noqa: S608 - not SQL
-                "`erp-sms rules set TWILIO --sid … --auth-code …`",
-                code=code,
-                provider="twilio",
+                f"TWILIO rule: {policy.reason}; {fix}", code=code, provider="twilio"
             )
         if policy.action == "retry":
             return TransientError(
@@ -340,7 +338,9 @@ def _held_reason(rejected: str) -> str:
             "(`erp-sms rules set TWILIO --messaging-service-sid …`, or '' to send from "
             "PhoneNumber), then released"
         )
-    return HELD_CREDENTIALS
+    if "(20003)" in rejected or "HTTP 401" in rejected:
+        return HELD_CREDENTIALS
+    return rejected  # a sender Twilio refuses: the reason already says what to change
 
 
 #: Messages per page when looking for an earlier send (Twilio allows up to 1,000).
