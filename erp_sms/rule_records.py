@@ -135,6 +135,9 @@ class TwilioRule:
     rejected_reason: str | None = None
     messaging_service_sid: str | None = None  # a pool of numbers (Twilio's own fan-out)
     name: str = TWILIO  # the record: TWILIO, or a site's (TWILIO:WEST)
+    #: The secret of a webhook Shared Key: Twilio signs webhooks with it (HMAC-SHA256)
+    #: instead of the Auth Token when the account is set up so.
+    webhook_key: str | None = field(default=None, repr=False)
 
 
 def get_rule(session: Session, name: str) -> Rule | None:
@@ -172,7 +175,7 @@ def set_fields(
     by_name = {f.name: f for f in rule.fields}
     for fname, value in clean.items():
         spec = rtype.field(fname)
-        stored = seal(value) if spec.secret else value
+        stored = seal(value) if spec.secret and value else value
         row = by_name.get(fname)
         if row is None:
             if stored == "":
@@ -282,6 +285,7 @@ def twilio_rule(session: Session, name: str = TWILIO) -> TwilioRule | None:
     if rule is None:
         return None
     auth = rule.get("AuthCode")
+    key = rule.get("WebhookKey")
     return TwilioRule(
         sid=rule.get("SID") or "",
         auth_code=unseal(auth) if auth else "",
@@ -290,6 +294,7 @@ def twilio_rule(session: Session, name: str = TWILIO) -> TwilioRule | None:
         rejected_reason=rule.rejected_reason,
         messaging_service_sid=rule.get("MessagingServiceSid") or None,
         name=rule.rule_type,
+        webhook_key=unseal(key) if key else None,
     )
 
 

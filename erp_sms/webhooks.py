@@ -22,12 +22,19 @@ import logging
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from flask import Blueprint, Flask, Response, abort, current_app, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import (
+    HMAC_SHA1,
+    HMAC_SHA256,
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
 
 from . import consent, options, outbox, rule_records
 from .addresses import mask
@@ -94,17 +101,21 @@ def _state() -> _State:
 
 
 def signed_url(settings: Settings, endpoint: str) -> str:
-    """The URL Twilio signed: the configured public URL, not what the request shows."""
+    """The URL Twilio signed: the configured public URL, not what the request shows, and
+    the query exactly as Twilio sent it (still percent-encoded: decoding it changes what
+    was signed)."""
+    query = request.query_string.decode("latin-1")
     if settings.public_url:
         # The path as Twilio called it (with or without a trailing slash), under the
         # public base URL (the proxy's), not the internal address the request shows.
         url = settings.public_url.rstrip("/") + request.path
-        query = request.query_string.decode()
-        return f"{url}?{query}" if query else url
-    log.warning(
-        "ERP_SMS_PUBLIC_URL is not set: validating against %s (wrong behind a proxy)", request.url
-    )
-    return request.url
+    else:
+        log.warning(
+            "ERP_SMS_PUBLIC_URL is not set: validating against %s (wrong behind a proxy)",
+            request.host_url,
+        )
+        url = request.host_url.rstrip("/") + quote(request.script_root + request.path)
+    return f"{url}?{query}" if query else url
 
 
 class ConfigurationFault(Exception):
@@ -136,16 +147,34 @@ def _validate(session: Session, state: _State, endpoint: str) -> dict[str, str]:
         log.error("twilio %s: no TWILIO AuthCode to check the signature with", endpoint)
         raise ConfigurationFault("no TWILIO AuthCode is set")
     url = signed_url(state.settings, endpoint)
-    validator = RequestValidator(rule.auth_code)
+    # An account that signs webhooks with a Shared Key says so in this header; the
+    # signature is then HMAC-SHA256 with the key's secret, not HMAC-SHA1 with the token.
+    settings_header = request.headers.get(SIGNATURE_SETTINGS_HEADER, "")
+    algorithm = get_signature_algorithm(settings_header)
+    secret = rule.auth_code
+    if settings_header:
+        if algorithm not in (HMAC_SHA1, HMAC_SHA256):
+            log.warning("twilio %s: unknown signature algorithm %r; refused", endpoint, algorithm)
+            abort(403)
+        if not rule.webhook_key:
+            log.error("twilio %s: signed with a Shared Key, but no WebhookKey is set", endpoint)
+            raise ConfigurationFault(
+                f"Twilio signs webhooks with a Shared Key: set its secret with `erp-sms rules "
+                f"set {rule.name} --webhook-key -`"
+            )
+        secret = rule.webhook_key
+    validator = RequestValidator(secret)
     if request.mimetype == "application/x-www-form-urlencoded" or not request.content_length:
         # The MultiDict itself: Twilio signs every value of a repeated key.
-        if not validator.validate(url, request.form, signature):
+        if not validator.validate(url, request.form, signature, algorithm=algorithm):
             log.warning("twilio %s: bad X-Twilio-Signature for %s; refused", endpoint, url)
             abort(403)
         return {k: request.form.get(k, "") for k in request.form}
     # Any other body (JSON): Twilio signs the URL, whose bodySHA256 is the body's hash.
     body = request.get_data(as_text=True)
-    if "bodySHA256" not in request.args or not validator.validate(url, body, signature):
+    if "bodySHA256" not in request.args or not validator.validate(
+        url, body, signature, algorithm=algorithm
+    ):
         log.warning("twilio %s: bad signature or body hash for %s; refused", endpoint, url)
         abort(403)
     try:
@@ -159,6 +188,7 @@ def _validate(session: Session, state: _State, endpoint: str) -> dict[str, str]:
 
 _SID = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}$")
 _INT_MAX = 2**31 - 1  # the error_code column is a 32-bit integer on every database
+_PRICE = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,10})?")  # fits the price column (32)
 
 
 def _message_sid(form: dict[str, str]) -> str:
@@ -180,9 +210,17 @@ def _clean(form: dict[str, str]) -> dict[str, str]:
 def error_code(text: str) -> int | None:
     """A callback's ErrorCode as a number we can store, or None (kept in the raw text)."""
     text = text.strip()
-    if not text.isdigit() or int(text) > _INT_MAX:
+    # isdigit() alone takes '²', which int() refuses
+    if not (text.isascii() and text.isdecimal()) or int(text) > _INT_MAX:
         return None
     return int(text)
+
+
+def price_of(text: str) -> str | None:
+    """A callback's Price as we store it (a decimal of at most 32 characters), or None
+    (it stays in the raw callback on the timeline)."""
+    text = text.strip()
+    return text if _PRICE.fullmatch(text) else None
 
 
 # -- status callbacks -----------------------------------------------------------------------------
@@ -217,7 +255,8 @@ def apply_status(session: Session, sid: str, provider_status: str, raw: dict[str
     reason = error_reason(code) if code else None
     if code is None and code_text:
         reason = f"Twilio error {code_text[:40]!r} (not a code erp-sms knows)"
-    price = raw.get("Price") or None
+    price = price_of(raw.get("Price") or "")
+    unit = (raw.get("PriceUnit") or "")[:8] or None
     attached = outbox.apply_callback(
         session,
         sid,
@@ -225,7 +264,7 @@ def apply_status(session: Session, sid: str, provider_status: str, raw: dict[str
         provider_status=provider_status,
         error_code=code,
         reason=reason,
-        price=(price, raw.get("PriceUnit")) if price else None,
+        price=(price, unit) if price else None,
         raw=raw,
     )
     policy = twilio_error_policies().get(code) if code else None

@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 from twilio.request_validator import RequestValidator
 from werkzeug.serving import make_server
 
-from erp_sms import erp, signals
+from erp_sms import erp, rule_records, signals
 from erp_sms.cli import cli
 from erp_sms.db import Database
 from erp_sms.dispatch import Dispatcher
@@ -586,3 +586,68 @@ def test_a_trailing_slash_is_the_same_endpoint(client, session, sent):
         base_url="http://10.0.0.5:8080",
     )
     assert r.status_code == 200 and b"<Message>" in r.data
+
+
+# -- issue 24: every valid callback accepted, none answered 500 -----------------------------------
+
+SHARED = "whk_secret_0123456789abcdef"
+
+
+def _shared_key_post(client, params, secret, *, url=f"{PUBLIC}/twilio/status"):
+    sig = RequestValidator(secret).compute_signature(url, params, algorithm="HMAC_SHA256")
+    headers = {
+        "X-Twilio-Signature": sig,
+        "X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey_1,algorithm=HMAC_SHA256",
+    }
+    return client.post("/twilio/status", data=params, headers=headers, base_url="http://10.0.0.5")
+
+
+def test_a_callback_signed_with_a_shared_key_is_accepted(client, session, sent):
+    sid = sent["rows"][0].provider_id
+    params = callback(sid, "delivered")
+    # no WebhookKey yet: 500, so Twilio tries again once staff set it (a 403 is dropped)
+    assert _shared_key_post(client, params, SHARED).status_code == 500
+    rule_records.set_fields(session, "TWILIO", {"WebhookKey": SHARED}, by="test")
+    session.commit()
+    assert _shared_key_post(client, params, "not-the-secret").status_code == 403
+    assert _shared_key_post(client, params, SHARED).status_code == 204
+    session.expire_all()
+    assert sent["rows"][0].status == Status.DELIVERED
+
+
+def test_without_a_public_url_the_query_is_checked_as_twilio_sent_it(settings, db, session, sent):
+    """Twilio signs the URL it requested, query still percent-encoded."""
+    activate_twilio(session)
+    session.commit()
+    client = create_app(db=db, settings=with_settings(public_url=None)).test_client()
+    sid = sent["rows"][0].provider_id
+    params = callback(sid, "delivered")
+    url = "http://localhost/twilio/status?site=West%20Coast%2FNorth&who=Ren%C3%A9%7E"
+    sig = RequestValidator(AUTH).compute_signature(url, params)
+    r = client.post(
+        "/twilio/status?site=West%20Coast%2FNorth&who=Ren%C3%A9%7E",
+        data=params,
+        headers={"X-Twilio-Signature": sig},
+    )
+    assert r.status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "price"),
+    [
+        ({"ErrorCode": "²"}, None, None),
+        ({"ErrorCode": "99999999999999"}, None, None),
+        ({"Price": "-0.0079" + "9" * 34, "PriceUnit": "USD"}, None, None),
+        ({"Price": "NaN", "PriceUnit": "USD"}, None, None),
+        ({"ErrorCode": "30005", "Price": "-0.00790", "PriceUnit": "USD"}, 30005, "-0.00790"),
+    ],
+)
+def test_a_callback_with_odd_values_is_recorded_not_answered_500(
+    client, session, sent, extra, code, price
+):
+    sid = sent["rows"][0].provider_id
+    assert post(client, "status", callback(sid, "undelivered", **extra)).status_code == 204
+    session.expire_all()
+    m = sent["rows"][0]
+    assert m.status == Status.UNDELIVERED and m.error_code == code and m.price == price
+    assert m.history[-1].kind == "callback"  # the raw values kept on the timeline

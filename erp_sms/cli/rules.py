@@ -77,6 +77,11 @@ def rules_show(name: str) -> None:
     help="Send through a Twilio Messaging Service (MG + 32 hex) instead of PhoneNumber; "
     "'' to stop.",
 )
+@click.option(
+    "--webhook-key",
+    help="The secret of the account's webhook Shared Key, when Twilio signs webhooks with "
+    "HMAC-SHA256. Use - to read it from stdin; '' to remove it.",
+)
 @click.option("--use-code", help="Must be SMSUPDATE.")
 @click.option("--active/--inactive", default=None, help="Switch the integration on or off.")
 @click.option(
@@ -88,6 +93,7 @@ def rules_set(
     auth_code: str | None,
     phone_number: str | None,
     messaging_service_sid: str | None,
+    webhook_key: str | None,
     use_code: str | None,
     active: bool | None,
     by: str | None,
@@ -100,12 +106,9 @@ def rules_set(
           --use-code SMSUPDATE --active
     """
     if auth_code == "-":
-        if _stdin_is_terminal():
-            auth_code = click.prompt("AuthCode", hide_input=True, err=True).strip()
-        else:
-            auth_code = sys.stdin.readline().strip()
-        if not auth_code:
-            raise InputError("no AuthCode given on standard input: nothing was changed")
+        auth_code = _secret_from_stdin("AuthCode")
+    if webhook_key == "-":
+        webhook_key = _secret_from_stdin("WebhookKey")
     values = {
         k: v
         for k, v in (
@@ -113,6 +116,7 @@ def rules_set(
             ("AuthCode", auth_code),
             ("PhoneNumber", phone_number),
             ("MessagingServiceSid", messaging_service_sid),
+            ("WebhookKey", webhook_key),
             ("UseCode", use_code),
         )
         if v is not None
@@ -124,6 +128,17 @@ def rules_set(
         click.echo(line)
     if saved.stored_unencrypted:
         click.echo(f"warning: {staff.UNENCRYPTED}", err=True)
+
+
+def _secret_from_stdin(name: str) -> str:
+    """A secret typed at a hidden prompt, or the first line of standard input."""
+    if _stdin_is_terminal():
+        value = str(click.prompt(name, hide_input=True, err=True)).strip()
+    else:
+        value = sys.stdin.readline().strip()
+    if not value:
+        raise InputError(f"no {name} given on standard input: nothing was changed")
+    return value
 
 
 @rules.command("sender")

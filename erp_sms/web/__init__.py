@@ -375,7 +375,7 @@ def rules_save() -> WResponse:
     # blank unless replaced); MessagingServiceSid blank stops using one, as in the CLI.
     values = {
         k: request.form[k].strip()
-        for k in ("SID", "AuthCode", "PhoneNumber", "MessagingServiceSid", "UseCode")
+        for k in ("SID", "AuthCode", "PhoneNumber", "MessagingServiceSid", "WebhookKey", "UseCode")
         if k in request.form and (request.form[k].strip() or k == "MessagingServiceSid")
     }
     current = request.form.get("Active")
@@ -550,6 +550,9 @@ def log_page() -> Any:
         f, error = report.Filters(), exc.message
     with _db().read_session() as s:
         total = report.count(s, f)
+        # A page past the last (a typed ?page=100000000000000000000) shows the last one:
+        # such an offset is past every database's integer.
+        page = min(page, max(1, -(-total // PAGE_SIZE)))
         rows = report.page(s, f, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
         events = sorted(e for (e,) in s.execute(select(Message.event).distinct()))
     args = {k: request.args.get(k, "") for k in FILTERS}
