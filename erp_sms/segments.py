@@ -75,3 +75,9 @@ def analyse(text: str) -> SegmentInfo:
     non_gsm = [c for c in text if c not in GSM7_ALL]
     costs = [_utf16(g) for g in clusters(text)]
     return SegmentInfo(UCS2, _pack(costs, 70, 67), sum(costs), tuple(dict.fromkeys(non_gsm)))
+
+
+def text_length(body: str) -> int:
+    """A text's length as Twilio counts it against its 1,600 limit: UTF-16 code units,
+    so an emoji outside the Basic Multilingual Plane counts twice."""
+    return _utf16(body)

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from .errors import InputError, TemplateError
 from .models import TemplateOverride
-from .segments import analyse
+from .segments import analyse, text_length
 
 MAX_TEXT = 1600  # Twilio refuses a longer body (error 21617): never sent
 MAX_SOURCE = 10_000  # characters of template source staff may save
@@ -283,9 +283,10 @@ def render(source: str, context: Mapping[str, Any], name: str = "template") -> R
         raise TemplateError(f"{name}: {type(exc).__name__}: {exc}") from None
     if not body:
         raise TemplateError(f"{name}: renders to an empty message")
-    if len(body) > MAX_TEXT:
+    if text_length(body) > MAX_TEXT:
         raise TemplateError(
-            f"{name}: renders to {len(body):,} characters; Twilio's maximum is {MAX_TEXT:,} "
+            f"{name}: renders to {text_length(body):,} characters (as Twilio counts them); "
+            f"Twilio's maximum is {MAX_TEXT:,} "
             "(error 21617): shorten the template"
         )
     info = analyse(body)

@@ -397,7 +397,7 @@ class TwilioServer:
                 ok = False
             if not ok:
                 return code, f"Invalid '{what}' Phone Number: {number}"
-        if len(body) > 1600:
+        if len(body.encode("utf-16-le")) // 2 > 1600:  # Twilio counts UTF-16 units
             return 21617, "The concatenated message body exceeds the 1600 character limit."
         validity = form.get("ValidityPeriod")
         if validity is not None and not (validity.isdigit() and 1 <= int(validity) <= 36000):

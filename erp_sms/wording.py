@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from .catalog import lookalikes
 from .errors import InputError
 from .models import Channel, Status
-from .segments import analyse, clusters
+from .segments import analyse, clusters, text_length
 from .templates import MAX_TEXT
 
 TWILIO_OPT_OUT = "Reply STOP to opt out, HELP for help."
@@ -168,7 +168,7 @@ def finish(body: str, channel: str | None, rules: Rules, keep: Sequence[str] = (
         tail = "" if line in body else line
     text = _join(body, tail)
     info = analyse(text)
-    if info.segments <= rules.max_segments and len(text) <= MAX_TEXT:
+    if info.segments <= rules.max_segments and text_length(text) <= MAX_TEXT:
         return Finished(text, info.encoding, info.segments)
     over = f"the text takes {info.segments} segments; SMSMAXSEGMENTS allows {rules.max_segments}"
     if rules.too_long == CHECK:
@@ -197,7 +197,7 @@ def _shorten(core: str, tail: str, keep: Sequence[str], max_segments: int) -> st
 
     def fits(n: int) -> bool:
         text = candidate(n)
-        return len(text) <= MAX_TEXT and analyse(text).segments <= max_segments
+        return text_length(text) <= MAX_TEXT and analyse(text).segments <= max_segments
 
     if not fits(0):
         return None

@@ -96,3 +96,12 @@ def test_saving_a_huge_template_is_refused_quickly_with_one_line(settings, tmp_p
     assert result.stderr.count("\n") == 1 and "builds a value of 100,000,000" in result.stderr
     shown = CliRunner().invoke(cli, ["templates", "show", "SMS S2P"]).stdout
     assert "(file)" in shown  # nothing was saved
+
+
+def test_the_1600_limit_counts_as_twilio_does_in_utf16_units():
+    """Twilio counts UTF-16 code units: 801 emoji are 1,602 of them (21617), though only
+    801 characters to Python."""
+    assert templates.check("a" * 1600, {}, "SMS X").body == "a" * 1600
+    with pytest.raises(TemplateError, match="1,602"):
+        templates.check("😀" * 801, {}, "SMS X")
+    assert templates.check("😀" * 800, {}, "SMS X").body == "😀" * 800  # 1,600 units
