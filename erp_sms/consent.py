@@ -94,6 +94,9 @@ def describe(opt_out: OptOutRow) -> str:
 def _contacts(
     session: Session, lookup: RecipientLookup, contact_key: str | None, number: str | None
 ) -> tuple[list[ContactView], str | None]:
+    # However the caller wrote it (a host's "0044 7911 123458", a gateway address): the
+    # list holds E.164, as a STOP and the planner see it; not a number is refused.
+    number = normalise_number(number) if number is not None else None
     found: dict[str, ContactView] = {}
     if contact_key is not None:
         view = lookup.contact(session, contact_key)

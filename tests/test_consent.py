@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 import erp_sms
 from erp_sms import signals
 from erp_sms.dispatch import Dispatcher
+from erp_sms.errors import InputError
 from erp_sms.models import ConsentEvent, OptOut, Status
 from erp_sms.webhooks import handle_inbound
 
@@ -126,7 +127,10 @@ def test_an_opt_out_that_raced_the_queueing_is_caught_when_the_text_is_claimed(
     ],
 )
 def test_stop_matches_a_number_however_it_was_typed(any_db, host, typed, region, sender):
+    from .helpers import activate_twilio
+
     with_settings(default_region=region)
+    activate_twilio(host)  # plain numbers are texted through Twilio
     org = OrganizationFactory(name="Acme")
     c = ContactFactory(name="Kim", email2=typed, organizations=[org])
     host.add_all([org, c])
@@ -138,3 +142,38 @@ def test_stop_matches_a_number_however_it_was_typed(any_db, host, typed, region,
     assert host.get(OptOut, sender) is not None
     event = host.scalar(select(ConsentEvent))
     assert (event.contact_ref, event.source) == (str(c.id), "sms_reply")
+
+
+@pytest.mark.parametrize(
+    ("typed", "region", "stored"),
+    [("0044 7911 123458", "GB", "+447911123458"), ("(312) 555-0102", "US", "+13125550102")],
+)
+def test_a_number_given_to_opt_out_is_read_like_a_contact_s(any_db, host, typed, region, stored):
+    """The host's erp_sms.opt_out(number=…) stored the raw string: it matched nobody and
+    canceled nothing."""
+    from .helpers import activate_twilio
+
+    with_settings(default_region=region)
+    activate_twilio(host)  # plain numbers are texted through Twilio
+    org = OrganizationFactory(name="Acme")
+    c = ContactFactory(name="Cy", email2=stored, organizations=[org])
+    order = SalesOrderFactory(number="SO-44", organization=org, contact=c)
+    host.add_all([org, c, order])
+    host.commit()
+    signals.sent_to_production.send(order, session=host)
+    host.commit()
+    done = erp_sms.opt_out(host, number=typed, source="host")
+    host.commit()
+    assert done.number == stored and len(done.canceled) == 1
+    assert host.get(OptOut, stored) is not None
+    assert host.scalar(select(OptOut.number).where(OptOut.number == typed)) is None
+    assert erp_sms.opt_in(host, number=typed, source="host").changed
+
+
+@pytest.mark.parametrize("typed", ["not a number", "0044 7911 123458"])  # the second: region US
+def test_a_number_that_is_not_one_is_refused_with_one_line(any_db, host, typed):
+    with pytest.raises(InputError) as raised:
+        erp_sms.opt_out(host, number=typed, source="host")
+    assert "\n" not in raised.value.message and raised.value.message
+    host.rollback()
+    assert host.scalar(select(OptOut.number)) is None
