@@ -32,6 +32,11 @@ class Base(DeclarativeBase):
     type_annotation_map = {dt.datetime: UTCDateTime}
 
 
+#: The source of a timeline line that records how a text was first planned (written when
+#: staff plan it again, so its first status is not lost).
+PLANNED = "planned"
+
+
 class Status:
     """Message statuses (CONTRACT.md "Email log report")."""
 

@@ -756,11 +756,19 @@ def text_contact(
 RETRYABLE = (Status.SKIPPED, Status.FAILED)
 
 
-def retry(session: Session, ids: list[int], *, by: str) -> list[tuple[Message, str]]:
+#: Plans a reminder step again (``sequences.retry_step``, handed in by the staff
+#: actions: sequences build on this module, not the other way round).
+StepRetry = Callable[[Session, Message, Any, Mapping[str, Any]], str]
+
+
+def retry(
+    session: Session, ids: list[int], *, by: str, step_retry: StepRetry | None = None
+) -> list[tuple[Message, str]]:
     """``erp-sms messages retry``: plan skipped or failed texts again with today's data
     and rules (the same planning as the host path) — the contact, its address and
-    consent, the routing, the template. Returns each message with a sentence on what
-    became of it. ``InputError`` (nothing changed) for unknown ids or other statuses."""
+    consent, the routing, the template; a reminder step through ``step_retry``. Returns
+    each message with a sentence on what became of it. ``InputError`` (nothing changed)
+    for unknown ids or other statuses."""
     from .events import get_event
     from .outbox import add_planned, replace_plan, require, set_status
     from .recipients import lookup_method
@@ -782,6 +790,10 @@ def retry(session: Session, ids: list[int], *, by: str) -> list[tuple[Message, s
                 f"cannot retry #{msg.id}: order {msg.order_number} no longer exists; nothing "
                 "was changed"
             )
+        if msg.step is not None and step_retry is not None:
+            # A reminder step: its subject (the invoice) is the run's, as it was started.
+            out.append((msg, step_retry(session, msg, order, {})))
+            continue
         kwargs: dict[str, Any] = {}
         if event.subject and msg.subject_ref is not None:
             subjects = lookup_method(lookup, "subjects", purpose)(session, order, event.subject)

@@ -42,6 +42,7 @@ from . import direct as _direct
 from .db import Database, database_now, is_lock_conflict, one_line, utcnow
 from .errors import InputError
 from .models import (
+    PLANNED,
     Message,
     MessageEvent,
     Status,
@@ -986,7 +987,19 @@ def cancel_for_opt_out(
 
 def replace_plan(session: Session, message: Message, planned: Message, *, by: str) -> None:
     """Staff retried ``message``: it takes the newly planned status, route and text
-    (same idempotency key) and starts its attempts afresh."""
+    (same idempotency key) and starts its attempts afresh. A text never changed before
+    first gets a timeline line saying how it was planned (skipped, and why): the row is
+    about to forget it."""
+    if not message.history:
+        first = add_event(
+            session,
+            message,
+            kind="status",
+            status=message.status,
+            source=PLANNED,
+            detail=message.reason,
+        )
+        first.at = message.created_at
     for name in (
         "status",
         "reason",

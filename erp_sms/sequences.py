@@ -43,6 +43,7 @@ from .models import (
 from .notifier import (
     _COLUMNS,
     CONTACT_FIELDS,
+    Draft,
     PlanInfo,
     _begin_sqlite_transaction,
     _plan,
@@ -50,7 +51,7 @@ from .notifier import (
     guarded,
     idempotency_key,
 )
-from .outbox import apply_plan, insert_new, insert_or_ignore_run, set_status
+from .outbox import apply_plan, insert_new, insert_or_ignore_run, replace_plan, set_status
 from .recipients import RecipientLookup, default_lookup
 from .sendwindow import Policy, start_of_day
 from .sendwindow import now as clock_now
@@ -427,6 +428,50 @@ def replan(session: Session, seq: Sequence, *, by: str, organization_ref: str | 
                 changed += 1
     session.flush()
     return changed
+
+
+def retry_step(
+    session: Session, msg: Message, order: Any, kwargs: Mapping[str, Any], *, by: str
+) -> str:
+    """``erp-sms messages retry`` for a reminder step: the step planned again for that
+    contact with today's data (the contact's route and consent as the lookup says now,
+    today's options, steps and templates) — a step whose day has passed stays skipped,
+    never sent late. A sentence on what became of it. ``InputError`` when the step or
+    the run is gone."""
+    seq = get_sequence(msg.event)
+    step = next((s for s in seq.steps(session) if s.id == msg.step), None)
+    run = session.scalar(
+        select(SequenceRun).where(
+            SequenceRun.sequence == seq.name,
+            SequenceRun.order_ref == msg.order_ref,
+            SequenceRun.subject_ref == (msg.subject_ref or NO_SUBJECT),
+        )
+    )
+    if step is None or run is None:
+        gone = f"step {msg.step} is no longer part of {seq.name}" if run else "its run is gone"
+        raise InputError(f"cannot retry #{msg.id}: {gone}; nothing was changed")
+    stored = json.loads(run.plan)
+    subject = (msg.subject_ref or NO_SUBJECT, stored["context"].get(seq.event.subject or "", {}))
+    info = PlanInfo(collect=True)
+    event = dataclasses.replace(seq.event, template=step.template)
+    _plan(event, order, session, kwargs, info, draft=Draft(subject=subject))
+    entry = next((c for c in info.contacts if c.get("contact_ref") == msg.contact_ref), None)
+    if entry is None:
+        msg.reason = (
+            f"on retry by {by}: {msg.contact_name} is no longer among the order's recipients "
+            "(opted out, unlinked or not listed)"
+        )
+        replace_plan(session, msg, msg, by=by)
+        return f"#{msg.id} still {msg.status}: {msg.reason}"
+    planner = _Planner(seq, session, clock_now())
+    planner.blocked = consent.opted_out(session, [entry.get("recipient") or ""])
+    fields = {c.name: getattr(run, c.name) for c in sequence_run_table.columns}
+    plan = {"context": stored["context"], "contacts": info.contacts}
+    row = planner.row(fields, plan, step, entry)
+    replace_plan(session, msg, Message(**row), by=by)
+    if msg.status == Status.QUEUED:
+        return f"#{msg.id} queued ({msg.channel} {msg.address})"
+    return f"#{msg.id} still {msg.status}: {msg.reason}"
 
 
 # -- registry -------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from .catalog import Carrier
 from .config import get_settings
 from .errors import AddressError, InputError, TemplateError
 from .events import EventType, event_for_template
-from .models import Channel, Status, TemplateOverride
+from .models import Channel, Message, Status, TemplateOverride
 from .recipients import ErpLookup, default_lookup, lookup_method
 from .segments import UCS2, analyse
 
@@ -405,10 +405,15 @@ def cancel(session: Session, ids: Sequence[int], *, by: str, reason: str | None 
 def retry(session: Session, ids: Sequence[int], *, by: str) -> list[str]:
     """Plan skipped or failed texts again with today's data and rules; a line each."""
     from .notifier import retry as plan_again
+    from .sequences import retry_step
 
     if not ids:
         raise InputError("name the texts to retry")
-    return [line for _m, line in plan_again(session, list(ids), by=by)]
+
+    def step_again(s: Session, msg: Message, order: Any, kwargs: Mapping[str, Any]) -> str:
+        return retry_step(s, msg, order, kwargs, by=by)
+
+    return [line for _m, line in plan_again(session, list(ids), by=by, step_retry=step_again)]
 
 
 # -- carrier gateways -------------------------------------------------------------------------

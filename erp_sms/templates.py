@@ -285,9 +285,9 @@ def render(source: str, context: Mapping[str, Any], name: str = "template") -> R
         raise TemplateError(f"{name}: renders to an empty message")
     if text_length(body) > MAX_TEXT:
         raise TemplateError(
-            f"{name}: renders to {text_length(body):,} characters (as Twilio counts them); "
-            f"Twilio's maximum is {MAX_TEXT:,} "
-            "(error 21617): shorten the template"
+            f"{name}: renders to {text_length(body):,} characters; Twilio's maximum is "
+            f"{MAX_TEXT:,} (error 21617; counted as Twilio does, an emoji as two): shorten "
+            "the template"
         )
     info = analyse(body)
     return Rendered(body, info.encoding, info.segments)

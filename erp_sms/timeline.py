@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 from .addresses import classify
 from .config import get_settings
 from .errors import AddressError, InputError
-from .models import ConsentEvent, InboundMessage, Message
+from .models import PLANNED, ConsentEvent, InboundMessage, Message, Status
 from .recipients import default_lookup
 
 
@@ -30,20 +30,35 @@ class Entry:
 
 
 def _message_entries(m: Message) -> list[Entry]:
-    initial = "queued" if m.history else m.status
+    history = list(m.history)
+    # How it was planned: a line of its own once staff planned it again (the retry
+    # writes it first); otherwise "queued" when something happened since, or as it is.
+    if history and history[0].source == PLANNED:
+        first = history.pop(0)
+        initial, why = first.status or m.status, first.detail
+    elif history:
+        initial, why = Status.QUEUED, None
+    else:
+        initial, why = m.status, m.reason
     who = m.contact_name or "(no contact)"
     if m.step is not None:  # a reminder sequence's step: say which
         who = f"{who} (step {m.step})"
     via = f" via {m.channel} {m.address}" if m.channel else ""
-    reason = f": {m.reason}" if initial != "queued" and m.reason else ""
+    reason = f": {_unsaid(initial, why)}" if initial != Status.QUEUED and why else ""
     out = [Entry(m.created_at, "message", f"{m.event} → {who}{via} — {initial}{reason}", m.id)]
-    for h in m.history:
+    for h in history:
         if h.kind == "callback":
             out.append(Entry(h.at, "callback", h.detail or (h.status or ""), m.id))
         else:
-            detail = f": {h.detail}" if h.detail else ""
+            detail = f": {_unsaid(h.status, h.detail)}" if h.detail else ""
             out.append(Entry(h.at, "status", f"{h.status}{detail}", m.id))
     return out
+
+
+def _unsaid(status: str | None, text: str | None) -> str:
+    """``text`` without a leading "canceled: " that repeats the status before it."""
+    text = text or ""
+    return text.removeprefix(f"{status}: ") if status else text
 
 
 def for_order(session: Session, number: str) -> list[Entry]:

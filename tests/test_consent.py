@@ -177,3 +177,16 @@ def test_a_number_that_is_not_one_is_refused_with_one_line(any_db, host, typed):
     assert "\n" not in raised.value.message and raised.value.message
     host.rollback()
     assert host.scalar(select(OptOut.number)) is None
+
+
+def test_a_canceled_text_s_timeline_says_canceled_once(any_db, host, twins):
+    from erp_sms.timeline import for_order
+
+    signals.sent_to_production.send(twins["order"], session=host)
+    host.commit()
+    erp_sms.opt_out(host, contact_key=str(twins["bob"].id), source="host")
+    host.commit()
+    lines = [e.text for e in for_order(host, "SO-31")]
+    canceled = [t for t in lines if t.startswith("canceled")]
+    assert canceled and all("canceled: canceled" not in t for t in lines), lines
+    assert canceled[0].startswith("canceled: +13125550102 opted out (host)")

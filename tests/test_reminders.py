@@ -556,3 +556,33 @@ def run_cli(settings):
         return result
 
     return invoke
+
+
+def test_retrying_a_skipped_step_plans_it_again_for_the_contact(session, clock):
+    """Ann's number is plain while TWILIO is off: her steps are skipped. Staff switch
+    TWILIO on and retry one: it is queued (was: "Ann is no longer among the order's
+    recipients"), and its timeline still says how it was first planned."""
+    from erp_sms import staff
+    from erp_sms.timeline import for_order
+
+    from .helpers import activate_twilio
+
+    order = _world(session)
+    ann = order.contact
+    ann.email2 = "+13125550101"
+    due = dt.date(2027, 3, 20)
+    DUNNING.start(order, session=session, anchor=due, invoice=Invoice(1, "INV-1", due))
+    first = _rows(session)[0]
+    assert first.status == Status.SKIPPED
+    skipped_because = first.reason
+    activate_twilio(session)
+    session.commit()
+    (line,) = staff.retry(session, [first.id], by="maria")
+    session.commit()
+    assert line.startswith(f"#{first.id} queued"), line
+    again = _rows(session)[0]
+    assert again.status == Status.QUEUED and again.channel == "twilio"
+    assert again.next_attempt_at is not None and again.next_attempt_at > clock.now
+    lines = {e.what: e.text for e in for_order(session, "SO-1") if e.message_id == first.id}
+    assert lines["message"].endswith(f"— skipped: {skipped_because}")  # was "— queued"
+    assert lines["status"].startswith("queued: retried by maria")
