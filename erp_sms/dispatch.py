@@ -264,7 +264,7 @@ class Dispatcher:
             return 0
         now = self.clock()
         try:
-            held = outbox.renew_leases(self.db, claims, lease_seconds=self.lease_seconds)
+            held, taken = outbox.renew_leases(self.db, claims, lease_seconds=self.lease_seconds)
         except SQLAlchemyError as exc:
             log.warning("worker %s: cannot renew leases: %s", self.worker_id, one_line(exc))
             return 0
@@ -272,9 +272,12 @@ class Dispatcher:
             for mid in held:
                 if mid in self._in_hand:
                     self._confirmed[mid] = now
-        lost = [c.id for c in claims if c.id not in held]
-        if lost:
-            log.warning("worker %s: lost the claim on %s (its lease ran out)", self.worker_id, lost)
+        if taken:
+            log.warning(
+                "worker %s: lost the claim on %s (its lease ran out and another worker took it)",
+                self.worker_id,
+                sorted(taken),
+            )
         return len(held)
 
     def _heartbeat(self, done: threading.Event) -> None:

@@ -582,13 +582,16 @@ def renew_leases(
     claims: Sequence[Claimed],
     *,
     lease_seconds: float,
-) -> set[int]:
+) -> tuple[set[int], set[int]]:
     """The heartbeat of a live worker: extend the lease of the texts it still holds
-    (one statement); the ids whose claim is still its own."""
+    (one statement). Returns the ids whose claim is still its own, and the ids another
+    worker now holds (its lease ran out and the text was claimed again) — a text whose
+    outcome was just recorded is neither, and is no cause for alarm."""
     if not claims:
-        return set()
+        return set(), set()
     m = message_table.c
     mine = or_(*[and_(m.id == c.id, m.claimed_by == c.token) for c in claims])
+    tokens = {c.id: c.token for c in claims}
     with db.engine.begin() as conn:
         lease_until = database_now(conn) + dt.timedelta(seconds=lease_seconds)
         conn.execute(
@@ -596,8 +599,12 @@ def renew_leases(
             .where(mine, m.status == Status.SENDING)
             .values(lease_expires_at=lease_until)
         )
-        held = conn.execute(select(m.id).where(mine, m.status == Status.SENDING)).scalars()
-        return set(held)
+        rows = conn.execute(
+            select(m.id, m.claimed_by).where(m.id.in_(list(tokens)), m.status == Status.SENDING)
+        ).all()
+    held = {r.id for r in rows if r.claimed_by == tokens[r.id]}
+    taken = {r.id for r in rows if r.claimed_by != tokens[r.id]}
+    return held, taken
 
 
 class _WindowCheck:

@@ -23,7 +23,7 @@ from erp_sms.testing import SmtpSink
 from erp_sms.webhooks import create_app
 
 from .conftest import with_settings
-from .helpers import activate_twilio, messages
+from .helpers import LogWatch, activate_twilio, expire_leases, messages
 from .test_dispatch import make_orders
 from .test_webhooks import callback, post
 
@@ -321,3 +321,27 @@ def test_a_30034_callback_flags_the_sender_so_the_rest_are_held(
     assert rows[0].status == Status.UNDELIVERED and rows[0].error_code == 30034
     assert [r.status for r in rows[1:]] == [Status.HELD, Status.HELD]
     assert all("10DLC" in (r.reason or "") for r in rows[1:])
+
+
+# -- the heartbeat's warnings ------------------------------------------------------------------
+
+
+def test_the_heartbeat_warns_only_when_another_worker_took_a_text(any_db: Database):
+    testing.queue_texts(any_db.engine, 2)
+    worker = Dispatcher(any_db, worker_id="A")
+    done, taken = outbox.claim_due(any_db, "A", limit=2, lease_seconds=60)
+    worker._in_hand.update({done.id: done, taken.id: taken})  # as a batch in hand
+    lost = LogWatch("erp_sms.dispatch", "lost the claim")
+    try:
+        # the first text's outcome is recorded while the heartbeat runs: no alarm
+        assert outbox.finish(any_db, done, Outcome(Status.SENT, provider_id="<1@x>"))
+        assert worker.renew_leases() == 1
+        assert not lost.seen.is_set()
+        # the second's lease ran out and worker B took it: that is worth a warning
+        expire_leases(any_db.engine)
+        (again,) = outbox.claim_due(any_db, "B", limit=2, lease_seconds=60)
+        assert again.id == taken.id
+        assert worker.renew_leases() == 0
+        assert lost.seen.is_set()
+    finally:
+        lost.close()
