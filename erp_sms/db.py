@@ -106,6 +106,13 @@ def _sqlite_setup(engine: Engine, immediate: bool) -> None:
 _DRIVER_EXTRAS = {"psycopg": "postgresql", "psycopg2": "postgresql", "pymysql": "mariadb"}
 
 
+def _backend(url: str) -> str | None:
+    try:
+        return make_url(url).get_backend_name()
+    except ArgumentError:
+        return None  # open_engine says what is wrong with it
+
+
 def safe_url(url: str) -> str:
     """The URL without its password (for messages)."""
     try:
@@ -187,7 +194,13 @@ class Database:
 
     def __init__(self, url_or_engine: str | Engine) -> None:
         if isinstance(url_or_engine, str):
-            self.engine = open_engine(url_or_engine, sqlite_immediate=True)
+            kwargs: dict[str, Any] = {}
+            if _backend(url_or_engine) in ("mysql", "mariadb"):
+                # erp-sms's own transactions (claims, outcomes, webhooks, staff) read
+                # committed rows: REPEATABLE READ's gap locks on the outbox's indexes made
+                # hosts' concurrent INSERTs deadlock with the worker's claims.
+                kwargs["isolation_level"] = "READ COMMITTED"
+            self.engine = open_engine(url_or_engine, sqlite_immediate=True, **kwargs)
         else:
             self.engine = url_or_engine
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
