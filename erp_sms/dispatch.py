@@ -169,6 +169,7 @@ class Dispatcher:
         recorder thread, in groups."""
         summary = Summary()
         started = time.monotonic()
+        self._release_ready()
         recorder = _Recorder(self)
         lanes = _LaneSet(self)
         beat_done = threading.Event()
@@ -211,6 +212,19 @@ class Dispatcher:
             self._adopt_kept_reports()
         summary.seconds = time.monotonic() - started
         return summary
+
+    def _release_ready(self) -> None:
+        try:
+            with self.db.session() as s:
+                released = outbox.release_ready(s, by=f"worker {self.worker_id}")
+        except SQLAlchemyError as exc:
+            log.warning("cannot release texts held for TWILIO (%s); next run", one_line(exc))
+            return
+        if released:
+            log.info(
+                "released %d text(s) held for a TWILIO record that is active again",
+                len(released),
+            )
 
     def _adopt_kept_reports(self) -> None:
         """Status reports kept because they came before their send's outcome are

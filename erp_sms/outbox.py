@@ -45,6 +45,7 @@ from .models import (
     PLANNED,
     Message,
     MessageEvent,
+    Rule,
     Status,
     message_event_table,
     message_table,
@@ -924,6 +925,31 @@ def release(
 def release_channel(session: Session, channel: str, *, by: str) -> list[Message]:
     """Release the held messages of one channel (e.g. after TWILIO credentials are fixed)."""
     ids = [m.id for m in find(session, Status.HELD) if m.channel == channel]
+    return release(session, ids, by=by) if ids else []
+
+
+def release_ready(session: Session, *, by: str = "dispatch") -> list[Message]:
+    """Twilio texts still held though their TWILIO record is active and not flagged go
+    back to the queue. Staff's switching the record on releases what is held then; an
+    outcome written a moment later (a worker that had routed the text while the record
+    was off, its write delayed) would otherwise stay held for good. The worker runs
+    this before each run."""
+    ready = {
+        name
+        for name, active, flagged in session.execute(
+            select(Rule.rule_type, Rule.active, Rule.rejected_at).where(
+                Rule.rule_type.like("TWILIO%")
+            )
+        )
+        if active and flagged is None
+    }
+    if not ready:
+        return []
+    ids = [
+        m.id
+        for m in find(session, Status.HELD)
+        if m.channel == "twilio" and (m.sender or "TWILIO") in ready
+    ]
     return release(session, ids, by=by) if ids else []
 
 

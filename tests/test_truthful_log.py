@@ -345,3 +345,25 @@ def test_the_heartbeat_warns_only_when_another_worker_took_a_text(any_db: Databa
         assert lost.seen.is_set()
     finally:
         lost.close()
+
+
+# -- a held outcome written after TWILIO was switched back on -----------------------------------
+
+
+def test_a_text_held_after_twilio_came_back_on_goes_out_at_the_next_run(
+    delivery, db, session, twilio_server
+):
+    """The worker routed the text while TWILIO was off and its 'held' outcome was
+    written late (connection kills): staff's switching TWILIO on released nothing, as the
+    text was not held yet. It stayed held for good; now the next run releases it."""
+    activate_twilio(session)
+    make_orders(session, 1, gateway=False)
+    (claimed,) = outbox.claim_due(db, "w", limit=5, lease_seconds=60)
+    rule_records.set_fields(session, "TWILIO", {}, active=True, by="staff")  # already on
+    session.commit()
+    late = Outcome(Status.HELD, reason="TWILIO is not active")
+    assert outbox.finish(db, claimed, late)
+    assert messages(session)[0].status == Status.HELD
+    Dispatcher(db).run_once()
+    (m,) = messages(session)
+    assert m.status == Status.SENT and len(twilio_server.messages) == 1
