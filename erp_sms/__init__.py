@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
-from . import signals
+# First: `erp-sms worker` keeps a stop asked while it starts (see _early); nothing else.
+from . import _early, signals  # noqa: F401
 from .consent import opt_in, opt_out
 from .errors import ErpSmsError
 from .events import EventType, all_events, fire, get_event, register_builtin_events, register_event

@@ -328,3 +328,34 @@ def test_a_long_report_export_does_not_hold_up_claims(db, settings):
         )
         rest = list(rows)
     assert len(first) + len(rest) == 30
+
+
+def test_a_worker_asked_to_stop_while_it_starts_exits_cleanly(tmp_path, db_url, db, smtp_sink):
+    """A SIGTERM during the worker's first second (its imports) killed it: exit -15, as
+    if it had crashed. It is kept until the worker is up, which then stops at once."""
+    import subprocess
+    import sys
+
+    from .helpers import worker_env
+
+    env = worker_env(tmp_path, db_url, "http://127.0.0.1:9", smtp_sink.port, {})
+    script = (
+        "import os, signal, sys\n"
+        "sys.argv = ['erp-sms', 'worker']  # as the console script runs it\n"
+        "import erp_sms\n"
+        "os.kill(os.getpid(), signal.SIGTERM)  # the supervisor, while it is still starting\n"
+        "from erp_sms.cli import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    assert "worker: SIGTERM" in done.stderr and "worker: stopped" in done.stderr
+    assert "Traceback" not in done.stderr
+    # A host importing erp-sms (this process) keeps its own signal handling.
+    import signal
+
+    from erp_sms import _early
+
+    assert signal.getsignal(signal.SIGTERM) is not _early._note

@@ -38,6 +38,7 @@ def worker(worker_id: str | None) -> None:
     """
     import threading
 
+    from .. import _early
     from ..dispatch import Dispatcher
 
     stop = threading.Event()
@@ -48,6 +49,8 @@ def worker(worker_id: str | None) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    if _early.requested is not None:  # asked to stop while it was starting
+        _stop(_early.requested, None)
     with database() as db_:
         d = Dispatcher(db_, worker_id=worker_id, stop=stop)
         click.echo(f"worker {d.worker_id}: delivering (SIGTERM to stop)", err=True)
