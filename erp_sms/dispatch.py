@@ -17,11 +17,11 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Engine, create_engine, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -39,7 +39,7 @@ from .errors import (
     PermanentError,
     TransientError,
 )
-from .models import Status, opt_out_table
+from .models import Status, message_table, opt_out_table
 from .outbox import Claimed, Outcome
 
 log = logging.getLogger(__name__)
@@ -148,10 +148,7 @@ class Dispatcher:
         # Numbers that opted out (21610) during this worker's life: other texts to them,
         # already claimed in the same batch, are canceled instead of sent.
         self._opted_out: set[str] = set()
-        # One connection for the opt-out read before each send, shared by the senders (a
-        # read by primary key; a connection each would take 16 of the pool's 15).
-        self._check_conn: Connection | None = None
-        self._check_lock = threading.Lock()
+        self._guard: _SendGuard | None = None  # the opt-out check around each handover
 
     @property
     def lease_seconds(self) -> float:
@@ -208,7 +205,9 @@ class Dispatcher:
             recorder.close()
             beat_done.set()
             beat.join()
-            self._close_check()
+            if self._guard is not None:
+                self._guard.close()
+                self._guard = None
             self._adopt_kept_reports()
         summary.seconds = time.monotonic() - started
         return summary
@@ -455,46 +454,6 @@ class Dispatcher:
                 self._confirmed[msg.id] = now
         return mine
 
-    def _check_opt_out(self, msg: Claimed) -> None:
-        """The opt-out list, read again right before the text is handed over: a STOP
-        that committed after the claim stops it (``_OptedOutMeanwhile``). One read by
-        primary key (autocommit where the database has it). When the list cannot be read
-        the text is not sent: a transient fault."""
-        if msg.recipient is None:
-            return
-        t = opt_out_table.c
-        try:
-            with self._check_lock:
-                conn = self._check_conn
-                if conn is None:
-                    conn = self.db.engine.connect()
-                    conn = conn.execution_options(erp_sms_begin_immediate=False)
-                    if conn.dialect.name != "sqlite":
-                        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                    self._check_conn = conn
-                found = conn.execute(
-                    select(t.at, t.source).where(t.number == msg.recipient)
-                ).first()
-                conn.rollback()  # ends SQLite's read transaction; nothing on autocommit
-        except SQLAlchemyError as exc:
-            self._close_check()
-            raise TransientError(
-                f"cannot read the opt-out list before sending ({one_line(exc)})",
-                provider="erp-sms",
-            ) from None
-        if found is not None:
-            raise _OptedOutMeanwhile(
-                f"canceled: {msg.recipient} opted out on {found.at:%Y-%m-%d %H:%M:%S} UTC "
-                f"({found.source}) while the text was about to go out; it was not sent"
-            )
-
-    def _close_check(self) -> None:
-        with self._check_lock:
-            conn, self._check_conn = self._check_conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
-
     def _deliver_in_window(self, channel: Channel, msg: Claimed, window: Window) -> SendResult:
         """``_deliver`` inside the lane's adaptive window (see ``Window``)."""
         generation = window.acquire(self.stop)
@@ -526,15 +485,19 @@ class Dispatcher:
                 return replace(
                     previous, detail="found the earlier send at the provider; not sent again"
                 )
-        self._check_opt_out(msg)
         if msg.attempts > self.retry.max_attempts:
             raise PermanentError(
                 f"gave up after {msg.attempts - 1} attempt(s): the worker sending it stopped "
                 "answering each time"
             )
+        if self._guard is None:
+            with self._in_hand_lock:
+                if self._guard is None:
+                    self._guard = _SendGuard(self.db, self.settings)
         try:
-            return channel.send(msg)
-        except (DeliveryError, ConfigurationError):
+            with self._guard.clear_to_send(msg):
+                return channel.send(msg)
+        except (DeliveryError, ConfigurationError, _OptedOutMeanwhile):
             raise
         except Exception as exc:  # a channel bug must not kill the sending thread
             log.error(
@@ -762,6 +725,88 @@ class Dispatcher:
 
 
 _T = TypeVar("_T")
+
+
+class _SendGuard:
+    """The opt-out list, read again right before each text is handed over, so that no
+    text reaches a provider after the opt-out that stops it has committed (CONTRACT.md
+    "The email log tells the truth").
+
+    On PostgreSQL and MariaDB the read is not enough on its own: a text checked just
+    before the STOP commits would still reach the provider just after. So the sender holds
+    a share lock on its row across the handover and reads the list after taking it; the
+    opt-out locks the number's ``sending`` rows before it commits
+    (``outbox.cancel_for_opt_out``), so it waits for a handover already cleared, and a
+    handover that starts later sees the opt-out. It costs a lock and a read per text on
+    a connection of its own (a pool as large as the senders). SQLite has no row locks:
+    there it is the read alone, right before the send."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.strict = db.engine.dialect.name in ("postgresql", "mysql", "mariadb")
+        self._own: Engine | None = None
+        if self.strict:
+            size = max(settings.dispatch.concurrency, settings.dispatch.smtp_connections) + 1
+            self._own = create_engine(
+                db.engine.url,
+                pool_size=size,
+                max_overflow=size,
+                pool_pre_ping=True,
+                isolation_level="READ COMMITTED",
+            )
+            self.engine = self._own
+        else:
+            self.engine = db.engine.execution_options(erp_sms_begin_immediate=False)
+
+    @contextlib.contextmanager
+    def clear_to_send(self, msg: Claimed) -> Iterator[None]:
+        """Run the handover inside, unless ``msg``'s number opted out
+        (``_OptedOutMeanwhile``); ``TransientError`` when the list cannot be read."""
+        if msg.recipient is None:
+            yield
+            return
+        m, t = message_table.c, opt_out_table.c
+        try:
+            conn = self.engine.connect()
+        except SQLAlchemyError as exc:
+            raise _unreadable(exc) from None
+        try:
+            try:
+                conn.begin()
+                if self.strict:
+                    # PostgreSQL's weakest lock (FOR KEY SHARE): the heartbeat's and the
+                    # recorder's UPDATEs pass it, an opt-out's FOR UPDATE waits for it.
+                    # MariaDB has only a share lock; its heartbeat skips locked rows.
+                    conn.execute(
+                        select(m.id)
+                        .where(m.id == msg.id)
+                        .with_for_update(read=True, key_share=True)
+                    )
+                found = conn.execute(
+                    select(t.at, t.source).where(t.number == msg.recipient)
+                ).first()
+            except SQLAlchemyError as exc:
+                raise _unreadable(exc) from None
+            if found is not None:
+                raise _OptedOutMeanwhile(
+                    f"canceled: {msg.recipient} opted out on {found.at:%Y-%m-%d %H:%M:%S} UTC "
+                    f"({found.source}) while the text was about to go out; it was not sent"
+                )
+            yield
+        finally:
+            with contextlib.suppress(Exception):  # only locks to let go of
+                conn.rollback()
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def close(self) -> None:
+        if self._own is not None:
+            self._own.dispose()
+
+
+def _unreadable(exc: SQLAlchemyError) -> TransientError:
+    return TransientError(
+        f"cannot read the opt-out list before sending ({one_line(exc)})", provider="erp-sms"
+    )
 
 
 class _OptedOutMeanwhile(Exception):

@@ -595,9 +595,16 @@ def renew_leases(
     tokens = {c.id: c.token for c in claims}
     with db.engine.begin() as conn:
         lease_until = database_now(conn) + dt.timedelta(seconds=lease_seconds)
+        # A text being handed over is share-locked on MariaDB (dispatch._SendGuard): the
+        # heartbeat passes it by rather than wait (its handover is shorter than a lease).
+        free = conn.execute(
+            select(m.id)
+            .where(mine, m.status == Status.SENDING)
+            .with_for_update(skip_locked=True, key_share=True)
+        ).scalars()
         conn.execute(
             update(message_table)
-            .where(mine, m.status == Status.SENDING)
+            .where(m.id.in_(list(free)), m.status == Status.SENDING)
             .values(lease_expires_at=lease_until)
         )
         rows = conn.execute(
@@ -705,7 +712,8 @@ def finish_many(
     sent: list[str] = []
     tx = db.engine.begin() if isinstance(db, Database) else _begun(db)
     with tx as conn:
-        for claimed, outcome in items:
+        # In id order, as an opt-out locks them (``_wait_for_handovers``): no circle.
+        for claimed, outcome in sorted(items, key=lambda item: item[0].id):
             res = conn.execute(
                 update(message_table)
                 .where(
@@ -769,7 +777,7 @@ def finish_many_at_once(
     params: dict[str, Any] = {"now": stamp, "source": source}
     for name, _sql in _GROUP_COLUMNS:
         params[name] = []
-    for c, o in items:
+    for c, o in sorted(items, key=lambda item: item[0].id):  # id order: see finish_many
         due = (o.next_attempt_at or now or utcnow()) if o.status == Status.QUEUED else None
         row = {
             "id": c.id,
@@ -1004,6 +1012,7 @@ def cancel_for_opt_out(
         ids = [i for (i,) in ids]
         if ids:
             conn.execute(update(message_table).where(m.id.in_(ids), waiting).values(**values))
+    _wait_for_handovers(conn, or_(*conds))
     if not ids:
         return []
     conn.execute(
@@ -1016,6 +1025,21 @@ def cancel_for_opt_out(
         if isinstance(obj, Message) and obj.id in gone:
             session.expire(obj)
     return ids
+
+
+def _wait_for_handovers(conn: Connection, theirs: Any) -> None:
+    """Before an opt-out commits: wait until no text of the number is being handed to a
+    provider. A sender holds a share lock on its row across the handover and reads the
+    opt-out list after taking it (``dispatch._SendGuard``), so a handover either
+    finishes before this commits, or starts after and sees the opt-out. Rows in id order,
+    as the recorder writes them, so the two never wait on each other in a circle. SQLite
+    has no row locks (its sender reads the list right before the send)."""
+    if conn.dialect.name == "sqlite":
+        return
+    m = message_table.c
+    conn.execute(
+        select(m.id).where(theirs, m.status == Status.SENDING).order_by(m.id).with_for_update()
+    ).all()
 
 
 def replace_plan(session: Session, message: Message, planned: Message, *, by: str) -> None:

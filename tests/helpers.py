@@ -129,18 +129,23 @@ def erp_sms_command(*args: str) -> list[str]:
 
 def expire_leases(engine) -> int:
     """Dead workers' leases run out — without waiting for the clock: the rows become what
-    the next worker sees once they have. Returns how many were expired."""
+    the next worker sees once they have. A text in the middle of its handover is locked
+    (no worker could take it) and left as it is. Returns how many were expired."""
     import datetime as dt
 
-    from sqlalchemy import update
+    from sqlalchemy import select, update
 
     from erp_sms.db import utcnow
     from erp_sms.models import Status
 
+    m = Message.__table__.c
     with engine.begin() as conn:
+        free = conn.execute(
+            select(m.id).where(m.status == Status.SENDING).with_for_update(skip_locked=True)
+        ).scalars()
         return conn.execute(
             update(Message.__table__)
-            .where(Message.status == Status.SENDING)
+            .where(m.id.in_(list(free)), m.status == Status.SENDING)
             .values(lease_expires_at=utcnow() - dt.timedelta(seconds=1))
         ).rowcount
 

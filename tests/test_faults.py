@@ -227,7 +227,10 @@ def test_a_live_worker_keeps_its_lease_so_no_second_worker_takes_its_batch(any_d
         clock.advance(50)  # most of the lease has gone by: A's heartbeat renews it
         assert a.renew_leases() == 3
         renewed = _leases(any_db)
-        assert all(renewed[i] > first[i] for i in first)  # by the database's clock
+        # by the database's clock; on MariaDB the text in its handover is share-locked
+        # and passed by (no one can take it meanwhile)
+        handed = min(first) if any_db.engine.dialect.name == "mysql" else None
+        assert all(renewed[i] > first[i] for i in first if i != handed)
         assert outbox.claim_due(any_db, "B", limit=10, lease_seconds=60) == []
     finally:
         answer.set()
@@ -249,12 +252,14 @@ def test_a_worker_that_lost_its_claim_does_not_send_what_another_now_has(any_db,
     clock = Clock()
     _a, thread, answer = _slow_batch(any_db, twilio_server, clock)
     try:
-        # A's heartbeat could not reach the database: its leases ran out. B reclaims all
-        # three, finds the first at Twilio (not sent again) and sends the other two.
+        # A's heartbeat could not reach the database: its leases ran out. B reclaims the
+        # two A has not started (A then must not send them); the one A is handing over
+        # is locked (no one takes a text in the middle of its handover) and stays A's.
         expire_leases(any_db.engine)
         clock.advance(200)  # on A's clock too: its own lease knowledge is stale
         summary = Dispatcher(any_db, worker_id="B").run_once()
-        assert summary.counts["sent"] == 3
+        expected = 3 if any_db.engine.dialect.name == "sqlite" else 2
+        assert summary.counts["sent"] == expected
     finally:
         answer.set()
         thread.join(30)

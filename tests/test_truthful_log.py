@@ -47,6 +47,27 @@ def statuses(db: Database) -> dict[int, Message]:
         return found
 
 
+def until_a_lock_is_waited_for(db: Database) -> None:
+    """Return once the database shows a transaction waiting for a row lock (its own
+    tables say so); AssertionError after 10 s."""
+    pause = threading.Event()  # never set: paces the look
+    for _ in range(1000):
+        if _someone_waits_for_a_lock(db):
+            return
+        pause.wait(0.01)
+    raise AssertionError("no transaction waited for a lock")
+
+
+def _someone_waits_for_a_lock(db: Database) -> bool:
+    sql = {
+        "postgresql": "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND datname = current_database()",
+        "mysql": "SELECT count(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'",
+    }[db.engine.dialect.name]
+    with db.engine.connect() as conn:
+        return bool(conn.exec_driver_sql(sql).scalar())
+
+
 # -- a STOP during dispatch --------------------------------------------------------------------
 
 
@@ -112,9 +133,19 @@ def test_a_stop_that_commits_while_the_worker_holds_texts_stops_the_rest(any_db:
         t = threading.Thread(target=lambda: summary.append(worker.run_once()))
         t.start()
         sink.wait_for(1)  # the first text is at the server, its answer held
-        with any_db.session() as s:
-            consent.opt_out(s, number=NUMBER, source="sms_reply")
+
+        def stop() -> None:
+            with any_db.session() as s:
+                consent.opt_out(s, number=NUMBER, source="sms_reply")
+
+        stopper = threading.Thread(target=stop)  # waits for the handover where it can
+        stopper.start()
+        if any_db.engine.dialect.name == "sqlite":
+            stopper.join(30)  # no row locks: it commits at once
+        else:
+            until_a_lock_is_waited_for(any_db)
         answer.set()
+        stopper.join(30)
         t.join(30)
         assert len(sink.received) == 1
     rows = statuses(any_db)
@@ -367,3 +398,43 @@ def test_a_text_held_after_twilio_came_back_on_goes_out_at_the_next_run(
     Dispatcher(db).run_once()
     (m,) = messages(session)
     assert m.status == Status.SENT and len(twilio_server.messages) == 1
+
+
+def test_a_stop_waits_for_a_text_being_handed_over_and_stops_the_next(
+    any_db: Database, twilio_server
+):
+    """The first of two texts to a number is at Twilio, its answer not back yet, when the
+    STOP comes: the STOP commits only once that handover is over, and the second text is
+    canceled — no text reaches Twilio after the opt-out committed."""
+    if any_db.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has no row locks: its sender reads the list right before sending")
+    with any_db.session() as s:
+        activate_twilio(s)
+    ids = one_number_backlog(any_db, 2)
+    with any_db.engine.begin() as conn:
+        conn.execute(update(message_table).values(channel="twilio", address=NUMBER))
+    settings = with_settings(twilio_api_url=twilio_server.url)
+    settings = replace(settings, dispatch=replace(settings.dispatch, concurrency=1))
+    answer = threading.Event()
+    twilio_server.fail_next(status=200, hold=answer)  # created at Twilio, answered late
+    worker = threading.Thread(target=Dispatcher(any_db, settings).run_once)
+    worker.start()
+    twilio_server.wait_for(lambda t: t.creates >= 1)
+    stopped = threading.Event()
+
+    def stop() -> None:
+        with any_db.session() as s:
+            consent.opt_out(s, number=NUMBER, source="sms_reply")
+        stopped.set()
+
+    stopper = threading.Thread(target=stop)
+    stopper.start()
+    until_a_lock_is_waited_for(any_db)  # the STOP, on the handover's lock
+    assert not stopped.is_set()
+    answer.set()
+    stopper.join(30)
+    worker.join(30)
+    assert stopped.is_set() and len(twilio_server.messages) == 1
+    rows = statuses(any_db)
+    assert rows[ids[0]].status == Status.SENT
+    assert rows[ids[1]].status == Status.CANCELED
