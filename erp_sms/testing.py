@@ -73,6 +73,7 @@ class StoredMessage:
     status_callback: str | None
     num_segments: int
     price: str | None = None  # Twilio fills it in after sending
+    arrived: float = field(default_factory=time.monotonic)  # when the create came in
 
     def json(self) -> dict[str, Any]:
         return {
@@ -112,6 +113,9 @@ class TwilioServer:
     #: Requests in flight the account allows (0: no limit); beyond it Twilio answers at
     #: once with HTTP 429 / 20429, as for an account's API concurrency limit.
     concurrency_limit: int = 0
+    #: Called with each message once it is created and before the API answers: a soak
+    #: posts its status callback from here, racing the sender's own record of the send.
+    on_create: Callable[[StoredMessage], None] | None = None
 
     def __post_init__(self) -> None:
         self.messages: list[StoredMessage] = []
@@ -373,6 +377,8 @@ class TwilioServer:
             self.messages.append(msg)
             self.creates += 1
             self._changed.notify_all()
+        if self.on_create is not None:
+            self.on_create(msg)
         if late is not None:
             _pause(late)
         self._send(h, 201, msg.json())

@@ -254,3 +254,200 @@ def test_fault_soak(kind, request, tmp_path, capsys):
     assert stuck == 0, line
     assert tf["duplicated"] == 0, line
     assert sm["duplicated"] <= smtp_kills, line
+
+
+# -- the races of issue 24: a skewed clock, a STOP mid-flight, callbacks racing outcomes -------
+
+RACE_TEXTS = 600
+STOP_TEXTS = 300
+STOP_NUMBER = "+13125559999"
+SKEW = 15.0  # seconds, against a 6 s lease
+
+
+def _in_process_worker(url: str, env: dict[str, str], skew: float, stop: threading.Event):
+    """A worker in this process whose clock is ``skew`` seconds off."""
+    import datetime as dt
+
+    from erp_sms.config import Settings
+    from erp_sms.dispatch import Dispatcher
+
+    settings = Settings.from_env(env)
+    offset = dt.timedelta(seconds=skew)
+    worker = Dispatcher(
+        Database(url),
+        settings,
+        worker_id=f"skewed{skew:+.0f}",
+        stop=stop,
+        clock=lambda: utcnow() + offset,
+    )
+    return threading.Thread(target=worker.run_forever, daemon=True)
+
+
+# An in-process worker's psycopg connection is left for the garbage collector at the end
+# (a ResourceWarning, in this soak only): not found yet, noted in CHANGES.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_race_soak(kind, request, tmp_path, capsys):
+    """Phase 1: 600 gateway texts, two worker processes and two in-process workers
+    whose clocks are 15 s ahead and behind, 6 s leases (the outside test sent 303 and
+    380 duplicates). Phase 2: 600 Twilio texts plus 300 to one number that texts STOP
+    to `erp-sms serve` once 50 of them are at Twilio; every create's status callback is
+    posted while the sender is still recording the send. Asserts: 0 duplicates from the
+    skewed clocks, 0 texts at Twilio after the STOP was answered, 0 rows that contradict
+    what Twilio has or said."""
+    from erp_sms.testing import post_signed
+
+    from .helpers import start_serve
+
+    url = request.getfixturevalue("server_urls")[kind]
+    if url is None:
+        pytest.skip(f"{kind} not reachable")
+    _empty(url)
+    db = Database(url)
+    started = time.monotonic()
+    dispatch = {
+        "lease_seconds": 6.0,
+        "poll_seconds": 0.2,
+        "batch_size": 20,
+        "concurrency": 4,
+        "backoff_base_seconds": 0.05,
+        "backoff_max_seconds": 0.5,
+    }
+    pause = threading.Event()  # never set: paces the harness's looks
+    with SmtpSink() as smtp, TwilioServer() as tw:
+        tw.add_account(SID, AUTH)
+        env = worker_env(tmp_path, url, tw.url, smtp.port, dispatch)
+        # -- phase 1: skewed clocks over SMTP
+        queue_texts(db, RACE_TEXTS, prefix="g")
+        stop = threading.Event()
+        skewed = [_in_process_worker(url, env, s, stop) for s in (SKEW, -SKEW)]
+        procs = [_start(env) for _ in range(2)]
+        for t in skewed:
+            t.start()
+        while len({r[1][0] for r in smtp.received}) < RACE_TEXTS:
+            assert time.monotonic() - started < 240, "phase 1 did not finish"
+            pause.wait(0.2)
+        smtp_copies = Counter(r[1][0] for r in smtp.received)
+        skew_duplicates = sum(n - 1 for n in smtp_copies.values())
+        # -- phase 2: a STOP mid-flight and callbacks racing the outcomes
+        serve, public = start_serve(env)
+        # its -v log goes to a pipe: read it, or the server stops once the pipe is full
+        threading.Thread(target=serve.stderr.read, daemon=True).start()
+        env2 = {**env, "ERP_SMS_PUBLIC_URL": public}
+        stop.set()
+        for t in skewed:
+            t.join(60)
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            p.wait(60)
+        callbacks: list[int] = []
+        rand = random.Random(SEED)
+
+        def report(msg) -> None:  # Twilio's callback, racing the sender's own write
+            status = "undelivered" if rand.random() < 0.1 else "delivered"
+            threading.Thread(
+                target=lambda: callbacks.append(
+                    tw.deliver(msg.sid, status, 30005 if status == "undelivered" else None)
+                )
+            ).start()
+
+        tw.on_create = report
+        with db.session() as s:
+            activate_twilio(s)
+        queue_texts(db, RACE_TEXTS, gateway=False, prefix="t", start=RACE_TEXTS)
+        queue_to_one(db, STOP_TEXTS, STOP_NUMBER)
+        procs = [_start(env2) for _ in range(4)]
+        while sum(1 for m in tw.messages if m.to == STOP_NUMBER) < 50:
+            assert time.monotonic() - started < 240, (
+                f"the STOP number's texts did not start: {tw.creates} creates, "
+                f"{len(callbacks)} callbacks, workers {[p.poll() for p in procs]}"
+            )
+            pause.wait(0.01)
+        stop_form = {
+            "MessageSid": "SM" + "5" * 32,
+            "AccountSid": SID,
+            "From": STOP_NUMBER,
+            "To": "+13125550100",
+            "Body": "STOP",
+        }
+        assert post_signed(f"{public}/twilio/inbound", stop_form, AUTH) == 200
+        answered = time.monotonic()
+        while len({m.to for m in tw.messages if m.to != STOP_NUMBER}) < RACE_TEXTS:
+            assert time.monotonic() - started < 300, "phase 2 did not finish"
+            pause.wait(0.2)
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            p.wait(60)
+        # callbacks still on their way: wait for every thread's answer
+        while len(callbacks) < len(tw.messages):
+            assert time.monotonic() - started < 360, "callbacks did not finish"
+            pause.wait(0.05)
+        serve.terminate()
+        serve.wait(30)
+        serve.stderr.close()
+        after_stop = sum(1 for m in tw.messages if m.to == STOP_NUMBER and m.arrived > answered)
+        at_twilio = {m.sid: m for m in tw.messages}
+        stop_at_twilio = sum(1 for m in tw.messages if m.to == STOP_NUMBER)
+        twilio_copies = Counter(m.to for m in tw.messages if m.to != STOP_NUMBER)
+    with db.session() as s:
+        rows = list(s.scalars(select(Message).where(Message.channel == "twilio")))
+        contradictions = 0
+        for m in rows:
+            got = at_twilio.get(m.provider_id or "")
+            if m.status in (Status.CANCELED, Status.SKIPPED, Status.FAILED, Status.HELD):
+                contradictions += got is not None
+            elif got is None:
+                contradictions += 1  # says it went out, Twilio has no such message
+            elif m.status != got.status:
+                contradictions += 1  # Twilio said delivered/undelivered, the row did not
+        stop_rows = [m for m in rows if m.recipient == STOP_NUMBER]
+        stop_sent = sum(1 for m in stop_rows if m.provider_id)
+        stop_canceled = sum(1 for m in stop_rows if m.status == Status.CANCELED)
+    db.dispose()
+    line = (
+        f"race soak {kind}: skewed clocks ±{SKEW:.0f} s on 6 s leases: {skew_duplicates} "
+        f"duplicate gateway texts of {RACE_TEXTS}; STOP mid-flight: {stop_at_twilio} of "
+        f"{STOP_TEXTS} at Twilio before it was answered, {after_stop} after, {stop_canceled} "
+        f"canceled; callbacks racing outcomes: {len(callbacks)} posted "
+        f"({sum(c == 204 for c in callbacks)} answered 204); rows that contradict "
+        f"Twilio: {contradictions} of {len(rows)}; Twilio duplicates "
+        f"{sum(n - 1 for n in twilio_copies.values())}; {time.monotonic() - started:.0f} s"
+    )
+    with capsys.disabled():
+        print("\n" + line)
+    (Path(request.config.rootpath) / f".soak-races-{kind}.txt").write_text(line + "\n")
+    assert skew_duplicates == 0, line
+    assert all(c == 204 for c in callbacks), line
+    assert after_stop == 0, line
+    assert contradictions == 0, line
+    assert stop_sent == stop_at_twilio and stop_sent + stop_canceled == STOP_TEXTS, line
+    assert all(n == 1 for n in twilio_copies.values()), line
+
+
+def queue_to_one(db: Database, n: int, number: str) -> None:
+    """``n`` queued Twilio texts, all to one number (different orders), due one every
+    50 ms from now: a stream the STOP lands in the middle of."""
+    import datetime as dt
+
+    from sqlalchemy import bindparam
+
+    from erp_sms import testing
+
+    testing.queue_texts(db.engine, n, gateway=False, prefix="s", start=10_000)
+    now = utcnow()
+    m = Message.__table__
+    with db.engine.begin() as conn:
+        conn.execute(
+            update(m)
+            .where(m.c.idempotency_key == bindparam("key"))
+            .values(
+                recipient=number,
+                address=number,
+                raw_address=number,
+                next_attempt_at=bindparam("due"),
+            ),
+            [
+                {"key": f"s{10_000 + i}", "due": now + dt.timedelta(milliseconds=50 * i)}
+                for i in range(n)
+            ],
+        )
