@@ -274,7 +274,7 @@ def test_a_worker_that_lost_its_claim_does_not_send_what_another_now_has(any_db,
 def test_a_last_attempt_without_an_answer_is_checked_at_twilio_before_it_is_failed(
     delivery, db, session, twilio_server
 ):
-    with_settings(dispatch=replace(delivery.dispatch, http_timeout_seconds=0.3, max_attempts=1))
+    with_settings(dispatch=replace(delivery.dispatch, http_timeout_seconds=1.0, max_attempts=1))
     activate_twilio(session)
     make_orders(session, 1, gateway=False)
     answer = threading.Event()
