@@ -125,12 +125,15 @@ def test_a_refused_login_holds_the_texts_with_what_to_check(settings, db, sessio
     assert all("wrong" not in m.reason for m in rows)
 
 
+def _tls_sink(certs, tls: str) -> SmtpSink:
+    """A relay with the throwaway CA's certificate, TLS as ``tls`` (ssl or starttls)."""
+    return SmtpSink(tls=tls, certfile=str(certs / "cert.pem"), keyfile=str(certs / "key.pem"))
+
+
 def test_an_untrusted_certificate_holds_the_texts_until_the_ca_is_set(settings, db, session, certs):
     """Every text would meet it: held with what to set (was: retried six times, then
     failed, and only an undocumented SSL_CERT_FILE helped)."""
-    with SmtpSink(
-        tls="ssl", certfile=str(certs / "cert.pem"), keyfile=str(certs / "key.pem")
-    ) as sink:
+    with _tls_sink(certs, "ssl") as sink:
         with_settings(smtp_host=sink.host, smtp_port=sink.port, smtp_security="ssl")
         make_orders(session, 2)
         Dispatcher(db).run_once()
@@ -163,9 +166,7 @@ def test_a_relay_that_requires_starttls_holds_the_texts_with_the_setting(
 ):
     """530 Must issue a STARTTLS command first, at MAIL FROM: 19 of 20 texts were failed
     for good; it is the relay's configuration, not the texts'."""
-    with SmtpSink(
-        tls="starttls", certfile=str(certs / "cert.pem"), keyfile=str(certs / "key.pem")
-    ) as sink:
+    with _tls_sink(certs, "starttls") as sink:
         with_settings(smtp_host=sink.host, smtp_port=sink.port, smtp_security="none")
         make_orders(session, 20)
         Dispatcher(db).run_once()

@@ -169,6 +169,15 @@ def _phase(
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
 
 
+def _report(
+    request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str], name: str, line: str
+) -> None:
+    """Print the soak's line past pytest's capture, and keep it in ``name`` (untracked)."""
+    with capsys.disabled():
+        print("\n" + line)
+    (Path(request.config.rootpath) / name).write_text(line + "\n")
+
+
 def _figures(copies: Counter[str], expected: list[str]) -> dict[str, int]:
     return {
         "in": len(expected),
@@ -247,9 +256,7 @@ def test_fault_soak(kind, request, tmp_path, capsys):
         f"timeout, {faults.smtp_outages} SMTP outages, {slow_250s} SMTP 250s after the "
         f"timeout; {seconds:.0f} s"
     )
-    with capsys.disabled():
-        print("\n" + line)
-    (Path(request.config.rootpath) / f".soak-{kind}.txt").write_text(line + "\n")
+    _report(request, capsys, f".soak-{kind}.txt", line)
     assert sm["lost"] + tf["lost"] == 0, line
     assert stuck == 0, line
     assert tf["duplicated"] == 0, line
@@ -413,9 +420,7 @@ def test_race_soak(kind, request, tmp_path, capsys):
         f"Twilio: {contradictions} of {len(rows)}; Twilio duplicates "
         f"{sum(n - 1 for n in twilio_copies.values())}; {time.monotonic() - started:.0f} s"
     )
-    with capsys.disabled():
-        print("\n" + line)
-    (Path(request.config.rootpath) / f".soak-races-{kind}.txt").write_text(line + "\n")
+    _report(request, capsys, f".soak-races-{kind}.txt", line)
     assert skew_duplicates == 0, line
     assert all(c == 204 for c in callbacks), line
     assert after_stop == 0, line
