@@ -29,6 +29,7 @@ from sqlalchemy import (
     Connection,
     and_,
     exists,
+    func,
     insert,
     or_,
     select,
@@ -953,11 +954,18 @@ def release_ready(session: Session, *, by: str = "dispatch") -> list[Message]:
     }
     if not ready:
         return []
-    ids = [
-        m.id
-        for m in find(session, Status.HELD)
-        if m.channel == "twilio" and (m.sender or "TWILIO") in ready
-    ]
+    m = message_table.c
+    ids = list(
+        session.scalars(
+            select(m.id)
+            .where(
+                m.status == Status.HELD,
+                m.channel == "twilio",
+                func.coalesce(m.sender, "TWILIO").in_(sorted(ready)),
+            )
+            .order_by(m.id)
+        )
+    )
     return release(session, ids, by=by) if ids else []
 
 
