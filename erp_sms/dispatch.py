@@ -746,11 +746,12 @@ class _SendGuard:
         self._own: Engine | None = None
         if self.strict:
             size = max(settings.dispatch.concurrency, settings.dispatch.smtp_connections) + 1
+            # No ping before each checkout (a round trip per text): a connection that
+            # died fails the read, which is a transient fault (the text waits and retries).
             self._own = create_engine(
                 db.engine.url,
                 pool_size=size,
                 max_overflow=size,
-                pool_pre_ping=True,
                 isolation_level="READ COMMITTED",
             )
             self.engine = self._own
