@@ -744,6 +744,9 @@ class _SendGuard:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.strict = db.engine.dialect.name in ("postgresql", "mysql", "mariadb")
         self._own: Engine | None = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[Connection] = []
         if self.strict:
             size = max(settings.dispatch.concurrency, settings.dispatch.smtp_connections) + 1
             # No ping before each checkout (a round trip per text): a connection that
@@ -761,32 +764,27 @@ class _SendGuard:
     @contextlib.contextmanager
     def clear_to_send(self, msg: Claimed) -> Iterator[None]:
         """Run the handover inside, unless ``msg``'s number opted out
-        (``_OptedOutMeanwhile``); ``TransientError`` when the list cannot be read."""
+        (``_OptedOutMeanwhile``); ``TransientError`` when the list cannot be read. Each
+        sending thread keeps its connection for the run (no checkout per text)."""
         if msg.recipient is None:
             yield
             return
         m, t = message_table.c, opt_out_table.c
         try:
-            conn = self.engine.connect()
+            conn = self._connection()
+            conn.begin()
+            if self.strict:
+                # PostgreSQL's weakest lock (FOR KEY SHARE): the heartbeat's and the
+                # recorder's UPDATEs pass it, an opt-out's FOR UPDATE waits for it.
+                # MariaDB has only a share lock; its heartbeat skips locked rows.
+                conn.execute(
+                    select(m.id).where(m.id == msg.id).with_for_update(read=True, key_share=True)
+                )
+            found = conn.execute(select(t.at, t.source).where(t.number == msg.recipient)).first()
         except SQLAlchemyError as exc:
+            self._drop()
             raise _unreadable(exc) from None
         try:
-            try:
-                conn.begin()
-                if self.strict:
-                    # PostgreSQL's weakest lock (FOR KEY SHARE): the heartbeat's and the
-                    # recorder's UPDATEs pass it, an opt-out's FOR UPDATE waits for it.
-                    # MariaDB has only a share lock; its heartbeat skips locked rows.
-                    conn.execute(
-                        select(m.id)
-                        .where(m.id == msg.id)
-                        .with_for_update(read=True, key_share=True)
-                    )
-                found = conn.execute(
-                    select(t.at, t.source).where(t.number == msg.recipient)
-                ).first()
-            except SQLAlchemyError as exc:
-                raise _unreadable(exc) from None
             if found is not None:
                 raise _OptedOutMeanwhile(
                     f"canceled: {msg.recipient} opted out on {found.at:%Y-%m-%d %H:%M:%S} UTC "
@@ -794,12 +792,36 @@ class _SendGuard:
                 )
             yield
         finally:
-            with contextlib.suppress(Exception):  # only locks to let go of
-                conn.rollback()
+            try:
+                conn.rollback()  # only locks to let go of
+            except Exception:
+                self._drop()
+            if not self.strict:
+                self._drop()  # SQLite: back to the shared pool, which the senders outnumber
+
+    def _connection(self) -> Connection:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.engine.connect()
+            self._local.conn = conn
+            if self.strict:
+                with self._lock:
+                    self._all.append(conn)
+        return conn
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
 
     def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
         if self._own is not None:
             self._own.dispose()
 
