@@ -56,6 +56,9 @@ class Channel(ABC):
     #: Set by the dispatcher on each instance: waits until the outcome of the text this
     #: instance sent before is recorded; raises ``TransientError`` when it cannot be.
     handover_barrier: Callable[[], None] | None = None
+    #: The channel calls ``before_handover`` (its provider cannot be asked later): the
+    #: dispatcher then passes the barrier before it takes the opt-out guard's lock.
+    uses_handover_barrier: ClassVar[bool] = False
 
     def before_handover(self) -> None:
         """Call right before the step after which the provider may have the text (the

@@ -89,6 +89,7 @@ class EmailGatewayChannel(Channel):
     is the base's None): see README "Delivery guarantees"."""
 
     name = "email_gateway"
+    uses_handover_barrier = True  # SMTP cannot be asked whether it has a text
 
     @classmethod
     def configure(
