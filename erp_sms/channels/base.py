@@ -64,8 +64,8 @@ class Channel(ABC):
         """Call right before the step after which the provider may have the text (the
         SMTP final dot) when the provider cannot tell later whether it has it
         (``find_previous_send`` is None): a worker killed there then leaves at most one
-        text per instance sent but unrecorded, while the previous outcome's commit
-        overlaps this text's first round trips."""
+        text per instance sent but unrecorded. The dispatcher passes the barrier once
+        already before the send (``uses_handover_barrier``), so here it does not wait."""
         if self.handover_barrier is not None:
             self.handover_barrier()
 
