@@ -596,7 +596,7 @@ def renew_leases(
     tokens = {c.id: c.token for c in claims}
     with db.engine.begin() as conn:
         lease_until = database_now(conn) + dt.timedelta(seconds=lease_seconds)
-        # A text being handed over is share-locked on MariaDB (dispatch._SendGuard): the
+        # A text being handed over is share-locked on MariaDB (send_guard.SendGuard): the
         # heartbeat passes it by rather than wait (its handover is shorter than a lease).
         free = conn.execute(
             select(m.id)
@@ -1038,7 +1038,7 @@ def cancel_for_opt_out(
 def _wait_for_handovers(conn: Connection, theirs: Any) -> None:
     """Before an opt-out commits: wait until no text of the number is being handed to a
     provider. A sender holds a share lock on its row across the handover and reads the
-    opt-out list after taking it (``dispatch._SendGuard``), so a handover either
+    opt-out list after taking it (``send_guard.SendGuard``), so a handover either
     finishes before this commits, or starts after and sees the opt-out. Rows in id order,
     as the recorder writes them, so the two never wait on each other in a circle. SQLite
     has no row locks (its sender reads the list right before the send)."""
