@@ -34,6 +34,10 @@ class TemplateError(InputError):
     """The text-message template cannot be used."""
 
 
+class StaleEdit(InputError):
+    """Someone saved this since you opened it: nothing was saved. Reload and try again."""
+
+
 class UnknownEventError(InputError):
     """No such event is registered."""
 

@@ -367,6 +367,8 @@ class StaffUser(Base):
     session_token: Mapped[str] = mapped_column(String(64))
     # The IANA zone the pages show times in for them; None: ERP_SMS_DEFAULT_TIMEZONE.
     time_zone: Mapped[str | None] = mapped_column(String(64), default=None)
+    # viewer, operator or admin (erp_sms.users.ROLES).
+    role: Mapped[str] = mapped_column(String(16), default="operator")
 
 
 # Core handles for the statements that claim and update rows (outbox, notifier).

@@ -753,7 +753,16 @@ def text_contact(
     return msg
 
 
-RETRYABLE = (Status.SKIPPED, Status.FAILED)
+RETRYABLE = (Status.SKIPPED, Status.FAILED, Status.UNDELIVERED)
+
+
+def retried(msg: Message, carrier: Message) -> str:
+    """What became of a retried text, in a sentence: ``carrier`` is the text that now
+    carries it (``msg`` itself, or a new one when the provider had taken ``msg``)."""
+    now = f"#{msg.id}" if carrier is msg else f"#{msg.id} sent again as #{carrier.id}:"
+    if carrier.status == Status.QUEUED:
+        return f"{now} queued ({carrier.channel} {carrier.address})"
+    return f"{now} {'still ' if carrier is msg else ''}{carrier.status}: {carrier.reason}"
 
 
 #: Plans a reminder step again (``sequences.retry_step``, handed in by the staff
@@ -827,11 +836,7 @@ def retry(
             replace_plan(session, msg, msg, by=by)
             out.append((msg, f"#{msg.id} still {msg.status}: {msg.reason}"))
             continue
-        replace_plan(session, msg, again, by=by)
-        if msg.status == Status.QUEUED:
-            out.append((msg, f"#{msg.id} queued ({msg.channel} {msg.address})"))
-        else:
-            out.append((msg, f"#{msg.id} still {msg.status}: {msg.reason}"))
+        out.append((msg, retried(msg, replace_plan(session, msg, again, by=by))))
     session.flush()
     return out
 

@@ -1050,11 +1050,19 @@ def _wait_for_handovers(conn: Connection, theirs: Any) -> None:
     ).all()
 
 
-def replace_plan(session: Session, message: Message, planned: Message, *, by: str) -> None:
+def replace_plan(session: Session, message: Message, planned: Message, *, by: str) -> Message:
     """Staff retried ``message``: it takes the newly planned status, route and text
     (same idempotency key) and starts its attempts afresh. A text never changed before
     first gets a timeline line saying how it was planned (skipped, and why): the row is
-    about to forget it."""
+    about to forget it.
+
+    A text the provider took (it has the provider's id: undelivered, or failed at the
+    provider) keeps its row as the provider left it — rewriting it would contradict
+    what the provider got and orphan its late callbacks. The retry is then a new text,
+    once per such row (``planned is message``: nobody to send to, only a line).
+    Returns the message that carries the retry."""
+    if message.provider_id is not None:
+        return _send_again(session, message, planned, by=by)
     if not message.history:
         first = add_event(
             session,
@@ -1091,6 +1099,37 @@ def replace_plan(session: Session, message: Message, planned: Message, *, by: st
         source=by,
         detail=f"retried by {by}" + (f": {message.reason}" if message.reason else ""),
     )
+    return message
+
+
+def _send_again(session: Session, message: Message, planned: Message, *, by: str) -> Message:
+    if planned is message:
+        add_event(
+            session,
+            message,
+            kind="status",
+            status=message.status,
+            source=by,
+            detail=f"retried by {by}: {message.reason}",
+        )
+        return message
+    planned.idempotency_key = f"{message.idempotency_key[:200]}:again:{message.id}"
+    new = add_planned(session, [planned])
+    if not new:  # retried before: the text that carries it
+        earlier = session.scalar(
+            select(Message).where(Message.idempotency_key == planned.idempotency_key)
+        )
+        assert earlier is not None
+        return earlier
+    add_event(
+        session,
+        message,
+        kind="status",
+        status=message.status,
+        source=by,
+        detail=f"retried by {by}: sent again as #{new[0].id}",
+    )
+    return new[0]
 
 
 def apply_plan(session: Session, message: Message, row: Mapping[str, Any], *, by: str) -> bool:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
+from . import csvfile
 from .catalog import carrier_for_domain
 from .db import utcnow
 from .errors import InputError
@@ -160,6 +161,8 @@ def page(session: Session, f: Filters, *, offset: int, limit: int) -> list[dict[
 
 
 _TIMES = ("created_at", "sent_at", "scheduled_for")
+# Columns of text anyone can write (names, replies, reasons): made safe for spreadsheets.
+_TEXTS = tuple(c for c in COLUMNS if c not in (*_TIMES, "message_id", "segments"))
 
 
 def _column(name: str) -> Any:
@@ -215,13 +218,19 @@ def export_csv(
     totals counted by the database — no per-row Python beyond the csv module. The
     same columns and values as ``write_csv(rows(...))``."""
     cols = [
-        iso_seconds(_column(c).element).label(c) if c in _TIMES else _column(c) for c in COLUMNS
+        iso_seconds(_column(c).element).label(c)
+        if c in _TIMES
+        else csvfile.safe_column(_column(c).element).label(c)
+        if c in _TEXTS
+        else _column(c)
+        for c in COLUMNS
     ]
     q = _where(select(*cols), f).order_by(Message.id)
     conn = session.connection()
     cursor = _raw_cursor(conn, q)
     dbapi_error = conn.dialect.loaded_dbapi.Error
     try:
+        # Cells are made safe in SQL (csvfile.safe_column): the rows go out as fetched.
         w = csv.writer(out, lineterminator="\n")
         w.writerow(COLUMNS)
         while part := cursor.fetchmany(chunk):
@@ -404,7 +413,7 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
 
 def write_csv(it: Iterator[dict[str, Any]], out: IO[str]) -> Totals:
     totals = Totals()
-    w = csv.writer(out, lineterminator="\n")
+    w = csvfile.Writer(out)
     w.writerow(COLUMNS)
     for row in it:
         totals.add(row)

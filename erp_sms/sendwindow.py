@@ -92,15 +92,42 @@ def zone(name: str) -> ZoneInfo:
         ) from None
 
 
+# The zone a country's own numbers are named by, where phonenumbers gives a country's
+# number the zones of its neighbours too (in name order): a UK mobile is in
+# "Europe/Guernsey, Europe/Isle_of_Man, Europe/Jersey, Europe/London". The same clocks;
+# the first is what staff read.
+_MAIN_ZONE = {
+    "GB": "Europe/London",
+    "GG": "Europe/Guernsey",
+    "IM": "Europe/Isle_of_Man",
+    "JE": "Europe/Jersey",
+    "FI": "Europe/Helsinki",
+    "AX": "Europe/Mariehamn",
+    "IT": "Europe/Rome",
+    "VA": "Europe/Vatican",
+    "NO": "Europe/Oslo",
+    "SJ": "Arctic/Longyearbyen",
+    "RE": "Indian/Reunion",
+    "YT": "Indian/Mayotte",
+    "CW": "America/Curacao",
+    "BQ": "America/Kralendijk",
+}
+
+
 @functools.lru_cache(maxsize=4096)
 def zones_for(e164: str | None, default: str) -> tuple[ZoneInfo, ...]:
-    """The zones the number may be in; ``(default,)`` when the number does not say."""
+    """The zones the number may be in, its own country's first; ``(default,)`` when the
+    number does not say."""
     names: tuple[str, ...] = ()
     if e164:
         try:
-            names = tuple(phone_timezone.time_zones_for_number(phonenumbers.parse(e164)))
+            number = phonenumbers.parse(e164)
+            names = tuple(phone_timezone.time_zones_for_number(number))
         except phonenumbers.NumberParseException:
             names = ()
+        main = _MAIN_ZONE.get(phonenumbers.region_code_for_number(number) or "") if names else None
+        if main in names:
+            names = (main, *(n for n in names if n != main))
     known = [n for n in names if n != "Etc/Unknown"]
     try:
         return tuple(ZoneInfo(n) for n in known) or (zone(default),)

@@ -50,6 +50,7 @@ from .notifier import (
     _row,
     guarded,
     idempotency_key,
+    retried,
 )
 from .outbox import apply_plan, insert_new, insert_or_ignore_run, replace_plan, set_status
 from .recipients import RecipientLookup, default_lookup
@@ -468,10 +469,7 @@ def retry_step(
     fields = {c.name: getattr(run, c.name) for c in sequence_run_table.columns}
     plan = {"context": stored["context"], "contacts": info.contacts}
     row = planner.row(fields, plan, step, entry)
-    replace_plan(session, msg, Message(**row), by=by)
-    if msg.status == Status.QUEUED:
-        return f"#{msg.id} queued ({msg.channel} {msg.address})"
-    return f"#{msg.id} still {msg.status}: {msg.reason}"
+    return retried(msg, replace_plan(session, msg, Message(**row), by=by))
 
 
 # -- registry -------------------------------------------------------------------------------

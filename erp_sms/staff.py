@@ -6,10 +6,12 @@ name and returns what to tell them; bad input raises ``InputError`` with one sen
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import consent, outbox, rule_records, wording
@@ -18,13 +20,84 @@ from . import templates as tpl
 from .addresses import GATEWAY, classify
 from .catalog import Carrier
 from .config import get_settings
-from .errors import AddressError, InputError, TemplateError
+from .errors import AddressError, InputError, StaleEdit, TemplateError
 from .events import EventType, event_for_template
-from .models import Channel, Message, Status, TemplateOverride
+from .models import Channel, Message, Option, RuleAudit, Status, TemplateOverride
 from .recipients import ErpLookup, default_lookup, lookup_method
 from .segments import UCS2, analyse
 
 SAMPLE_SENDER = {"phone_number": "(312) 555-0100", "e164": "+13125550100", "name": "Your Company"}
+
+
+# -- versions: a form carries the version it was read at; a stale save is refused --------
+
+
+def _digest(text: str | None) -> str:
+    return "default" if text is None else hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _when(at: dt.datetime | None) -> str:
+    return f"{at:%Y-%m-%d %H:%M} UTC" if at else "just now"
+
+
+def rule_version(session: Session, full: str) -> str:
+    """The version of a rule record's values: its last change in the audit."""
+    last = session.scalar(
+        select(func.max(RuleAudit.id)).where(
+            RuleAudit.rule_type == full, RuleAudit.action.in_(("set", "cleared"))
+        )
+    )
+    return str(last or 0)
+
+
+def _check_rule_version(session: Session, full: str, version: str | None) -> None:
+    if version is None or version == rule_version(session, full):
+        return
+    since = int(version) if version.isdigit() else 0
+    changes = session.scalars(
+        select(RuleAudit)
+        .where(
+            RuleAudit.rule_type == full,
+            RuleAudit.action.in_(("set", "cleared")),
+            RuleAudit.id > since,
+        )
+        .order_by(RuleAudit.id)
+    )
+    said = "; ".join(
+        f"{a.field} {a.action} by {a.changed_by} at {_when(a.changed_at)}" for a in changes
+    )
+    raise StaleEdit(
+        f"{full} was changed since you opened it ({said}): nothing was saved. "
+        "Look at the record again, then make your change."
+    )
+
+
+def template_version(session: Session, name: str) -> str:
+    """The version of a template: its saved text (``default`` while it has none)."""
+    row = session.get(TemplateOverride, tpl.canonical_name(session, name))
+    return _digest(row.body if row else None)
+
+
+def _check_template_version(session: Session, name: str, version: str | None) -> None:
+    # Locked until the commit: two saves from one version cannot both pass.
+    row = session.get(TemplateOverride, name, with_for_update=True)
+    if version is None or version == _digest(row.body if row else None):
+        return
+    now = (
+        f"saved by {row.updated_by or 'someone'} at {_when(row.updated_at)} as: {row.body}"
+        if row
+        else "reset to the default"
+    )
+    raise StaleEdit(
+        f"{name} was changed since you opened it (it was {now}): nothing was saved. "
+        "Your text is kept in the editor: save again to put it in place of theirs."
+    )
+
+
+def option_version(session: Session, name: str) -> str:
+    """The version of an option: its stored value (``default`` while it has none)."""
+    row = session.get(Option, options_mod.definition(name).name)
+    return _digest(row.value if row else None)
 
 
 # -- the TWILIO rule records ----------------------------------------------------------------
@@ -51,10 +124,17 @@ class RuleSaved:
 
 
 def set_rule(
-    session: Session, name: str, values: Mapping[str, str], active: bool | None, *, by: str
+    session: Session,
+    name: str,
+    values: Mapping[str, str],
+    active: bool | None,
+    *,
+    by: str,
+    version: str | None = None,
 ) -> RuleSaved:
     """Set fields of a rule record (each validated before anything is written); held
-    texts the change makes sendable go back to the queue."""
+    texts the change makes sendable go back to the queue. Given the ``version`` the
+    form was read at (``rule_version``), a record changed since is refused."""
     if not values and active is None:
         raise InputError(
             "nothing to set: give --sid, --auth-code, --phone-number, --use-code or "
@@ -63,6 +143,7 @@ def set_rule(
     rtype, full = rule_records.record(name)
     for field_name, value in values.items():
         rule_records.validate_field(rtype, field_name, value)
+    _check_rule_version(session, full, version)
     before = rule_records.get_rule(session, full)
     old = {k: before.get(k) for k in values} if before else {}
     was_active = before.active if before else None
@@ -110,11 +191,14 @@ def test_credentials(session: Session, name: str, *, by: str) -> tuple[bool, str
 
 @dataclass(frozen=True)
 class OptionRow:
+    """An option as the pages list it, with the version its form carries."""
+
     name: str
     value: str
     is_default: bool
     help: str
     kind: str
+    version: str
 
 
 def option_rows(session: Session) -> list[OptionRow]:
@@ -123,13 +207,36 @@ def option_rows(session: Session) -> list[OptionRow]:
 
     defs = option_defs()
     return [
-        OptionRow(name, value, is_default, defs[name].help, defs[name].kind)
+        OptionRow(
+            name,
+            value,
+            is_default,
+            defs[name].help,
+            defs[name].kind,
+            _digest(None if is_default else value),
+        )
         for name, (value, is_default) in options_mod.all_values(session).items()
     ]
 
 
-def set_option(session: Session, name: str, value: str, *, by: str) -> str:
-    """Set an option; returns the value as stored."""
+def set_option(
+    session: Session, name: str, value: str, *, by: str, version: str | None = None
+) -> str:
+    """Set an option; returns the value as stored. Given the ``version`` the form was
+    read at (``option_version``), an option changed since is refused."""
+    opt = options_mod.definition(name)
+    if version is not None:
+        row = session.get(Option, opt.name, with_for_update=True)
+        if version != _digest(row.value if row else None):
+            now = (
+                f"set to {row.value} by {row.updated_by or 'someone'} at {_when(row.updated_at)}"
+                if row
+                else "back to its default"
+            )
+            raise StaleEdit(
+                f"{opt.name} was changed since you opened the page ({now}): nothing was "
+                "saved. Set it again if you still want your value."
+            )
     return options_mod.set_value(session, name, value, by=by)
 
 
@@ -254,14 +361,18 @@ def template_rows(session: Session) -> list[TemplateRow]:
     return out
 
 
-def save_template(session: Session, name: str, source: str, *, by: str) -> TemplateCheck:
+def save_template(
+    session: Session, name: str, source: str, *, by: str, version: str | None = None
+) -> TemplateCheck:
     """Save a staff override after checking it; a template that does not render is
-    refused (``TemplateError`` with the line number)."""
+    refused (``TemplateError`` with the line number). Given the ``version`` the editor
+    was opened at (``template_version``), a template saved since is refused."""
     name = tpl.canonical_name(session, name)
     source = source.strip()
     checked = check_template(session, name, source)
     if checked.error:
         raise TemplateError(checked.error)
+    _check_template_version(session, name, version)
     row = session.get(TemplateOverride, name)
     if row is None:
         session.add(TemplateOverride(name=name, body=source, updated_by=by))
@@ -271,9 +382,11 @@ def save_template(session: Session, name: str, source: str, *, by: str) -> Templ
     return checked
 
 
-def reset_template(session: Session, name: str) -> str:
-    """Drop the staff override: the shipped default applies again."""
+def reset_template(session: Session, name: str, *, version: str | None = None) -> str:
+    """Drop the staff override: the shipped default applies again (refused, given the
+    ``version`` the editor was opened at, when it was saved since)."""
     name = tpl.canonical_name(session, name)
+    _check_template_version(session, name, version)
     row = session.get(TemplateOverride, name)
     if row is None:
         raise InputError(f"{name} has no override; it already uses the default")

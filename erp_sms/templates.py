@@ -39,9 +39,10 @@ _WIDE_FORMAT = re.compile(r"%[-+ #0]*\d{5,}|%[-+ #0]*\*|\{[^{}]*[:!][^{}]*\d{5,}
 
 
 class _Budget:
-    def __init__(self) -> None:
+    def __init__(self, context: Mapping[str, Any] | None = None) -> None:
         self.steps = 0
         self.deadline = time.monotonic() + MAX_SECONDS
+        self.context = context or {}
 
     def tick(self) -> None:
         self.steps += 1
@@ -147,9 +148,38 @@ class BoundedSandbox(SandboxedEnvironment):
         return tree
 
 
-_env = BoundedSandbox(
-    undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
-)
+def _path_of(context: Mapping[str, Any], target: object, depth: int = 3) -> str | None:
+    """The dotted name under which ``target`` sits in the render's context."""
+    for key, value in context.items():
+        if value is target:
+            return str(key)
+        if depth > 1 and isinstance(value, Mapping):
+            inner = _path_of(value, target, depth - 1)
+            if inner:
+                return f"{key}.{inner}"
+    return None
+
+
+class _NamedUndefined(jinja2.StrictUndefined):
+    """An unknown variable's error names it as staff wrote it (``order.nmber``), not in
+    Jinja's words ("'dict object' has no attribute 'nmber'")."""
+
+    @property
+    def _undefined_message(self) -> str:
+        # Every way of using an undefined value (str, iter, len…) raises with this.
+        name, owner = self._undefined_name, self._undefined_obj
+        if owner is jinja2.utils.missing:
+            path = str(name) if name is not None else (self._undefined_hint or "?")
+        else:
+            budget = _budget.get()
+            where = _path_of(budget.context, owner) if budget else None
+            if where is None:
+                return f"{name!r} is not a variable of {type(owner).__name__} values"
+            path = f"{where}.{name}"
+        return f"unknown variable {path}"
+
+
+_env = BoundedSandbox(undefined=_NamedUndefined, autoescape=False, keep_trailing_newline=False)
 
 # Defaults given by host-registered events (name -> body), besides the files.
 _registered_defaults: dict[str, str] = {}
@@ -248,7 +278,7 @@ def compile_template(source: str) -> jinja2.Template:
 
 def _render_bounded(template: jinja2.Template, context: Mapping[str, Any]) -> str:
     """Render, stopping as soon as the text is far past the limit or a bound is hit."""
-    token = _budget.set(_Budget())
+    token = _budget.set(_Budget(context))
     try:
         parts: list[str] = []
         size = 0
@@ -276,7 +306,9 @@ def render(source: str, context: Mapping[str, Any], name: str = "template") -> R
     except jinja2.exceptions.SecurityError as exc:
         raise TemplateError(f"{name}: refused by the sandbox ({exc})") from None
     except jinja2.UndefinedError as exc:
-        raise TemplateError(f"{name}: unknown variable — {exc}") from None
+        raise TemplateError(
+            f"{name}: {exc}; use one of the variables listed for this template"
+        ) from None
     except TemplateError as exc:
         raise TemplateError(f"{name}: {exc.message}") from None
     except Exception as exc:  # a template can raise anything (division by zero, …)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 from .addresses import classify
 from .config import get_settings
 from .errors import AddressError, InputError
-from .models import PLANNED, ConsentEvent, InboundMessage, Message, Status
+from .models import PLANNED, ConsentEvent, InboundMessage, Message, SequenceRun, Status
 from .recipients import default_lookup
 
 
@@ -102,6 +103,30 @@ def for_subject(session: Session, kind: str, ref: str) -> list[Entry]:
         raise InputError(f"no texts for {kind} {ref!r} in the email log")
     entries = [e for m in msgs for e in _message_entries(m)]
     return sorted(entries, key=lambda e: (e.at, e.message_id or 0))
+
+
+def subject_title(session: Session, kind: str, ref: str) -> str:
+    """How staff know a subject: ``invoice INV-2291 (order SO-104233)``, from what its
+    reminder run or its texts kept — not the key the host fires it with (a UUID)."""
+    run = session.execute(
+        select(SequenceRun.plan, SequenceRun.order_number)
+        .where(SequenceRun.subject_ref == ref)
+        .order_by(SequenceRun.id.desc())
+        .limit(1)
+    ).first()
+    label, order = None, None
+    if run is not None:
+        order = run.order_number
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            said = json.loads(run.plan)["context"].get(kind) or {}
+            label = said.get("number") or said.get("name")
+    if order is None:
+        order = session.scalar(
+            select(Message.order_number).where(Message.subject_ref == ref).limit(1)
+        )
+    what = kind.replace("_", " ")
+    name = f"{what} {label}" if label else f"{what} {ref}"
+    return f"{name} (order {order})" if order else name
 
 
 def for_contact(session: Session, contact_key: str) -> list[Entry]:

@@ -81,6 +81,8 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
     web.init_app(app)
     app.register_blueprint(blueprint, url_prefix="/twilio")
     app.register_blueprint(web.blueprint)
+    # The pages' security headers on every answer of this app (webhooks, 404s) too.
+    app.after_request(web.safety.add_headers)
 
     @app.get("/healthz")
     def healthz() -> tuple[str, int]:

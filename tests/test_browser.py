@@ -43,7 +43,7 @@ def site(settings, db, session):
     bob = ContactFactory(name="Bob Ray", email2="3125550102@vtext.com", organizations=[org])
     order = SalesOrderFactory(number="SO-104233", organization=org, contact=ann)
     session.add_all([org, ann, bob, order])
-    users.add(session, "maria", PASSWORD, by="test")
+    users.add(session, "maria", PASSWORD, by="test", role="admin")
     activate_twilio(session, active=False)
     session.commit()
     signals.sent_to_production.send(order, session=session)
@@ -67,12 +67,17 @@ def page(site):
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         context = browser.new_context(
-            base_url=site["url"], viewport={"width": 1366, "height": 900}, accept_downloads=True
+            base_url=site["url"], viewport={"width": 1280, "height": 900}, accept_downloads=True
         )
         context.set_default_timeout(15_000)
         pg = context.new_page()
         errors: list[str] = []
         pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        # A page the CSP breaks (an inline script or style) says so on the console.
+        pg.on(
+            "console",
+            lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None,
+        )
         yield pg
         browser.close()
         assert errors == [], f"script errors on the pages: {errors}"
@@ -185,3 +190,52 @@ def test_staff_work_through_every_page_in_chromium(page, site, session, tmp_path
     page.goto("/")
     page.keyboard.press("Tab")
     expect(page.get_by_role("link", name="Skip to the page")).to_be_focused()
+
+
+# Every page the staff use, by the name of its screenshot.
+EVERY_PAGE = {
+    "dashboard": "/",
+    "email-log": "/log",
+    "customers": "/find?q=Ann",
+    "order-timeline": "/timeline?order=SO-104233",
+    "replies": "/replies",
+    "templates": "/templates",
+    "template-editor": "/templates/SMS S2P",
+    "reminders": "/reminders",
+    "twilio-record": "/rules",
+    "options": "/options",
+    "account": "/account",
+}
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_every_page_fits_a_desktop_and_a_phone(page, site, width):
+    """Issue 25: nothing scrolls sideways at 390 px (the log becomes cards), and each
+    page is saved as a screenshot at both widths."""
+    expect = playwright_api.expect
+    page.set_viewport_size({"width": width, "height": 900})
+    sign_in(page)
+    for name, url in EVERY_PAGE.items():
+        page.goto(url)
+        expect(page.locator("h1")).to_be_visible()
+        shot(page, f"{width}-{name}")
+        wide = page.evaluate("document.documentElement.scrollWidth")
+        assert wide <= width, f"{url} is {wide} px wide at {width} px"
+    if width == 390:
+        page.goto("/log")
+        cell = page.locator("table.log td.body").first
+        # A card: the text runs the card's width, not a few letters a line.
+        assert cell.bounding_box()["width"] > 300
+
+
+def test_a_huge_paste_in_the_template_editor_is_refused_on_the_page_and_kept(page, site):
+    expect = playwright_api.expect
+    sign_in(page)
+    page.goto("/templates/SMS S2P")
+    source = page.get_by_label("Template (Jinja2)")
+    huge = "x" * 200_000
+    source.fill(huge)
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#source-error")).to_contain_text("the most is 10,000")
+    assert len(source.input_value()) == len(huge)  # still there, nothing lost
+    shot(page, "template-too-long")

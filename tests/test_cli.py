@@ -87,7 +87,7 @@ def test_every_command_has_help_with_an_example(run, path):
 
 def test_db_upgrade_creates_everything_and_is_safe_to_rerun(run, tmp_path):
     with_settings(database_url=f"sqlite:///{tmp_path / 'new.db'}")
-    assert "is up to date (e0002, p0006)" in run("db", "upgrade").stdout
+    assert "is up to date (e0002, p0007)" in run("db", "upgrade").stdout
     assert "is up to date" in run("db", "upgrade").stdout
 
 
@@ -255,7 +255,7 @@ def test_templates_set_validates_and_saves(run, session, tmp_path):
         ("Line one\nLine two {{ order.number ", "syntax error on line 2"),
         ("{{ order.secret }} STOP HELP", "unknown variable"),
         ("{{ ''.__class__.__mro__ }}", "refused by the sandbox"),
-        ("{{ work_order.number }}", "'work_order' is undefined"),  # not an S2P variable
+        ("{{ work_order.number }}", "unknown variable work_order"),  # not an S2P variable
     ],
 )
 def test_templates_set_refuses_a_bad_template_and_keeps_the_old_one(

@@ -281,7 +281,7 @@ def test_database_override_replaces_the_file_default(session, world):
         ("Order {{ order.number ", "syntax error on line 1"),
         ("Line one\nOrder {% if %}", "syntax error on line 2"),
         ("Order {{ order.secret_price }}", "unknown variable"),
-        ("Hi {{ customer_name }}", "'customer_name' is undefined"),
+        ("Hi {{ customer_name }}", "unknown variable customer_name"),
         ("{{ ''.__class__.__mro__ }}", "refused by the sandbox"),
         ("{{ order.number.__class__.__base__.__subclasses__() }}", "refused by the sandbox"),
         ("{{ cycler.__init__.__globals__ }}", "refused by the sandbox"),

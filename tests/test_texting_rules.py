@@ -272,7 +272,8 @@ def test_every_opt_in_and_opt_out_is_in_the_trail_staff_export(settings, db, ses
         ("Bob", "opt_in", "import"),
     }
     pages = next(r for r in rows if r["source"] == "pages")
-    assert pages["actor"] == "maria" and pages["number"] == "+13125550101"
+    # A cell never starts with + (a spreadsheet formula): the number as text.
+    assert pages["actor"] == "maria" and pages["number"] == "'+13125550101"
     assert pages["detail"] == "at the counter" and pages["at"].endswith("+00:00")
     imported = next(r for r in rows if r["source"] == "import")
     assert imported["at"].startswith("2026-10-03") and "paper form" in imported["detail"]

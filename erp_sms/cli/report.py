@@ -11,7 +11,7 @@ from typing import IO, Any
 
 import click
 
-from .. import report
+from .. import csvfile, report
 from ..errors import ErpSmsError, InputError
 from .common import staff_session
 
@@ -113,11 +113,7 @@ def _write_records(
 ) -> None:
     """Rows of plain values as CSV (a header of ``columns``) or a JSON array."""
     if fmt == "csv":
-        import csv
-
-        w = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
+        csvfile.write_records(out, rows, columns)
     else:
         import json
 

@@ -16,8 +16,14 @@ def group() -> None:
     """Staff sign-ins for the web pages (`erp-sms serve`).
 
     \b
+    Roles: viewer reads every page; operator also releases, retries and cancels
+    texts, texts contacts and answers replies; admin also changes the TWILIO records,
+    options, templates and reminders.
+
+    \b
     Example:
-      erp-sms users add maria
+      erp-sms users add maria --role admin
+      erp-sms users role tom viewer
       erp-sms users zone maria America/Denver
       erp-sms users list
     """
@@ -25,13 +31,19 @@ def group() -> None:
 
 @group.command("add")
 @click.argument("name")
-def users_add(name: str) -> None:
+@click.option(
+    "--role",
+    type=click.Choice(users.ROLES),
+    default=None,
+    help="viewer, operator or admin (new users: operator; left out: unchanged).",
+)
+def users_add(name: str, role: str | None) -> None:
     """Add a staff user (or set a new password). The password is prompted for, or read
     from standard input when it is not a terminal; it is stored only as a hash.
 
     \b
     Example:
-      erp-sms users add maria
+      erp-sms users add maria --role admin
       printf '%s\\n' "$PASSWORD" | erp-sms users add maria
     """
     if sys.stdin.isatty():
@@ -41,8 +53,24 @@ def users_add(name: str) -> None:
         if not password:
             raise InputError("no password on standard input: nothing was changed")
     with staff_session() as s:
-        users.add(s, name, password, by=_user())
-    click.echo(f"{name.strip()} can sign in to the staff pages")
+        user = users.add(s, name, password, by=_user(), role=role)
+        now = user.role
+    click.echo(f"{name.strip()} can sign in to the staff pages as {now}")
+
+
+@group.command("role")
+@click.argument("name")
+@click.argument("role")
+def users_role(name: str, role: str) -> None:
+    """Give a staff user a role: viewer, operator or admin (from their next page).
+
+    \b
+    Example:
+      erp-sms users role tom viewer
+    """
+    with staff_session() as s:
+        now = users.set_role(s, name, role)
+    click.echo(f"{name.strip()} is {now}")
 
 
 @group.command("remove")
@@ -73,7 +101,7 @@ def users_list() -> None:
             last = f"{u.last_sign_in_at:%Y-%m-%d %H:%M} UTC" if u.last_sign_in_at else "never"
             locked = f"  locked until {u.locked_until:%H:%M} UTC" if u.locked_until else ""
             zone = u.time_zone or "(default zone)"
-            click.echo(f"{u.name:<20} last sign-in {last}  {zone}{locked}")
+            click.echo(f"{u.name:<20} {u.role:<9} last sign-in {last}  {zone}{locked}")
         if not rows:
             click.echo("no staff users yet: `erp-sms users add NAME`")
 

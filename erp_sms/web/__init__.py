@@ -46,16 +46,18 @@ from flask_login import (
     logout_user,
 )
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response as WResponse
 
-from .. import report, rule_records, sequences, staff, templates, users
+from .. import customers, report, rule_records, sequences, staff, templates, users
 from ..config import get_settings
 from ..db import Database
 from ..errors import ErpSmsError, InputError
-from ..models import InboundMessage, Message, RuleAudit, Status
+from ..models import Channel, InboundMessage, Message, RuleAudit, Status
 from ..recipients import default_lookup
+from . import safety
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +76,11 @@ login_manager = LoginManager()
 
 
 class _Staff(UserMixin):  # type: ignore[misc]
-    """The signed-in staff member, as Flask-Login keeps them: id and session token, and
-    the time zone the pages show them."""
+    """The signed-in staff member, as Flask-Login keeps them: id and session token, the
+    time zone the pages show them and their role (read again on every request)."""
 
-    def __init__(self, ident: str, name: str, zone: str | None) -> None:
-        self.id, self.name, self.zone = ident, name, zone
+    def __init__(self, ident: str, name: str, zone: str | None, role: str) -> None:
+        self.id, self.name, self.zone, self.role = ident, name, zone, role
 
     def get_id(self) -> str:
         return str(self.id)
@@ -88,19 +90,28 @@ class _Staff(UserMixin):  # type: ignore[misc]
 def _load_user(user_id: str) -> _Staff | None:
     with _db().read_session() as s:
         user = users.by_session_token(s, user_id)
-        return _Staff(user_id, user.name, user.time_zone) if user else None
+        return _Staff(user_id, user.name, user.time_zone, user.role) if user else None
 
 
 def init_app(app: Flask) -> None:
     """Sign-in and CSRF for the pages (call after ``webhooks.init_app``). The webhooks
     stay signature-checked, never sign-in or CSRF checked."""
-    settings = get_settings()
+    # The settings the app was set up with (webhooks.init_app), as every entry point.
+    state = app.extensions.get("erp_sms")
+    settings = getattr(state, "settings", None) or get_settings()
     if not app.secret_key:
         # Sessions are signed with ERP_SMS_SECRET_KEY; without it, a key for this process
         # (staff sign in again after a restart).
         app.secret_key = settings.secret_key or secrets.token_hex(32)
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    # Flask defines these keys (SameSite as None), so setdefault would never apply: a
+    # host's own stricter choice is kept, an unset one becomes ours.
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    if app.config.get("SESSION_COOKIE_SAMESITE") not in ("Lax", "Strict"):
+        app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    if (settings.public_url or "").lower().startswith("https://"):
+        # Behind a proxy the app sees http: the public URL says what the browser sees.
+        app.config["SESSION_COOKIE_SECURE"] = True
+        app.config["REMEMBER_COOKIE_SECURE"] = True
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # the session's lifetime
     csrf.init_app(app)
     from .. import webhooks
@@ -142,16 +153,46 @@ def _local(value: dt.datetime | str | None) -> str:
     return f"{value.astimezone(_zone()):%Y-%m-%d %H:%M}"
 
 
+def _may(needed: str) -> bool:
+    """Whether the signed-in staff member's role allows what needs ``needed``."""
+    return users.may(getattr(current_user, "role", None), needed)
+
+
 @blueprint.app_context_processor
 def _globals() -> dict[str, Any]:
-    return {"staff_zone": _zone_name(), "who": _who()}
+    return {
+        "staff_zone": _zone_name(),
+        "who": _who(),
+        "may": _may,
+        "max_template": templates.MAX_SOURCE,
+    }
 
 
-def _local_path(target: str | None, default: str) -> str:
-    """``target`` when it is a path on this site, else ``default``: never an open redirect."""
-    if not target or not target.startswith("/") or target.startswith("//"):
-        return default
-    return target
+@blueprint.before_request
+def _guard() -> tuple[str, int] | None:
+    """Every request of the pages, in one place: input no database takes, then the role
+    the endpoint needs (``safety.ACTIONS``). A refused action changes nothing."""
+    bad = safety.unreadable_input()
+    if bad:
+        return render_template("erp_sms/error.html", message=bad), 400
+    why = safety.refused()
+    if why:
+        log.warning("%s refused %s %s: %s", _who(), request.method, request.path, why)
+        return render_template("erp_sms/error.html", message=why), 403
+    return None
+
+
+blueprint.after_request(safety.add_headers)
+
+
+@blueprint.errorhandler(RequestEntityTooLarge)
+def _too_large(exc: RequestEntityTooLarge) -> tuple[str, int]:
+    limit = request.max_content_length or 0
+    return render_template(
+        "erp_sms/error.html",
+        message=f"That form is larger than the {limit // 1024} kB the pages take: nothing "
+        "was saved. Go back (your browser keeps what you typed) and shorten it.",
+    ), 413
 
 
 def _act(done: Callable[[Session], list[str] | str], back: str) -> WResponse:
@@ -178,18 +219,17 @@ def _csrf_error(exc: CSRFError) -> tuple[str, int]:
 def sign_in() -> Any:
     error = None
     if request.method == "POST":
-        with _db().session() as s:
-            outcome = users.authenticate(
-                s, request.form.get("name", ""), request.form.get("password", "")
+        outcome = users.authenticate(
+            _db(), request.form.get("name", ""), request.form.get("password", "")
+        )
+        if (user := outcome.user) is not None:
+            login_user(
+                _Staff(f"{user.id}:{user.session_token}", user.name, user.time_zone, user.role)
             )
-            if outcome.user is not None:
-                ident = f"{outcome.user.id}:{outcome.user.session_token}"
-                login_user(_Staff(ident, outcome.user.name, outcome.user.time_zone))
-        if outcome.user is not None:
-            log.info("staff %s signed in", outcome.user.name)
-            return redirect(_local_path(request.args.get("next"), url_for(".dashboard")))
+            log.info("staff %s signed in", user.name)
+            return redirect(safety.same_site(request.args.get("next"), url_for(".dashboard")))
         error = outcome.error
-        log.warning("sign-in refused for %r: %s", request.form.get("name", "")[:64], error)
+        log.warning("sign-in refused for %r: %s", request.form.get("name", "")[:64], outcome.why)
     return render_template("erp_sms/sign_in.html", error=error), 401 if error else 200
 
 
@@ -206,7 +246,12 @@ def account() -> str:
     import zoneinfo
 
     zones = sorted(z for z in zoneinfo.available_timezones() if "/" in z)
-    return render_template("erp_sms/account.html", zones=zones, default=get_settings())
+    return render_template(
+        "erp_sms/account.html",
+        zones=zones,
+        default=get_settings(),
+        role_says=users.ROLE_SAYS.get(current_user.role, ""),
+    )
 
 
 @blueprint.post("/account")
@@ -270,6 +315,24 @@ def dashboard() -> str:
             or 0
         )
         sunset, sunset_error = _sunset_rows(s)
+    rate_rows = _delivery_rates(by_channel)
+    cost_rows = [(name, float(t.cost), f"{t.cost:.2f} {t.cost_unit}") for name, t in months]
+    return render_template(
+        "erp_sms/dashboard.html",
+        per_day=charts.stacked_days(days, per_day),
+        rate=charts.bars(rate_rows, unit="delivery rate by channel", maximum=1.0),
+        failures=charts.bars([(r or "(none)", n, str(n)) for r, n in reasons], unit="failures"),
+        cost=charts.bars(cost_rows, unit="cost by month"),
+        held=held,
+        replies=replies,
+        sunset=sunset,
+        sunset_error=sunset_error,
+    )
+
+
+def _delivery_rates(by_channel: list[Any]) -> list[tuple[str, float, str]]:
+    """(channel, share delivered, in words) — a gateway never reports delivery, so its
+    row says how many were handed over instead of a 0 % that reads as a failure."""
     rate: dict[str, list[int]] = {}
     for channel, status, n in by_channel:
         done = rate.setdefault(channel or "none", [0, 0])
@@ -283,22 +346,18 @@ def dashboard() -> str:
             done[1] += n
             if status in (Status.DELIVERED, Status.READ):
                 done[0] += n
-    rate_rows = [
-        (ch, (d / t) if t else 0.0, f"{100 * d / t:.0f}% of {t}" if t else "none yet")
-        for ch, (d, t) in sorted(rate.items())
-    ]
-    cost_rows = [(name, float(t.cost), f"{t.cost:.2f} {t.cost_unit}") for name, t in months]
-    return render_template(
-        "erp_sms/dashboard.html",
-        per_day=charts.stacked_days(days, per_day),
-        rate=charts.bars(rate_rows, unit="delivery rate by channel", maximum=1.0),
-        failures=charts.bars([(r or "(none)", n, str(n)) for r, n in reasons], unit="failures"),
-        cost=charts.bars(cost_rows, unit="cost by month"),
-        held=held,
-        replies=replies,
-        sunset=sunset,
-        sunset_error=sunset_error,
-    )
+    rows = []
+    for ch, (d, t) in sorted(rate.items()):
+        if ch == Channel.EMAIL_GATEWAY:
+            rows.append(
+                ("Carrier gateways", 0.0, f"{t} handed over; gateways never confirm delivery")
+            )
+        else:
+            name = "Twilio" if ch == Channel.TWILIO else ch
+            rows.append(
+                (name, d / t if t else 0.0, f"{100 * d / t:.0f}% of {t}" if t else "none yet")
+            )
+    return rows
 
 
 def _sunset_rows(s: Session) -> tuple[list[tuple[str, str, int]], str | None]:
@@ -354,8 +413,10 @@ def rules() -> str:
         records = rule_records.senders(s)
         mapping = rule_records.sender_map(s)
         held = s.scalar(select(func.count()).where(Message.status == Status.HELD)) or 0
+        version = staff.rule_version(s, full)
     return render_template(
         "erp_sms/rules.html",
+        version=version,
         full=full,
         description=rtype.description,
         rule=rule,
@@ -382,7 +443,9 @@ def rules_save() -> WResponse:
     active = None if current is None else current == "on"
 
     def save(s: Session) -> list[str]:
-        saved = staff.set_rule(s, full, values, active, by=_who())
+        saved = staff.set_rule(
+            s, full, values, active, by=_who(), version=request.form.get("version")
+        )
         out = saved.lines()
         if saved.stored_unencrypted:
             out.append("warning: " + staff.UNENCRYPTED)
@@ -419,8 +482,9 @@ def options_page() -> str:
 @login_required  # type: ignore[untyped-decorator]
 def options_save() -> WResponse:
     name, value = request.form.get("name", ""), request.form.get("value", "")
+    version = request.form.get("version")
     return _act(
-        lambda s: f"{name} = {staff.set_option(s, name, value, by=_who())}",
+        lambda s: f"{name} = {staff.set_option(s, name, value, by=_who(), version=version)}",
         url_for(".options_page"),
     )
 
@@ -446,6 +510,7 @@ def template_edit(name: str) -> str:
             abort(404, exc.message)
         src = templates.load(s, name)
         checked = staff.check_template(s, name, src.source)
+        version = staff.template_version(s, name)
         recent = s.scalar(
             select(Message.order_number)
             .where(Message.template == name)
@@ -460,6 +525,7 @@ def template_edit(name: str) -> str:
         check=checked,
         variables=staff.variables(name),
         order=request.args.get("order") or recent or "",
+        version=version,
     )
 
 
@@ -469,12 +535,16 @@ def template_save(name: str) -> Any:
     source = request.form.get("source", "")
     try:
         with _db().session() as s:
-            checked = staff.save_template(s, name, source, by=_who())
+            checked = staff.save_template(
+                s, name, source, by=_who(), version=request.form.get("version")
+            )
         flash(f"{checked.name} saved: {checked.encoding}, {checked.segments} segment(s)", "ok")
         return redirect(url_for(".template_edit", name=checked.name))
     except ErpSmsError as exc:
         with _db().read_session() as s:
             checked = staff.check_template(s, name, source)
+            # The version now: saving again, knowing what changed, is deliberate.
+            version = staff.template_version(s, checked.name)
         flash(exc.message, "error")
         return render_template(
             "erp_sms/template_edit.html",
@@ -484,13 +554,18 @@ def template_save(name: str) -> Any:
             check=checked,
             variables=staff.variables(checked.name),
             order=request.form.get("order", ""),
+            version=version,
         ), 400
 
 
 @blueprint.post("/templates/<name>/reset")
 @login_required  # type: ignore[untyped-decorator]
 def template_reset(name: str) -> WResponse:
-    return _act(lambda s: staff.reset_template(s, name), url_for(".template_edit", name=name))
+    version = request.form.get("version")
+    return _act(
+        lambda s: staff.reset_template(s, name, version=version),
+        url_for(".template_edit", name=name),
+    )
 
 
 @blueprint.post("/templates/<name>/preview")
@@ -603,7 +678,7 @@ def log_csv() -> WResponse:
 def log_action() -> WResponse:
     action = request.form.get("action", "")
     ids = [int(i) for i in request.form.getlist("id") if i.isdigit()]
-    back = _local_path(request.form.get("back"), url_for(".log_page"))
+    back = safety.same_site(request.form.get("back"), url_for(".log_page"))
     if not ids:
         flash("Tick the texts first.", "error")
         return redirect(back)
@@ -628,37 +703,9 @@ def log_action() -> WResponse:
 def find() -> str:
     """Customers by name, order number or phone number (from the email log and the host)."""
     q = request.args.get("q", "").strip()
-    orders: list[Any] = []
-    contacts: list[Any] = []
-    if q:
-        digits = "".join(c for c in q if c.isdigit())
-        like = f"%{q}%"
-        with _db().read_session() as s:
-            orders = list(
-                s.execute(
-                    select(Message.order_number, Message.organization_name, func.count())
-                    .where(
-                        or_(Message.order_number.ilike(like), Message.organization_name.ilike(like))
-                    )
-                    .group_by(Message.order_number, Message.organization_name)
-                    .limit(50)
-                )
-            )
-            conds = [Message.contact_name.ilike(like)]
-            if len(digits) >= 4:
-                conds += [
-                    Message.recipient.like(f"%{digits}%"),
-                    Message.address.like(f"%{digits}%"),
-                ]
-            contacts = list(
-                s.execute(
-                    select(Message.contact_ref, Message.contact_name, Message.recipient)
-                    .where(or_(*conds), Message.contact_ref.is_not(None))
-                    .distinct()
-                    .limit(50)
-                )
-            )
-    return render_template("erp_sms/find.html", q=q, orders=orders, contacts=contacts)
+    with _db().read_session() as s:
+        found = customers.find(s, q)
+    return render_template("erp_sms/find.html", q=q, orders=found.orders, contacts=found.contacts)
 
 
 @blueprint.get("/timeline")
@@ -669,24 +716,35 @@ def timeline() -> Any:
     order, contact, subject = (
         request.args.get(k, "").strip() for k in ("order", "contact", "subject")
     )
-    title, error, entries = "", None, []
+    title, error, entries, exists = "", None, [], False
     with _db().read_session() as s:
         try:
             if order:
                 title, entries = f"order {order}", tl.for_order(s, order)
             elif contact:
-                entries = tl.for_contact(s, contact)
                 view = default_lookup().contact(s, contact)
+                exists = view is not None
+                entries = tl.for_contact(s, contact)
                 title = f"{view.name} (contact {contact})" if view else f"contact {contact}"
+                if not exists and not entries:
+                    raise InputError(
+                        f"no contact {contact!r}: find customers by name, order or number"
+                    )
             elif subject:
                 kind, _, ref = subject.partition(":")
-                title, entries = f"{kind} {ref}", tl.for_subject(s, kind, ref)
+                entries = tl.for_subject(s, kind, ref)
+                title = tl.subject_title(s, kind, ref)
             else:
                 return redirect(url_for(".find"))
         except InputError as exc:
             error = exc.message
     return render_template(
-        "erp_sms/timeline.html", title=title, entries=entries, error=error, contact=contact
+        "erp_sms/timeline.html",
+        title=title,
+        entries=entries,
+        error=error,
+        contact=contact,
+        contact_exists=exists,
     ), 404 if error else 200
 
 

@@ -1,5 +1,5 @@
-"""Charts for the dashboard, drawn on the server as SVG (no script, no CDN): stacked
-bars of texts per day and status, and horizontal bars for shares and counts."""
+"""Charts for the dashboard, drawn on the server (no script, no CDN): stacked bars of
+texts per day and status as SVG, and horizontal bars for shares and counts as HTML."""
 
 from __future__ import annotations
 
@@ -77,23 +77,19 @@ def stacked_days(days: Sequence[str], counts: Mapping[tuple[str, str], int]) -> 
 
 
 def bars(rows: Sequence[tuple[str, float, str]], *, unit: str = "", maximum: float = 0) -> str:
-    """Horizontal bars: (label, value, shown text)."""
-    width, row_h = 640, 22
+    """Horizontal bars (label, value, shown text) as a table of ``<meter>`` elements:
+    labels and figures are page text, so they wrap on a phone and are never cut, and
+    need no inline style (the pages' CSP allows none)."""
     top = maximum or max([v for _l, v, _t in rows] + [1])
-    height = row_h * max(len(rows), 1)
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img"'
-        f' aria-label="{escape(unit)}" class="chart">'
-    ]
-    for i, (label, value, shown) in enumerate(rows):
-        y = i * row_h
-        w = (width - 260) * (value / top if top else 0)
+    parts = [f'<table class="bars"><caption class="sr">{escape(unit)}</caption><tbody>']
+    for label, value, shown in rows:
         parts.append(
-            f'<text x="0" y="{y + 15}" class="axis">{escape(label[:30])}</text>'
-            f'<rect x="200" y="{y + 4}" width="{w:.1f}" height="14" fill="#2166ac"/>'
-            f'<text x="{204 + w:.1f}" y="{y + 15}" class="axis">{escape(shown)}</text>'
+            f'<tr><th scope="row">{escape(label)}</th>'
+            f'<td class="bar"><meter min="0" max="{top:g}" value="{value:g}" '
+            f'aria-label="{escape(label)}: {escape(shown)}"></meter></td>'
+            f"<td>{escape(shown)}</td></tr>"
         )
     if not rows:
-        parts.append('<text x="0" y="15" class="axis">nothing yet</text>')
-    parts.append("</svg>")
+        parts.append('<tr><td colspan="3">nothing yet</td></tr>')
+    parts.append("</tbody></table>")
     return "".join(parts)
