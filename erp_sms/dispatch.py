@@ -179,6 +179,7 @@ class Dispatcher:
         batches = 0
         try:
             while not self.stop.is_set():
+                seen = recorder.submitted
                 now = self.clock()
                 claimed = outbox.claim_due(
                     self.db,
@@ -189,6 +190,10 @@ class Dispatcher:
                 )
                 if not claimed:
                     if lanes.idle and recorder.idle:
+                        if recorder.submitted != seen:
+                            # An outcome written after `now` was read (a retry due at
+                            # once): claim again with a fresh clock before stopping.
+                            continue
                         break
                     # What is still going out may come back due now (a retry without
                     # backoff, a text handed back): claim again once it is recorded.
@@ -773,6 +778,7 @@ class _Recorder:
         self._dispatcher = dispatcher
         self._queue: queue.SimpleQueue[_Record | None] = queue.SimpleQueue()
         self._last: _Record | None = None
+        self.submitted = 0  # outcomes handed in so far
         self._conn: Connection | None = None
         self._auto: Connection | None = None  # autocommit, for one-statement groups
         self._thread = threading.Thread(target=self._run, daemon=True, name="erp-sms-recorder")
@@ -781,6 +787,7 @@ class _Recorder:
     def submit(self, msg: Claimed, outcome: Outcome, what: str) -> _Record:
         record = _Record(msg, outcome, what)
         self._last = record
+        self.submitted += 1
         self._queue.put(record)
         return record
 

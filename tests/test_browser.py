@@ -7,9 +7,11 @@ sleeps."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from sqlalchemy import select
 
 from erp_sms import outbox, signals, users
 from erp_sms.models import InboundMessage, Status
+from erp_sms.sequences import register_sequence
 from erp_sms.webhooks import create_app, stop_server
 
 from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
@@ -30,6 +33,22 @@ pytestmark = pytest.mark.skipif(
 )
 
 PASSWORD = "correct horse battery"
+INVOICE_KEY = "6f1c2d3e-5a5a-4b4b-8c8c-1234567890ab"  # a host's invoice id: a UUID
+
+
+@dataclass(frozen=True)
+class Invoice:
+    id: str
+    number: str
+    due_date: dt.date
+
+
+REMINDERS = register_sequence(
+    "browser_dunning",
+    subject="invoice",
+    steps=[(0, "SMS BROWSER DUE")],
+    default_templates={"SMS BROWSER DUE": "Invoice {{ invoice.number }} is due today."},
+)
 SHOTS = Path(os.environ.get("ERP_SMS_SCREENSHOTS", "test-output/screenshots"))
 
 
@@ -52,10 +71,33 @@ def site(settings, db, session):
     outbox.set_status(session, held, Status.HELD, source="test", reason="waiting for staff")
     session.add(InboundMessage(from_number="+13125550101", body="Friday please", kind="reply"))
     session.commit()
+    # Issue 25's job findings: a UK customer with an accent in her name and an invoice
+    # on a reminder run; a text Twilio took and the carrier did not deliver.
+    bau = OrganizationFactory(name="Müller Bau")
+    anna = ContactFactory(name="Anna Müller", email2="+447400123456", organizations=[bau])
+    order2 = SalesOrderFactory(number="SO-2", organization=bau, contact=anna)
+    session.add_all([bau, anna, order2])
+    activate_twilio(session)  # her number is a phone number: through Twilio
+    session.commit()
+    signals.sent_to_production.send(order2, session=session)
+    invoice = Invoice(INVOICE_KEY, "INV-7", dt.date.today() + dt.timedelta(days=30))
+    REMINDERS.start(order2, session=session, anchor=invoice.due_date, invoice=invoice)
+    session.commit()
+    lost = next(
+        m
+        for m in messages(session)
+        if m.event == "sent_to_production" and m.contact_name == "Anna Müller"
+    )
+    lost.status, lost.provider_id, lost.reason = Status.UNDELIVERED, "SM" + "7" * 32, "30003"
+    session.commit()
     server = create_server(create_app(db=db, settings=settings), host="127.0.0.1", port=0)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    yield {"url": f"http://127.0.0.1:{server.effective_port}", "held": held.id}
+    yield {
+        "url": f"http://127.0.0.1:{server.effective_port}",
+        "held": held.id,
+        "undelivered": lost.id,
+    }
     stop_server(server)
     thread.join(timeout=10)
     assert not thread.is_alive()
@@ -209,23 +251,72 @@ EVERY_PAGE = {
 
 
 @pytest.mark.parametrize("width", [1280, 390])
-def test_every_page_fits_a_desktop_and_a_phone(page, site, width):
-    """Issue 25: nothing scrolls sideways at 390 px (the log becomes cards), and each
-    page is saved as a screenshot at both widths."""
+def test_every_page_fits_a_desktop_and_a_phone_and_does_the_job(page, site, width):
+    """Issue 25: nothing scrolls sideways at 390 px (the log becomes cards), each page is
+    saved as a screenshot at both widths, and each finding on the job is checked where
+    staff meet it."""
     expect = playwright_api.expect
     page.set_viewport_size({"width": width, "height": 900})
+
+    def fits(name: str) -> None:
+        shot(page, f"{width}-{name}")
+        wide = page.evaluate("document.documentElement.scrollWidth")
+        assert wide <= width, f"{page.url} is {wide} px wide at {width} px"
+
+    page.goto("/sign-in")
+    fits("sign-in")
     sign_in(page)
     for name, url in EVERY_PAGE.items():
         page.goto(url)
         expect(page.locator("h1")).to_be_visible()
-        shot(page, f"{width}-{name}")
-        wide = page.evaluate("document.documentElement.scrollWidth")
-        assert wide <= width, f"{url} is {wide} px wide at {width} px"
+        fits(name)
     if width == 390:
         page.goto("/log")
         cell = page.locator("table.log td.body").first
         # A card: the text runs the card's width, not a few letters a line.
         assert cell.bounding_box()["width"] > 300
+
+    # An undelivered text, listed first with a Retry button, can be retried.
+    page.goto("/log")
+    page.get_by_label(f"Select text {site['undelivered']}").check()
+    page.get_by_role("button", name="Retry").click()
+    expect(page.locator(".flash.ok")).to_contain_text(f"#{site['undelivered']} sent again as #")
+    fits("job-retry-undelivered")
+
+    # An unknown variable is named as written, not in Jinja's words.
+    page.goto("/templates/SMS S2P")
+    page.get_by_label("Template (Jinja2)").fill("Order {{ order.nmber }} is in production.")
+    expect(page.locator("#source-error")).to_contain_text("unknown variable order.nmber")
+    assert "dict object" not in page.locator("#source-error").inner_text()
+    fits("job-unknown-variable")
+
+    # Customers as staff type them: no accents; the UK number as the customer says it
+    # is found in the pages' region (US here), so by its international form.
+    page.goto("/find")
+    page.get_by_label("Name, order number or phone number").fill("muller")
+    page.get_by_role("button", name="Find").click()
+    expect(page.get_by_role("link", name="Anna Müller")).to_be_visible()
+    fits("job-search-accents")
+
+    # The dashboard: gateways never confirm delivery, and it says so.
+    page.goto("/")
+    expect(page.get_by_text("gateways never confirm delivery")).to_be_visible()
+    fits("job-dashboard")
+
+    # An invoice's timeline by its number; the UK customer's reminder in London time.
+    page.goto(f"/timeline?subject=invoice:{INVOICE_KEY}")
+    expect(page.get_by_role("heading", name="Timeline invoice INV-7 (order SO-2)")).to_be_visible()
+    fits("job-invoice-timeline")
+    page.goto("/reminders")
+    expect(page.locator("section", has_text="browser_dunning")).to_contain_text("Europe/London")
+    assert "Europe/Guernsey" not in page.content()
+    fits("job-reminders-uk")
+
+    # A contact that does not exist: said so, and no forms to act on it.
+    page.goto("/timeline?contact=99999")
+    expect(page.locator(".flash.error")).to_contain_text("no contact with id '99999'")
+    assert page.get_by_role("button", name="Opt out").count() == 0
+    fits("job-no-such-contact")
 
 
 def test_a_huge_paste_in_the_template_editor_is_refused_on_the_page_and_kept(page, site):
