@@ -14,6 +14,7 @@ from . import _early, signals  # noqa: F401
 from .consent import opt_in, opt_out
 from .errors import ErpSmsError
 from .events import EventType, all_events, fire, get_event, register_builtin_events, register_event
+from .inline import join_inline
 from .notifier import warm_up
 from .recipients import ContactView, OrderView, RecipientLookup, set_default_lookup
 from .sequences import Sequence, get_sequence, register_sequence
@@ -36,6 +37,7 @@ __all__ = [
     "fire",
     "get_event",
     "get_sequence",
+    "join_inline",
     "opt_in",
     "opt_out",
     "register_event",

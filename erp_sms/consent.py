@@ -31,7 +31,9 @@ from .config import get_settings
 from .db import utcnow
 from .errors import AddressError, InputError
 from .models import ConsentEvent, OptOut
+from .outbox import cancel_for_opt_out
 from .recipients import ContactView, RecipientLookup, default_lookup
+from .sendwindow import now as clock_now
 
 OPT_IN = "opt_in"
 OPT_OUT = "opt_out"
@@ -125,8 +127,6 @@ def opt_out(
 ) -> ConsentChange:
     """Opt a contact (and its number), or a number (and every contact with it), out —
     at once, in ``session``'s transaction."""
-    from .outbox import cancel_for_opt_out
-
     lookup = lookup or default_lookup()
     contacts, number = _contacts(session, lookup, contact_key, number)
     changed = False
@@ -289,10 +289,8 @@ def import_opt_ins(
     optional). Every row is checked before anything is written (``InputError`` naming the
     line). A consent older than the contact's last opt-out is not applied: the opt-out
     came later and stands."""
-    from .sendwindow import now
-
     lookup = lookup or default_lookup()
-    today = today or now().date()
+    today = today or clock_now().date()
     checked: list[tuple[int, ContactView, dt.date, str, str]] = []
     for line, row in enumerate(rows, start=2):  # line 1 is the header
         missing = [c for c in IMPORT_COLUMNS if not (row.get(c) or "").strip()]

@@ -25,7 +25,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from . import channels, outbox
+from . import channels, consent, outbox
 from .addresses import mask
 from .channels.base import Channel, SendResult
 from .config import Settings, get_settings
@@ -706,8 +706,6 @@ class Dispatcher:
         """The provider says the recipient opted out (Twilio 21610: they replied STOP
         there) — record it here too: the number, its contacts, and their other texts still
         queued or held."""
-        from . import consent
-
         number = msg.recipient or msg.address
         if number:
             self._opted_out.add(number)
@@ -997,63 +995,3 @@ class _LaneSet:
         self.wait_until_fewer_than(1)
         for lane in self.lanes.values():
             lane.close()
-
-
-# -- inline mode: send right after the host's commit (never inside it) ------------------
-
-_inline_db: dict[str, Database] = {}
-_inline_lock = threading.Lock()
-_inline_run_lock = threading.Lock()  # one inline delivery at a time per process
-_inline_threads: list[threading.Thread] = []
-
-
-def join_inline(timeout: float | None = None) -> int:
-    """Wait for the inline deliveries started so far (a host's tests, a clean shutdown);
-    how many there were."""
-    with _inline_lock:
-        threads = list(_inline_threads)
-    for t in threads:
-        t.join(timeout)
-    with _inline_lock:
-        for t in threads:
-            if not t.is_alive() and t in _inline_threads:
-                _inline_threads.remove(t)
-    return len(threads)
-
-
-def schedule_inline(session: Session, settings: Settings) -> None:
-    """Deliver right after ``session`` commits, in a background thread; nothing happens
-    on rollback. The worker or ``erp-sms dispatch`` picks up anything left."""
-    if session.info.get("erp_sms_inline"):
-        return
-    session.info["erp_sms_inline"] = True
-
-    from sqlalchemy import event
-
-    def after_commit(sess: Session) -> None:
-        sess.info.pop("erp_sms_inline", None)
-        t = threading.Thread(
-            target=_inline_run, args=(settings,), daemon=True, name="erp-sms-inline"
-        )
-        with _inline_lock:
-            _inline_threads.append(t)
-        t.start()
-
-    def after_rollback(sess: Session, _previous: object) -> None:
-        sess.info.pop("erp_sms_inline", None)
-        if event.contains(sess, "after_commit", after_commit):
-            event.remove(sess, "after_commit", after_commit)
-
-    event.listen(session, "after_commit", after_commit, once=True)
-    event.listen(session, "after_soft_rollback", after_rollback, once=True)
-
-
-def _inline_run(settings: Settings) -> None:
-    try:
-        with _inline_run_lock:
-            db = _inline_db.get(settings.database_url)
-            if db is None:
-                db = _inline_db[settings.database_url] = Database(settings.database_url)
-            Dispatcher(db, settings).run_once()
-    except Exception:
-        log.exception("inline dispatch failed; the worker or `erp-sms dispatch` will retry")

@@ -14,18 +14,35 @@ e.g. a payment reminder::
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from blinker import NamedSignal
 from sqlalchemy.orm import Session
 
-from . import signals
+from . import options, signals, templates
 from .errors import InputError, UnknownEventError
 from .recipients import RecipientLookup
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+# Staff's one-off texts: planned like an event's texts, never fired by a signal; staff's
+# text is the template, so it has none of its own.
+ONE_OFF_EVENT = "staff_text"
+ONE_OFF_TEMPLATE = "(one-off)"
+
+# Called with each event ``register_event`` adds: the notifier connects its receiver
+# (``on_register``). The registry names no module above it.
+_listeners: list[Callable[[EventType], None]] = []
+_fired: list[EventType] = []  # events registered with a receiver wanted, in order
+
+
+def on_register(listener: Callable[[EventType], None]) -> None:
+    """Call ``listener`` with every event registered for signals, now and later."""
+    _listeners.append(listener)
+    for event in _fired:
+        listener(event)
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,9 +94,7 @@ def register_event(
             )
         return existing
     if default_template is not None:
-        from .templates import register_default
-
-        register_default(template, default_template)
+        templates.register_default(template, default_template)
     event = EventType(
         name=name,
         template=template,
@@ -90,9 +105,10 @@ def register_event(
         send_window=send_window,
     )
     _registry[name] = event
-    from .notifier import connect
-
-    connect(event)
+    templates.register_name(template)
+    _fired.append(event)
+    for listener in _listeners:
+        listener(event)
     return event
 
 
@@ -102,6 +118,8 @@ def add_sequence_event(event: EventType) -> EventType:
     if existing is not None and not existing.step_templates:
         raise InputError(f"{event.name!r} is already registered as an event, not a sequence")
     _registry[event.name] = event
+    for name in (event.template, *event.step_templates):
+        templates.register_name(name)
     return event
 
 
@@ -131,10 +149,7 @@ def fire(name: str, order: Any, *, session: Session | None = None, **kwargs: Any
 
 
 def register_builtin_events() -> None:
-    from .notifier import ONE_OFF_EVENT, ONE_OFF_TEMPLATE
-
-    # Staff's one-off texts: planned like an event's texts (``notifier.text_contact``),
-    # never fired by a signal; staff's text is the template, so it has none of its own.
+    # Staff's one-off texts (``notifier.text_contact``): no receiver, no template listed.
     _registry.setdefault(
         ONE_OFF_EVENT,
         EventType(ONE_OFF_EVENT, ONE_OFF_TEMPLATE, signals._signals.signal(ONE_OFF_EVENT)),
@@ -171,3 +186,11 @@ def register_builtin_events() -> None:
             "tracking_number": "1Z999AA10123456784",
         },
     )
+
+
+def _check_event_names(value: str) -> str:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    return ",".join(get_event(n).name for n in names)  # UnknownEventError names them
+
+
+options.add_validator("events", _check_event_names)

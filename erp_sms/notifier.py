@@ -16,27 +16,49 @@ import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import phonenumbers
+from blinker import Signal
 from sqlalchemy import Engine, Select, bindparam, event, inspect, literal, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, configure_mappers, object_session
 from sqlalchemy.orm.instrumentation import manager_of_class
 
-from . import consent, direct, options, rule_records, templates, wording
+from . import consent, direct, events, options, rule_records, templates, wording
 from .addresses import Address, classify, route
 from .config import get_settings
 from .db import one_line, utcnow
 from .errors import AddressError, ErpSmsError, InputError, TemplateError
+from .events import ONE_OFF_EVENT, EventType, all_events, get_event
 from .models import Message, OptOut, SenderMap, Status, message_table
-from .outbox import host_insert, insert_new
-from .recipients import ContactView, Decision, OrderView, default_lookup, select_recipients
-
-if TYPE_CHECKING:
-    from .events import EventType
+from .outbox import (
+    add_event,
+    add_planned,
+    host_insert,
+    insert_new,
+    replace_plan,
+    require,
+    set_status,
+)
+from .recipients import (
+    ContactView,
+    Decision,
+    OrderView,
+    _opted_in_contacts,
+    _organization_and_contacts,
+    default_lookup,
+    lookup_method,
+    select_recipients,
+)
+from .sendwindow import Policy
+from .sendwindow import now as clock
 
 log = logging.getLogger(__name__)
+
+# Sent (with ``settings=``) when the host path queued texts in a session: inline delivery
+# (``erp_sms.inline``) listens, so the host path names no dispatcher.
+texts_queued = Signal()
 
 
 def connect(event: EventType) -> None:
@@ -255,11 +277,8 @@ def _notify(
             ", ".join(f"{m.status}" for m in new),
             extra={"event": event.name, "count": len(new)},
         )
-    settings = get_settings()
-    if settings.inline_dispatch and any(m.status == Status.QUEUED for m in new):
-        from .dispatch import schedule_inline  # the host path imports no channel otherwise
-
-        schedule_inline(session, settings)
+    if any(m.status == Status.QUEUED for m in new):
+        texts_queued.send(session, settings=get_settings())
     return new
 
 
@@ -624,8 +643,6 @@ def _apply_window(event: EventType, new: Sequence[Message], info: PlanInfo) -> N
     checks again when it claims them."""
     if not info.windowed(event):
         return
-    from .sendwindow import Policy
-    from .sendwindow import now as clock
 
     now = clock()
     policy = Policy.from_options(info.window, info.zone)
@@ -696,9 +713,6 @@ def preview(
 
 # -- one-off texts from staff -----------------------------------------------------------------
 
-ONE_OFF_EVENT = "staff_text"
-ONE_OFF_TEMPLATE = "(one-off)"
-
 
 @dataclass(frozen=True)
 class OneOff:
@@ -738,9 +752,6 @@ def text_contact(
     failed with the reason); its history names ``by``."""
     from dataclasses import replace
 
-    from .events import get_event
-    from .outbox import add_event
-
     event = replace(get_event(ONE_OFF_EVENT), lookup=_OneContact())  # type: ignore[arg-type]
     ref = f"one-off:{utcnow():%Y%m%d%H%M%S}:{secrets.token_hex(6)}"
     draft = Draft(source=source, subject=(ref, {}))
@@ -778,9 +789,6 @@ def retry(
     consent, the routing, the template; a reminder step through ``step_retry``. Returns
     each message with a sentence on what became of it. ``InputError`` (nothing changed)
     for unknown ids or other statuses."""
-    from .events import get_event
-    from .outbox import add_planned, replace_plan, require, set_status
-    from .recipients import lookup_method
 
     rows = require(session, ids, RETRYABLE, "retry")
     out = []
@@ -846,8 +854,6 @@ def warm_up(engine: Engine) -> None:
     pay for (SQLAlchemy's mapper configuration and statement compilation for this
     engine's dialect, the packaged templates, the phone-number metadata): the first event
     then costs what the others do. Optional, never raises; writes nothing."""
-    from .events import all_events
-    from .recipients import _opted_in_contacts, _organization_and_contacts
 
     try:
         configure_mappers()
@@ -878,3 +884,6 @@ def warm_up(engine: Engine) -> None:
             conn.rollback()
     except Exception as exc:  # a warm-up that cannot finish costs the first event only
         log.warning("erp-sms: warm-up incomplete (%s); the first event pays for it", one_line(exc))
+
+
+events.on_register(connect)  # every event registered for signals gets its receiver

@@ -22,7 +22,8 @@ from .catalog import RuleType, rule_types
 from .config import get_settings
 from .db import utcnow
 from .errors import ConfigurationError, InputError
-from .models import Rule, RuleAudit, RuleFieldValue
+from .models import Rule, RuleAudit, RuleFieldValue, SenderMap
+from .outbox import release_channel
 
 TWILIO = "TWILIO"
 _ENCRYPTED = "fernet:"
@@ -222,8 +223,6 @@ def _release_held(session: Session, rule: Rule, by: str) -> None:
     """Texts held for the TWILIO record (credentials rejected, or TWILIO inactive) go
     back to the queue once the record is active and not flagged."""
     if rule.active and rule.rejected_at is None:
-        from .outbox import release_channel
-
         release_channel(session, "twilio", by=by)
 
 
@@ -303,8 +302,6 @@ def map_sender(
 ) -> str:
     """Send an organization's texts from a site's TWILIO record (``TWILIO`` again: back
     to the main record). The record must exist. Texts already queued keep their sender."""
-    from .models import SenderMap
-
     _rtype, full = record(name)
     if _rtype.name != TWILIO:
         raise InputError(f"texts go out from a TWILIO record, not {name!r}")
@@ -331,7 +328,5 @@ def map_sender(
 
 def sender_map(session: Session) -> list[tuple[str, str | None, str]]:
     """(organization key, name, record) of every organization with a site's sender."""
-    from .models import SenderMap
-
     rows = session.scalars(select(SenderMap).order_by(SenderMap.organization_name))
     return [(r.organization_ref, r.organization_name, r.rule_type) for r in rows]

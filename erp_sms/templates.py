@@ -335,15 +335,18 @@ def check(source: str, context: Mapping[str, Any], name: str = "template") -> Re
     return render(source, context, name)
 
 
+# The events' and sequences' templates, as the event registry adds them.
+_names: dict[str, None] = {}
+
+
+def register_name(name: str) -> None:
+    """List template ``name`` (an event's or a sequence step's)."""
+    _names.setdefault(name)
+
+
 def known_names(session: Session) -> list[str]:
     """Every template name: the events' and sequences' templates and staff's own."""
-    from .events import all_events
-    from .notifier import ONE_OFF_TEMPLATE
-
-    names = {t for e in all_events() for t in (e.template, *e.step_templates)}
-    names.discard(ONE_OFF_TEMPLATE)  # staff's one-off texts: each its own template
-    names |= set(session.scalars(select(TemplateOverride.name)))
-    return sorted(names)
+    return sorted(set(_names) | set(session.scalars(select(TemplateOverride.name))))
 
 
 def canonical_name(session: Session, name: str) -> str:

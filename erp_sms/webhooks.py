@@ -20,12 +20,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
-from flask import Blueprint, Flask, Response, abort, current_app, request
+from flask import Blueprint, Flask, Response, abort, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from twilio.request_validator import (
@@ -36,10 +35,10 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
-from . import consent, options, outbox, rule_records
+from . import appstate, consent, options, outbox, rule_records, web
 from .addresses import mask
 from .catalog import keywords, twilio_error_policies
-from .config import Settings, get_settings
+from .config import Settings
 from .db import Database, utcnow
 from .errors import ConfigurationError, InputError
 from .models import InboundMessage, Message
@@ -49,31 +48,19 @@ from .statuses import normalise
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("erp_sms_twilio", __name__)
+# Signature-checked, never sign-in or CSRF checked (Twilio has no token to send).
+web.csrf.exempt(blueprint)
 
 STOP, START, HELP, REPLY = "stop", "start", "help", "reply"
 
 
-@dataclass
-class _State:
-    db: Database
-    settings: Settings
-
-
-def init_app(app: Flask, db: Database | None = None, settings: Settings | None = None) -> None:
-    """Keep erp-sms's state in ``app.extensions`` (never on the blueprint). Imports the
-    host module (``ERP_SMS_HOST_MODULE``) first, so replies and opt-outs use the host's
-    tables."""
-    from .host import load_host_module
-
-    settings = settings or get_settings()
-    load_host_module(settings)
-    app.extensions["erp_sms"] = _State(db or Database(settings.database_url), settings)
+# The app's state (``init_app`` keeps its old name here for hosts).
+init_app = appstate.init_app
+_state = appstate.state
 
 
 def create_app(db: Database | None = None, settings: Settings | None = None) -> Flask:
     """A WSGI app with the webhooks at ``/twilio/…`` and the staff pages at ``/``."""
-    from . import web
-
     app = Flask("erp_sms")
     # Twilio's forms are a few hundred bytes, a template edit a few kB.
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
@@ -89,14 +76,6 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
         return "ok", 200
 
     return app
-
-
-def _state() -> _State:
-    state = current_app.extensions.get("erp_sms")
-    if state is None:
-        raise RuntimeError("erp_sms.webhooks.init_app(app) was not called")
-    assert isinstance(state, _State)
-    return state
 
 
 # -- validate ---------------------------------------------------------------------------------
@@ -125,7 +104,7 @@ class ConfigurationFault(Exception):
     so that Twilio retries once staff have fixed it (a 403 would make Twilio drop it)."""
 
 
-def _validate(session: Session, state: _State, endpoint: str) -> dict[str, str]:
+def _validate(session: Session, state: appstate.State, endpoint: str) -> dict[str, str]:
     """Check ``X-Twilio-Signature`` and return the request's parameters (form fields,
     or the JSON body's fields when Twilio signed the body's hash)."""
     signature = request.headers.get("X-Twilio-Signature", "")

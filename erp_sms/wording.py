@@ -28,6 +28,7 @@ from typing import Any
 import phonenumbers
 from sqlalchemy.orm import Session
 
+from . import options
 from .catalog import lookalikes
 from .errors import InputError
 from .models import Channel, Status
@@ -96,8 +97,6 @@ class Rules:
     @classmethod
     def read(cls, session: Session) -> Rules:
         """The options as staff set them (the host path reads them with its settings)."""
-        from . import options
-
         return cls.from_values({name: options.get(session, name) for name in OPTIONS})
 
     @classmethod
@@ -219,3 +218,6 @@ def keep_from(context: Mapping[str, Any]) -> list[str]:
         if isinstance(value, Mapping) and value.get(key):
             out.append(str(value[key]))
     return out
+
+
+options.add_validator("optout", parse_opt_out_contact)

@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 from erp_sms import erp, outbox, rule_records, signals
 from erp_sms.channels.twilio import Pacer, error_for
 from erp_sms.db import Database
-from erp_sms.dispatch import Dispatcher, RetryPolicy, join_inline
+from erp_sms.dispatch import Dispatcher, RetryPolicy
 from erp_sms.errors import ChannelConfigurationError, OptedOutError, PermanentError, TransientError
+from erp_sms.inline import join_inline
 from erp_sms.models import Channel, ConsentEvent, Rule, Status
 from erp_sms.testing import SmtpSink
 

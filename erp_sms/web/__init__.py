@@ -51,7 +51,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response as WResponse
 
-from .. import customers, report, rule_records, sequences, staff, templates, users
+from .. import appstate, customers, report, rule_records, sequences, staff, templates, users
 from ..config import get_settings
 from ..db import Database
 from ..errors import ErpSmsError, InputError
@@ -113,19 +113,14 @@ def init_app(app: Flask) -> None:
         app.config["SESSION_COOKIE_SECURE"] = True
         app.config["REMEMBER_COOKIE_SECURE"] = True
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # the session's lifetime
-    csrf.init_app(app)
-    from .. import webhooks
-
-    csrf.exempt(webhooks.blueprint)
+    csrf.init_app(app)  # the webhooks' blueprint exempts itself (erp_sms.webhooks)
     login_manager.init_app(app)
     login_manager.login_view = "erp_sms_pages.sign_in"
     login_manager.login_message = "Sign in to see that page."
 
 
 def _db() -> Database:
-    from ..webhooks import _state
-
-    return _state().db
+    return appstate.state().db
 
 
 def _who() -> str:

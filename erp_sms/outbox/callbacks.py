@@ -1,0 +1,177 @@
+"""Provider status reports attached to their rows — also those that came before the
+send's outcome was recorded (kept, then adopted) — and prices fetched later."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from ..db import Database, utcnow
+from ..models import (
+    Message,
+    MessageEvent,
+    message_event_table,
+    message_table,
+)
+from ..statuses import advance
+from .values import _begun, _json, add_event
+
+log = logging.getLogger(__name__)
+
+
+def apply_callback(
+    session: Session,
+    provider_id: str,
+    *,
+    status: str | None,
+    provider_status: str,
+    error_code: int | None,
+    reason: str | None,
+    price: tuple[str, str | None] | None,
+    raw: dict[str, str],
+) -> bool:
+    """A provider's status report: on the message's timeline, and its status moved
+    forward when the report is newer (never back). The same report twice changes nothing.
+
+    A report can beat the send's outcome (the worker is still writing it): it is kept
+    unattached and False is returned — the caller then calls ``adopt_callbacks`` after
+    its commit, as the outcome's writer does after its own, so whichever commits last
+    links it (CONTRACT.md: a status callback is never lost)."""
+    raw_json = _json(raw)
+    detail = f"Twilio: {provider_status}" + (f" — {reason}" if reason else "")
+    msg = session.scalar(
+        select(Message).where(Message.provider_id == provider_id).with_for_update()
+    )
+    if msg is None:
+        ev = message_event_table.c
+        again = session.scalar(
+            select(ev.id).where(
+                ev.message_id.is_(None), ev.provider_id == provider_id, ev.raw == raw_json
+            )
+        )
+        if again is not None:
+            return False  # Twilio retried a report still waiting for its message
+        log.info(
+            "status %s for a message not recorded yet (%s): kept", provider_status, provider_id
+        )
+        session.add(
+            MessageEvent(
+                message_id=None,
+                provider_id=provider_id,
+                kind="callback",
+                status=status,
+                source="webhook",
+                detail=detail + _EARLY,
+                raw=raw_json,
+                at=utcnow(),
+            )
+        )
+        return False
+    if any(h.kind == "callback" and h.raw == raw_json for h in msg.history):
+        return True  # the same callback again (Twilio retries): nothing to do
+    moved = status is not None and advance(msg.status, status)
+    if not moved:
+        detail += f" (kept {msg.status})"
+    add_event(
+        session, msg, kind="callback", source="webhook", status=status, detail=detail, raw=raw
+    )
+    if moved:
+        assert status is not None
+        msg.status = status
+        if error_code:
+            msg.error_code = error_code
+        if reason:
+            msg.reason = reason
+        if price is not None:
+            msg.price, msg.price_unit = price[0], price[1] or msg.price_unit
+    return True
+
+
+_EARLY = " (came before the send's outcome was recorded)"
+
+
+def adopt_callbacks(db: Database | Connection, provider_ids: Iterable[str] | None) -> int:
+    """Attach the status reports kept for these provider ids (None: any kept in the last
+    day) to their messages, now recorded, and move each message forward; how many were
+    attached. Safe to run twice at once: the message row is locked and a report is
+    attached only while it is still unattached."""
+    tx = db.engine.begin() if isinstance(db, Database) else _begun(db)
+    with tx as conn:
+        return _adopt(conn, None if provider_ids is None else sorted(set(provider_ids)))
+
+
+def _adopt(conn: Connection, provider_ids: list[str] | None) -> int:
+    ev = message_event_table.c
+    m = message_table.c
+    q = select(ev.id, ev.status, ev.provider_id, ev.detail, ev.raw).where(
+        ev.message_id.is_(None), ev.kind == "callback"
+    )
+    if provider_ids is not None:
+        if not provider_ids:
+            return 0
+        q = q.where(ev.provider_id.in_(provider_ids))
+    else:
+        q = q.where(ev.at >= utcnow() - dt.timedelta(days=1))
+    orphans = conn.execute(q.order_by(ev.id)).all()
+    if not orphans:
+        return 0
+    targets = conn.execute(
+        select(m.id, m.status, m.provider_id)
+        .where(m.provider_id.in_(sorted({o.provider_id for o in orphans})))
+        .order_by(m.id)
+        .with_for_update()
+    ).all()
+    adopted = 0
+    for t in targets:
+        mine = [o for o in orphans if o.provider_id == t.provider_id]
+        res = conn.execute(
+            update(message_event_table)
+            .where(ev.id.in_([o.id for o in mine]), ev.message_id.is_(None))
+            .values(message_id=t.id)
+        )
+        if res.rowcount != len(mine):
+            continue  # another writer attached them meanwhile
+        adopted += len(mine)
+        current, values = t.status, {}
+        for o in mine:
+            if o.status and advance(current, o.status):
+                current = o.status
+                values = _reported(o.detail, o.raw)
+        if current != t.status:
+            conn.execute(update(message_table).where(m.id == t.id).values(status=current, **values))
+    return adopted
+
+
+def _reported(detail: str | None, raw: str | None) -> dict[str, Any]:
+    """The error code and reason a kept report carries, for its message."""
+    values: dict[str, Any] = {}
+    try:
+        code = str(json.loads(raw or "{}").get("ErrorCode") or "")
+    except (ValueError, AttributeError):
+        code = ""
+    if code.isascii() and code.isdecimal() and int(code) < 2**31:
+        values["error_code"] = int(code)
+    reason = (detail or "").removesuffix(_EARLY).partition(" — ")[2]
+    if reason:
+        values["reason"] = reason
+    return values
+
+
+def set_price(db: Database, message_id: int, price: str, unit: str | None) -> bool:
+    """The provider's price, fetched after sending; False when it was already known."""
+    with db.session() as s:
+        msg = s.get(Message, message_id)
+        if msg is None or msg.price is not None:
+            return False
+        msg.price, msg.price_unit = price, unit
+        return True

@@ -1,0 +1,261 @@
+"""Claims: due rows moved to ``sending`` under a lease judged by the database's clock;
+the send window and the opt-out list checked as they are taken."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    and_,
+    exists,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import DBAPIError
+
+from ..db import Database, database_now, is_lock_conflict, utcnow
+from ..models import (
+    Option,
+    Status,
+    message_event_table,
+    message_table,
+    opt_out_table,
+)
+from ..options import value_from
+from ..sendwindow import Policy
+from .values import Claimed, _history, _history_row, new_token
+
+log = logging.getLogger(__name__)
+
+
+def claim_due(
+    db: Database,
+    worker_id: str,
+    *,
+    limit: int,
+    lease_seconds: float,
+    now: dt.datetime | None = None,
+) -> list[Claimed]:
+    """Claim up to ``limit`` due messages for ``worker_id``.
+
+    Workers claiming at the same moment can deadlock on InnoDB (gap locks taken by the
+    ordered scan): the loser is tried again a few times, then gets nothing this round —
+    a race between workers, not an error."""
+    now = now or utcnow()
+    for attempt in range(CLAIM_TRIES):
+        try:
+            return _claim(db, worker_id, limit=limit, lease_seconds=lease_seconds, now=now)
+        except DBAPIError as exc:
+            if not is_lock_conflict(exc):
+                raise
+            log.debug("claim lost a race with another worker (try %d): %s", attempt + 1, exc.orig)
+            time.sleep(random.uniform(0.0, 0.02 * (attempt + 1)))  # let the winner commit
+    log.info("worker %s: claims kept colliding with other workers; trying next round", worker_id)
+    return []
+
+
+CLAIM_TRIES = 5
+
+
+def _claim(
+    db: Database, worker_id: str, *, limit: int, lease_seconds: float, now: dt.datetime
+) -> list[Claimed]:
+    """``now`` is the planning clock (is a queued text due?); leases are the database's
+    clock alone (``database_now``): a worker whose clock is off neither takes a text
+    whose lease is still running nor hands out a lease that has already run out."""
+    m = message_table.c
+    conn_cm = db.engine.connect().execution_options(erp_sms_begin_immediate=True)
+    with conn_cm as conn, conn.begin():
+        clock = database_now(conn)
+        due = or_(
+            and_(m.status == Status.QUEUED, m.next_attempt_at <= now),
+            and_(m.status == Status.SENDING, m.lease_expires_at < clock),
+        )
+        # An opt-out may have come in after the text was queued (or while it was held):
+        # such a row is canceled here instead of being sent.
+        opted_out = exists().where(opt_out_table.c.number == m.recipient).label("opted_out")
+        candidates = (
+            select(
+                m.id, m.status, m.claimed_by, m.claimed_at, m.recipient, m.send_window, opted_out
+            )
+            .where(due)
+            .order_by(m.next_attempt_at, m.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        lease_until = clock + dt.timedelta(seconds=lease_seconds)
+        window: _WindowCheck | None = None
+        wanted: list[Any] = []
+        for row in conn.execute(candidates).all():
+            if row.opted_out:
+                _cancel_opted_out(conn, row, now)
+                continue
+            if row.send_window and row.status == Status.QUEUED:
+                # Due, but perhaps outside the send window (released at night, a worker
+                # that was down): it waits for the next opening instead.
+                window = window or _WindowCheck(conn)
+                if window.defer(conn, row, now):
+                    continue
+            wanted.append(row)
+        if not wanted:
+            return []
+        # The whole batch in one UPDATE under one token: a statement per text held the
+        # claim's transaction (on SQLite the file's write lock, which the recorder needs)
+        # for a round trip per text. The rows are locked (SKIP LOCKED) or the file is
+        # (SQLite); "still due" is checked again anyway, and only the rows that now carry
+        # this token are ours.
+        token = new_token(worker_id)
+        ids = [r.id for r in wanted]
+        conn.execute(
+            update(message_table)
+            .where(m.id.in_(ids), due)
+            .values(
+                status=Status.SENDING,
+                claimed_by=token,
+                claimed_at=clock,
+                lease_expires_at=lease_until,
+                attempts=m.attempts + 1,
+                updated_at=now,
+            )
+        )
+        rows = {
+            r.id: r
+            for r in conn.execute(select(message_table).where(m.id.in_(ids), m.claimed_by == token))
+        }
+        claimed_ids: list[tuple[int, dt.datetime | None]] = []
+        lines: list[dict[str, Any]] = []
+        for row in wanted:
+            if row.id not in rows:
+                continue  # another worker got it first
+            reclaimed = row.claimed_at if row.status == Status.SENDING else None
+            claimed_ids.append((row.id, reclaimed))
+            detail = f"claimed by {token}"
+            if reclaimed is not None:
+                detail = f"reclaimed by {token}: the lease of {row.claimed_by} expired"
+            lines.append(_history_row(row.id, now, Status.SENDING, detail))
+        if lines:
+            conn.execute(insert(message_event_table), lines)
+    out = []
+    for mid, reclaimed in claimed_ids:
+        r = rows[mid]
+        out.append(
+            Claimed(
+                id=mid,
+                token=token,
+                channel=r.channel,
+                address=r.address,
+                raw_address=r.raw_address,
+                body=r.body,
+                attempts=r.attempts,
+                claimed_at=clock,
+                contact_ref=r.contact_ref,
+                contact_name=r.contact_name,
+                order_number=r.order_number,
+                reclaimed_after=reclaimed,
+                created_at=r.created_at,
+                segments=r.segments,
+                recipient=r.recipient,
+                maybe_sent=bool(r.maybe_sent),
+                sender=r.sender,
+            )
+        )
+    return out
+
+
+def confirm_claim(db: Database, claimed: Claimed, *, lease_seconds: float) -> bool:
+    """Right before a send: True when ``claimed`` is still ours, its lease renewed for
+    the send; False when the claim was lost (another worker has the text now). One
+    conditional UPDATE: its rowcount proves the claim."""
+    m = message_table.c
+    with db.engine.begin() as conn:
+        lease_until = database_now(conn) + dt.timedelta(seconds=lease_seconds)
+        res = conn.execute(
+            update(message_table)
+            .where(m.id == claimed.id, m.claimed_by == claimed.token, m.status == Status.SENDING)
+            .values(lease_expires_at=lease_until)
+        )
+        return res.rowcount == 1
+
+
+def renew_leases(
+    db: Database,
+    claims: Sequence[Claimed],
+    *,
+    lease_seconds: float,
+) -> tuple[set[int], set[int]]:
+    """The heartbeat of a live worker: extend the lease of the texts it still holds
+    (one statement). Returns the ids whose claim is still its own, and the ids another
+    worker now holds (its lease ran out and the text was claimed again) — a text whose
+    outcome was just recorded is neither, and is no cause for alarm."""
+    if not claims:
+        return set(), set()
+    m = message_table.c
+    mine = or_(*[and_(m.id == c.id, m.claimed_by == c.token) for c in claims])
+    tokens = {c.id: c.token for c in claims}
+    with db.engine.begin() as conn:
+        lease_until = database_now(conn) + dt.timedelta(seconds=lease_seconds)
+        # A text being handed over is share-locked on MariaDB (send_guard.SendGuard): the
+        # heartbeat passes it by rather than wait (its handover is shorter than a lease).
+        free = conn.execute(
+            select(m.id)
+            .where(mine, m.status == Status.SENDING)
+            .with_for_update(skip_locked=True, key_share=True)
+        ).scalars()
+        conn.execute(
+            update(message_table)
+            .where(m.id.in_(list(free)), m.status == Status.SENDING)
+            .values(lease_expires_at=lease_until)
+        )
+        rows = conn.execute(
+            select(m.id, m.claimed_by).where(m.id.in_(list(tokens)), m.status == Status.SENDING)
+        ).all()
+    held = {r.id for r in rows if r.claimed_by == tokens[r.id]}
+    taken = {r.id for r in rows if r.claimed_by != tokens[r.id]}
+    return held, taken
+
+
+class _WindowCheck:
+    """The send window as the options say now, read once per claim."""
+
+    def __init__(self, conn: Any) -> None:
+        names = ["SMSSENDWINDOW", "SMSTIMEZONE"]
+        q = select(Option.name, Option.value).where(Option.name.in_(names))
+        stored = dict(conn.execute(q).all())
+        self.policy = Policy.from_options(
+            *(value_from(n, stored.get(n)) for n in names)  # window, default zone
+        )
+
+    def defer(self, conn: Any, row: Any, now: dt.datetime) -> bool:
+        """Move ``row`` to the window's next opening when it is closed now."""
+        deferred = self.policy.deferral(row.recipient, now)
+        if deferred is None:
+            return False
+        at, reason = deferred
+        m = message_table.c
+        res = conn.execute(
+            update(message_table)
+            .where(m.id == row.id, m.status == Status.QUEUED)
+            .values(next_attempt_at=at, reason=reason, updated_at=now)
+        )
+        if res.rowcount == 1:
+            _history(conn, row.id, now, Status.QUEUED, reason)
+        return True
+
+
+def _cancel_opted_out(conn: Any, row: Any, now: dt.datetime) -> None:
+    m = message_table.c
+    reason = f"canceled: {row.recipient} opted out before it was sent"
+    res = conn.execute(
+        update(message_table)
+        .where(m.id == row.id, m.status == row.status)
+        .values(status=Status.CANCELED, reason=reason, claimed_by=None, updated_at=now)
+    )
+    if res.rowcount == 1:
+        _history(conn, row.id, now, Status.CANCELED, reason)
