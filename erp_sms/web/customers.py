@@ -1,0 +1,133 @@
+"""Customers and timelines (order, contact, invoice), consent and one-off texts from the
+contact's page, and the replies inbox."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import (
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import (
+    login_required,
+)
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response as WResponse
+
+from .. import customers, staff
+from ..errors import InputError
+from ..models import InboundMessage
+from ..recipients import default_lookup
+from .base import act, blueprint, database, who
+
+log = logging.getLogger(__name__)
+
+# -- customers and timelines ----------------------------------------------------------------
+
+
+@blueprint.get("/find")
+@login_required  # type: ignore[untyped-decorator]
+def find() -> str:
+    """Customers by name, order number or phone number (from the email log and the host)."""
+    q = request.args.get("q", "").strip()
+    with database().read_session() as s:
+        found = customers.find(s, q)
+    return render_template("erp_sms/find.html", q=q, orders=found.orders, contacts=found.contacts)
+
+
+@blueprint.get("/timeline")
+@login_required  # type: ignore[untyped-decorator]
+def timeline() -> Any:
+    from .. import timeline as tl
+
+    order, contact, subject = (
+        request.args.get(k, "").strip() for k in ("order", "contact", "subject")
+    )
+    title, error, entries, exists = "", None, [], False
+    with database().read_session() as s:
+        try:
+            if order:
+                title, entries = f"order {order}", tl.for_order(s, order)
+            elif contact:
+                view = default_lookup().contact(s, contact)
+                exists = view is not None
+                entries = tl.for_contact(s, contact)
+                title = f"{view.name} (contact {contact})" if view else f"contact {contact}"
+                if not exists and not entries:
+                    raise InputError(
+                        f"no contact {contact!r}: find customers by name, order or number"
+                    )
+            elif subject:
+                kind, _, ref = subject.partition(":")
+                entries = tl.for_subject(s, kind, ref)
+                title = tl.subject_title(s, kind, ref)
+            else:
+                return redirect(url_for(".find"))
+        except InputError as exc:
+            error = exc.message
+    return render_template(
+        "erp_sms/timeline.html",
+        title=title,
+        entries=entries,
+        error=error,
+        contact=contact,
+        contact_exists=exists,
+    ), 404 if error else 200
+
+
+@blueprint.post("/contacts/<key>/consent")
+@login_required  # type: ignore[untyped-decorator]
+def contact_consent(key: str) -> WResponse:
+    opted_in = request.form.get("state") == "in"
+    note = request.form.get("note") or None
+    return act(
+        lambda s: staff.change_consent(s, key, opted_in, by=who(), source="pages", note=note),
+        url_for(".timeline", contact=key),
+    )
+
+
+@blueprint.post("/contacts/<key>/text")
+@login_required  # type: ignore[untyped-decorator]
+def contact_text(key: str) -> WResponse:
+    message = request.form.get("message", "")
+    return act(
+        lambda s: staff.text_contact(s, key, message, by=who()),
+        url_for(".timeline", contact=key),
+    )
+
+
+# -- replies ----------------------------------------------------------------------------------
+
+
+@blueprint.get("/replies")
+@login_required  # type: ignore[untyped-decorator]
+def replies() -> str:
+    show_done = request.args.get("done") == "1"
+    with database().read_session() as s:
+        q = select(InboundMessage).where(InboundMessage.kind == "reply")
+        q = q.where(
+            InboundMessage.done_at.is_not(None) if show_done else InboundMessage.done_at.is_(None)
+        )
+        rows = list(s.scalars(q.order_by(InboundMessage.received_at.desc()).limit(200)))
+    return render_template("erp_sms/replies.html", rows=rows, show_done=show_done)
+
+
+@blueprint.post("/replies/<int:reply_id>/done")
+@login_required  # type: ignore[untyped-decorator]
+def reply_done(reply_id: int) -> WResponse:
+    def done(s: Session) -> str:
+        row = s.get(InboundMessage, reply_id)
+        if row is None:
+            raise InputError(f"no reply #{reply_id}")
+        if row.done_at is None:
+            from ..db import utcnow
+
+            row.done_at, row.done_by = utcnow(), who()
+        return f"reply #{reply_id} from {row.from_number} marked done"
+
+    return act(done, url_for(".replies"))

@@ -1,0 +1,133 @@
+"""The dashboard: texts by day, delivery by channel, failures, cost, held texts, replies
+waiting, contacts on sunsetting gateways."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from flask import (
+    render_template,
+)
+from flask_login import (
+    login_required,
+)
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .. import report, staff
+from ..errors import InputError
+from ..models import Channel, InboundMessage, Message, Status
+from .base import blueprint, database
+
+log = logging.getLogger(__name__)
+
+# -- dashboard --------------------------------------------------------------------------------
+
+
+@blueprint.get("/")
+@login_required  # type: ignore[untyped-decorator]
+def dashboard() -> str:
+    from . import charts
+
+    today = dt.datetime.now(dt.UTC).date()
+    days = [(today - dt.timedelta(days=i)).isoformat() for i in range(13, -1, -1)]
+    since = dt.datetime.combine(today - dt.timedelta(days=13), dt.time(), dt.UTC)
+    with database().read_session() as s:
+        day = func.date(Message.created_at)
+        per_day = {
+            (str(d)[:10], st): n
+            for d, st, n in s.execute(
+                select(day, Message.status, func.count())
+                .where(Message.created_at >= since)
+                .group_by(day, Message.status)
+            )
+        }
+        by_channel = list(
+            s.execute(
+                select(Message.channel, Message.status, func.count())
+                .where(Message.channel.is_not(None))
+                .group_by(Message.channel, Message.status)
+            )
+        )
+        # One expression object in both clauses: PostgreSQL matches GROUP BY to the
+        # select list by its bound parameters, and two substr() calls bind two sets.
+        reason = func.substr(Message.reason, 1, 60)
+        reasons = list(
+            s.execute(
+                select(reason, func.count())
+                .where(Message.status.in_([Status.FAILED, Status.UNDELIVERED]))
+                .group_by(reason)
+                .order_by(func.count().desc())
+                .limit(8)
+            )
+        )
+        held = s.scalar(select(func.count()).where(Message.status == Status.HELD)) or 0
+        months = report.grouped(s, report.Filters(), "month")[-12:]
+        replies = (
+            s.scalar(
+                select(func.count()).where(
+                    InboundMessage.kind == "reply", InboundMessage.done_at.is_(None)
+                )
+            )
+            or 0
+        )
+        sunset, sunset_error = _sunset_rows(s)
+    rate_rows = _delivery_rates(by_channel)
+    cost_rows = [(name, float(t.cost), f"{t.cost:.2f} {t.cost_unit}") for name, t in months]
+    return render_template(
+        "erp_sms/dashboard.html",
+        per_day=charts.stacked_days(days, per_day),
+        rate=charts.bars(rate_rows, unit="delivery rate by channel", maximum=1.0),
+        failures=charts.bars([(r or "(none)", n, str(n)) for r, n in reasons], unit="failures"),
+        cost=charts.bars(cost_rows, unit="cost by month"),
+        held=held,
+        replies=replies,
+        sunset=sunset,
+        sunset_error=sunset_error,
+    )
+
+
+def _delivery_rates(by_channel: list[Any]) -> list[tuple[str, float, str]]:
+    """(channel, share delivered, in words) — a gateway never reports delivery, so its
+    row says how many were handed over instead of a 0 % that reads as a failure."""
+    rate: dict[str, list[int]] = {}
+    for channel, status, n in by_channel:
+        done = rate.setdefault(channel or "none", [0, 0])
+        if status in (
+            Status.DELIVERED,
+            Status.READ,
+            Status.UNDELIVERED,
+            Status.FAILED,
+            Status.SENT,
+        ):
+            done[1] += n
+            if status in (Status.DELIVERED, Status.READ):
+                done[0] += n
+    rows = []
+    for ch, (d, t) in sorted(rate.items()):
+        if ch == Channel.EMAIL_GATEWAY:
+            rows.append(
+                ("Carrier gateways", 0.0, f"{t} handed over; gateways never confirm delivery")
+            )
+        else:
+            name = "Twilio" if ch == Channel.TWILIO else ch
+            rows.append(
+                (name, d / t if t else 0.0, f"{100 * d / t:.0f}% of {t}" if t else "none yet")
+            )
+    return rows
+
+
+def _sunset_rows(s: Session) -> tuple[list[tuple[str, str, int]], str | None]:
+    """(carrier, its state, contacts) for gateways shut down or sunsetting — the
+    contacts of ``erp-sms contacts gateways`` — or why they cannot be listed."""
+    try:
+        found = staff.gateway_contacts(s)
+    except InputError as exc:
+        return [], exc.message
+    counts: dict[tuple[str, str], int] = {}
+    for c in found:
+        said = c.carrier.describe()
+        counts[(c.carrier.name, said)] = counts.get((c.carrier.name, said), 0) + 1
+    return sorted((name, said, n) for (name, said), n in counts.items()), None
