@@ -1,0 +1,150 @@
+"""What the planner reads for an event in one statement: its options, the opt-out list
+for the recipients' numbers, the sender's number; the addresses classified once."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Select, bindparam, literal, select
+from sqlalchemy.orm import Session
+
+from .. import direct, options, rule_records, templates, wording
+from ..addresses import Address, classify
+from ..errors import AddressError
+from ..events import EventType
+from ..models import Message, OptOut, SenderMap
+from ..recipients import (
+    Decision,
+    OrderView,
+)
+
+log = logging.getLogger(__name__)
+
+
+CONTACT_FIELDS = (
+    "contact_ref",
+    "contact_name",
+    "raw_address",
+    "channel",
+    "address",
+    "recipient",
+    "sender",
+)
+
+
+def _slots(count: int) -> int:
+    """The opt-out read's number of slots for ``count`` numbers: the next power of two,
+    so a handful of statements serve every organization (the spare slots hold "")."""
+    slots = 1
+    while slots < count:
+        slots *= 2
+    return slots
+
+
+@functools.lru_cache(maxsize=256)
+def _settings_statement(template: str, slots: int) -> Select[Any]:
+    """The statement of ``_settings_and_opt_outs`` for ``slots`` numbers, built once per
+    template and size: building it (a dozen subqueries and a join) cost more than
+    running it. The numbers are ``slots`` plain parameters, not an expanding IN, so the
+    statement's SQL is fixed (``direct`` sends it as compiled once)."""
+    settings: tuple[Any, ...] = (
+        options.value_query("SMSONLYONE"),
+        *rule_records.routing_query(),
+        templates.override_query(template),
+        options.value_query("SMSSENDWINDOW"),
+        options.value_query("SMSTIMEZONE"),
+        options.value_query("SMSWINDOWEVENTS"),
+        select(SenderMap.rule_type)
+        .where(SenderMap.organization_ref == bindparam("org_ref"))
+        .scalar_subquery(),
+        options.value_query("SMSCOMPANYNAME"),
+        *(options.value_query(name) for name in wording.OPTIONS),
+    )
+    opt_out = OptOut.__table__
+    one = select(literal(1).label("one")).subquery()
+    numbers = [bindparam(f"number_{i}", type_=opt_out.c.number.type) for i in range(slots)]
+    return select(*settings, opt_out.c.number, opt_out.c.at, opt_out.c.source).select_from(
+        one.outerjoin(opt_out, opt_out.c.number.in_(numbers))
+    )
+
+
+class _LastRead:
+    """SMSONLYONE as this process last read it (see ``_plan``): a guess checked by every
+    event, so a stale value costs one statement, never a wrong text."""
+
+    only_one = False
+
+
+_last_read = _LastRead()
+
+
+def _classify_all(decisions: Sequence[Decision], region: str) -> dict[int, Address | str]:
+    """The address of each decision that has a contact to text (or why it has none)."""
+    out: dict[int, Address | str] = {}
+    for i, d in enumerate(decisions):
+        if d.contact is None or d.skip_reason:
+            continue
+        try:
+            out[i] = classify(d.contact.address, region)
+        except AddressError as exc:
+            out[i] = exc.message
+    return out
+
+
+def _settings_and_opt_outs(
+    session: Session, template: str, numbers: Sequence[str], info: PlanInfo
+) -> tuple[str | None, bool | None, str | None, str | None, dict[str, Any]]:
+    """SMSONLYONE, the TWILIO routing, the template override, the send-window options
+    (into ``info``) and the opt-outs among ``numbers``, in one statement: one row of
+    settings, joined with each opt-out."""
+    wanted = sorted(set(numbers))
+    slots = _slots(len(wanted))
+    wanted += [""] * (slots - len(wanted))  # "" matches no opt-out: still one settings row
+    conn = session.connection(bind_arguments={"mapper": Message})
+    org_ref = (info.view.organization_key if info.view else None) or ""
+    params: dict[str, Any] = {f"number_{i}": n for i, n in enumerate(wanted)}
+    params["org_ref"] = org_ref
+    rows = direct.rows(conn, _settings_statement(template, slots), params)
+    first = rows[0]
+    blocked = {r.number: r for r in rows if r.number is not None}
+    info.window = options.value_from("SMSSENDWINDOW", first[4])
+    info.zone = options.value_from("SMSTIMEZONE", first[5])
+    info.window_events = options.value_from("SMSWINDOWEVENTS", first[6])
+    info.company = options.value_from("SMSCOMPANYNAME", first[8])
+    info.rules = wording.Rules.from_values(
+        {name: options.value_from(name, first[9 + i]) for i, name in enumerate(wording.OPTIONS)}
+    )
+    active, phone = first[1], first[2]
+    sender = first[7] or (info.view.sender if info.view else None)
+    if sender and sender != rule_records.TWILIO:
+        # A site's own number: its record decides the routing (one more statement, for
+        # organizations mapped to a site only).
+        info.sender = sender
+        active, phone = rule_records.twilio_routing(session, sender)
+    return first[0], active, phone, first[3], blocked
+
+
+@dataclass
+class PlanInfo:
+    """What planning learned besides the rows: the send-window settings, and for a
+    reminder sequence the contexts and each contact's route, decided before any
+    template (a sequence renders several)."""
+
+    window: str = "off"
+    zone: str = "UTC"
+    window_events: str = ""
+    company: str = ""  # SMSCOMPANYNAME: the template's sender.name
+    rules: wording.Rules = field(default_factory=wording.Rules)
+    sender: str | None = None  # a site's TWILIO record (None: TWILIO)
+    view: OrderView | None = None
+    subject_ref: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    contacts: list[dict[str, Any]] = field(default_factory=list)
+    collect: bool = False  # fill ``context`` and ``contacts`` (sequences only)
+
+    def windowed(self, event: EventType) -> bool:
+        return event.send_window or event.name in self.window_events.split(",")
