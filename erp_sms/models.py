@@ -52,8 +52,6 @@ class Status:
     CANCELED = "canceled"
 
     ALL = (QUEUED, SENDING, SENT, DELIVERED, READ, UNDELIVERED, FAILED, SKIPPED, HELD, CANCELED)
-    # Staff can still act on these; everything else is settled.
-    OPEN = (QUEUED, SENDING, HELD)
 
 
 class Channel:

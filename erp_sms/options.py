@@ -85,10 +85,6 @@ def value_from(name: str, stored: str | None) -> str:
     return stored if stored is not None else _default_text(definition(name))
 
 
-def get_bool(session: Session, name: str) -> bool:
-    return get(session, name) == "on"
-
-
 def set_value(session: Session, name: str, value: str, *, by: str = "staff") -> str:
     opt = definition(name)
     text = parse_value(opt, value)

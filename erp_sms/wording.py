@@ -126,7 +126,6 @@ class Finished:
     body: str
     encoding: str
     segments: int
-    shortened: bool = False
 
 
 def says_stop(body: str) -> bool:
@@ -180,7 +179,7 @@ def finish(body: str, channel: str | None, rules: Rules, keep: Sequence[str] = (
             Status.FAILED, f"{over}, and it cannot be shortened enough: shorten the template"
         )
     info = analyse(short)
-    return Finished(short, info.encoding, info.segments, shortened=True)
+    return Finished(short, info.encoding, info.segments)
 
 
 def _shorten(core: str, tail: str, keep: Sequence[str], max_segments: int) -> str | None:

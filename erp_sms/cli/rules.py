@@ -27,10 +27,6 @@ def rules() -> None:
     """
 
 
-def _rule_name(name: str) -> str:
-    return rule_records.record(name)[1]
-
-
 @rules.command("show")
 @click.argument("name")
 def rules_show(name: str) -> None:
