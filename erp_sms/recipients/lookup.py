@@ -1,0 +1,190 @@
+"""The lookup a host implements, its views of an order and a contact, and the selection
+of an order's recipients (SMSUPDATE, SMSONLYONE)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import Session
+
+from ..errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class OrderView:
+    """What the plugin needs to know about an order (or any document an event is about)."""
+
+    key: str  # stable identifier, part of the idempotency key
+    number: str
+    organization_key: str | None
+    organization_name: str | None
+    sms_update: bool  # the 'SMS Update' checkbox
+    listed_contact_key: str | None
+    context: Mapping[str, Any] = field(default_factory=dict)  # the template's `order`
+    # The TWILIO record this order's texts go out from (``TWILIO:WEST``, a site's own
+    # number); None: TWILIO. A staff mapping of the organization (`erp-sms rules
+    # sender`) takes precedence.
+    sender: str | None = None
+
+
+@dataclass(frozen=True)
+class ContactView:
+    key: str
+    name: str
+    address: str | None  # Email 2: gateway address or phone number
+    has_smsupdate: bool
+    organization_keys: frozenset[str]
+    context: Mapping[str, Any] = field(default_factory=dict)  # the template's `contact`
+
+
+class RecipientLookup(Protocol):
+    """What a host provides so erp-sms can find who to text. All calls get the host's
+    session and run inside the host's transaction."""
+
+    def order(self, session: Session, order: Any) -> OrderView:
+        """Describe the order the event is about."""
+        ...
+
+    def contacts(self, session: Session, order: Any, *, listed_only: bool) -> Sequence[ContactView]:
+        """The contacts to consider: with ``listed_only``, the contact listed on the order
+        (if any); otherwise the contacts with SMSUPDATE linked to the order's
+        organization, plus the listed contact when it has SMSUPDATE."""
+        ...
+
+    def subject(self, name: str, obj: Any) -> tuple[str, Mapping[str, Any]]:
+        """Key and template context of the event's subject (a work order, a shipping event,
+        an invoice…)."""
+        ...
+
+    def contacts_with_number(self, session: Session, e164: str) -> Sequence[ContactView]:
+        """Contacts whose text-message address is this number (for replies and opt-outs)."""
+        ...
+
+    def set_consent(self, session: Session, contact_key: str, opted_in: bool) -> ContactView:
+        """Add (True) or remove (False) the contact's SMSUPDATE attribute."""
+        ...
+
+    def contact(self, session: Session, contact_key: str) -> ContactView | None:
+        """One contact by key, or None."""
+        ...
+
+
+# Optional lookup methods. A host adds them for the staff tools that need them; without
+# one, that tool says which method to add (``lookup_method``):
+#
+#   find_order(session, number) -> order | None
+#       the host's order (the object its events are fired with) by number: template
+#       previews against real orders, ``messages retry``.
+#   subjects(session, order, name) -> Sequence[object]
+#       the order's subjects of one kind (``work_order``, ``shipping_event``, ``invoice``…),
+#       oldest first: previews use the latest, ``messages retry`` the one retried.
+#   find_organization(session, text) -> (key, name) | None
+#       an organization by name or key: staff switching a reminder sequence or a
+#       sender per organization (without it, staff give the organization's key).
+#   gateway_contacts(session) -> Iterable[ContactView]
+#       contacts whose address is an email-to-SMS gateway (``contacts gateways``).
+#   samples() -> Mapping[str, Mapping[str, Any]]
+#       sample template contexts by variable (``order``, ``contact``, a subject…) with
+#       every field the lookup provides, so template checks know the host's variables
+#       (``contact.first_name``).
+
+OPTIONAL_METHODS = {
+    "find_order": "find_order(session, number) -> order | None",
+    "subjects": "subjects(session, order, name) -> list of subjects",
+    "gateway_contacts": "gateway_contacts(session) -> contacts with gateway addresses",
+    "find_organization": "find_organization(session, text) -> (key, name) or None",
+    "samples": "samples() -> sample template contexts",
+}
+
+
+def lookup_method(lookup: Any, name: str, purpose: str) -> Callable[..., Any]:
+    """The lookup's optional method ``name``, or ``ConfigurationError`` naming what to
+    add (and what for)."""
+    method = getattr(lookup, name, None)
+    if method is None:
+        raise ConfigurationError(
+            f"the recipient lookup {type(lookup).__name__} has no {OPTIONAL_METHODS[name]}: "
+            f"add it to {purpose} (README 'Hosts with their own tables')"
+        )
+    assert callable(method)
+    return method  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Decision:
+    contact: ContactView | None  # None: an order-level entry (nobody could be texted)
+    skip_reason: str | None = None
+
+
+def select_recipients(
+    order: OrderView, contacts: Sequence[ContactView], *, only_listed: bool
+) -> list[Decision]:
+    """Apply CONTRACT.md "Who gets a text" to the contacts a lookup returned."""
+    if only_listed and order.listed_contact_key is None:
+        return [
+            Decision(
+                None,
+                f"SMSONLYONE is on but order {order.number} has no listed contact: pick the "
+                "contact on the order, or turn SMSONLYONE off",
+            )
+        ]
+    if order.organization_key is None and not contacts:
+        return [
+            Decision(
+                None,
+                f"order {order.number} has no organization: set the organization on the order "
+                "so its contacts can be texted",
+            )
+        ]
+    decisions = []
+    for c in contacts:
+        reason = None
+        if order.organization_key is None:
+            reason = f"order {order.number} has no organization to link {c.name} to"
+        elif order.organization_key not in c.organization_keys:
+            org = order.organization_name or order.organization_key
+            reason = f"{c.name} is not linked to {org}: link the contact to the organization"
+        elif not c.has_smsupdate:
+            reason = f"{c.name} does not have the SMSUPDATE attribute (not opted in)"
+        elif not order.sms_update:
+            reason = f"the SMS Update box is not checked on order {order.number}"
+        decisions.append(Decision(c, reason))
+    if not decisions and order.sms_update:
+        label = order.organization_name or order.organization_key
+        decisions.append(
+            Decision(
+                None,
+                f"no contact linked to {label} has the SMSUPDATE attribute: add it to the "
+                "contacts who want texts",
+            )
+        )
+    return decisions
+
+
+def object_context(obj: Any) -> dict[str, Any]:
+    """Template context for an arbitrary host object: a mapping as is, the column
+    attributes of a mapped object, or the public attributes of anything else."""
+    if obj is None:
+        return {}
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    try:
+        mapper = sa_inspect(type(obj))
+    except Exception:
+        mapper = None
+    if mapper is not None and hasattr(mapper, "column_attrs"):
+        return {a.key: getattr(obj, a.key) for a in mapper.column_attrs}
+    return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+
+
+def object_key(obj: Any) -> str:
+    for attr in ("id", "pk", "key", "number"):
+        value = getattr(obj, attr, None)
+        if value is None and isinstance(obj, Mapping):
+            value = obj.get(attr)
+        if value is not None:
+            return str(value)
+    raise ValueError(f"cannot tell which {type(obj).__name__} this is: give it an id")
