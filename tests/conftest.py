@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
-from erp_sms import migrate
+from erp_sms import migrate, users
 from erp_sms.config import DispatchSettings, Settings, set_settings
 from erp_sms.db import Database, make_engine
 from erp_sms.erp import ErpBase
@@ -258,3 +258,16 @@ def _to_loopback(settings: Settings, twilio_server, smtp_sink) -> Settings:
         twilio_api_url=twilio_server.url,
         dispatch=replace(settings.dispatch, http_timeout_seconds=5.0, smtp_timeout_seconds=5.0),
     )
+
+
+@pytest.fixture(autouse=True)
+def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Argon2id at its cheapest for the tests (the real one costs 64 MB and ~0.1 s a
+    hash, which sign-in tests paid many times over); the CLI's subprocesses and the
+    product keep the real parameters."""
+    from argon2 import PasswordHasher
+
+    monkeypatch.setattr(users, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    users._dummy.cache_clear()
+    yield
+    users._dummy.cache_clear()

@@ -330,6 +330,7 @@ def test_several_smtp_connections_send_each_text_once(delivery, db, session, smt
     assert summary.counts["sent"] == 9 and len(rcpts) == 9 and len(set(rcpts)) == 9
 
 
+@pytest.mark.soak  # 1M rows made on the server: ~30 s, with the soaks (`make soak`)
 def test_postgresql_reads_an_organizations_contacts_without_scanning_every_opt_in(any_db):
     """Finding (issue 10, 1M contacts): as a plain join, PostgreSQL's planner hashed the
     organization's 200 links against a scan of every SMSUPDATE attribute in the database

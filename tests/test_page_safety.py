@@ -456,3 +456,23 @@ def test_a_contact_that_does_not_exist_has_no_forms(staff):
     said = page_text(r)
     assert r.status_code == 404 and "no contact with id '99999'" in said
     assert "Opt out" not in said and "Queue the text" not in said
+
+
+def test_held_texts_are_counted_one_way_by_the_cli_and_the_rules_page(staff, session):
+    """Issue 26: `rules show TWILIO` said 1 and the rules page 3 on the same database."""
+    from .helpers import activate_twilio
+
+    activate_twilio(session)
+    session.commit()
+    rows = messages(session)
+    rows[0].channel, rows[0].status = "twilio", Status.HELD  # held for TWILIO
+    rows[1].status = Status.HELD  # a gateway text held for another reason
+    session.commit()
+    shown = CliRunner().invoke(cli, ["rules", "show", "TWILIO"]).stdout
+    assert "1 text(s) held for this record" in shown
+    from erp_sms.rule_records import flag_rejected
+
+    flag_rejected(session, "TWILIO", "20003 authenticate", by="test")
+    session.commit()
+    assert "— 1 text(s) held." in page_text(staff.get("/rules"))
+    assert outbox.held_count(session) == 2  # the dashboard's: every held text

@@ -58,7 +58,7 @@ def rules_show(name: str) -> None:
             click.echo(
                 f"  {'REJECTED':<19} {rule.rejected_at:%Y-%m-%d %H:%M} UTC: {rule.rejected_reason}"
             )
-        held = len([m for m in outbox.find(s, "held") if m.channel == "twilio"])
+        held = outbox.held_count(s, full)
         if held:
             click.echo(f"  {held} text(s) held for this record: `erp-sms report --status held`")
 

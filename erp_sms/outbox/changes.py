@@ -82,6 +82,17 @@ def release_channel(session: Session, channel: str, *, by: str) -> list[Message]
     return release(session, ids, by=by) if ids else []
 
 
+def held_count(session: Session, record: str | None = None) -> int:
+    """Texts held: all of them, or those held for one TWILIO record (``TWILIO``,
+    ``TWILIO:WEST``: Twilio texts that go out from it). The one definition the CLI, the
+    rules page and the dashboard count with."""
+    m = message_table.c
+    q = select(func.count()).select_from(message_table).where(m.status == Status.HELD)
+    if record is not None:
+        q = q.where(m.channel == "twilio", func.coalesce(m.sender, "TWILIO") == record)
+    return int(session.scalar(q) or 0)
+
+
 def release_ready(session: Session, *, by: str = "dispatch") -> list[Message]:
     """Twilio texts still held though their TWILIO record is active and not flagged go
     back to the queue. Staff's switching the record on releases what is held then; an

@@ -16,7 +16,7 @@ from flask_login import (
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .. import report, staff
+from .. import outbox, report, staff
 from ..errors import InputError
 from ..models import Channel, InboundMessage, Message, Status
 from .base import blueprint, database
@@ -63,7 +63,7 @@ def dashboard() -> str:
                 .limit(8)
             )
         )
-        held = s.scalar(select(func.count()).where(Message.status == Status.HELD)) or 0
+        held = outbox.held_count(s)
         months = report.grouped(s, report.Filters(), "month")[-12:]
         replies = (
             s.scalar(

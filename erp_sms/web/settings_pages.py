@@ -18,13 +18,13 @@ from flask import (
 from flask_login import (
     login_required,
 )
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as WResponse
 
-from .. import rule_records, staff, templates
+from .. import outbox, rule_records, staff, templates
 from ..errors import ErpSmsError, InputError
-from ..models import Message, RuleAudit, Status
+from ..models import Message, RuleAudit
 from .base import act, blueprint, database, who
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def rules() -> str:
         )
         records = rule_records.senders(s)
         mapping = rule_records.sender_map(s)
-        held = s.scalar(select(func.count()).where(Message.status == Status.HELD)) or 0
+        held = outbox.held_count(s, full)
         version = staff.rule_version(s, full)
     return render_template(
         "erp_sms/rules.html",
