@@ -160,11 +160,11 @@ def retry(
             out.append((msg, f"#{msg.id} replaced by {ids_text}"))
             continue
         if again is None:
-            msg.reason = (
+            gone = (
                 f"on retry by {by}: {msg.contact_name} is no longer among the order's recipients "
                 "(opted out, unlinked or not listed)"
             )
-            replace_plan(session, msg, msg, by=by)
+            replace_plan(session, msg, msg, by=by, reason=gone)
             out.append((msg, f"#{msg.id} still {msg.status}: {msg.reason}"))
             continue
         out.append((msg, retried(msg, replace_plan(session, msg, again, by=by))))

@@ -206,7 +206,9 @@ def _wait_for_handovers(conn: Connection, theirs: Any) -> None:
     ).all()
 
 
-def replace_plan(session: Session, message: Message, planned: Message, *, by: str) -> Message:
+def replace_plan(
+    session: Session, message: Message, planned: Message, *, by: str, reason: str | None = None
+) -> Message:
     """Staff retried ``message``: it takes the newly planned status, route and text
     (same idempotency key) and starts its attempts afresh. A text never changed before
     first gets a timeline line saying how it was planned (skipped, and why): the row is
@@ -216,9 +218,12 @@ def replace_plan(session: Session, message: Message, planned: Message, *, by: st
     provider) keeps its row as the provider left it — rewriting it would contradict
     what the provider got and orphan its late callbacks. The retry is then a new text,
     once per such row (``planned is message``: nobody to send to, only a line).
+    ``reason``: why it stays as it is, when ``planned is message``.
     Returns the message that carries the retry."""
+    if reason is not None and planned is message and message.provider_id is None:
+        message.reason = reason
     if message.provider_id is not None:
-        return _send_again(session, message, planned, by=by)
+        return _send_again(session, message, planned, by=by, note=reason)
     if not message.history:
         first = add_event(
             session,
@@ -258,7 +263,9 @@ def replace_plan(session: Session, message: Message, planned: Message, *, by: st
     return message
 
 
-def _send_again(session: Session, message: Message, planned: Message, *, by: str) -> Message:
+def _send_again(
+    session: Session, message: Message, planned: Message, *, by: str, note: str | None = None
+) -> Message:
     if planned is message:
         add_event(
             session,
@@ -266,7 +273,7 @@ def _send_again(session: Session, message: Message, planned: Message, *, by: str
             kind="status",
             status=message.status,
             source=by,
-            detail=f"retried by {by}: {message.reason}",
+            detail=note or f"retried by {by}: {message.reason}",
         )
         return message
     planned.idempotency_key = f"{message.idempotency_key[:200]}:again:{message.id}"

@@ -69,12 +69,15 @@ def set_status(
     reason: str | None = None,
     raw: Any = None,
 ) -> None:
-    """Change a message's status and append the change to its timeline."""
+    """Change a message's status and append the change to its timeline (a canceled
+    text is never due again)."""
     message.status = status
     if reason is not None:
         message.reason = reason
     if status == Status.QUEUED:
         message.next_attempt_at = message.next_attempt_at or utcnow()
+    elif status == Status.CANCELED:
+        message.next_attempt_at = None  # never due again
     add_event(session, message, kind="status", status=status, source=source, detail=reason, raw=raw)
 
 

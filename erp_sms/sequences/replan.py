@@ -76,7 +76,6 @@ def replan(session: Session, seq: Sequence, *, by: str, organization_ref: str | 
                 if msg.status != Status.SKIPPED:
                     why = f"step {msg.step} was removed from {seq.name} by {by}"
                     set_status(session, msg, Status.CANCELED, source=by, reason=why)
-                    msg.next_attempt_at = None
                     changed += 1
                 continue
             if msg.status == Status.HELD and planned["status"] == Status.QUEUED:
@@ -114,11 +113,11 @@ def retry_step(
     _plan(event, order, session, kwargs, info, draft=Draft(subject=subject))
     entry = next((c for c in info.contacts if c.get("contact_ref") == msg.contact_ref), None)
     if entry is None:
-        msg.reason = (
+        gone = (
             f"on retry by {by}: {msg.contact_name} is no longer among the order's recipients "
             "(opted out, unlinked or not listed)"
         )
-        replace_plan(session, msg, msg, by=by)
+        replace_plan(session, msg, msg, by=by, reason=gone)
         return f"#{msg.id} still {msg.status}: {msg.reason}"
     planner = _Planner(seq, session, clock_now())
     planner.blocked = consent.opted_out(session, [entry.get("recipient") or ""])

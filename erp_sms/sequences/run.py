@@ -205,7 +205,6 @@ class Sequence:
             )
             for msg in rows:
                 set_status(session, msg, Status.CANCELED, source="host", reason=reason)
-                msg.next_attempt_at = None
             session.flush()
         return rows
 

@@ -15,8 +15,9 @@ from .. import templates as tpl
 from ..addresses import GATEWAY, classify
 from ..catalog import Carrier
 from ..config import get_settings
+from ..db import utcnow
 from ..errors import AddressError, InputError, TemplateError
-from ..models import Message, Status
+from ..models import InboundMessage, Message, Status
 from ..notifier import retry as plan_again
 from ..notifier import text_contact as queue_one
 from ..recipients import default_lookup, lookup_method
@@ -155,3 +156,13 @@ def change_consent(
         ids = ", ".join(f"#{i}" for i in canceled)
         out.append(f"{len(canceled)} queued or held text(s) canceled: {ids}")
     return out
+
+
+def mark_reply_done(session: Session, reply_id: int, *, by: str) -> str:
+    """Mark a customer's reply done (answered, or nothing to answer)."""
+    row = session.get(InboundMessage, reply_id)
+    if row is None:
+        raise InputError(f"no reply #{reply_id}")
+    if row.done_at is None:
+        row.done_at, row.done_by = utcnow(), by
+    return f"reply #{reply_id} from {row.from_number} marked done"

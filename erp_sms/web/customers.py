@@ -16,7 +16,6 @@ from flask_login import (
     login_required,
 )
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as WResponse
 
 from .. import customers, staff
@@ -120,14 +119,4 @@ def replies() -> str:
 @blueprint.post("/replies/<int:reply_id>/done")
 @login_required  # type: ignore[untyped-decorator]
 def reply_done(reply_id: int) -> WResponse:
-    def done(s: Session) -> str:
-        row = s.get(InboundMessage, reply_id)
-        if row is None:
-            raise InputError(f"no reply #{reply_id}")
-        if row.done_at is None:
-            from ..db import utcnow
-
-            row.done_at, row.done_by = utcnow(), who()
-        return f"reply #{reply_id} from {row.from_number} marked done"
-
-    return act(done, url_for(".replies"))
+    return act(lambda s: staff.mark_reply_done(s, reply_id, by=who()), url_for(".replies"))
