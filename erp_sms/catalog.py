@@ -1,5 +1,5 @@
-"""The data in ``rules/``: carrier gateways, Twilio error policy, rule types, options,
-reply keywords. Read once, frozen, and looked up by the rest of the plugin."""
+"""The data in ``rules/``: carrier gateways, Twilio error policy and statuses, rule types,
+options, reply keywords. Read once, frozen, and looked up by the rest of the plugin."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
+
+from .models import Status
+from .sendwindow import now
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -25,8 +28,6 @@ SUNSET_WARNING_DAYS = 90
 
 def _today() -> dt.date:
     """Today, by the planning clock (``sendwindow.set_clock`` in tests), in UTC."""
-    from .sendwindow import now
-
     return now().date()
 
 
@@ -110,6 +111,16 @@ def twilio_error_policies() -> dict[int, ErrorPolicy]:
         )
         for code, row in data.items()
     }
+
+
+@cache
+def twilio_statuses() -> dict[str, str]:
+    """Twilio's MessageStatus -> ours (``rules/twilio_statuses.toml``)."""
+    data = {str(k).lower(): str(v) for k, v in _load("twilio_statuses.toml")["statuses"].items()}
+    unknown = sorted(v for v in data.values() if v not in Status.ALL)
+    if unknown:
+        raise ValueError(f"rules/twilio_statuses.toml: not a status of ours: {unknown}")
+    return data
 
 
 # -- rule types --------------------------------------------------------------------------

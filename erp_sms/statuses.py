@@ -7,22 +7,8 @@ back; only delivered -> read is still possible.
 
 from __future__ import annotations
 
+from .catalog import twilio_statuses
 from .models import Status
-
-# Twilio MessageStatus -> ours. receiving/received are inbound: not a delivery status.
-TWILIO = {
-    "accepted": Status.QUEUED,
-    "scheduled": Status.QUEUED,
-    "queued": Status.QUEUED,
-    "sending": Status.SENDING,
-    "sent": Status.SENT,
-    "delivered": Status.DELIVERED,
-    "partially_delivered": Status.DELIVERED,
-    "undelivered": Status.UNDELIVERED,
-    "failed": Status.FAILED,
-    "read": Status.READ,
-    "canceled": Status.CANCELED,
-}
 
 _RANK = {
     Status.QUEUED: 0,
@@ -42,7 +28,8 @@ FINAL = frozenset(
 
 
 def normalise(provider_status: str) -> str | None:
-    return TWILIO.get(provider_status.strip().lower())
+    """Our status for Twilio's MessageStatus (``rules/twilio_statuses.toml``), or None."""
+    return twilio_statuses().get(provider_status.strip().lower())
 
 
 def advance(current: str, new: str) -> bool:

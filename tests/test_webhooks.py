@@ -651,3 +651,17 @@ def test_a_callback_with_odd_values_is_recorded_not_answered_500(
     m = sent["rows"][0]
     assert m.status == Status.UNDELIVERED and m.error_code == code and m.price == price
     assert m.history[-1].kind == "callback"  # the raw values kept on the timeline
+
+
+def test_every_outbound_twilio_status_is_in_the_status_data():
+    """Issue 26: the status map is data (rules/twilio_statuses.toml). Twilio's OpenAPI
+    spec (twilio/twilio-oai, api_v2010 ``message_enum_status``) lists these values; all
+    but the inbound ones (receiving, received) have a status of ours."""
+    from erp_sms.catalog import twilio_statuses
+
+    spec = {
+        "queued", "sending", "sent", "failed", "delivered", "undelivered", "receiving",
+        "received", "accepted", "scheduled", "read", "partially_delivered", "canceled",
+    }  # fmt: skip
+    assert set(twilio_statuses()) == spec - {"receiving", "received"}
+    assert set(twilio_statuses().values()) <= set(Status.ALL)
