@@ -296,3 +296,22 @@ def test_erp_sms_serve_as_a_process_uses_the_host_module(shop):
         proc.terminate()
         _out, err = proc.communicate(timeout=10)
     assert person(shop, shop["dana"]).wants_texts is False, err
+
+
+def test_a_lookup_without_an_optional_method_is_told_which_to_add():
+    """Issue 26: the lookup's optional methods are typed Protocols; a lookup without one
+    gets a sentence naming the method and what it is for."""
+    from erp_sms.errors import ConfigurationError
+    from erp_sms.recipients import ErpLookup, FindsOrders, ListsSubjects, optional
+
+    class Minimal:  # the six methods every lookup has, and no optional one
+        pass
+
+    with pytest.raises(ConfigurationError) as refused:
+        optional(Minimal(), FindsOrders, "preview templates against real orders")
+    assert refused.value.message == (
+        "the recipient lookup Minimal has no find_order() method: add it to preview "
+        "templates against real orders (README 'Hosts with their own tables')"
+    )
+    reference = ErpLookup()
+    assert optional(reference, ListsSubjects, "retry texts") is reference

@@ -24,9 +24,11 @@ from ..outbox import (
 )
 from ..recipients import (
     ContactView,
+    FindsOrders,
+    ListsSubjects,
     OrderView,
     default_lookup,
-    lookup_method,
+    optional,
 )
 from .plan import Draft, _plan
 from .receiver import _notify
@@ -124,7 +126,7 @@ def retry(
             )
         lookup = event.lookup or default_lookup()
         purpose = "retry texts"
-        order = lookup_method(lookup, "find_order", purpose)(session, msg.order_number)
+        order = optional(lookup, FindsOrders, purpose).find_order(session, msg.order_number)
         if order is None:
             raise InputError(
                 f"cannot retry #{msg.id}: order {msg.order_number} no longer exists; nothing "
@@ -136,7 +138,9 @@ def retry(
             continue
         kwargs: dict[str, Any] = {}
         if event.subject and msg.subject_ref is not None:
-            subjects = lookup_method(lookup, "subjects", purpose)(session, order, event.subject)
+            subjects = optional(lookup, ListsSubjects, purpose).subjects(
+                session, order, event.subject
+            )
             match = [o for o in subjects if lookup.subject(event.subject, o)[0] == msg.subject_ref]
             if not match:
                 what = event.subject.replace("_", " ")

@@ -17,14 +17,18 @@ from .default import (
     set_default_lookup,
 )
 from .lookup import (
-    OPTIONAL_METHODS,
     ContactView,
     Decision,
+    FindsOrders,
+    FindsOrganizations,
+    HasSamples,
+    ListsGatewayContacts,
+    ListsSubjects,
     OrderView,
     RecipientLookup,
-    lookup_method,
     object_context,
     object_key,
+    optional,
     select_recipients,
 )
 from .numbers import (
@@ -38,20 +42,24 @@ from .reference import (
 )
 
 __all__ = [
-    "OPTIONAL_METHODS",
     "ContactView",
     "Decision",
     "ErpLookup",
+    "FindsOrders",
+    "FindsOrganizations",
+    "HasSamples",
+    "ListsGatewayContacts",
+    "ListsSubjects",
     "OrderView",
     "RecipientLookup",
     "_opted_in_contacts",
     "_organization_and_contacts",
     "default_lookup",
     "lookup_installed",
-    "lookup_method",
     "number_filter",
     "object_context",
     "object_key",
+    "optional",
     "reset_default_lookup",
     "same_number",
     "select_recipients",

@@ -3,9 +3,9 @@ of an order's recipients (SMSUPDATE, SMSONLYONE)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
@@ -72,45 +72,68 @@ class RecipientLookup(Protocol):
         ...
 
 
-# Optional lookup methods. A host adds them for the staff tools that need them; without
-# one, that tool says which method to add (``lookup_method``):
-#
-#   find_order(session, number) -> order | None
-#       the host's order (the object its events are fired with) by number: template
-#       previews against real orders, ``messages retry``.
-#   subjects(session, order, name) -> Sequence[object]
-#       the order's subjects of one kind (``work_order``, ``shipping_event``, ``invoice``…),
-#       oldest first: previews use the latest, ``messages retry`` the one retried.
-#   find_organization(session, text) -> (key, name) | None
-#       an organization by name or key: staff switching a reminder sequence or a
-#       sender per organization (without it, staff give the organization's key).
-#   gateway_contacts(session) -> Iterable[ContactView]
-#       contacts whose address is an email-to-SMS gateway (``contacts gateways``).
-#   samples() -> Mapping[str, Mapping[str, Any]]
-#       sample template contexts by variable (``order``, ``contact``, a subject…) with
-#       every field the lookup provides, so template checks know the host's variables
-#       (``contact.first_name``).
-
-OPTIONAL_METHODS = {
-    "find_order": "find_order(session, number) -> order | None",
-    "subjects": "subjects(session, order, name) -> list of subjects",
-    "gateway_contacts": "gateway_contacts(session) -> contacts with gateway addresses",
-    "find_organization": "find_organization(session, text) -> (key, name) or None",
-    "samples": "samples() -> sample template contexts",
-}
+# Optional lookup methods, each a Protocol of its own. A host adds them for the staff
+# tools that need them; without one, that tool says which method to add (``optional``).
 
 
-def lookup_method(lookup: Any, name: str, purpose: str) -> Callable[..., Any]:
-    """The lookup's optional method ``name``, or ``ConfigurationError`` naming what to
-    add (and what for)."""
-    method = getattr(lookup, name, None)
-    if method is None:
-        raise ConfigurationError(
-            f"the recipient lookup {type(lookup).__name__} has no {OPTIONAL_METHODS[name]}: "
-            f"add it to {purpose} (README 'Hosts with their own tables')"
-        )
-    assert callable(method)
-    return method  # type: ignore[no-any-return]
+@runtime_checkable
+class FindsOrders(Protocol):
+    """Template previews against real orders, ``messages retry``."""
+
+    def find_order(self, session: Session, number: str) -> Any | None:
+        """The host's order (the object its events are fired with) by number."""
+        ...
+
+
+@runtime_checkable
+class ListsSubjects(Protocol):
+    """Previews use the latest subject, ``messages retry`` the one retried."""
+
+    def subjects(self, session: Session, order: Any, name: str) -> Sequence[Any]:
+        """The order's subjects of one kind (``work_order``, ``invoice``…), oldest first."""
+        ...
+
+
+@runtime_checkable
+class FindsOrganizations(Protocol):
+    """Staff switching a reminder sequence or a sender per organization by name."""
+
+    def find_organization(self, session: Session, text: str) -> tuple[str, str | None] | None:
+        """An organization's (key, name) by name or key, or None."""
+        ...
+
+
+@runtime_checkable
+class ListsGatewayContacts(Protocol):
+    """``contacts gateways`` and the dashboard."""
+
+    def gateway_contacts(self, session: Session) -> Iterable[ContactView]:
+        """Contacts whose address is an email-to-SMS gateway."""
+        ...
+
+
+@runtime_checkable
+class HasSamples(Protocol):
+    """Template checks that know the host's variables (``contact.first_name``)."""
+
+    def samples(self) -> Mapping[str, Mapping[str, Any]]:
+        """Sample template contexts by variable, with every field the lookup provides."""
+        ...
+
+
+_P = TypeVar("_P")
+
+
+def optional(lookup: object, kind: type[_P], purpose: str) -> _P:
+    """``lookup`` as a provider of the optional method ``kind`` describes, or
+    ``ConfigurationError`` naming the method to add (and what for)."""
+    if isinstance(lookup, kind):
+        return lookup
+    method = next(n for n in vars(kind) if not n.startswith("_"))
+    raise ConfigurationError(
+        f"the recipient lookup {type(lookup).__name__} has no {method}() method: add it to "
+        f"{purpose} (README 'Hosts with their own tables')"
+    )
 
 
 @dataclass(frozen=True)

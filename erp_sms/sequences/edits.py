@@ -19,7 +19,7 @@ from ..models import (
     SequenceSwitch,
     Status,
 )
-from ..recipients import default_lookup
+from ..recipients import FindsOrganizations, default_lookup
 from .replan import replan
 from .run import Sequence, Step
 
@@ -151,9 +151,9 @@ def find_organization(session: Session, text: str) -> tuple[str, str | None]:
     """(key, name) of the organization staff named (by name or key): through the
     lookup's ``find_organization`` when it has one, else ``text`` is taken as the key
     (its name from the runs, when any)."""
-    finder = getattr(default_lookup(), "find_organization", None)
-    if callable(finder):
-        found = finder(session, text)
+    lookup = default_lookup()
+    if isinstance(lookup, FindsOrganizations):
+        found = lookup.find_organization(session, text)
         if found is None:
             raise InputError(
                 f"no organization {text!r}: give its exact name (in quotes) or its key"

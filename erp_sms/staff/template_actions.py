@@ -17,7 +17,7 @@ from ..events import EventType, event_for_template
 from ..models import Channel, Status, TemplateOverride
 from ..notifier import Draft
 from ..notifier import preview as plan_preview
-from ..recipients import ErpLookup, default_lookup, lookup_method
+from ..recipients import ErpLookup, FindsOrders, HasSamples, default_lookup, optional
 from ..segments import UCS2, analyse
 from .versions import SAMPLE_SENDER, _check_template_version
 
@@ -28,8 +28,7 @@ def sample_context(event: EventType | None) -> dict[str, Any]:
     """Sample data for template checks: the variables the event's lookup provides (its
     ``samples()``; the reference schema's otherwise), the sender, and the subject."""
     lookup = (event.lookup if event else None) or default_lookup()
-    samples = getattr(lookup, "samples", None)
-    given = dict(samples() if callable(samples) else ErpLookup().samples())
+    given = dict((lookup if isinstance(lookup, HasSamples) else ErpLookup()).samples())
     ctx: dict[str, Any] = {"sender": SAMPLE_SENDER, **given}
     ctx.setdefault("order", ErpLookup().samples()["order"])
     ctx.setdefault("contact", ErpLookup().samples()["contact"])
@@ -209,7 +208,7 @@ def preview(session: Session, name: str, number: str, source: str | None = None)
     if event is None:
         raise InputError(f"{name} belongs to no event: nothing would send it to an order")
     lookup = event.lookup or default_lookup()
-    order = lookup_method(lookup, "find_order", "preview templates against real orders")(
+    order = optional(lookup, FindsOrders, "preview templates against real orders").find_order(
         session, number
     )
     if order is None:

@@ -20,7 +20,7 @@ from ..errors import AddressError, InputError, TemplateError
 from ..models import InboundMessage, Message, Status
 from ..notifier import retry as plan_again
 from ..notifier import text_contact as queue_one
-from ..recipients import default_lookup, lookup_method
+from ..recipients import ListsGatewayContacts, default_lookup, optional
 from ..sendwindow import now
 from ..sequences import retry_step
 from .versions import SAMPLE_SENDER
@@ -107,7 +107,8 @@ def gateway_contacts(session: Session, today: dt.date | None = None) -> list[Gat
     active, _phone = rule_records.twilio_routing(session)
     lookup = default_lookup()
     out = []
-    for c in lookup_method(lookup, "gateway_contacts", "list contacts on gateways")(session):
+    finder = optional(lookup, ListsGatewayContacts, "list contacts on gateways")
+    for c in finder.gateway_contacts(session):
         try:
             addr = classify(c.address, region)
         except AddressError:
