@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from sqlalchemy import select
@@ -131,8 +132,6 @@ def expire_leases(engine) -> int:
     """Dead workers' leases run out — without waiting for the clock: the rows become what
     the next worker sees once they have. A text in the middle of its handover is locked
     (no worker could take it) and left as it is. Returns how many were expired."""
-    import datetime as dt
-
     from sqlalchemy import select, update
 
     from erp_sms.db import utcnow
@@ -165,3 +164,19 @@ def three_contact_order(engine: Any) -> int:
         s.add_all([org, order, *people])
         s.commit()
         return int(order.id)
+
+
+class Clock:
+    """The one fake clock of the tests: UTC now as the test sets it — a moment (aware, or
+    an ISO string read as UTC) or, by default, the real now when made — and moves it."""
+
+    def __init__(self, when: dt.datetime | str | None = None) -> None:
+        if isinstance(when, str):
+            when = dt.datetime.fromisoformat(when).replace(tzinfo=dt.UTC)
+        self.now = (when or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)

@@ -31,7 +31,7 @@ from erp_sms.webhooks import create_app
 
 from .conftest import with_settings
 from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .helpers import TWILIO_NUMBER, LogWatch, activate_twilio, expire_leases, messages
+from .helpers import TWILIO_NUMBER, Clock, LogWatch, activate_twilio, expire_leases, messages
 from .test_dispatch import make_orders
 from .test_webhooks import callback, post
 
@@ -94,19 +94,6 @@ def _is_finish(statement: str) -> bool:
         return True
     head = statement.split("WHERE")[0]
     return statement.startswith("UPDATE sms_message SET") and "reason=" in head
-
-
-class Clock:
-    """A clock the test moves."""
-
-    def __init__(self) -> None:
-        self.now = utcnow()
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += dt.timedelta(seconds=seconds)
 
 
 def no_wait(_seconds: float) -> None:

@@ -19,7 +19,7 @@ from erp_sms.sendwindow import SendWindow, is_open, next_opening, set_clock, zon
 from erp_sms.sequences import register_sequence
 
 from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .test_faults import Clock
+from .helpers import Clock
 
 CHICAGO = ZoneInfo("America/Chicago")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -46,18 +46,10 @@ DUNNING = register_sequence(
 )
 
 
-class FixedClock:
-    def __init__(self, when: dt.datetime) -> None:
-        self.now = when.astimezone(UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Iterator[FixedClock]:
+def clock() -> Iterator[Clock]:
     # Monday 2027-03-08 10:00 in Chicago; DST starts on Sunday 2027-03-14.
-    c = FixedClock(dt.datetime(2027, 3, 8, 10, 0, tzinfo=CHICAGO))
+    c = Clock(dt.datetime(2027, 3, 8, 10, 0, tzinfo=CHICAGO))
     set_clock(c)
     yield c
     set_clock(None)
@@ -320,7 +312,7 @@ def test_start_without_an_anchor_date_fails_with_the_reason(host, clock):
 def test_a_due_text_claimed_outside_the_window_waits_for_the_opening(any_delivery, any_db, host):
     db, session = any_db, host
     when = dt.datetime(2027, 3, 8, 10, 0, tzinfo=CHICAGO)
-    set_clock(FixedClock(when))
+    set_clock(Clock(when))
     try:
         order = _world(session)
         invoice = Invoice(20, "INV-20", dt.date(2027, 3, 9))
@@ -342,7 +334,7 @@ def test_a_due_text_claimed_outside_the_window_waits_for_the_opening(any_deliver
 
 
 def test_order_events_keep_to_the_window_only_when_staff_turn_it_on(session):
-    set_clock(FixedClock(dt.datetime(2027, 3, 8, 22, 0, tzinfo=CHICAGO)))
+    set_clock(Clock(dt.datetime(2027, 3, 8, 22, 0, tzinfo=CHICAGO)))
     try:
         signals.shipment_shipped.send(_world(session), session=session, shipping_event=_ship())
         (m,) = _rows(session, "shipment_shipped")

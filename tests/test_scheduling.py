@@ -14,8 +14,7 @@ from erp_sms.dispatch import Dispatcher
 from erp_sms.models import Status
 
 from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .helpers import messages
-from .test_faults import Clock
+from .helpers import Clock, messages
 
 CHICAGO = ZoneInfo("America/Chicago")
 

@@ -13,7 +13,7 @@ from erp_sms.cli import cli
 from erp_sms.models import Status, TemplateOverride
 
 from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory, ShippingEventFactory
-from .helpers import activate_twilio, by_contact
+from .helpers import Clock, activate_twilio, by_contact
 
 GATEWAY_LINE = "To opt out, call (312) 555-0199."  # conftest.OPT_OUT_CONTACT
 TWILIO_LINE = "Reply STOP to opt out, HELP for help."
@@ -316,21 +316,11 @@ def test_an_import_checks_every_row_first_and_never_overrides_a_later_opt_out(
 # -- carrier gateway health ---------------------------------------------------------------------
 
 
-class _Clock:
-    def __init__(self, when: str) -> None:
-        import datetime as dt
-
-        self.now = dt.datetime.fromisoformat(when).replace(tzinfo=dt.UTC)
-
-    def __call__(self):
-        return self.now
-
-
 @pytest.fixture
 def clock():
     from erp_sms.sendwindow import set_clock
 
-    c = _Clock("2027-02-15T15:00:00")  # 44 days before Verizon's 2027-03-31
+    c = Clock("2027-02-15T15:00:00")  # 44 days before Verizon's 2027-03-31
     set_clock(c)
     yield c
     set_clock(None)
