@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from twilio.request_validator import RequestValidator
 
-from erp_sms import rule_records
+from erp_sms import erp, rule_records, signals, testing
+from erp_sms.db import Database
 from erp_sms.models import Message
+from erp_sms.sequences import register_sequence
+
+from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
 
 SID = "AC" + "0123456789abcdef" * 2
 AUTH = "fedcba9876543210" * 2
@@ -180,3 +186,103 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += dt.timedelta(seconds=seconds)
+
+
+def make_orders(
+    session: Session, n: int, *, gateway: bool = True, per_order: int = 1
+) -> list[erp.SalesOrder]:
+    """``n`` orders, each with ``per_order`` opted-in contacts (gateway or plain numbers)."""
+    orders = []
+    for i in range(n):
+        org = OrganizationFactory(name=f"Org {i}")
+        contacts = []
+        for j in range(per_order):
+            number = f"312555{(i * per_order + j) % 10000:04d}"
+            addr = f"{number}@vtext.com" if gateway else f"+1{number}"
+            contacts.append(ContactFactory(name=f"C{i}-{j}", email2=addr, organizations=[org]))
+        order = SalesOrderFactory(number=f"SO-{i:05d}", organization=org, contact=contacts[0])
+        session.add_all([order, *contacts])
+        orders.append(order)
+    session.flush()
+    for order in orders:
+        signals.sent_to_production.send(order, session=session)
+    session.commit()
+    return orders
+
+
+def queue_texts(
+    db: Database, n: int, *, gateway: bool = True, prefix: str = "k", start: int = 0
+) -> None:
+    """``n`` queued texts, written as the notifier would, straight into the outbox."""
+    testing.queue_texts(db.engine, n, gateway=gateway, prefix=prefix, start=start)
+
+
+PUBLIC = "https://erp.example.com/sms"
+
+
+def post(
+    client,
+    endpoint: str,
+    params: dict[str, str],
+    *,
+    token: str = AUTH,
+    url: str | None = None,
+    signature: str | None = None,
+    base: str = "http://10.0.0.5:8080",
+):
+    """POST as Twilio would: signed over the public URL, arriving at an internal address."""
+    signed_over = url or f"{PUBLIC}/twilio/{endpoint}"
+    sig = (
+        signature
+        if signature is not None
+        else RequestValidator(token).compute_signature(signed_over, params)
+    )
+    headers = {"X-Twilio-Signature": sig} if sig != "" else {}
+    return client.post(f"/twilio/{endpoint}", data=params, headers=headers, base_url=base)
+
+
+def callback(sid: str, status: str, **extra: str) -> dict[str, str]:
+    return {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "AccountSid": SID,
+        "From": TWILIO_NUMBER,
+        "To": "+13125550101",
+        "ApiVersion": "2010-04-01",
+        **extra,
+    }
+
+
+def inbound(sender: str, body: str, sid: str) -> dict[str, str]:
+    return {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "AccountSid": SID,
+        "From": sender,
+        "To": TWILIO_NUMBER,
+        "Body": body,
+        "NumMedia": "0",
+    }
+
+
+# The tests' reminder sequence (registered once, when the tests are imported).
+@dataclass
+class Invoice:
+    id: int
+    number: str
+    due_date: dt.date
+    amount: str = "1,250.00"
+
+
+DUNNING = register_sequence(
+    "test_dunning",
+    subject="invoice",
+    steps=[(-3, "SMS TEST DUE SOON"), (0, "SMS TEST DUE"), (7, "SMS TEST OVERDUE")],
+    default_templates={
+        "SMS TEST DUE SOON": "Invoice {{ invoice.number }} is due on {{ invoice.due_date }}.",
+        "SMS TEST DUE": "Invoice {{ invoice.number }} is due today.",
+        "SMS TEST OVERDUE": "Invoice {{ invoice.number }} is {{ sequence.days }} days late.",
+    },
+)

@@ -145,3 +145,15 @@ def test_importing_erp_sms_loads_neither_twilio_nor_flask():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_test_module_imports_another():
+    """Shared helpers live in tests/helpers.py, staff_pages.py, factories.py, conftest.py."""
+    here = Path(__file__).parent
+    found = [
+        f"{p.name}: {line.strip()}"
+        for p in sorted(here.glob("test_*.py"))
+        for line in p.read_text(encoding="utf-8").splitlines()
+        if line.strip().startswith(("from .test_", "import tests.test_", "from tests.test_"))
+    ]
+    assert found == []

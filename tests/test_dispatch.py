@@ -9,7 +9,6 @@ from dataclasses import replace
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from erp_sms import erp, outbox, rule_records, signals
 from erp_sms.channels.twilio import Pacer, error_for
@@ -29,30 +28,9 @@ from .helpers import (
     LogWatch,
     activate_twilio,
     by_contact,
+    make_orders,
     messages,
 )
-
-
-def make_orders(
-    session: Session, n: int, *, gateway: bool = True, per_order: int = 1
-) -> list[erp.SalesOrder]:
-    """``n`` orders, each with ``per_order`` opted-in contacts (gateway or plain numbers)."""
-    orders = []
-    for i in range(n):
-        org = OrganizationFactory(name=f"Org {i}")
-        contacts = []
-        for j in range(per_order):
-            number = f"312555{(i * per_order + j) % 10000:04d}"
-            addr = f"{number}@vtext.com" if gateway else f"+1{number}"
-            contacts.append(ContactFactory(name=f"C{i}-{j}", email2=addr, organizations=[org]))
-        order = SalesOrderFactory(number=f"SO-{i:05d}", organization=org, contact=contacts[0])
-        session.add_all([order, *contacts])
-        orders.append(order)
-    session.flush()
-    for order in orders:
-        signals.sent_to_production.send(order, session=session)
-    session.commit()
-    return orders
 
 
 def dispatch(db: Database, **kw) -> object:

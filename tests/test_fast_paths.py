@@ -26,9 +26,7 @@ from erp_sms.models import Message, Status
 from erp_sms.outbox import Claimed, Outcome
 
 from .conftest import with_settings
-from .helpers import SID, activate_twilio, messages
-from .test_dispatch import make_orders
-from .test_faults import queue_texts
+from .helpers import SID, activate_twilio, make_orders, messages, queue_texts
 
 GATEWAY = EmailGatewayChannel(Settings(smtp_from="Acme Orders <orders@example.com>"))
 

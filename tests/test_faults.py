@@ -18,7 +18,7 @@ from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from erp_sms import erp, outbox, signals, testing
+from erp_sms import erp, outbox, signals
 from erp_sms.channels.twilio import LOOKUP_PAGE_SIZE, TwilioChannel
 from erp_sms.cli import cli
 from erp_sms.config import get_settings
@@ -31,18 +31,20 @@ from erp_sms.webhooks import create_app
 
 from .conftest import with_settings
 from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .helpers import TWILIO_NUMBER, Clock, LogWatch, activate_twilio, expire_leases, messages
-from .test_dispatch import make_orders
-from .test_webhooks import callback, post
+from .helpers import (
+    TWILIO_NUMBER,
+    Clock,
+    LogWatch,
+    activate_twilio,
+    callback,
+    expire_leases,
+    make_orders,
+    messages,
+    post,
+    queue_texts,
+)
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def queue_texts(
-    db: Database, n: int, *, gateway: bool = True, prefix: str = "k", start: int = 0
-) -> None:
-    """``n`` queued texts, written as the notifier would, straight into the outbox."""
-    testing.queue_texts(db.engine, n, gateway=gateway, prefix=prefix, start=start)
 
 
 def rows(db: Database) -> list[Message]:

@@ -21,8 +21,7 @@ from erp_sms.models import ConsentEvent, InboundMessage, Message, OptOut, Status
 from erp_sms.webhooks import create_app
 
 from .conftest import with_settings
-from .helpers import AUTH, activate_twilio
-from .test_webhooks import PUBLIC, inbound, post
+from .helpers import AUTH, PUBLIC, activate_twilio, inbound, post
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

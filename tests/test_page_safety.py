@@ -32,9 +32,9 @@ from erp_sms.webhooks import create_app
 
 from .conftest import with_settings
 from .helpers import messages
-from .test_pages import FORMS, PAGES, PASSWORD, Staff, _world, anon, app, flashed, staff, world
+from .staff_pages import FORMS, PAGES, PASSWORD, Staff, _world, anon, app, flashed, staff, world
 
-__all__ = ["anon", "app", "staff", "world"]  # fixtures shared with test_pages
+__all__ = ["anon", "app", "staff", "world"]  # fixtures from staff_pages
 
 
 def page_text(r) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,34 +15,13 @@ from erp_sms import options, sequences, signals
 from erp_sms.dispatch import Dispatcher
 from erp_sms.models import Message, Status
 from erp_sms.sendwindow import SendWindow, is_open, next_opening, set_clock, zones_for
-from erp_sms.sequences import register_sequence
 
 from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .helpers import Clock
+from .helpers import DUNNING, Clock, Invoice
 
 CHICAGO = ZoneInfo("America/Chicago")
 NEW_YORK = ZoneInfo("America/New_York")
 UTC = dt.UTC
-
-
-@dataclass
-class Invoice:
-    id: int
-    number: str
-    due_date: dt.date
-    amount: str = "1,250.00"
-
-
-DUNNING = register_sequence(
-    "test_dunning",
-    subject="invoice",
-    steps=[(-3, "SMS TEST DUE SOON"), (0, "SMS TEST DUE"), (7, "SMS TEST OVERDUE")],
-    default_templates={
-        "SMS TEST DUE SOON": "Invoice {{ invoice.number }} is due on {{ invoice.due_date }}.",
-        "SMS TEST DUE": "Invoice {{ invoice.number }} is due today.",
-        "SMS TEST OVERDUE": "Invoice {{ invoice.number }} is {{ sequence.days }} days late.",
-    },
-)
 
 
 @pytest.fixture

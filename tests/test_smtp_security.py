@@ -18,8 +18,7 @@ from erp_sms.models import Status
 from erp_sms.testing import SmtpSink
 
 from .conftest import with_settings
-from .helpers import messages
-from .test_dispatch import make_orders
+from .helpers import make_orders, messages
 
 
 def _name(cn: str) -> x509.Name:

@@ -35,8 +35,15 @@ from erp_sms.models import Message, Status
 from erp_sms.testing import SmtpSink, TwilioServer
 
 from .conftest import _empty
-from .helpers import AUTH, SID, activate_twilio, erp_sms_command, expire_leases, worker_env
-from .test_faults import queue_texts
+from .helpers import (
+    AUTH,
+    SID,
+    activate_twilio,
+    erp_sms_command,
+    expire_leases,
+    queue_texts,
+    worker_env,
+)
 
 pytestmark = [pytest.mark.soak, pytest.mark.slow]
 

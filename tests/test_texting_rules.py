@@ -230,7 +230,7 @@ def test_every_opt_in_and_opt_out_is_in_the_trail_staff_export(settings, db, ses
     from erp_sms.webhooks import create_app
 
     from .conftest import with_settings
-    from .test_webhooks import PUBLIC, inbound, post
+    from .helpers import PUBLIC, inbound, post
 
     activate_twilio(session)
     session.commit()

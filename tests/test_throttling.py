@@ -15,9 +15,7 @@ from erp_sms.models import Status
 from erp_sms.rule_records import TwilioRule
 
 from .conftest import with_settings
-from .helpers import activate_twilio, messages
-from .test_dispatch import make_orders
-from .test_faults import Clock
+from .helpers import Clock, activate_twilio, make_orders, messages
 
 
 def test_a_429_waits_as_long_as_twilio_says_and_does_not_count_as_an_attempt(

@@ -23,9 +23,7 @@ from erp_sms.testing import SmtpSink
 from erp_sms.webhooks import create_app
 
 from .conftest import with_settings
-from .helpers import LogWatch, activate_twilio, expire_leases, messages
-from .test_dispatch import make_orders
-from .test_webhooks import callback, post
+from .helpers import LogWatch, activate_twilio, callback, expire_leases, make_orders, messages, post
 
 NUMBER = "+13125550000"
 

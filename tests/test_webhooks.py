@@ -21,9 +21,16 @@ from erp_sms.webhooks import classify_reply, create_app
 
 from .conftest import with_settings
 from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .helpers import AUTH, SID, TWILIO_NUMBER, activate_site, activate_twilio, messages
-
-PUBLIC = "https://erp.example.com/sms"
+from .helpers import (
+    AUTH,
+    PUBLIC,
+    activate_site,
+    activate_twilio,
+    callback,
+    inbound,
+    messages,
+    post,
+)
 
 
 def test_signature_known_vector_from_the_design_notes():
@@ -53,27 +60,6 @@ def client(app):
     return app.test_client()
 
 
-def post(
-    client,
-    endpoint: str,
-    params: dict[str, str],
-    *,
-    token: str = AUTH,
-    url: str | None = None,
-    signature: str | None = None,
-    base: str = "http://10.0.0.5:8080",
-):
-    """POST as Twilio would: signed over the public URL, arriving at an internal address."""
-    signed_over = url or f"{PUBLIC}/twilio/{endpoint}"
-    sig = (
-        signature
-        if signature is not None
-        else RequestValidator(token).compute_signature(signed_over, params)
-    )
-    headers = {"X-Twilio-Signature": sig} if sig != "" else {}
-    return client.post(f"/twilio/{endpoint}", data=params, headers=headers, base_url=base)
-
-
 @pytest.fixture
 def sent(session):
     """One order with two contacts whose texts went out through Twilio."""
@@ -89,20 +75,6 @@ def sent(session):
         m.status, m.provider_id = Status.SENT, f"SM{i:032d}"
     session.commit()
     return {"order": order, "ann": ann, "bob": bob, "rows": rows}
-
-
-def callback(sid: str, status: str, **extra: str) -> dict[str, str]:
-    return {
-        "MessageSid": sid,
-        "SmsSid": sid,
-        "MessageStatus": status,
-        "SmsStatus": status,
-        "AccountSid": SID,
-        "From": TWILIO_NUMBER,
-        "To": "+13125550101",
-        "ApiVersion": "2010-04-01",
-        **extra,
-    }
 
 
 def state(session, sid: str) -> tuple[str, int]:
@@ -377,18 +349,6 @@ def test_end_to_end_a_real_callback_over_http(delivery, db, session, twilio_serv
 )
 def test_reply_classification(body, kind):
     assert classify_reply(body) == kind
-
-
-def inbound(sender: str, body: str, sid: str) -> dict[str, str]:
-    return {
-        "MessageSid": sid,
-        "SmsSid": sid,
-        "AccountSid": SID,
-        "From": sender,
-        "To": TWILIO_NUMBER,
-        "Body": body,
-        "NumMedia": "0",
-    }
 
 
 def test_stop_opts_out_every_contact_with_that_number_and_start_opts_back_in(client, session, sent):

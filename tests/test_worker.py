@@ -20,8 +20,14 @@ from erp_sms.models import Message, Status
 from erp_sms.outbox import Outcome
 from erp_sms.testing import SmtpSink
 
-from .helpers import activate_twilio, erp_sms_command, expire_leases, messages, worker_env
-from .test_dispatch import make_orders
+from .helpers import (
+    activate_twilio,
+    erp_sms_command,
+    expire_leases,
+    make_orders,
+    messages,
+    worker_env,
+)
 
 pytestmark = pytest.mark.slow
 
