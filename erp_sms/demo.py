@@ -25,7 +25,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from . import erp, migrate, options, prices, report, rule_records, signals, users
+from . import erp, migrate, options, report, rule_records, signals, users
+from .channels.twilio import prices
 from .config import Settings, get_settings, set_settings
 from .db import Database
 from .dispatch import Dispatcher

@@ -420,7 +420,7 @@ def test_each_site_texts_from_its_own_number(any_delivery, any_db, host, twilio_
     assert accounts == sorted([(WEST_SID, WEST_NUMBER), (SID, TWILIO_NUMBER)])
     for m in twilio_server.messages:
         m.price = "-0.00790" if m.account_sid == SID else "-0.01580"
-    from erp_sms import prices
+    from erp_sms.channels.twilio import prices
 
     assert prices.reconcile(db, delivery).line() == "prices: 2 of 2 message(s) priced, 0 error(s)"
     priced = {m.order_number: m.price for m in _rows(session, "sent_to_production")}

@@ -69,7 +69,7 @@ def prices(days: int, limit: int) -> None:
     Example:
       erp-sms prices            # e.g. hourly from cron
     """
-    from ..prices import reconcile
+    from ..channels.twilio.prices import reconcile
 
     with database() as db_:
         run = reconcile(db_, get_settings(), days=days, limit=limit)

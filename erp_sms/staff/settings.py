@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session
 from .. import options as options_mod
 from .. import outbox, rule_records
 from ..catalog import option_defs
+from ..channels.twilio.check import OK, REJECTED, check_credentials
 from ..config import get_settings
 from ..errors import InputError, StaleEdit
 from ..models import Option
-from ..twilio_check import OK, REJECTED, check_credentials
 from .versions import _check_rule_version, _digest, _when
 
 # -- the TWILIO rule records ----------------------------------------------------------------

@@ -5,9 +5,9 @@ from __future__ import annotations
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
-from .channels.twilio import TwilioChannel
-from .config import Settings
-from .rule_records import TwilioRule
+from ...config import Settings
+from ...rule_records import TwilioRule
+from .channel import TwilioChannel
 
 OK, REJECTED, UNKNOWN = "ok", "rejected", "unknown"
 

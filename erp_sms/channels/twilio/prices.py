@@ -12,12 +12,12 @@ import requests
 from sqlalchemy import select
 from twilio.base.exceptions import TwilioException
 
-from . import outbox, rule_records
-from .channels.twilio import TwilioChannel
-from .config import Settings
-from .db import Database, utcnow
-from .errors import ErpSmsError
-from .models import Channel, Message, Status
+from ... import outbox, rule_records
+from ...config import Settings
+from ...db import Database, utcnow
+from ...errors import ErpSmsError
+from ...models import Channel, Message, Status
+from .channel import TwilioChannel
 
 log = logging.getLogger(__name__)
 

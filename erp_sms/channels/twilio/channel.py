@@ -18,11 +18,11 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 from urllib3.exceptions import NewConnectionError
 
-from .. import rule_records
-from ..addresses import mask
-from ..catalog import twilio_error_policies
-from ..config import Settings
-from ..errors import (
+from ... import rule_records
+from ...addresses import mask
+from ...catalog import twilio_error_policies
+from ...config import Settings
+from ...errors import (
     ChannelConfigurationError,
     ConfigurationError,
     DeliveryError,
@@ -30,9 +30,9 @@ from ..errors import (
     PermanentError,
     TransientError,
 )
-from ..outbox import Claimed
-from ..rule_records import TwilioRule
-from .base import Channel, SendResult
+from ...outbox import Claimed
+from ...rule_records import TwilioRule
+from ..base import Channel, SendResult
 
 log = logging.getLogger(__name__)
 
