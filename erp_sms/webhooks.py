@@ -81,7 +81,7 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
 # -- validate ---------------------------------------------------------------------------------
 
 
-def signed_url(settings: Settings, endpoint: str) -> str:
+def signed_url(settings: Settings) -> str:
     """The URL Twilio signed: the configured public URL, not what the request shows, and
     the query exactly as Twilio sent it (still percent-encoded: decoding it changes what
     was signed)."""
@@ -127,7 +127,7 @@ def _validate(session: Session, state: appstate.State, endpoint: str) -> dict[st
     if rule is None or not rule.auth_code:
         log.error("twilio %s: no TWILIO AuthCode to check the signature with", endpoint)
         raise ConfigurationFault("no TWILIO AuthCode is set")
-    url = signed_url(state.settings, endpoint)
+    url = signed_url(state.settings)
     # An account that signs webhooks with a Shared Key says so in this header; the
     # signature is then HMAC-SHA256 with the key's secret, not HMAC-SHA1 with the token.
     settings_header = request.headers.get(SIGNATURE_SETTINGS_HEADER, "")
