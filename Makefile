@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -
 .PHONY: demo test lint soak bench clean
 
 # The venv, the package with its test extras, and Twilio's segment calculator (npm) — the
-# independent count tests/test_segments.py checks against; without npm that test skips
+# independent count tests/host/test_segments.py checks against; without npm that test skips
 # and says why.
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

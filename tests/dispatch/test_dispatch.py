@@ -19,9 +19,9 @@ from erp_sms.inline import join_inline
 from erp_sms.models import Channel, ConsentEvent, Rule, Status
 from erp_sms.testing import SmtpSink
 
-from .conftest import with_settings
-from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .helpers import (
+from ..conftest import with_settings
+from ..factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+from ..helpers import (
     AUTH,
     SID,
     TWILIO_NUMBER,

@@ -22,8 +22,8 @@ from erp_sms.models import InboundMessage, Status
 from erp_sms.sequences import register_sequence
 from erp_sms.webhooks import create_app, stop_server
 
-from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .helpers import activate_twilio, messages
+from ..factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+from ..helpers import activate_twilio, messages
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")

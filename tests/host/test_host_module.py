@@ -20,10 +20,10 @@ from erp_sms.db import make_engine
 from erp_sms.models import ConsentEvent, InboundMessage, Message, OptOut, Status
 from erp_sms.webhooks import create_app
 
-from .conftest import with_settings
-from .helpers import AUTH, PUBLIC, activate_twilio, inbound, post
+from ..conftest import with_settings
+from ..helpers import AUTH, PUBLIC, activate_twilio, inbound, post
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture
@@ -274,7 +274,7 @@ def test_erp_sms_serve_as_a_process_uses_the_host_module(shop):
 
     from erp_sms.testing import post_signed
 
-    from .helpers import start_serve
+    from ..helpers import start_serve
 
     with Session(shop["engine"]) as session:
         activate_twilio(session)

@@ -13,8 +13,8 @@ from erp_sms import report, signals
 from erp_sms.dispatch import Dispatcher
 from erp_sms.models import Status
 
-from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .helpers import Clock, messages
+from ..factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+from ..helpers import Clock, messages
 
 CHICAGO = ZoneInfo("America/Chicago")
 

@@ -29,9 +29,9 @@ from erp_sms.rule_records import twilio_rule
 from erp_sms.testing import SmtpSink, StoredMessage
 from erp_sms.webhooks import create_app
 
-from .conftest import with_settings
-from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .helpers import (
+from ..conftest import with_settings
+from ..factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+from ..helpers import (
     TWILIO_NUMBER,
     Clock,
     LogWatch,
@@ -296,7 +296,7 @@ def test_the_look_up_before_a_resend_pages_past_the_first_page(
 def _stored(to: str | None, body: str, created: dt.datetime) -> StoredMessage:
     import secrets
 
-    from .helpers import SID
+    from ..helpers import SID
 
     return StoredMessage(
         sid="SM" + secrets.token_hex(16),
@@ -389,7 +389,7 @@ def test_a_claim_that_loses_a_deadlock_is_tried_again_quietly(kind, request, cap
     url = request.getfixturevalue("server_urls")[kind]
     if url is None:
         pytest.skip(f"{kind} not reachable")
-    from .conftest import _empty
+    from ..conftest import _empty
 
     _empty(url)
     db = Database(url)

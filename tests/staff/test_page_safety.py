@@ -30,9 +30,9 @@ from erp_sms.models import (
 from erp_sms.sendwindow import zones_for
 from erp_sms.webhooks import create_app
 
-from .conftest import with_settings
-from .helpers import messages
-from .staff_pages import FORMS, PAGES, PASSWORD, Staff, _world, anon, app, flashed, staff, world
+from ..conftest import with_settings
+from ..helpers import messages
+from ..staff_pages import FORMS, PAGES, PASSWORD, Staff, _world, anon, app, flashed, staff, world
 
 __all__ = ["anon", "app", "staff", "world"]  # fixtures from staff_pages
 
@@ -460,7 +460,7 @@ def test_a_contact_that_does_not_exist_has_no_forms(staff):
 
 def test_held_texts_are_counted_one_way_by_the_cli_and_the_rules_page(staff, session):
     """Issue 26: `rules show TWILIO` said 1 and the rules page 3 on the same database."""
-    from .helpers import activate_twilio
+    from ..helpers import activate_twilio
 
     activate_twilio(session)
     session.commit()

@@ -17,8 +17,8 @@ from erp_sms.dispatch import Dispatcher
 from erp_sms.models import Status
 from erp_sms.testing import SmtpSink
 
-from .conftest import with_settings
-from .helpers import make_orders, messages
+from ..conftest import with_settings
+from ..helpers import make_orders, messages
 
 
 def _name(cn: str) -> x509.Name:

@@ -19,9 +19,9 @@ from erp_sms import erp, outbox, report, signals
 from erp_sms.cli import cli
 from erp_sms.models import ConsentEvent, Rule, RuleAudit, Status, TemplateOverride
 
-from .conftest import with_settings
-from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory, ShippingEventFactory
-from .helpers import AUTH, SID, messages
+from ..conftest import with_settings
+from ..factories import ContactFactory, OrganizationFactory, SalesOrderFactory, ShippingEventFactory
+from ..helpers import AUTH, SID, messages
 
 GOOD = [
     "--sid",
@@ -635,7 +635,7 @@ def test_contacts_text_refuses_what_does_not_render_or_is_too_long(run, session,
 def test_a_one_off_goes_out_from_the_organizations_site_number(run, session, shop):
     from erp_sms import rule_records
 
-    from .helpers import activate_site, activate_twilio
+    from ..helpers import activate_site, activate_twilio
 
     activate_twilio(session)
     activate_site(session, "+13125550199")

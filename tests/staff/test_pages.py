@@ -21,8 +21,8 @@ from erp_sms.cli import cli
 from erp_sms.models import InboundMessage, StaffUser, Status
 from erp_sms.webhooks import create_app
 
-from .helpers import DUNNING, messages
-from .staff_pages import (
+from ..helpers import DUNNING, messages
+from ..staff_pages import (
     FORMS,
     PAGES,
     PASSWORD,

@@ -15,9 +15,9 @@ from erp_sms.cli import rules as cli_module
 from erp_sms.models import Rule, Status
 from erp_sms.timeline import for_order
 
-from .conftest import with_settings
-from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .helpers import AUTH, SID, activate_twilio, messages
+from ..conftest import with_settings
+from ..factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+from ..helpers import AUTH, SID, activate_twilio, messages
 
 COMMANDS = [
     ["options", "show"],

@@ -12,8 +12,8 @@ from erp_sms import options, signals
 from erp_sms.cli import cli
 from erp_sms.models import Status, TemplateOverride
 
-from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory, ShippingEventFactory
-from .helpers import Clock, activate_twilio, by_contact
+from ..factories import ContactFactory, OrganizationFactory, SalesOrderFactory, ShippingEventFactory
+from ..helpers import Clock, activate_twilio, by_contact
 
 GATEWAY_LINE = "To opt out, call (312) 555-0199."  # conftest.OPT_OUT_CONTACT
 TWILIO_LINE = "Reply STOP to opt out, HELP for help."
@@ -76,7 +76,7 @@ def test_a_twilio_text_gets_reply_stop_when_its_template_lacks_it(session, world
     assert rows["Bob"].body == f"Order SO-7 is in production. {TWILIO_LINE}"
     # A template that says STOP itself is left as written.
     _override(session, "SMS PWOCOMP", "WO {{ work_order.number }} done. Text STOP to quit.")
-    from .factories import WorkOrderFactory
+    from ..factories import WorkOrderFactory
 
     wo = WorkOrderFactory(sales_order=world["order"], number="WO-1")
     session.add(wo)
@@ -229,8 +229,8 @@ def test_every_opt_in_and_opt_out_is_in_the_trail_staff_export(settings, db, ses
     from erp_sms import consent, staff
     from erp_sms.webhooks import create_app
 
-    from .conftest import with_settings
-    from .helpers import PUBLIC, inbound, post
+    from ..conftest import with_settings
+    from ..helpers import PUBLIC, inbound, post
 
     activate_twilio(session)
     session.commit()

@@ -15,8 +15,8 @@ from erp_sms import erp, signals
 from erp_sms.db import Database, make_engine
 from erp_sms.models import Message, Status
 
-from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .helpers import three_contact_order
+from ..factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+from ..helpers import three_contact_order
 
 
 def _url(db: Database) -> str:
@@ -189,7 +189,7 @@ def test_hosts_firing_events_while_workers_claim_never_deadlock(any_db_url, any_
     from erp_sms.dispatch import Dispatcher
     from erp_sms.testing import SmtpSink
 
-    from .conftest import with_settings
+    from ..conftest import with_settings
 
     if not any_db_url.startswith("mysql"):
         pytest.skip("InnoDB's gap locks")

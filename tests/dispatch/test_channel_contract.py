@@ -16,8 +16,8 @@ from erp_sms.errors import PermanentError, TransientError
 from erp_sms.outbox import Claimed
 from erp_sms.rule_records import TwilioRule
 
-from .conftest import with_settings
-from .helpers import AUTH, SID, TWILIO_NUMBER
+from ..conftest import with_settings
+from ..helpers import AUTH, SID, TWILIO_NUMBER
 
 
 def claimed(

@@ -25,8 +25,8 @@ from erp_sms.dispatch import Dispatcher
 from erp_sms.models import Message, Status
 from erp_sms.outbox import Claimed, Outcome
 
-from .conftest import with_settings
-from .helpers import SID, activate_twilio, make_orders, messages, queue_texts
+from ..conftest import with_settings
+from ..helpers import SID, activate_twilio, make_orders, messages, queue_texts
 
 GATEWAY = EmailGatewayChannel(Settings(smtp_from="Acme Orders <orders@example.com>"))
 

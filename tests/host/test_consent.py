@@ -15,9 +15,9 @@ from erp_sms.errors import InputError
 from erp_sms.models import ConsentEvent, OptOut, Status
 from erp_sms.webhooks import handle_inbound
 
-from .conftest import with_settings
-from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .helpers import messages
+from ..conftest import with_settings
+from ..factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+from ..helpers import messages
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def test_an_opt_out_cancels_queued_and_held_texts_of_the_contact_and_number(
     any_db, host, twins, smtp_sink
 ):
     with_settings(smtp_host=smtp_sink.host, smtp_port=smtp_sink.port)
-    from .helpers import activate_twilio
+    from ..helpers import activate_twilio
 
     activate_twilio(host, active=False)
     signals.sent_to_production.send(twins["order"], session=host)
@@ -127,7 +127,7 @@ def test_an_opt_out_that_raced_the_queueing_is_caught_when_the_text_is_claimed(
     ],
 )
 def test_stop_matches_a_number_however_it_was_typed(any_db, host, typed, region, sender):
-    from .helpers import activate_twilio
+    from ..helpers import activate_twilio
 
     with_settings(default_region=region)
     activate_twilio(host)  # plain numbers are texted through Twilio
@@ -151,7 +151,7 @@ def test_stop_matches_a_number_however_it_was_typed(any_db, host, typed, region,
 def test_a_number_given_to_opt_out_is_read_like_a_contact_s(any_db, host, typed, region, stored):
     """The host's erp_sms.opt_out(number=…) stored the raw string: it matched nobody and
     canceled nothing."""
-    from .helpers import activate_twilio
+    from ..helpers import activate_twilio
 
     with_settings(default_region=region)
     activate_twilio(host)  # plain numbers are texted through Twilio

@@ -70,7 +70,7 @@ def test_gsm_segments_hold_at_most_153_septets(text: str) -> None:
 
 # -- against Twilio's own calculator ------------------------------------------------------------
 
-NODE_MODULES = Path(__file__).resolve().parents[1] / ".venv" / "node" / "node_modules"
+NODE_MODULES = Path(__file__).resolve().parents[2] / ".venv" / "node" / "node_modules"
 
 # Visible symbols that straddle the bug this closes: emoji with skin tones and ZWJ
 # families, flags, letters with combining accents, keycaps — and plain GSM-7 and UCS-2

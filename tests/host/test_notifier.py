@@ -15,14 +15,14 @@ from erp_sms.errors import UnknownEventError
 from erp_sms.models import Channel, Message, Status, TemplateOverride
 from erp_sms.recipients import ContactView, OrderView
 
-from .factories import (
+from ..factories import (
     ContactFactory,
     OrganizationFactory,
     SalesOrderFactory,
     ShippingEventFactory,
     WorkOrderFactory,
 )
-from .helpers import activate_twilio, by_contact, messages
+from ..helpers import activate_twilio, by_contact, messages
 
 
 @pytest.fixture
@@ -456,7 +456,7 @@ def test_the_reference_schema_takes_the_contracts_positional_arguments(session):
     ],
 )
 def test_impossible_numbers_are_skipped_naming_the_number_and_why(session, email2, fragment):
-    from .helpers import activate_twilio
+    from ..helpers import activate_twilio
 
     activate_twilio(session)
     org = OrganizationFactory(name="Acme")

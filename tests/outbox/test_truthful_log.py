@@ -22,8 +22,16 @@ from erp_sms.outbox import Outcome
 from erp_sms.testing import SmtpSink
 from erp_sms.webhooks import create_app
 
-from .conftest import with_settings
-from .helpers import LogWatch, activate_twilio, callback, expire_leases, make_orders, messages, post
+from ..conftest import with_settings
+from ..helpers import (
+    LogWatch,
+    activate_twilio,
+    callback,
+    expire_leases,
+    make_orders,
+    messages,
+    post,
+)
 
 NUMBER = "+13125550000"
 

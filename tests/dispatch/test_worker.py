@@ -20,7 +20,7 @@ from erp_sms.models import Message, Status
 from erp_sms.outbox import Outcome
 from erp_sms.testing import SmtpSink
 
-from .helpers import (
+from ..helpers import (
     activate_twilio,
     erp_sms_command,
     expire_leases,
@@ -342,7 +342,7 @@ def test_a_worker_asked_to_stop_while_it_starts_exits_cleanly(tmp_path, db_url, 
     import subprocess
     import sys
 
-    from .helpers import worker_env
+    from ..helpers import worker_env
 
     env = worker_env(tmp_path, db_url, "http://127.0.0.1:9", smtp_sink.port, {})
     script = (

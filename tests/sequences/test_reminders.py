@@ -16,8 +16,8 @@ from erp_sms.dispatch import Dispatcher
 from erp_sms.models import Message, Status
 from erp_sms.sendwindow import SendWindow, is_open, next_opening, set_clock, zones_for
 
-from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .helpers import DUNNING, Clock, Invoice
+from ..factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+from ..helpers import DUNNING, Clock, Invoice
 
 CHICAGO = ZoneInfo("America/Chicago")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -394,7 +394,7 @@ WEST_NUMBER = "+17145550199"
 def test_each_site_texts_from_its_own_number(any_delivery, any_db, host, twilio_server):
     from erp_sms import rule_records
 
-    from .helpers import SID, TWILIO_NUMBER, activate_twilio
+    from ..helpers import SID, TWILIO_NUMBER, activate_twilio
 
     db, session, delivery = any_db, host, any_delivery
     twilio_server.add_account(WEST_SID, WEST_AUTH)
@@ -535,7 +535,7 @@ def test_retrying_a_skipped_step_plans_it_again_for_the_contact(session, clock):
     from erp_sms import staff
     from erp_sms.timeline import for_order
 
-    from .helpers import activate_twilio
+    from ..helpers import activate_twilio
 
     order = _world(session)
     ann = order.contact

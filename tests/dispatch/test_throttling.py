@@ -14,8 +14,8 @@ from erp_sms.dispatch import THROTTLED_IN_HAND, Dispatcher, Window
 from erp_sms.models import Status
 from erp_sms.rule_records import TwilioRule
 
-from .conftest import with_settings
-from .helpers import Clock, activate_twilio, make_orders, messages
+from ..conftest import with_settings
+from ..helpers import Clock, activate_twilio, make_orders, messages
 
 
 def test_a_429_waits_as_long_as_twilio_says_and_does_not_count_as_an_attempt(

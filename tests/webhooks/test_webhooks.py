@@ -19,9 +19,9 @@ from erp_sms.dispatch import Dispatcher
 from erp_sms.models import ConsentEvent, InboundMessage, Message, MessageEvent, Status
 from erp_sms.webhooks import classify_reply, create_app
 
-from .conftest import with_settings
-from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .helpers import (
+from ..conftest import with_settings
+from ..factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+from ..helpers import (
     AUTH,
     PUBLIC,
     activate_site,
@@ -447,7 +447,7 @@ def test_erp_sms_serve_answers_signed_twilio_requests(settings, session, sent):
 
     from erp_sms.testing import post_signed
 
-    from .helpers import start_serve
+    from ..helpers import start_serve
 
     activate_twilio(session)
     session.commit()

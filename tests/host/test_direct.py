@@ -21,7 +21,7 @@ from erp_sms.db import Database, make_engine
 from erp_sms.models import Message, OptOut, Status
 from erp_sms.notifier import _settings_statement
 
-from .helpers import three_contact_order
+from ..helpers import three_contact_order
 
 SERVERS = ["postgresql", "mariadb"]
 

@@ -34,8 +34,8 @@ from erp_sms.db import Database, utcnow
 from erp_sms.models import Message, Status
 from erp_sms.testing import SmtpSink, TwilioServer
 
-from .conftest import _empty
-from .helpers import (
+from ..conftest import _empty
+from ..helpers import (
     AUTH,
     SID,
     activate_twilio,
@@ -311,7 +311,7 @@ def test_race_soak(kind, request, tmp_path, capsys):
     what Twilio has or said."""
     from erp_sms.testing import post_signed
 
-    from .helpers import start_serve
+    from ..helpers import start_serve
 
     url = request.getfixturevalue("server_urls")[kind]
     if url is None:

@@ -18,8 +18,8 @@ from erp_sms.migrate import VERSION_TABLE
 from erp_sms.models import Base, Status
 from erp_sms.recipients import ErpLookup
 
-from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from .helpers import messages
+from ..factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+from ..helpers import messages
 
 
 def test_db_upgrade_is_safe_to_rerun_and_matches_the_models(any_db: Database):

@@ -1,0 +1,1 @@
+"""Dispatch and the channels: claims, sends, outcomes, faults, soaks."""

@@ -1,0 +1,1 @@
+"""The outbox and the email log: what the rows say, on every database."""

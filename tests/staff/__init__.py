@@ -1,0 +1,1 @@
+"""Staff actions through the CLI and the pages (test client and browser)."""
