@@ -286,3 +286,50 @@ DUNNING = register_sequence(
         "SMS TEST OVERDUE": "Invoice {{ invoice.number }} is {{ sequence.days }} days late.",
     },
 )
+
+
+@dataclass
+class Scene:
+    """What ``scene`` made: the organization, the order, and the contacts by key (also
+    ``scene["order"]``, ``scene["org"]``, ``scene["ann"]``)."""
+
+    org: erp.Organization
+    order: erp.SalesOrder
+    contacts: dict[str, erp.Contact]
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "order":
+            return self.order
+        if key == "org":
+            return self.org
+        return self.contacts[key]
+
+
+def scene(
+    session: Session,
+    contacts: dict[str, tuple[str, str]],
+    *,
+    org: str = "Acme",
+    order: str = "SO-1",
+    opted_out: tuple[str, ...] = (),
+    fire: bool = False,
+) -> Scene:
+    """The one scene builder of the tests: an organization with ``contacts`` (key ->
+    (name, Email 2); all opted in but ``opted_out``), an order listing the first, all
+    committed; with ``fire``, the order sent to production and committed too."""
+    organization = OrganizationFactory(name=org)
+    people = {
+        key: ContactFactory(
+            name=name, email2=email2, organizations=[organization], opted_out=key in opted_out
+        )
+        for key, (name, email2) in contacts.items()
+    }
+    made = SalesOrderFactory(
+        number=order, organization=organization, contact=next(iter(people.values()), None)
+    )
+    session.add_all([organization, *people.values(), made])
+    session.commit()
+    if fire:
+        signals.sent_to_production.send(made, session=session)
+        session.commit()
+    return Scene(organization, made, people)

@@ -12,7 +12,7 @@ import pytest
 from erp_sms import signals, users
 from erp_sms.webhooks import create_app
 
-from .factories import ContactFactory, OrganizationFactory, SalesOrderFactory
+from .helpers import scene
 
 PASSWORD = "correct horse battery"
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -53,16 +53,13 @@ FORMS = [
 def _world(session):
     """Ann on a gateway, Bob on a plain number, order SO-1 sent to production; staff
     user maria."""
-    org = OrganizationFactory(name="Acme Fabrication")
-    ann = ContactFactory(name="Ann Lee", email2="3125550101@vtext.com", organizations=[org])
-    bob = ContactFactory(name="Bob Ray", email2="+13125550102", organizations=[org])
-    order = SalesOrderFactory(number="SO-1", organization=org, contact=ann)
-    session.add_all([org, ann, bob, order])
+    people = {"ann": ("Ann Lee", "3125550101@vtext.com"), "bob": ("Bob Ray", "+13125550102")}
+    made = scene(session, people, org="Acme Fabrication", order="SO-1")
     users.add(session, "maria", PASSWORD, by="test", role="admin")
     session.commit()
-    signals.sent_to_production.send(order, session=session)
+    signals.sent_to_production.send(made.order, session=session)
     session.commit()
-    return {"order": order, "ann": ann, "bob": bob}
+    return made
 
 
 @pytest.fixture

@@ -17,21 +17,19 @@ from erp_sms.webhooks import handle_inbound
 
 from ..conftest import with_settings
 from ..factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from ..helpers import messages
+from ..helpers import messages, scene
 
 
 @pytest.fixture
 def twins(host: Session):
     """Ann and her shop's second login, both with the number 312-555-0101 (typed two
     ways), and an order for their organization."""
-    org = OrganizationFactory(name="Acme")
-    ann = ContactFactory(name="Ann", email2="3125550101@vtext.com", organizations=[org])
-    ann2 = ContactFactory(name="Ann (shop)", email2="+1 (312) 555-0101", organizations=[org])
-    bob = ContactFactory(name="Bob", email2="3125550102@vtext.com", organizations=[org])
-    order = SalesOrderFactory(number="SO-31", organization=org, contact=ann)
-    host.add_all([org, ann, ann2, bob, order])
-    host.commit()
-    return {"order": order, "ann": ann, "ann2": ann2, "bob": bob}
+    people = {
+        "ann": ("Ann", "3125550101@vtext.com"),
+        "ann2": ("Ann (shop)", "+1 (312) 555-0101"),
+        "bob": ("Bob", "3125550102@vtext.com"),
+    }
+    return scene(host, people, order="SO-31")
 
 
 def test_an_opt_out_cancels_queued_and_held_texts_of_the_contact_and_number(

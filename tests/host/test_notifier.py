@@ -22,26 +22,25 @@ from ..factories import (
     ShippingEventFactory,
     WorkOrderFactory,
 )
-from ..helpers import activate_twilio, by_contact, messages
+from ..helpers import activate_twilio, by_contact, messages, scene
 
 
 @pytest.fixture
 def world(session: Session) -> dict[str, object]:
     """An organization with three opted-in contacts (gateway, phone, AT&T gateway), one
     not opted in, one opted-in contact of another organization, and an order."""
-    org = OrganizationFactory(name="Acme Fabrication")
-    other = OrganizationFactory(name="Other Co")
-    ann = ContactFactory(name="Ann", email2="3125550101@vtext.com", organizations=[org])
-    bob = ContactFactory(name="Bob", email2="312-555-0102", organizations=[org])
-    cat = ContactFactory(name="Cat", email2="3125550103@txt.att.net", organizations=[org])
-    dan = ContactFactory(
-        name="Dan", email2="3125550104@vtext.com", organizations=[org], opted_out=True
+    people = {
+        "ann": ("Ann", "3125550101@vtext.com"),
+        "bob": ("Bob", "312-555-0102"),
+        "cat": ("Cat", "3125550103@txt.att.net"),
+        "dan": ("Dan", "3125550104@vtext.com"),
+    }
+    made = scene(session, people, org="Acme Fabrication", order="SO-104233", opted_out=("dan",))
+    other = scene(
+        session, {"eve": ("Eve", "3125550105@vtext.com")}, org="Other Co", order="SO-OTHER"
     )
-    eve = ContactFactory(name="Eve", email2="3125550105@vtext.com", organizations=[other])
-    order = SalesOrderFactory(number="SO-104233", organization=org, contact=ann)
-    session.add_all([org, other, ann, bob, cat, dan, eve, order])
-    session.commit()
-    return {"org": org, "order": order, "ann": ann, "bob": bob, "cat": cat, "dan": dan, "eve": eve}
+    made.contacts["eve"] = other["eve"]
+    return made
 
 
 def test_sent_to_production_queues_one_rendered_text_per_opted_in_contact(session, world):

@@ -12,8 +12,8 @@ from erp_sms import options, signals
 from erp_sms.cli import cli
 from erp_sms.models import Status, TemplateOverride
 
-from ..factories import ContactFactory, OrganizationFactory, SalesOrderFactory, ShippingEventFactory
-from ..helpers import Clock, activate_twilio, by_contact
+from ..factories import SalesOrderFactory, ShippingEventFactory
+from ..helpers import Clock, activate_twilio, by_contact, scene
 
 GATEWAY_LINE = "To opt out, call (312) 555-0199."  # conftest.OPT_OUT_CONTACT
 TWILIO_LINE = "Reply STOP to opt out, HELP for help."
@@ -22,13 +22,8 @@ TWILIO_LINE = "Reply STOP to opt out, HELP for help."
 @pytest.fixture
 def world(session: Session) -> dict[str, object]:
     """Ann on a Verizon gateway, Bob on a plain number (Twilio only), one order."""
-    org = OrganizationFactory(name="Birch & Sons")
-    ann = ContactFactory(name="Ann", email2="3125550101@vtext.com", organizations=[org])
-    bob = ContactFactory(name="Bob", email2="312-555-0102", organizations=[org])
-    order = SalesOrderFactory(number="SO-7", organization=org, contact=ann)
-    session.add_all([org, ann, bob, order])
-    session.commit()
-    return {"order": order, "ann": ann, "bob": bob}
+    people = {"ann": ("Ann", "3125550101@vtext.com"), "bob": ("Bob", "312-555-0102")}
+    return scene(session, people, org="Birch & Sons", order="SO-7")
 
 
 def _override(session: Session, name: str, body: str) -> None:

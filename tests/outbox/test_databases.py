@@ -18,8 +18,7 @@ from erp_sms.migrate import VERSION_TABLE
 from erp_sms.models import Base, Status
 from erp_sms.recipients import ErpLookup
 
-from ..factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from ..helpers import messages
+from ..helpers import messages, scene
 
 
 def test_db_upgrade_is_safe_to_rerun_and_matches_the_models(any_db: Database):
@@ -49,12 +48,7 @@ def test_plugin_only_upgrade_creates_no_erp_tables(tmp_path):
 
 
 def _world(s):
-    org = OrganizationFactory(name="Acme")
-    a = ContactFactory(name="Ann", email2="3125550101@vtext.com", organizations=[org])
-    order = SalesOrderFactory(number="SO-1", organization=org, contact=a)
-    s.add_all([order, a])
-    s.commit()
-    return order
+    return scene(s, {"ann": ("Ann", "3125550101@vtext.com")}).order
 
 
 class LongNameLookup(ErpLookup):

@@ -23,7 +23,7 @@ from erp_sms.sequences import register_sequence
 from erp_sms.webhooks import create_app, stop_server
 
 from ..factories import ContactFactory, OrganizationFactory, SalesOrderFactory
-from ..helpers import activate_twilio, messages
+from ..helpers import activate_twilio, messages, scene
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -57,11 +57,11 @@ def site(settings, db, session):
     """Demo-like data, and the app served by waitress on a free loopback port."""
     from waitress import create_server
 
-    org = OrganizationFactory(name="Acme Fabrication")
-    ann = ContactFactory(name="Ann Lee", email2="3125550101@vtext.com", organizations=[org])
-    bob = ContactFactory(name="Bob Ray", email2="3125550102@vtext.com", organizations=[org])
-    order = SalesOrderFactory(number="SO-104233", organization=org, contact=ann)
-    session.add_all([org, ann, bob, order])
+    people = {
+        "ann": ("Ann Lee", "3125550101@vtext.com"),
+        "bob": ("Bob Ray", "3125550102@vtext.com"),
+    }
+    order = scene(session, people, org="Acme Fabrication", order="SO-104233").order
     users.add(session, "maria", PASSWORD, by="test", role="admin")
     activate_twilio(session, active=False)
     session.commit()

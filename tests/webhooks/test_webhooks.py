@@ -30,6 +30,7 @@ from ..helpers import (
     inbound,
     messages,
     post,
+    scene,
 )
 
 
@@ -63,13 +64,9 @@ def client(app):
 @pytest.fixture
 def sent(session):
     """One order with two contacts whose texts went out through Twilio."""
-    org = OrganizationFactory(name="Acme")
-    ann = ContactFactory(name="Ann", email2="+13125550101", organizations=[org])
-    bob = ContactFactory(name="Bob", email2="3125550102@vtext.com", organizations=[org])
-    order = SalesOrderFactory(number="SO-7", organization=org, contact=ann)
-    session.add_all([order, ann, bob])
-    signals.sent_to_production.send(order, session=session)
-    session.commit()
+    people = {"ann": ("Ann", "+13125550101"), "bob": ("Bob", "3125550102@vtext.com")}
+    made = scene(session, people, order="SO-7", fire=True)
+    order, ann, bob = made.order, made["ann"], made["bob"]
     rows = messages(session)
     for i, m in enumerate(rows):
         m.status, m.provider_id = Status.SENT, f"SM{i:032d}"
