@@ -64,7 +64,12 @@ def dashboard() -> str:
             )
         )
         held = outbox.held_count(s)
-        months = report.grouped(s, report.Filters(), "month")[-12:]
+        # Only the twelve months the chart shows, not all history (issue 27).
+        first = today.replace(day=1)
+        for _ in range(11):
+            first = (first - dt.timedelta(days=1)).replace(day=1)
+        since_month = dt.datetime.combine(first, dt.time(), dt.UTC)
+        months = report.grouped(s, report.Filters(since=since_month), "month")
         replies = (
             s.scalar(
                 select(func.count()).where(

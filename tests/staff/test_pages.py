@@ -513,3 +513,25 @@ def test_a_page_number_past_every_integer_shows_the_last_page(staff):
     r = staff.get("/log?page=100000000000000000000")
     assert r.status_code == 200
     assert "SO-" in r.get_data(as_text=True)  # the last page, with the texts on it
+
+
+def test_the_log_and_dashboard_read_no_more_history_than_they_show(staff, db, session):
+    """Issue 27 (pages at 1M rows): the log's event filter came from a DISTINCT over every
+    row, and the dashboard grouped all history by month for a 12-bar chart."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:
+        seen.append(" ".join(statement.split()))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        log = staff.get("/log").get_data(as_text=True)
+        staff.get("/")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert "<option>sent_to_production</option>" in log  # still offered
+    assert not [q for q in seen if "DISTINCT sms_message.event" in q]
+    monthly = [q for q in seen if "created_at" in q.partition("GROUP BY")[2]]
+    assert monthly and all("sms_message.created_at >=" in q for q in monthly)
