@@ -66,7 +66,10 @@ class Message(Base):
 
     __tablename__ = "sms_message"
     __table_args__ = (
-        Index("ix_sms_message_due", "status", "next_attempt_at"),
+        # The claim's two branches, each read in index order and stopped at the batch
+        # size: queued texts by when they are due, sending texts by when their lease ends.
+        Index("ix_sms_message_due", "status", "next_attempt_at", "id"),
+        Index("ix_sms_message_lease", "status", "lease_expires_at", "id"),
         Index("ix_sms_message_order", "order_number"),
         Index("ix_sms_message_contact", "contact_ref"),
         Index("ix_sms_message_created", "created_at"),

@@ -64,6 +64,28 @@ def claim_due(
 CLAIM_TRIES = 5
 
 
+def due_batch(
+    *, limit: int, now: dt.datetime | None = None, lease_clock: dt.datetime | None = None
+) -> Any:
+    """One branch of a claim: up to ``limit`` queued texts due at ``now`` (by when they
+    are due), or texts whose lease ran out before ``lease_clock`` — locked, skipping rows
+    another worker holds. Each reads its index in order and stops at ``limit``; the
+    opt-out list is checked for those rows only (an opt-out that came in after the text
+    was queued cancels it here)."""
+    m = message_table.c
+    opted_out = exists().where(opt_out_table.c.number == m.recipient).label("opted_out")
+    q = select(m.id, m.status, m.claimed_by, m.claimed_at, m.recipient, m.send_window, opted_out)
+    if lease_clock is not None:
+        q = q.where(m.status == Status.SENDING, m.lease_expires_at < lease_clock).order_by(
+            m.lease_expires_at, m.id
+        )
+    else:
+        q = q.where(m.status == Status.QUEUED, m.next_attempt_at <= now).order_by(
+            m.next_attempt_at, m.id
+        )
+    return q.limit(limit).with_for_update(skip_locked=True)
+
+
 def _claim(
     db: Database, worker_id: str, *, limit: int, lease_seconds: float, now: dt.datetime
 ) -> list[Claimed]:
@@ -78,22 +100,20 @@ def _claim(
             and_(m.status == Status.QUEUED, m.next_attempt_at <= now),
             and_(m.status == Status.SENDING, m.lease_expires_at < clock),
         )
-        # An opt-out may have come in after the text was queued (or while it was held):
-        # such a row is canceled here instead of being sent.
-        opted_out = exists().where(opt_out_table.c.number == m.recipient).label("opted_out")
-        candidates = (
-            select(
-                m.id, m.status, m.claimed_by, m.claimed_at, m.recipient, m.send_window, opted_out
-            )
-            .where(due)
-            .order_by(m.next_attempt_at, m.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+        # Two branches, each read in its index's order and stopped at the batch: leases
+        # that ran out first (their texts were in hand), then queued texts by when they
+        # are due. One OR over both made the database read every due row and sort them
+        # to keep a batch (175 ms at 100,000 due on PostgreSQL).
+        expired = conn.execute(due_batch(lease_clock=clock, limit=limit)).all()
+        queued = (
+            conn.execute(due_batch(now=now, limit=limit - len(expired))).all()
+            if (len(expired) < limit)
+            else []
         )
         lease_until = clock + dt.timedelta(seconds=lease_seconds)
         window: _WindowCheck | None = None
         wanted: list[Any] = []
-        for row in conn.execute(candidates).all():
+        for row in [*expired, *queued]:
             if row.opted_out:
                 _cancel_opted_out(conn, row, now)
                 continue
