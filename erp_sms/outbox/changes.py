@@ -86,11 +86,18 @@ def held_count(session: Session, record: str | None = None) -> int:
     """Texts held: all of them, or those held for one TWILIO record (``TWILIO``,
     ``TWILIO:WEST``: Twilio texts that go out from it). The one definition the CLI, the
     rules page and the dashboard count with."""
+    held = _held_for([record]) if record is not None else (message_table.c.status == Status.HELD,)
+    return int(session.scalar(select(func.count()).select_from(message_table).where(*held)) or 0)
+
+
+def _held_for(records: list[str]) -> tuple[Any, ...]:
+    """Texts held for these TWILIO records: Twilio texts that go out from them."""
     m = message_table.c
-    q = select(func.count()).select_from(message_table).where(m.status == Status.HELD)
-    if record is not None:
-        q = q.where(m.channel == "twilio", func.coalesce(m.sender, "TWILIO") == record)
-    return int(session.scalar(q) or 0)
+    return (
+        m.status == Status.HELD,
+        m.channel == "twilio",
+        func.coalesce(m.sender, "TWILIO").in_(records),
+    )
 
 
 def release_ready(session: Session, *, by: str = "dispatch") -> list[Message]:
@@ -111,17 +118,7 @@ def release_ready(session: Session, *, by: str = "dispatch") -> list[Message]:
     if not ready:
         return []
     m = message_table.c
-    ids = list(
-        session.scalars(
-            select(m.id)
-            .where(
-                m.status == Status.HELD,
-                m.channel == "twilio",
-                func.coalesce(m.sender, "TWILIO").in_(sorted(ready)),
-            )
-            .order_by(m.id)
-        )
-    )
+    ids = list(session.scalars(select(m.id).where(*_held_for(sorted(ready))).order_by(m.id)))
     return release(session, ids, by=by) if ids else []
 
 

@@ -20,6 +20,7 @@ from .settings import (
     test_credentials,
 )
 from .template_actions import (
+    SAMPLE_SENDER,
     Preview,
     PreviewLine,
     TemplateCheck,
@@ -43,7 +44,6 @@ from .texts import (
     text_contact,
 )
 from .versions import (
-    SAMPLE_SENDER,
     option_version,
     rule_version,
     template_version,

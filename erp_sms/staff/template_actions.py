@@ -19,9 +19,13 @@ from ..notifier import Draft
 from ..notifier import preview as plan_preview
 from ..recipients import ErpLookup, FindsOrders, HasSamples, default_lookup, optional
 from ..segments import UCS2, analyse
-from .versions import SAMPLE_SENDER, _check_template_version
+from .versions import _check_template_version
 
 # -- templates ------------------------------------------------------------------------------
+
+
+# The sender in sample texts, and in one-off texts' checks.
+SAMPLE_SENDER = {"phone_number": "(312) 555-0100", "e164": "+13125550100", "name": "Your Company"}
 
 
 def sample_context(event: EventType | None) -> dict[str, Any]:

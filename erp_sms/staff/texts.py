@@ -23,7 +23,7 @@ from ..notifier import text_contact as queue_one
 from ..recipients import ListsGatewayContacts, default_lookup, optional
 from ..sendwindow import now
 from ..sequences import retry_step
-from .versions import SAMPLE_SENDER
+from .template_actions import SAMPLE_SENDER
 
 
 def text_contact(session: Session, contact: str, text: str, *, by: str) -> list[str]:

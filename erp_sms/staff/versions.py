@@ -14,9 +14,6 @@ from .. import templates as tpl
 from ..errors import StaleEdit
 from ..models import Option, RuleAudit, TemplateOverride
 
-SAMPLE_SENDER = {"phone_number": "(312) 555-0100", "e164": "+13125550100", "name": "Your Company"}
-
-
 # -- versions: a form carries the version it was read at; a stale save is refused --------
 
 

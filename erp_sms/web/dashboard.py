@@ -65,10 +65,8 @@ def dashboard() -> str:
         )
         held = outbox.held_count(s)
         # Only the twelve months the chart shows, not all history (issue 27).
-        first = today.replace(day=1)
-        for _ in range(11):
-            first = (first - dt.timedelta(days=1)).replace(day=1)
-        since_month = dt.datetime.combine(first, dt.time(), dt.UTC)
+        year, month = divmod(today.year * 12 + today.month - 12, 12)  # 11 months back
+        since_month = dt.datetime(year, month + 1, 1, tzinfo=dt.UTC)
         months = report.grouped(s, report.Filters(since=since_month), "month")
         replies = (
             s.scalar(
