@@ -3,6 +3,7 @@ them, not only a checkout."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,6 +16,16 @@ pytestmark = pytest.mark.slow
 
 
 def test_wheel_carries_the_data_and_a_plain_install_finds_it(tmp_path):
+    # Built from a clean copy: setuptools reuses a checkout's build/ folder, where a module
+    # since moved or deleted would still be found and hide a stale setup.cfg.
+    source = tmp_path / "source"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
+        ),
+    )
     dist = tmp_path / "dist"
     subprocess.run(
         [
@@ -22,7 +33,7 @@ def test_wheel_carries_the_data_and_a_plain_install_finds_it(tmp_path):
             "-m",
             "pip",
             "wheel",
-            str(ROOT),
+            str(source),
             "--no-deps",
             "--no-build-isolation",
             "-q",
@@ -45,9 +56,22 @@ def test_wheel_carries_the_data_and_a_plain_install_finds_it(tmp_path):
         "erp_sms/email_templates/SMS_SEDEL.txt",
         "erp_sms/migrations/script.py.mako",
         "erp_sms/py.typed",
-        "erp_sms/testing.py",
+        "erp_sms/web/static/template_edit.js",
+        "erp_sms/web/static/erp_sms.css",
     ):
         assert data in names, data
+    # Every module and page of the checkout, so a new package or file can't be left out
+    # of the wheel (setup.cfg lists the packages by hand).
+    package = ROOT / "erp_sms"
+    shipped = [
+        "erp_sms/" + path.relative_to(package).as_posix()
+        for path in package.rglob("*")
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and path.suffix in {".py", ".html", ".css", ".js", ".mako"}
+    ]
+    missing = sorted(set(shipped) - names)
+    assert not missing, missing
     target = tmp_path / "site"
     subprocess.run(
         [
