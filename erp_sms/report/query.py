@@ -112,10 +112,13 @@ def count(session: Session, f: Filters) -> int:
     return int(session.scalar(_where(select(func.count(Message.id)), f)) or 0)
 
 
-def _query(f: Filters, attention_first: bool) -> Select[Any]:
+def _columns() -> list[Any]:
     cols = [_column(c) for c in COLUMNS]
-    cols += [Message.price.label("_price"), Message.price_unit.label("_price_unit")]
-    q = _where(select(*cols), f)
+    return [*cols, Message.price.label("_price"), Message.price_unit.label("_price_unit")]
+
+
+def _query(f: Filters, attention_first: bool) -> Select[Any]:
+    q = _where(select(*_columns()), f)
     if attention_first:
         rank = case(
             {s: i for i, s in enumerate(_ATTENTION)}, value=Message.status, else_=len(_ATTENTION)
@@ -136,16 +139,36 @@ def rows(
         yield row
 
 
-def page(session: Session, f: Filters, *, offset: int, limit: int) -> list[dict[str, Any]]:
-    """One page of the report for the email log page: failures and held texts first,
-    as in the CLI's table."""
+def newest(
+    session: Session, f: Filters, *, before: int | None, after: int | None, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """One page of the email log, newest first, read by id from where the page before
+    ended (``before``: older than that id; ``after``: newer), and whether there is more
+    that way. Keyset paging: the millionth page costs what the first does, where an
+    OFFSET reads every row it skips."""
+    q = _where(select(*_columns()), f)
+    if after is not None:
+        q = q.where(Message.id > after).order_by(Message.id)
+    else:
+        if before is not None:
+            q = q.where(Message.id < before)
+        q = q.order_by(Message.id.desc())
     out = []
-    for r in session.execute(_query(f, True).offset(offset).limit(limit)):
+    for r in session.execute(q.limit(limit + 1)):
         row = r._asdict()
         for c in _TIMES:
             row[c] = _iso(row[c])
         out.append(row)
-    return out
+    more = len(out) > limit
+    out = out[:limit]
+    return (out[::-1] if after is not None else out), more
+
+
+def count_upto(session: Session, f: Filters, cap: int) -> int:
+    """How many rows the filters select, counting no further than ``cap + 1``: a page
+    says "10,000+" rather than count a million rows on every view."""
+    found = _where(select(Message.id), f).limit(cap + 1).subquery()
+    return int(session.scalar(select(func.count()).select_from(found)) or 0)
 
 
 _TIMES = ("created_at", "sent_at", "scheduled_for")

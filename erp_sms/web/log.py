@@ -42,30 +42,45 @@ def _filters() -> report.Filters:
     return report.make_filters(**{k: request.args.get(k) or None for k in FILTERS})
 
 
+# A count stops here: "10,000+ texts" says enough, and counting a million rows on
+# every view of the log does not stay cheap (issue 27).
+COUNT_CAP = 10_000
+# Texts that need someone: the log's "needs attention" view.
+ATTENTION = ",".join((Status.FAILED, Status.HELD, Status.UNDELIVERED, Status.SKIPPED))
+_ID_MAX = 2**63 - 1  # a typed ?before=… past every database's integer
+
+
+def _position(name: str) -> int | None:
+    value = request.args.get(name, type=int)
+    return None if value is None else min(max(value, 0), _ID_MAX)
+
+
 @blueprint.get("/log")
 @login_required  # type: ignore[untyped-decorator]
 def log_page() -> Any:
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    before, after = _position("before"), _position("after")
     try:
         f = _filters()
         error = None
     except InputError as exc:
         f, error = report.Filters(), exc.message
     with database().read_session() as s:
-        total = report.count(s, f)
-        # A page past the last (a typed ?page=100000000000000000000) shows the last one:
-        # such an offset is past every database's integer.
-        page = min(page, max(1, -(-total // PAGE_SIZE)))
-        rows = report.page(s, f, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+        total = report.count_upto(s, f, COUNT_CAP)
+        rows, more = report.newest(s, f, before=before, after=after, limit=PAGE_SIZE)
         # The registry's events, not a DISTINCT over every row of the log (issue 27).
         events = sorted(e.name for e in all_events())
     args = {k: request.args.get(k, "") for k in FILTERS}
+    # Newer pages exist when this one did not start at the newest; older ones when the
+    # read found more past its end (or this page came from a newer one's link).
+    newer = bool(rows) and (before is not None or (after is not None and more))
+    older = bool(rows) and (more if after is None else True)
     return render_template(
         "erp_sms/log.html",
         rows=rows,
-        total=total,
-        page=page,
-        pages=max(1, -(-total // PAGE_SIZE)),
+        total=f"{COUNT_CAP:,}+" if total > COUNT_CAP else f"{total:,}",
+        newer=rows[0]["message_id"] if newer else None,
+        older=rows[-1]["message_id"] if older else None,
+        attention=ATTENTION,
         args=args,
         error=error,
         statuses=Status.ALL,
