@@ -11,9 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import dispatch, host, report_memory
+from . import callbacks, dispatch, host, report_memory
 
-SUITES = {"host": host.main, "dispatch": dispatch.main, "export": report_memory.main}
+SUITES = {
+    "host": host.main,
+    "dispatch": dispatch.main,
+    "export": report_memory.main,
+    "callbacks": callbacks.main,
+}
 RESULTS = Path(__file__).with_name("RESULTS.md")
 NOTES = Path(__file__).with_name("NOTES.md")
 

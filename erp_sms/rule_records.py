@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import phonenumbers
 from cryptography.fernet import Fernet, InvalidToken
@@ -295,6 +297,40 @@ def twilio_rule(session: Session, name: str = TWILIO) -> TwilioRule | None:
         name=rule.rule_type,
         webhook_key=unseal(key) if key else None,
     )
+
+
+# The TWILIO records as the webhooks check signatures with them: per database and
+# secret key, with the stored (sealed) credentials they were built from.
+_signing: dict[tuple[str, str | None], tuple[Any, list[TwilioRule]]] = {}
+_signing_lock = threading.Lock()
+_SIGNING_FIELDS = ("SID", "AuthCode", "WebhookKey")
+
+
+def signing_rules(session: Session) -> list[TwilioRule]:
+    """Every TWILIO record (``TWILIO`` and the sites') with its secrets decrypted, as
+    the webhooks check signatures. One small statement reads the stored credentials as
+    they are (sealed); the records are loaded and decrypted again only when those
+    changed — one statement a request instead of three and a decryption (issue 27). A
+    rotated AuthCode is seen on the very next request, in every process: a replaced key
+    is never trusted again. (A version from timestamps would not do: MariaDB's DATETIME
+    keeps whole seconds.)"""
+    f = RuleFieldValue
+    stored = tuple(
+        (rule_type, name, value)
+        for rule_type, name, value in session.execute(
+            select(f.rule_type, f.name, f.value)
+            .where(f.rule_type.like(f"{TWILIO}%"), f.name.in_(_SIGNING_FIELDS))
+            .order_by(f.rule_type, f.name)
+        )
+    )
+    key = (str(session.get_bind().engine.url), get_settings().secret_key)
+    cached = _signing.get(key)
+    if cached is not None and cached[0] == stored:
+        return cached[1]
+    rules = [r for r in (twilio_rule(session, n) for n in senders(session)) if r is not None]
+    with _signing_lock:
+        _signing[key] = (stored, rules)
+    return rules
 
 
 def map_sender(

@@ -115,12 +115,12 @@ def _validate(session: Session, state: appstate.State, endpoint: str) -> dict[st
     # the request's AccountSid.
     account = request.values.get("AccountSid", "")
     try:
-        found = [rule_records.twilio_rule(session, n) for n in rule_records.senders(session)]
+        found = rule_records.signing_rules(session)
     except ConfigurationError as exc:
         log.error("twilio %s: cannot check signatures: %s", endpoint, exc.message)
         raise ConfigurationFault(exc.message) from None
     rules = sorted(
-        (r for r in found if r is not None),
+        found,
         key=lambda r: (r.sid != account, r.name != rule_records.TWILIO),
     )
     rule = rules[0] if rules else None

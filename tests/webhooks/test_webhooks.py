@@ -93,6 +93,47 @@ def test_a_signed_callback_is_accepted_though_it_arrives_at_an_internal_address(
     assert state(session, sid)[0] == Status.DELIVERED
 
 
+def test_a_callback_is_one_transaction_of_five_statements_and_reads_no_record(
+    client, db, session, sent
+):
+    """Issue 27: a callback read the TWILIO records (three statements, a decryption)
+    and loaded its message's history as objects on every request: 101 callbacks/s
+    where a signature-checking Flask endpoint answers 1,000. The records are kept
+    while their stored credentials are unchanged; the report is written with Core."""
+    from sqlalchemy import event
+
+    rows = sent["rows"]
+    assert post(client, "status", callback(rows[0].provider_id, "sent")).status_code == 204
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:
+        seen.append(" ".join(statement.split()))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        r = post(client, "status", callback(rows[1].provider_id, "delivered"))
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert r.status_code == 204 and state(session, rows[1].provider_id)[0] == Status.DELIVERED
+    statements = [q for q in seen if not q.upper().startswith(("BEGIN", "COMMIT", "SAVEPOINT"))]
+    assert len(statements) <= 5, statements
+    assert not [q for q in statements if "FROM sms_rule " in q or "sms_rule.active" in q]
+
+
+def test_a_rotated_auth_code_is_checked_on_the_next_callback(client, session, sent):
+    """The kept records never outlive a change: once the AuthCode is rotated, a
+    callback signed with the old one is refused at once, the new one accepted."""
+    sid = sent["rows"][0].provider_id
+    assert post(client, "status", callback(sid, "sent")).status_code == 204
+    new = "9" * 32
+    rule_records.set_fields(session, "TWILIO", {"AuthCode": new})
+    session.commit()
+    assert post(client, "status", callback(sid, "delivered")).status_code == 403
+    assert state(session, sid)[0] == Status.SENT
+    assert post(client, "status", callback(sid, "delivered"), token=new).status_code == 204
+    assert state(session, sid)[0] == Status.DELIVERED
+
+
 @pytest.mark.parametrize(
     "how",
     [
