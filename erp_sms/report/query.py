@@ -218,3 +218,27 @@ def _iso_pg(element: iso_seconds, compiler: Any, **kw: Any) -> str:
 def _iso_mysql(element: iso_seconds, compiler: Any, **kw: Any) -> str:
     arg = compiler.process(element.clauses, **kw)
     return f"DATE_FORMAT({arg}, '%%Y-%%m-%%dT%%H:%%i:%%s+00:00')"
+
+
+class year_month(FunctionElement[str]):
+    """A stored UTC time's month, ``2026-11``, formatted by the database in one call (the
+    whole ISO time cut to seven characters formatted every column first)."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(year_month)
+def _month_default(element: year_month, compiler: Any, **kw: Any) -> str:
+    return "strftime('%%Y-%%m', %s)" % compiler.process(element.clauses, **kw)  # noqa: UP031
+
+
+@compiles(year_month, "postgresql")
+def _month_pg(element: year_month, compiler: Any, **kw: Any) -> str:
+    return f"to_char({compiler.process(element.clauses, **kw)}, 'YYYY-MM')"
+
+
+@compiles(year_month, "mysql")
+@compiles(year_month, "mariadb")
+def _month_mysql(element: year_month, compiler: Any, **kw: Any) -> str:
+    return f"DATE_FORMAT({compiler.process(element.clauses, **kw)}, '%%Y-%%m')"

@@ -23,6 +23,9 @@ from .base import blueprint, database
 
 log = logging.getLogger(__name__)
 
+# Days the delivery, failure and cost charts cover (the texts-by-day chart: 14).
+WINDOW = 30
+
 # -- dashboard --------------------------------------------------------------------------------
 
 
@@ -44,11 +47,20 @@ def dashboard() -> str:
                 .group_by(day, Message.status)
             )
         }
+        # Every chart reads only the window it shows, through the created_at index: the
+        # page costs what the last weeks' traffic costs, not all history (issue 27).
+        recent = dt.datetime.combine(today - dt.timedelta(days=WINDOW - 1), dt.time(), dt.UTC)
         by_channel = list(
             s.execute(
-                select(Message.channel, Message.status, func.count())
-                .where(Message.channel.is_not(None))
-                .group_by(Message.channel, Message.status)
+                select(
+                    Message.channel,
+                    Message.status,
+                    Message.price,
+                    Message.price_unit,
+                    func.count(),
+                )
+                .where(Message.created_at >= recent, Message.channel.is_not(None))
+                .group_by(Message.channel, Message.status, Message.price, Message.price_unit)
             )
         )
         # One expression object in both clauses: PostgreSQL matches GROUP BY to the
@@ -57,17 +69,16 @@ def dashboard() -> str:
         reasons = list(
             s.execute(
                 select(reason, func.count())
-                .where(Message.status.in_([Status.FAILED, Status.UNDELIVERED]))
+                .where(
+                    Message.created_at >= recent,
+                    Message.status.in_([Status.FAILED, Status.UNDELIVERED]),
+                )
                 .group_by(reason)
                 .order_by(func.count().desc())
                 .limit(8)
             )
         )
         held = outbox.held_count(s)
-        # Only the twelve months the chart shows, not all history (issue 27).
-        year, month = divmod(today.year * 12 + today.month - 12, 12)  # 11 months back
-        since_month = dt.datetime(year, month + 1, 1, tzinfo=dt.UTC)
-        months = report.grouped(s, report.Filters(since=since_month), "month")
         replies = (
             s.scalar(
                 select(func.count()).where(
@@ -77,19 +88,37 @@ def dashboard() -> str:
             or 0
         )
         sunset, sunset_error = _sunset_rows(s)
-    rate_rows = _delivery_rates(by_channel)
-    cost_rows = [(name, float(t.cost), f"{t.cost:.2f} {t.cost_unit}") for name, t in months]
+    rate_rows = _delivery_rates([(ch, st, n) for ch, st, _price, _unit, n in by_channel])
+    cost_rows = _costs(by_channel)
     return render_template(
         "erp_sms/dashboard.html",
         per_day=charts.stacked_days(days, per_day),
         rate=charts.bars(rate_rows, unit="delivery rate by channel", maximum=1.0),
         failures=charts.bars([(r or "(none)", n, str(n)) for r, n in reasons], unit="failures"),
-        cost=charts.bars(cost_rows, unit="cost by month"),
+        cost=charts.bars(cost_rows, unit=f"cost by channel, last {WINDOW} days"),
+        window=WINDOW,
         held=held,
         replies=replies,
         sunset=sunset,
         sunset_error=sunset_error,
     )
+
+
+def _costs(by_channel: list[Any]) -> list[tuple[str, float, str]]:
+    """(channel, cost, in words) of the texts the window holds."""
+    totals: dict[str, report.Totals] = {}
+    for channel, _status, price, unit, n in by_channel:
+        totals.setdefault(_channel_name(channel), report.Totals()).add_cost(price, unit, n)
+    return [
+        (name, float(t.cost), f"{t.cost:.2f} {t.cost_unit}".strip())
+        for name, t in sorted(totals.items())
+    ]
+
+
+def _channel_name(channel: str | None) -> str:
+    if channel == Channel.EMAIL_GATEWAY:
+        return "Carrier gateways"
+    return "Twilio" if channel == Channel.TWILIO else channel or "none"
 
 
 def _delivery_rates(by_channel: list[Any]) -> list[tuple[str, float, str]]:
