@@ -116,6 +116,20 @@ def phone_digits(text: str, region: str) -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
+def whole_number(text: str, region: str) -> str | None:
+    """``text`` as an E.164 number when it is a whole, valid one (``07911 123456`` in the
+    UK: +447911123456), else None (a part of a number, a name)."""
+    if sum(c.isdigit() for c in text) < 7 or any(c.isalpha() for c in text):
+        return None
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
 @dataclass(frozen=True)
 class Found:
     """Orders (number, organization, texts) and contacts (key, name, number) found."""
@@ -147,11 +161,17 @@ def find(session: Session, q: str) -> Found:
         )
     ]
     conds = [folded(Message.contact_name).contains(plain, autoescape=True)]
-    for digits in phone_digits(q, get_settings().default_region):
-        conds += [
-            Message.recipient.contains(digits, autoescape=True),
-            Message.address.contains(digits, autoescape=True),
-        ]
+    whole = whole_number(q, get_settings().default_region)
+    if whole is not None:
+        # A whole number: the texts sent to it by the recipient index (every channel
+        # stores the E.164 number there), not a scan of every address (issue 27).
+        conds.append(Message.recipient == whole)
+    else:
+        for digits in phone_digits(q, get_settings().default_region):
+            conds += [
+                Message.recipient.contains(digits, autoescape=True),
+                Message.address.contains(digits, autoescape=True),
+            ]
     contacts = [
         (str(key), name, number)
         for key, name, number in session.execute(
