@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint soak bench clean
+.PHONY: demo test lint soak bench bench-scale clean
 
 # The venv, the package with its test extras, and Twilio's segment calculator (npm) — the
 # independent count tests/host/test_segments.py checks against; without npm that test skips
@@ -40,6 +40,10 @@ soak: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet "apprise>=1.9"
 	$(PY) -m bench
+
+# Million-row fills (PostgreSQL, MariaDB): bench/RESULTS-scale.md.
+bench-scale: $(STAMP)
+	$(PY) -m bench scale
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import callbacks, dispatch, host, report_memory
+from . import callbacks, dispatch, host, report_memory, scale
 
 SUITES = {
     "host": host.main,
@@ -19,7 +19,10 @@ SUITES = {
     "export": report_memory.main,
     "callbacks": callbacks.main,
 }
+# Million-row fills, kept out of `make bench` (minutes each): `make bench-scale`.
+SCALE = {"scale": scale.main}
 RESULTS = Path(__file__).with_name("RESULTS.md")
+SCALE_RESULTS = Path(__file__).with_name("RESULTS-scale.md")
 NOTES = Path(__file__).with_name("NOTES.md")
 
 
@@ -32,15 +35,16 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
+    every = {**SUITES, **SCALE}
     names = argv or list(SUITES)
-    unknown = [n for n in names if n not in SUITES]
+    unknown = [n for n in names if n not in every]
     if unknown:
-        sys.exit(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(SUITES)}")
+        sys.exit(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(every)}")
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
     for name in names:
         print(f"== {name}", flush=True)
-        rows += SUITES[name]()
+        rows += every[name]()
     minutes = (time.monotonic() - started) / 60
     lines = [
         "# Benchmark results",
@@ -53,6 +57,13 @@ def main(argv: list[str]) -> None:
         *_table(rows),
         "",
     ]
+    if argv == list(SCALE):
+        # `make bench-scale`: the scale rows in a file of their own.
+        SCALE_RESULTS.write_text(
+            "\n".join(lines).replace("# Benchmark results", "# Benchmark results at scale", 1)
+        )
+        print(f"wrote {SCALE_RESULTS} in {minutes:.1f} minutes")
+        return
     if argv:
         print("\n".join(lines))
         print("(a partial run: bench/RESULTS.md not written)")

@@ -6,23 +6,25 @@ matched as text, never as a pattern (``%`` finds a ``%``, not every order).
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 import phonenumbers
-from sqlalchemy import String, func, or_, select
-from sqlalchemy.ext.compiler import compiles
+from sqlalchemy import func, insert, or_, select, text
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.functions import FunctionElement
 
 from .config import get_settings
-from .models import Message
+from .db import Database, utcnow
+from .models import DirectoryMark, directory_table, message_table
 
 LIMIT = 50
 
 # Lower-case letters a name may carry that fold to plain ones, beyond what NFKD takes
-# apart: the table PostgreSQL's translate() gets after lower(), so both sides fold alike.
+# apart (ø, ł, ß…).
 _FOLDS = {
     **dict.fromkeys("áàâãäåāăą", "a"),
     **dict.fromkeys("çćčĉ", "c"),
@@ -45,58 +47,14 @@ _FOLDS = {
 }
 
 
+@functools.lru_cache(maxsize=1 << 16)  # organizations and names repeat text after text
 def fold(text: str) -> str:
     """``text`` lower-cased without accents: what a search compares."""
+    if text.isascii():
+        return text.lower()
     plain = "".join(_FOLDS.get(c, c) for c in text.lower())
     decomposed = unicodedata.normalize("NFKD", plain)
     return "".join(c for c in decomposed if not unicodedata.combining(c))
-
-
-class folded(FunctionElement[str]):
-    """``fold(column)`` in SQL: on SQLite the Python function itself (registered on the
-    connection by ``find``), on PostgreSQL ``translate()`` (no extension needed), on
-    MariaDB its accent-insensitive collation does it and ``lower()`` is enough."""
-
-    type = String()
-    inherit_cache = True
-    name = "erp_sms_fold"
-
-
-_SQLITE_FOLD = "erp_sms_fold"
-_ONE = {k: v for k, v in _FOLDS.items() if len(v) == 1}
-_MANY = {k: v for k, v in _FOLDS.items() if len(v) > 1}
-
-
-@compiles(folded)
-def _folded_sqlite(element: folded, compiler: Any, **kw: Any) -> str:
-    return f"{_SQLITE_FOLD}({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(folded, "postgresql")
-def _folded_postgresql(element: folded, compiler: Any, **kw: Any) -> str:
-    expr: Any = func.lower(next(iter(element.clauses)))
-    for letter, plain in _MANY.items():
-        expr = func.replace(expr, letter, plain)
-    expr = func.translate(expr, "".join(_ONE), "".join(_ONE.values()))
-    return str(compiler.process(expr, **kw))
-
-
-@compiles(folded, "mysql")
-@compiles(folded, "mariadb")
-def _folded_mysql(element: folded, compiler: Any, **kw: Any) -> str:
-    return f"lower({compiler.process(element.clauses, **kw)})"
-
-
-def _register_fold(session: Session) -> None:
-    conn = session.connection()
-    if conn.dialect.name == "sqlite":
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
-        raw.create_function(_SQLITE_FOLD, 1, _fold_or_none, deterministic=True)
-
-
-def _fold_or_none(text: str | None) -> str | None:
-    return None if text is None else fold(text)
 
 
 def phone_digits(text: str, region: str) -> list[str]:
@@ -138,47 +96,160 @@ class Found:
     contacts: list[tuple[str, str | None, str | None]]
 
 
+# -- the directory: who the log names, once each -----------------------------------------------
+
+STEP = 50_000  # message ids read per step of a refresh
+# A host's transaction may commit a text after a later one; its id would then sit below
+# a mark already past it. Texts of the last quarter hour are read again on the next
+# refresh (duplicates are ignored), so such a text is still found.
+SETTLE = dt.timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """What a refresh did: entries added, and texts (by id) it left for the next one."""
+
+    added: int
+    behind: int
+
+
+def refresh(db: Database, *, steps: int | None = None) -> Refreshed:
+    """Bring the directory up to the email log — the contacts and orders named by every
+    text since the mark — reading at most ``steps`` steps of STEP ids (None: all). The
+    search page runs a step or two before it searches; ``erp-sms db upgrade`` runs it
+    to the end (the first time, over the whole log). Safe to run twice at once."""
+    m = message_table.c
+    added = 0
+    with db.session() as s:
+        mark = s.get(DirectoryMark, 1)
+        if mark is None:
+            mark = DirectoryMark(id=1, message_id=0)
+            s.add(mark)
+        top = s.scalar(select(func.max(m.id))) or 0
+        settled = s.scalar(select(func.max(m.id)).where(m.created_at < utcnow() - SETTLE)) or 0
+        read_to = mark.message_id
+        # The texts of the last SETTLE already read: again (a later commit may have
+        # left one of them out), however many steps the backlog gets.
+        low = min(settled, read_to)
+        while low < read_to:
+            high = min(low + STEP, read_to)
+            added += _enter(s, low, high)
+            low = high
+        taken = 0
+        while low < top and (steps is None or taken < steps):
+            high = min(low + STEP, top)
+            added += _enter(s, low, high)
+            low, taken = high, taken + 1
+        mark.message_id = max(mark.message_id, low)
+    return Refreshed(added, top - low)
+
+
+def _enter(session: Session, low: int, high: int) -> int:
+    """The directory entries of the texts with ids in (low, high]."""
+    m = message_table.c
+    span = (m.id > low, m.id <= high)
+    entries: dict[tuple[str, str, str, str], str] = {}
+    for ref, name, number in session.execute(
+        select(m.contact_ref, m.contact_name, m.recipient)
+        .where(*span, m.contact_ref.is_not(None))
+        .distinct()
+    ):
+        entry = ("contact", str(ref)[:64], (name or "")[:255], (number or "")[:32])
+        entries[entry] = fold(entry[2])[:400]
+    for number, organization in session.execute(
+        select(m.order_number, m.organization_name).where(*span).distinct()
+    ):
+        entry = ("order", str(number)[:64], (organization or "")[:255], "")
+        # The order number and its organization: one LIKE finds either.
+        entries[entry] = f"{fold(entry[1])}\n{fold(entry[2])}"[:400]
+    if not entries:
+        return 0
+    rows = [
+        {"kind": k, "key": key, "name": name, "number": number, "folded": folded}
+        for (k, key, name, number), folded in entries.items()
+    ]
+    conn = session.connection()
+    name = conn.dialect.name
+    if name == "postgresql":
+        # One statement over five arrays: a multi-row VALUES of 5,000 parameters is
+        # parsed again by the driver for every batch (most of a million-row backfill).
+        columns = list(
+            zip(
+                *[(r["kind"], r["key"], r["name"], r["number"], r["folded"]) for r in rows],
+                strict=True,
+            )
+        )
+        result = conn.execute(
+            _PG_ENTER, dict(zip(_PG_ARRAYS, (list(c) for c in columns), strict=True))
+        )
+        return int(result.rowcount or 0)
+    stmt: Any
+    if name == "sqlite":
+        stmt = sqlite_insert(directory_table).on_conflict_do_nothing()
+    else:
+        # Every value is ours and cut to its column: IGNORE hides only the duplicates.
+        stmt = insert(directory_table).prefix_with("IGNORE")
+    # The driver's executemany: its row count is the rows that went in.
+    return int(conn.execute(stmt, rows).rowcount or 0)
+
+
+_PG_ARRAYS = ("kinds", "keys", "names", "numbers", "folded")
+_PG_ENTER = text(
+    "INSERT INTO sms_directory (kind, key, name, number, folded) "
+    "SELECT * FROM unnest(CAST(:kinds AS text[]), CAST(:keys AS text[]), "
+    "CAST(:names AS text[]), CAST(:numbers AS text[]), CAST(:folded AS text[])) "
+    "ON CONFLICT DO NOTHING"
+)
+
+
 def find(session: Session, q: str) -> Found:
-    """Customers by name, order number or phone number, from the email log."""
+    """Customers by name, order number or phone number, from the directory of who the
+    email log names (``refresh`` it first): what a search reads grows with the
+    customers, not with every text they were sent (issue 27)."""
     q = q.strip()
     if not q:
         return Found([], [])
+    d = directory_table.c
     plain = fold(q)
-    _register_fold(session)
-    orders = [
-        (number, org, n)
-        for number, org, n in session.execute(
-            select(Message.order_number, Message.organization_name, func.count())
-            .where(
-                or_(
-                    Message.order_number.icontains(q, autoescape=True),
-                    folded(Message.organization_name).contains(plain, autoescape=True),
-                )
-            )
-            .group_by(Message.order_number, Message.organization_name)
-            .order_by(Message.order_number)
-            .limit(LIMIT)
-        )
-    ]
-    conds = [folded(Message.contact_name).contains(plain, autoescape=True)]
+    named = d.folded.contains(plain, autoescape=True)
+    matched = session.execute(
+        select(d.key, d.name).where(d.kind == "order", named).order_by(d.key, d.name).limit(LIMIT)
+    ).all()
+    orders = _with_counts(session, [(key, name) for key, name in matched])
+    conds = [named]
     whole = whole_number(q, get_settings().default_region)
     if whole is not None:
-        # A whole number: the texts sent to it by the recipient index (every channel
-        # stores the E.164 number there), not a scan of every address (issue 27).
-        conds.append(Message.recipient == whole)
+        conds.append(d.number == whole)
     else:
-        for digits in phone_digits(q, get_settings().default_region):
-            conds += [
-                Message.recipient.contains(digits, autoescape=True),
-                Message.address.contains(digits, autoescape=True),
-            ]
+        conds += [
+            d.number.contains(digits, autoescape=True)
+            for digits in phone_digits(q, get_settings().default_region)
+        ]
     contacts = [
-        (str(key), name, number)
+        (key, name or None, number or None)
         for key, name, number in session.execute(
-            select(Message.contact_ref, Message.contact_name, Message.recipient)
-            .where(or_(*conds), Message.contact_ref.is_not(None))
-            .distinct()
+            select(d.key, d.name, d.number)
+            .where(d.kind == "contact", or_(*conds))
+            .order_by(d.name, d.key, d.number)
             .limit(LIMIT)
         )
     ]
     return Found(orders, contacts)
+
+
+def _with_counts(
+    session: Session, orders: list[tuple[str, str]]
+) -> list[tuple[str, str | None, int]]:
+    """(order, organization, texts) of the orders found, counted by the order index."""
+    if not orders:
+        return []
+    m = message_table.c
+    counts = {
+        (number, organization or ""): n
+        for number, organization, n in session.execute(
+            select(m.order_number, m.organization_name, func.count())
+            .where(m.order_number.in_(sorted({key for key, _name in orders})))
+            .group_by(m.order_number, m.organization_name)
+        )
+    }
+    return [(key, name or None, counts.get((key, name), 0)) for key, name in orders]

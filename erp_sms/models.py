@@ -372,8 +372,36 @@ class StaffUser(Base):
     role: Mapped[str] = mapped_column(String(16), default="operator")
 
 
+class DirectoryEntry(Base):
+    """A contact (key, name, number) or an order (number, organization) as the email log
+    has named it, with its words folded for search — one row each however many texts
+    name it, so a search reads the customers, not every text (issue 27). Derived from
+    ``sms_message`` by ``customers.refresh``; never the truth, rebuilt from the log."""
+
+    __tablename__ = "sms_directory"
+    __table_args__ = (UniqueConstraint("kind", "key", "name", "number", name="uq_sms_directory"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # contact | order
+    key: Mapped[str] = mapped_column(String(64))  # contact_ref | order_number
+    name: Mapped[str] = mapped_column(String(255), default="")  # contact | organization
+    number: Mapped[str] = mapped_column(String(32), default="")  # E.164; '' for orders
+    folded: Mapped[str] = mapped_column(String(400))  # customers.fold of the words
+
+
+class DirectoryMark(Base):
+    """How far ``customers.refresh`` has read the email log: texts with ids up to
+    ``message_id`` were read (one row, id 1); the recent ones are read again."""
+
+    __tablename__ = "sms_directory_mark"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(default=0)
+
+
 # Core handles for the statements that claim and update rows (outbox, notifier).
 message_table = _table(Message)
 message_event_table = _table(MessageEvent)
+directory_table = _table(DirectoryEntry)
 opt_out_table = _table(OptOut)
 sequence_run_table = _table(SequenceRun)

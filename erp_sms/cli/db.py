@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .. import customers
 from ..errors import InputError
 from .common import _safe_url, database
 
@@ -47,5 +48,10 @@ def db_upgrade(plugin_only: bool, with_reference: bool) -> None:
     with database() as db_:
         migrate.upgrade(db_.engine, plugin_only=plugin_only)
         heads = ", ".join(sorted(migrate.current(db_.engine)))
+        # The customer search's directory, filled now rather than by the pages a step
+        # at a time (the first time: every text the log holds).
+        added = customers.refresh(db_).added
     only = "; plugin tables only (the host has its own)" if plugin_only else ""
     click.echo(f"database {_safe_url()} is up to date ({heads}){only}")
+    if added:
+        click.echo(f"customer search: {added} contact(s) and order(s) read from the email log")

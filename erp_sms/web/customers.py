@@ -16,9 +16,11 @@ from flask_login import (
     login_required,
 )
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as WResponse
 
 from .. import customers, staff
+from ..db import one_line
 from ..errors import InputError
 from ..models import InboundMessage
 from ..recipients import default_lookup
@@ -34,9 +36,23 @@ log = logging.getLogger(__name__)
 def find() -> str:
     """Customers by name, order number or phone number (from the email log and the host)."""
     q = request.args.get("q", "").strip()
+    behind = 0
+    if q:
+        try:
+            # What came into the log since the last search; a step or two at most, so
+            # a page never waits for a whole backlog (`erp-sms db upgrade` reads it all).
+            behind = customers.refresh(database(), steps=PAGE_STEPS).behind
+        except SQLAlchemyError as exc:
+            # Searching what the directory has is better than no answer.
+            log.warning("customer directory not refreshed: %s", one_line(exc))
     with database().read_session() as s:
         found = customers.find(s, q)
-    return render_template("erp_sms/find.html", q=q, orders=found.orders, contacts=found.contacts)
+    return render_template(
+        "erp_sms/find.html", q=q, orders=found.orders, contacts=found.contacts, behind=behind
+    )
+
+
+PAGE_STEPS = 2
 
 
 @blueprint.get("/timeline")

@@ -87,8 +87,18 @@ def test_every_command_has_help_with_an_example(run, path):
 
 def test_db_upgrade_creates_everything_and_is_safe_to_rerun(run, tmp_path):
     with_settings(database_url=f"sqlite:///{tmp_path / 'new.db'}")
-    assert "is up to date (e0002, p0008)" in run("db", "upgrade").stdout
+    assert "is up to date (e0002, p0009)" in run("db", "upgrade").stdout
     assert "is up to date" in run("db", "upgrade").stdout
+
+
+def test_db_upgrade_fills_the_customer_search_directory(run, db):
+    """Issue 27: the search's directory is filled by the upgrade, not by the first search."""
+    from ..helpers import queue_texts
+
+    queue_texts(db, 5, prefix="up")
+    out = run("db", "upgrade").stdout
+    assert "customer search: 5 contact(s) and order(s) read from the email log" in out
+    assert "customer search" not in run("db", "upgrade").stdout  # nothing new
 
 
 def test_commands_on_an_empty_database_say_to_upgrade(run, tmp_path):
