@@ -141,7 +141,14 @@ def refresh(db: Database, *, steps: int | None = None) -> Refreshed:
             added += _enter(s, low, high)
             low, taken = high, taken + 1
         mark.message_id = max(mark.message_id, low)
+        if added >= _ANALYZE_AFTER and s.get_bind().dialect.name == "postgresql":
+            # Statistics now, not when autovacuum gets to it: without them the planner
+            # reads every order for LIKE '%muller%' (60-200 ms at 1,000,000, 0.3 with).
+            s.execute(text("ANALYZE sms_directory"))
     return Refreshed(added, top - low)
+
+
+_ANALYZE_AFTER = 10_000  # entries a refresh added (a backfill)
 
 
 def _enter(session: Session, low: int, high: int) -> int:

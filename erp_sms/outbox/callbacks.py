@@ -11,7 +11,9 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    exists,
     insert,
+    literal,
     select,
     update,
 )
@@ -49,38 +51,28 @@ def apply_callback(
     links it (CONTRACT.md: a status callback is never lost)."""
     raw_json = _json(raw)
     detail = f"Twilio: {provider_status}" + (f" — {reason}" if reason else "")
-    m, ev = message_table.c, message_event_table.c
+    m = message_table.c
     # Core, not the ORM: a callback is the busiest request erp-sms answers (one per
     # status of every text), and loading the message and its history as objects was
-    # half its time (issue 27). Four statements: lock, look for the same report, write.
+    # half its time (issue 27). Three statements: lock, record unless already there, move.
     found = session.execute(
         select(m.id, m.status).where(m.provider_id == provider_id).with_for_update()
     ).first()
     if found is None:
-        again = session.scalar(
-            select(ev.id).where(
-                ev.message_id.is_(None), ev.provider_id == provider_id, ev.raw == raw_json
+        kept = _record_once(session, None, provider_id, status, detail + _EARLY, raw_json)
+        if kept:
+            log.info(
+                "status %s for a message not recorded yet (%s): kept",
+                provider_status,
+                provider_id,
             )
-        )
-        if again is not None:
-            return False  # Twilio retried a report still waiting for its message
-        log.info(
-            "status %s for a message not recorded yet (%s): kept", provider_status, provider_id
-        )
-        _record(session, None, provider_id, status, detail + _EARLY, raw_json)
-        return False
+        return False  # kept (or a retry of a report kept before) for its message
     message_id, current = found
-    repeated = session.scalar(
-        select(ev.id)
-        .where(ev.message_id == message_id, ev.kind == "callback", ev.raw == raw_json)
-        .limit(1)
-    )
-    if repeated is not None:
-        return True  # the same callback again (Twilio retries): nothing to do
     moved = status is not None and advance(current, status)
     if not moved:
         detail += f" (kept {current})"
-    _record(session, message_id, provider_id, status, detail, raw_json)
+    if not _record_once(session, message_id, provider_id, status, detail, raw_json):
+        return True  # the same callback again (Twilio retries): nothing to do
     if moved:
         values: dict[str, Any] = {"status": status, "updated_at": utcnow()}
         if error_code:
@@ -95,27 +87,44 @@ def apply_callback(
     return True
 
 
-def _record(
+def _record_once(
     session: Session,
     message_id: int | None,
     provider_id: str,
     status: str | None,
     detail: str,
     raw_json: str | None,
-) -> None:
-    """A status report on its message's timeline (``message_id`` None: kept for later)."""
-    session.execute(
-        insert(message_event_table).values(
-            message_id=message_id,
-            provider_id=provider_id,
-            kind="callback",
-            status=status,
-            source="webhook",
-            detail=detail,
-            raw=raw_json,
-            at=utcnow(),
-        )
+) -> bool:
+    """A status report on its message's timeline (``message_id`` None: kept for later),
+    unless the same report is there already (Twilio retries); whether it went in. One
+    statement: INSERT … SELECT … WHERE NOT EXISTS (the message's row is locked, so two
+    copies of one report cannot both pass)."""
+    ev = message_event_table.c
+    same = [ev.kind == "callback", ev.raw == raw_json]
+    if message_id is None:
+        same += [ev.message_id.is_(None), ev.provider_id == provider_id]
+    else:
+        same.append(ev.message_id == message_id)
+    values = {
+        "message_id": message_id,
+        "provider_id": provider_id,
+        "kind": "callback",
+        "status": status,
+        "source": "webhook",
+        "detail": detail,
+        "raw": raw_json,
+        "at": utcnow(),
+    }
+    row = select(*(literal(v, type_=ev[k].type).label(k) for k, v in values.items())).where(
+        ~exists().where(*same)
     )
+    conn = session.connection()
+    stmt = insert(message_event_table).from_select(list(values), row)
+    if conn.dialect.insert_returning:
+        # What went in, as the database says it (psycopg gives no rowcount for an
+        # INSERT … SELECT: -1).
+        return conn.execute(stmt.returning(ev.id)).first() is not None
+    return bool(conn.execute(stmt).rowcount == 1)
 
 
 _EARLY = " (came before the send's outcome was recorded)"

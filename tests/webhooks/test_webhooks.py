@@ -93,13 +93,14 @@ def test_a_signed_callback_is_accepted_though_it_arrives_at_an_internal_address(
     assert state(session, sid)[0] == Status.DELIVERED
 
 
-def test_a_callback_is_one_transaction_of_five_statements_and_reads_no_record(
+def test_a_callback_is_one_transaction_of_four_statements_and_reads_no_record(
     client, db, session, sent
 ):
     """Issue 27: a callback read the TWILIO records (three statements, a decryption)
     and loaded its message's history as objects on every request: 101 callbacks/s
     where a signature-checking Flask endpoint answers 1,000. The records are kept
-    while their stored credentials are unchanged; the report is written with Core."""
+    while their stored credentials are unchanged; the report is written with Core, its
+    duplicate check inside its INSERT."""
     from sqlalchemy import event
 
     rows = sent["rows"]
@@ -116,7 +117,7 @@ def test_a_callback_is_one_transaction_of_five_statements_and_reads_no_record(
         event.remove(db.engine, "before_cursor_execute", record)
     assert r.status_code == 204 and state(session, rows[1].provider_id)[0] == Status.DELIVERED
     statements = [q for q in seen if not q.upper().startswith(("BEGIN", "COMMIT", "SAVEPOINT"))]
-    assert len(statements) <= 5, statements
+    assert len(statements) <= 4, statements
     assert not [q for q in statements if "FROM sms_rule " in q or "sms_rule.active" in q]
 
 
@@ -663,3 +664,42 @@ def test_every_outbound_twilio_status_is_in_the_status_data():
     }  # fmt: skip
     assert set(twilio_statuses()) == spec - {"receiving", "received"}
     assert set(twilio_statuses().values()) <= set(Status.ALL)
+
+
+def test_a_report_twice_is_recorded_once_on_every_database(any_db):
+    """The duplicate check lives in the INSERT (… WHERE NOT EXISTS): a retried report,
+    attached or kept for a message not recorded yet, is one row on every database."""
+    from erp_sms import outbox
+    from erp_sms.testing import queue_texts
+
+    queue_texts(any_db.engine, 1, gateway=False)
+    with any_db.session() as s:
+        s.execute(
+            text("UPDATE sms_message SET status = 'sent', provider_id = 'SM" + "a" * 32 + "'")
+        )
+
+    def report(sid: str, status: str) -> bool:
+        with any_db.session() as s:
+            return outbox.apply_callback(
+                s,
+                sid,
+                status=status,
+                provider_status=status,
+                error_code=None,
+                reason=None,
+                price=None,
+                raw={"MessageSid": sid, "MessageStatus": status},
+            )
+
+    early = "SM" + "b" * 32
+    assert report("SM" + "a" * 32, "delivered") and report("SM" + "a" * 32, "delivered")
+    assert not report(early, "delivered") and not report(early, "delivered")
+    with any_db.session() as s:
+        events = s.execute(
+            select(MessageEvent.provider_id, MessageEvent.message_id).where(
+                MessageEvent.kind == "callback"
+            )
+        ).all()
+        status = s.scalar(select(Message.status).where(Message.provider_id == "SM" + "a" * 32))
+    assert sorted(p for p, _ in events) == ["SM" + "a" * 32, early]
+    assert status == Status.DELIVERED
