@@ -4,7 +4,8 @@
   notification per text, its throttle off) and smtplib on one reused connection (the
   limit of the sink and the client).
 - Twilio: 2,000 texts to the loopback Twilio-compatible API with 50 ms added latency;
-  peers: Apprise's Twilio plugin (its throttle off) and the twilio client sequentially.
+  peers: Apprise's Twilio plugin (its throttle off), the twilio client sequentially and
+  in as many threads as erp-sms has texts in flight (alternated with erp-sms).
 - Twilio against an account that allows 4 requests in flight, erp-sms at 8: 429s,
   texts failed, and the rate against the rate at the server's limit (4 / 50 ms)."""
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import smtplib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from email.message import EmailMessage
 from typing import Any
@@ -161,27 +163,49 @@ def twilio() -> list[dict[str, Any]]:
                 a.notify(body=BODY)
             return _rate(N_TWILIO_PEER, time.perf_counter() - t0)
 
+        default = DispatchSettings().concurrency
+
+        def threaded() -> float:
+            """The twilio client at erp-sms's concurrency: a client per thread (the
+            fair peer — the sequential one waits out every 50 ms alone)."""
+            clients = [twilio_client(api.url) for _ in range(default)]
+
+            def send(k: int) -> None:
+                for i in range(k, N_TWILIO, default):
+                    clients[k].messages.create(
+                        to=f"+1312555{i % 10000:04d}", from_="+13125550100", body=BODY
+                    )
+
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(default) as pool:
+                list(pool.map(send, range(default)))
+            return _rate(N_TWILIO, time.perf_counter() - t0)
+
         seq = median([sequential() for _ in range(RUNS)])
         apprise_rate = median([peer() for _ in range(RUNS)])
         settings = Settings(twilio_api_url=api.url)
-        rates = []
-        for _ in range(RUNS):
-            rate, counts = _ours(new_url("SQLite"), settings, N_TWILIO, gateway=False)
-            assert counts.get("sent") == N_TWILIO, counts
-            rates.append(rate)
-        ours = median(rates)
-        default = DispatchSettings().concurrency
-        out.append(
-            {
-                "work": f"Twilio dispatch, {N_TWILIO:,} texts, 50 ms latency, default "
-                f"settings (concurrency {default}), SQLite",
-                "peers": f"Apprise {apprise_rate:.1f} msg/s; twilio client sequentially "
-                f"{seq:.1f} msg/s",
-                "ours": f"{ours:.0f} msg/s: {ours / apprise_rate:.1f}x Apprise",
-                "target": ">= 10x Apprise with default settings",
-                "met": ours >= 10 * apprise_rate,
-            }
-        )
+        for name in databases():
+            rates, theirs = [], []
+            for _ in range(RUNS):  # alternated with the peer at the same concurrency
+                theirs.append(threaded())
+                rate, counts = _ours(new_url(name), settings, N_TWILIO, gateway=False)
+                assert counts.get("sent") == N_TWILIO, counts
+                rates.append(rate)
+            ours, same = median(rates), median(theirs)
+            out.append(
+                {
+                    "work": f"Twilio dispatch, {N_TWILIO:,} texts, 50 ms latency, default "
+                    f"settings (concurrency {default}), {name}",
+                    "peers": f"Apprise {apprise_rate:.1f} msg/s; twilio client sequentially "
+                    f"{seq:.1f} msg/s; twilio client in {default} threads, alternated "
+                    f"{same:.0f} msg/s",
+                    "ours": f"{ours:.0f} msg/s: {ours / apprise_rate:.1f}x Apprise, "
+                    f"{ours / same:.2f}x the client at the same concurrency",
+                    "target": ">= 10x Apprise with default settings; >= 0.8x the client "
+                    "at the same concurrency",
+                    "met": ours >= 10 * apprise_rate and ours >= 0.8 * same,
+                }
+            )
     return out
 
 
