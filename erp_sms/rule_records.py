@@ -301,9 +301,19 @@ def twilio_rule(session: Session, name: str = TWILIO) -> TwilioRule | None:
 
 # The TWILIO records as the webhooks check signatures with them: per database and
 # secret key, with the stored (sealed) credentials they were built from.
-_signing: dict[tuple[str, str | None], tuple[Any, list[TwilioRule]]] = {}
+# Keyed by the engine itself (its URL as text costs more than the statement); engines
+# live as long as their process, and a test's few hundred are small.
+_signing: dict[tuple[Any, str | None], tuple[Any, list[TwilioRule]]] = {}
 _signing_lock = threading.Lock()
-_SIGNING_FIELDS = ("SID", "AuthCode", "WebhookKey")
+# Built once: building a statement costs more than running this one.
+_STORED_SIGNING = (
+    select(RuleFieldValue.rule_type, RuleFieldValue.name, RuleFieldValue.value)
+    .where(
+        RuleFieldValue.rule_type.like(f"{TWILIO}%"),
+        RuleFieldValue.name.in_(("SID", "AuthCode", "WebhookKey")),
+    )
+    .order_by(RuleFieldValue.rule_type, RuleFieldValue.name)
+)
 
 
 def signing_rules(session: Session) -> list[TwilioRule]:
@@ -314,16 +324,8 @@ def signing_rules(session: Session) -> list[TwilioRule]:
     rotated AuthCode is seen on the very next request, in every process: a replaced key
     is never trusted again. (A version from timestamps would not do: MariaDB's DATETIME
     keeps whole seconds.)"""
-    f = RuleFieldValue
-    stored = tuple(
-        (rule_type, name, value)
-        for rule_type, name, value in session.execute(
-            select(f.rule_type, f.name, f.value)
-            .where(f.rule_type.like(f"{TWILIO}%"), f.name.in_(_SIGNING_FIELDS))
-            .order_by(f.rule_type, f.name)
-        )
-    )
-    key = (str(session.get_bind().engine.url), get_settings().secret_key)
+    stored = tuple(tuple(r) for r in session.connection().execute(_STORED_SIGNING))
+    key = (session.get_bind(), get_settings().secret_key)
     cached = _signing.get(key)
     if cached is not None and cached[0] == stored:
         return cached[1]

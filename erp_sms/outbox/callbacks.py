@@ -11,9 +11,10 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    bindparam,
     exists,
+    func,
     insert,
-    literal,
     select,
     update,
 )
@@ -51,15 +52,14 @@ def apply_callback(
     links it (CONTRACT.md: a status callback is never lost)."""
     raw_json = _json(raw)
     detail = f"Twilio: {provider_status}" + (f" — {reason}" if reason else "")
-    m = message_table.c
-    # Core, not the ORM: a callback is the busiest request erp-sms answers (one per
-    # status of every text), and loading the message and its history as objects was
-    # half its time (issue 27). Three statements: lock, record unless already there, move.
-    found = session.execute(
-        select(m.id, m.status).where(m.provider_id == provider_id).with_for_update()
-    ).first()
+    # Core statements built once (module level), not the ORM: a callback is the busiest
+    # request erp-sms answers (one per status of every text), and loading the message as
+    # objects, then building the statements each time, was most of its time (issue 27).
+    # Three statements: lock, record unless already there, move.
+    conn = session.connection()
+    found = conn.execute(_LOCK, {"provider_id": provider_id}).first()
     if found is None:
-        kept = _record_once(session, None, provider_id, status, detail + _EARLY, raw_json)
+        kept = _record_once(conn, None, provider_id, status, detail + _EARLY, raw_json)
         if kept:
             log.info(
                 "status %s for a message not recorded yet (%s): kept",
@@ -71,24 +71,61 @@ def apply_callback(
     moved = status is not None and advance(current, status)
     if not moved:
         detail += f" (kept {current})"
-    if not _record_once(session, message_id, provider_id, status, detail, raw_json):
+    if not _record_once(conn, message_id, provider_id, status, detail, raw_json):
         return True  # the same callback again (Twilio retries): nothing to do
     if moved:
-        values: dict[str, Any] = {"status": status, "updated_at": utcnow()}
-        if error_code:
-            values["error_code"] = error_code
-        if reason:
-            values["reason"] = reason
-        if price is not None:
-            values["price"] = price[0]
-            if price[1]:
-                values["price_unit"] = price[1]
-        session.execute(update(message_table).where(m.id == message_id).values(**values))
+        conn.execute(
+            _MOVE,
+            {
+                "message_id": message_id,
+                "status": status,
+                "updated_at": utcnow(),
+                # Each kept as it was unless the report carries one (COALESCE).
+                "error_code": error_code or None,
+                "reason": reason or None,
+                "price": price[0] if price else None,
+                "price_unit": price[1] if price else None,
+            },
+        )
     return True
 
 
+_m, _ev = message_table.c, message_event_table.c
+_LOCK = select(_m.id, _m.status).where(_m.provider_id == bindparam("provider_id")).with_for_update()
+_MOVE = (
+    update(message_table)
+    .where(_m.id == bindparam("message_id"))
+    .values(
+        status=bindparam("status"),
+        updated_at=bindparam("updated_at"),
+        error_code=func.coalesce(bindparam("error_code", type_=_m.error_code.type), _m.error_code),
+        reason=func.coalesce(bindparam("reason", type_=_m.reason.type), _m.reason),
+        price=func.coalesce(bindparam("price", type_=_m.price.type), _m.price),
+        price_unit=func.coalesce(bindparam("price_unit", type_=_m.price_unit.type), _m.price_unit),
+    )
+)
+_EVENT_COLUMNS = ("message_id", "provider_id", "kind", "status", "source", "detail", "raw", "at")
+
+
+def _record_statement(attached: bool) -> Any:
+    """INSERT … SELECT … WHERE NOT EXISTS the same report (on its message, or kept for its
+    provider id when ``attached`` is False)."""
+    same = [_ev.kind == "callback", _ev.raw == bindparam("raw")]
+    if attached:
+        same.append(_ev.message_id == bindparam("message_id"))
+    else:
+        same += [_ev.message_id.is_(None), _ev.provider_id == bindparam("provider_id")]
+    row = select(*(bindparam(k, type_=_ev[k].type).label(k) for k in _EVENT_COLUMNS)).where(
+        ~exists().where(*same)
+    )
+    return insert(message_event_table).from_select(list(_EVENT_COLUMNS), row)
+
+
+_RECORD = {True: _record_statement(True), False: _record_statement(False)}
+
+
 def _record_once(
-    session: Session,
+    conn: Connection,
     message_id: int | None,
     provider_id: str,
     status: str | None,
@@ -99,13 +136,7 @@ def _record_once(
     unless the same report is there already (Twilio retries); whether it went in. One
     statement: INSERT … SELECT … WHERE NOT EXISTS (the message's row is locked, so two
     copies of one report cannot both pass)."""
-    ev = message_event_table.c
-    same = [ev.kind == "callback", ev.raw == raw_json]
-    if message_id is None:
-        same += [ev.message_id.is_(None), ev.provider_id == provider_id]
-    else:
-        same.append(ev.message_id == message_id)
-    values = {
+    params = {
         "message_id": message_id,
         "provider_id": provider_id,
         "kind": "callback",
@@ -115,16 +146,12 @@ def _record_once(
         "raw": raw_json,
         "at": utcnow(),
     }
-    row = select(*(literal(v, type_=ev[k].type).label(k) for k, v in values.items())).where(
-        ~exists().where(*same)
-    )
-    conn = session.connection()
-    stmt = insert(message_event_table).from_select(list(values), row)
+    stmt = _RECORD[message_id is not None]
     if conn.dialect.insert_returning:
         # What went in, as the database says it (psycopg gives no rowcount for an
         # INSERT … SELECT: -1).
-        return conn.execute(stmt.returning(ev.id)).first() is not None
-    return bool(conn.execute(stmt).rowcount == 1)
+        return conn.execute(stmt.returning(_ev.id), params).first() is not None
+    return bool(conn.execute(stmt, params).rowcount == 1)
 
 
 _EARLY = " (came before the send's outcome was recorded)"
