@@ -44,7 +44,9 @@ def main(argv: list[str]) -> None:
     rows: list[dict[str, Any]] = []
     for name in names:
         print(f"== {name}", flush=True)
+        began = time.monotonic()
         rows += every[name]()
+        print(f"== {name}: {(time.monotonic() - began) / 60:.1f} minutes", flush=True)
     minutes = (time.monotonic() - started) / 60
     lines = [
         "# Benchmark results",

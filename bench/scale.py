@@ -15,7 +15,7 @@ from erp_sms.db import Database, utcnow
 from erp_sms.outbox.claim import claim_due, due_batch
 from erp_sms.webhooks import create_app
 
-from . import common, history
+from . import common, history, threads
 
 CLAIMS = 20
 PAGES = {
@@ -178,4 +178,7 @@ def main() -> list[dict[str, Any]]:
     if pg:
         rows += page_rows("PostgreSQL")
         rows.append(report_row(common.new_url("PostgreSQL")))
+    threaded = threads.row()
+    if threaded is not None:
+        rows.append(threaded)
     return rows
