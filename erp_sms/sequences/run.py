@@ -356,9 +356,9 @@ class _Planner:
         if deferred is None:
             return Status.QUEUED, None, due
         at, reason = deferred
-        # Waiting for the opening on the step's own day is the plan, not a deferral.
-        on_the_day = at.astimezone(zones[0]).date() <= day
-        return Status.QUEUED, None if on_the_day else reason, at
+        # Every text that waits says why (CONTRACT.md: `scheduled_for` and the reason), also
+        # a step waiting for the opening on its own day.
+        return Status.QUEUED, reason, at
 
 
 # Texts of a run that were never handed to a provider: staff changes plan them again.

@@ -139,6 +139,12 @@ def test_start_queues_each_step_at_the_window_opening_in_the_customers_time(host
     assert before.body == "Invoice INV-7 is due on 2027-03-12. To opt out, call (312) 555-0199."
     assert late.body == "Invoice INV-7 is 7 days late. To opt out, call (312) 555-0199."
     assert all(m.send_window and m.template.startswith("SMS TEST") for m in (before, due, late))
+    # Every text that waits says why (issue 28): each step waits for its day's opening.
+    for m in (before, due, late):
+        assert m.reason == (
+            f"deferred: outside the send window 08:00-20:00 (America/Chicago): goes out "
+            f"{_local(m)} America/Chicago"
+        )
 
 
 def test_a_number_in_two_zones_gets_its_steps_when_both_are_inside_the_window(host, clock):
