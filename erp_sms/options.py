@@ -50,6 +50,12 @@ def parse_value(opt: OptionDef, value: str) -> str:
         from .sendwindow import zone
 
         return zone(value).key
+    if opt.kind == "hours":
+        if not value.strip().isdigit() or not 0 <= int(value) <= 720:
+            raise InputError(
+                f"{opt.name} takes a whole number of hours from 0 (off) to 720, not {value!r}"
+            )
+        return str(int(value))
     if opt.kind == "int":
         lo, hi = 1, 10
         if not value.strip().isdigit() or not lo <= int(value) <= hi:

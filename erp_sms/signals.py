@@ -12,3 +12,9 @@ sent_to_production = _signals.signal("sent_to_production")
 work_order_completed = _signals.signal("work_order_completed")
 shipment_shipped = _signals.signal("shipment_shipped")
 shipment_delivered = _signals.signal("shipment_delivered")
+
+# The order events' texts: what the freshness limit (SMSSTALEHOURS) applies to — a stage
+# reported hours late is worse than none. Reminders and one-off texts keep their own rules.
+ORDER_EVENTS = frozenset(
+    s.name for s in (sent_to_production, work_order_completed, shipment_shipped, shipment_delivered)
+)

@@ -30,6 +30,7 @@ from ..models import (
 )
 from ..options import value_from
 from ..sendwindow import Policy
+from ..signals import ORDER_EVENTS
 from .values import Claimed, _history, _history_row, new_token
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,18 @@ def due_batch(
     was queued cancels it here)."""
     m = message_table.c
     opted_out = exists().where(opt_out_table.c.number == m.recipient).label("opted_out")
-    q = select(m.id, m.status, m.claimed_by, m.claimed_at, m.recipient, m.send_window, opted_out)
+    q = select(
+        m.id,
+        m.status,
+        m.claimed_by,
+        m.claimed_at,
+        m.recipient,
+        m.send_window,
+        m.event,
+        m.created_at,
+        m.next_attempt_at,
+        opted_out,
+    )
     if lease_clock is not None:
         q = q.where(m.status == Status.SENDING, m.lease_expires_at < lease_clock).order_by(
             m.lease_expires_at, m.id
@@ -111,17 +123,23 @@ def _claim(
             else []
         )
         lease_until = clock + dt.timedelta(seconds=lease_seconds)
-        window: _WindowCheck | None = None
+        rules: _ClaimRules | None = None
         wanted: list[Any] = []
         for row in [*expired, *queued]:
             if row.opted_out:
                 _cancel_opted_out(conn, row, now)
                 continue
+            if row.status == Status.QUEUED and row.event in ORDER_EVENTS:
+                # An order's stage hours late ("shipped" after "delivered", after an
+                # outage) is worse than none: skipped with the reason instead.
+                rules = rules or _ClaimRules(conn)
+                if rules.skip_stale(conn, row, now):
+                    continue
             if row.send_window and row.status == Status.QUEUED:
                 # Due, but perhaps outside the send window (released at night, a worker
                 # that was down): it waits for the next opening instead.
-                window = window or _WindowCheck(conn)
-                if window.defer(conn, row, now):
+                rules = rules or _ClaimRules(conn)
+                if rules.defer(conn, row, now):
                     continue
             wanted.append(row)
         if not wanted:
@@ -180,6 +198,7 @@ def _claim(
                 order_number=r.order_number,
                 reclaimed_after=reclaimed,
                 created_at=r.created_at,
+                valid_until=_valid_until(r, rules),
                 segments=r.segments,
                 recipient=r.recipient,
                 maybe_sent=bool(r.maybe_sent),
@@ -241,16 +260,56 @@ def renew_leases(
     return held, taken
 
 
-class _WindowCheck:
-    """The send window as the options say now, read once per claim."""
+def _valid_until(row: Any, rules: _ClaimRules | None) -> dt.datetime | None:
+    """When an order text stops being worth sending (None: no limit). ``rules`` were read
+    by this claim whenever it held an order text."""
+    if rules is None or not rules.stale_hours or row.event not in ORDER_EVENTS:
+        return None
+    return due_since(row) + stale_after(rules.stale_hours)
+
+
+def due_since(row: Any) -> dt.datetime:
+    """When a text became due: queued, or the time the host scheduled it for (``send_at``)
+    or a send window moved it to — those waits were meant. A worker that was down does
+    not move it."""
+    created: dt.datetime = row.created_at
+    return max(created, row.next_attempt_at or created)
+
+
+def stale_after(hours: int) -> dt.timedelta:
+    """How long an order text may wait before it is no longer worth sending."""
+    return dt.timedelta(hours=hours)
+
+
+class _ClaimRules:
+    """The send window and the freshness limit as the options say now, read once per
+    claim (one statement)."""
 
     def __init__(self, conn: Any) -> None:
-        names = ["SMSSENDWINDOW", "SMSTIMEZONE"]
+        names = ["SMSSENDWINDOW", "SMSTIMEZONE", "SMSSTALEHOURS"]
         q = select(Option.name, Option.value).where(Option.name.in_(names))
         stored = dict(conn.execute(q).all())
-        self.policy = Policy.from_options(
-            *(value_from(n, stored.get(n)) for n in names)  # window, default zone
+        window, zone, stale = (value_from(n, stored.get(n)) for n in names)
+        self.policy = Policy.from_options(window, zone)
+        self.stale_hours = int(stale) if stale.isdigit() else 0
+
+    def skip_stale(self, conn: Any, row: Any, now: dt.datetime) -> bool:
+        """Skip ``row`` when it is older than SMSSTALEHOURS (0: never)."""
+        if not self.stale_hours or due_since(row) > now - stale_after(self.stale_hours):
+            return False
+        reason = (
+            f"skipped: not sent within {self.stale_hours} hours of when it was due "
+            "(SMSSTALEHOURS); a late order update would arrive after the fact"
         )
+        m = message_table.c
+        res = conn.execute(
+            update(message_table)
+            .where(m.id == row.id, m.status == Status.QUEUED)
+            .values(status=Status.SKIPPED, reason=reason, claimed_by=None, updated_at=now)
+        )
+        if res.rowcount == 1:
+            _history(conn, row.id, now, Status.SKIPPED, reason)
+        return True
 
     def defer(self, conn: Any, row: Any, now: dt.datetime) -> bool:
         """Move ``row`` to the window's next opening when it is closed now."""

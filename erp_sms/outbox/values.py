@@ -106,6 +106,9 @@ class Claimed:
     recipient: str | None = None  # E.164
     maybe_sent: bool = False  # the previous attempt may have reached the provider
     sender: str | None = None  # the TWILIO record to send from (None: TWILIO)
+    # When the text stops being worth sending (an order text's SMSSTALEHOURS): a channel
+    # whose provider queues texts tells it, so that a text stuck there expires too.
+    valid_until: dt.datetime | None = None
 
     @property
     def may_have_been_sent(self) -> bool:

@@ -179,6 +179,7 @@ class TwilioServer(TwilioHttp):
             date_sent=None,  # real Twilio sets it once the message has left
             status_callback=form.get("StatusCallback"),
             num_segments=max(analyse(body).segments, 1),
+            validity_period=int(form["ValidityPeriod"]) if "ValidityPeriod" in form else None,
         )
         with self._lock:
             self.messages.append(msg)

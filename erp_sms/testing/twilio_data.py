@@ -41,6 +41,7 @@ class StoredMessage:
     status_callback: str | None
     num_segments: int
     price: str | None = None  # Twilio fills it in after sending
+    validity_period: int | None = None  # seconds Twilio keeps it queued (ValidityPeriod)
     arrived: float = field(default_factory=time.monotonic)  # when the create came in
 
     def json(self) -> dict[str, Any]:

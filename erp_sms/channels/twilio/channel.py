@@ -134,6 +134,16 @@ def pacer_for(sender: str, rate: float) -> Pacer:
 TOLL_FREE_PREFIXES = ("+1800", "+1833", "+1844", "+1855", "+1866", "+1877", "+1888")
 
 
+VALIDITY_MAX = 36000  # seconds: Twilio's most (and its default), 10 hours
+
+
+def validity_period(valid_until: dt.datetime, now: dt.datetime) -> int:
+    """Twilio's ValidityPeriod (1-36,000 seconds) for a text worth sending until
+    ``valid_until``: Twilio drops it from its queue after that, as erp-sms would."""
+    left = int((valid_until - now).total_seconds())
+    return min(max(left, 1), VALIDITY_MAX)
+
+
 def sender_rate(rule: TwilioRule, settings: Settings) -> float:
     """The pace of the TWILIO record's sender: ``rate_per_second`` when set; with
     ``pace_by_sender``, the carrier rate of the number's kind (short code 100/s,
@@ -219,11 +229,18 @@ class TwilioChannel(Channel):
     def send(self, message: Claimed) -> SendResult:
         assert message.address is not None
         self.pacer.wait(max(message.segments or 1, 1))
-        kwargs = {"status_callback": self.status_callback} if self.status_callback else {}
+        kwargs: dict[str, Any] = (
+            {"status_callback": self.status_callback} if self.status_callback else {}
+        )
         if self.service:
             kwargs["messaging_service_sid"] = self.service
         else:
             kwargs["from_"] = self.from_
+        if message.valid_until is not None:
+            # Against the wall clock: it is what Twilio's queue counts in.
+            kwargs["validity_period"] = validity_period(
+                message.valid_until, dt.datetime.now(dt.UTC)
+            )
         try:
             m = self.client.messages.create(to=message.address, body=message.body, **kwargs)
         except TwilioRestException as exc:
