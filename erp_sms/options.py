@@ -50,6 +50,12 @@ def parse_value(opt: OptionDef, value: str) -> str:
         from .sendwindow import zone
 
         return zone(value).key
+    if opt.kind == "cap":
+        if value.strip().lower() == "off":
+            return "off"
+        if not value.strip().isdigit() or not 1 <= int(value) <= 100:
+            raise InputError(f"{opt.name} takes off or a whole number from 1 to 100, not {value!r}")
+        return str(int(value))
     if opt.kind == "hours":
         if not value.strip().isdigit() or not 0 <= int(value) <= 720:
             raise InputError(

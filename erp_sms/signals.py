@@ -18,3 +18,7 @@ shipment_delivered = _signals.signal("shipment_delivered")
 ORDER_EVENTS = frozenset(
     s.name for s in (sent_to_production, work_order_completed, shipment_shipped, shipment_delivered)
 )
+
+# Texts the daily cap (SMSMAXPERDAY) never holds: staff's own texts and answers — a person
+# chose to send them now.
+CAP_EXEMPT = frozenset({"staff_text", "staff_reply"})

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     and_,
     exists,
+    func,
     insert,
     or_,
     select,
@@ -29,8 +30,8 @@ from ..models import (
     opt_out_table,
 )
 from ..options import value_from
-from ..sendwindow import Policy
-from ..signals import ORDER_EVENTS
+from ..sendwindow import Policy, next_opening, start_of_day
+from ..signals import CAP_EXEMPT, ORDER_EVENTS
 from .values import Claimed, _history, _history_row, new_token
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,10 @@ def _claim(
                 # that was down): it waits for the next opening instead.
                 rules = rules or _ClaimRules(conn)
                 if rules.defer(conn, row, now):
+                    continue
+            if row.status == Status.QUEUED and row.event not in CAP_EXEMPT and row.recipient:
+                rules = rules or _ClaimRules(conn)
+                if rules.over_cap(conn, row, now):
                     continue
             wanted.append(row)
         if not wanted:
@@ -286,12 +291,47 @@ class _ClaimRules:
     claim (one statement)."""
 
     def __init__(self, conn: Any) -> None:
-        names = ["SMSSENDWINDOW", "SMSTIMEZONE", "SMSSTALEHOURS"]
+        names = ["SMSSENDWINDOW", "SMSTIMEZONE", "SMSSTALEHOURS", "SMSMAXPERDAY"]
         q = select(Option.name, Option.value).where(Option.name.in_(names))
         stored = dict(conn.execute(q).all())
-        window, zone, stale = (value_from(n, stored.get(n)) for n in names)
+        window, zone, stale, cap = (value_from(n, stored.get(n)) for n in names)
         self.policy = Policy.from_options(window, zone)
         self.stale_hours = int(stale) if stale.isdigit() else 0
+        self.cap = int(cap) if cap.isdigit() else 0
+        self.taken: dict[str, int] = {}  # texts this claim let through, per number
+
+    def over_cap(self, conn: Any, row: Any, now: dt.datetime) -> bool:
+        """Move ``row`` to the next day when its number has had SMSMAXPERDAY texts in its
+        local day (those sent, and those this claim already lets through)."""
+        if not self.cap:
+            return False
+        zones = self.policy.zones(row.recipient)
+        today = now.astimezone(zones[0]).date()
+        m = message_table.c
+        sent = conn.execute(
+            select(func.count())
+            .select_from(message_table)
+            .where(m.recipient == row.recipient, m.sent_at >= start_of_day(today, zones))
+        ).scalar_one()
+        if sent + self.taken.get(row.recipient, 0) < self.cap:
+            self.taken[row.recipient] = self.taken.get(row.recipient, 0) + 1
+            return False
+        at = start_of_day(today + dt.timedelta(days=1), zones)
+        if self.policy.window is not None:
+            at = next_opening(at, self.policy.window, zones, self.policy.default_zone).at
+        local = at.astimezone(zones[0])
+        reason = (
+            f"deferred: {self.cap} texts a day to this number (SMSMAXPERDAY) reached; goes out "
+            f"{local:%Y-%m-%d %H:%M} {zones[0].key}"
+        )
+        res = conn.execute(
+            update(message_table)
+            .where(m.id == row.id, m.status == Status.QUEUED)
+            .values(next_attempt_at=at, reason=reason, updated_at=now)
+        )
+        if res.rowcount == 1:
+            _history(conn, row.id, now, Status.QUEUED, reason)
+        return True
 
     def skip_stale(self, conn: Any, row: Any, now: dt.datetime) -> bool:
         """Skip ``row`` when it is older than SMSSTALEHOURS (0: never)."""

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from erp_sms import options, signals
+from erp_sms import options, signals, staff
 from erp_sms.dispatch import Dispatcher
+from erp_sms.erp import Contact
 from erp_sms.errors import InputError
 from erp_sms.models import Message, MessageEvent, Status
 
@@ -17,11 +19,11 @@ from ..factories import ContactFactory, OrganizationFactory, SalesOrderFactory
 from ..helpers import Clock, activate_twilio
 
 
-def _shipped(session: Session, number: str) -> Message:
+def _shipped(session: Session, number: str, *, email2: str = "3125550101@vtext.com") -> Message:
     org = OrganizationFactory(name=f"Org {number}")
     ann = ContactFactory(
         name="Ann",
-        email2="3125550101@vtext.com",
+        email2=email2,
         organizations=[org],
     )
     order = SalesOrderFactory(number=number, organization=org, contact=ann)
@@ -108,3 +110,39 @@ def test_twilio_is_told_how_long_an_order_text_stays_worth_sending(
     _shipped(host, "SO-TW3")
     Dispatcher(any_db).run_once()
     assert twilio_server.messages[-1].validity_period == 36000
+
+
+def test_the_daily_cap_holds_the_rest_for_the_next_days_opening(any_delivery, any_db, host):
+    options.set_value(host, "SMSMAXPERDAY", "2", by="test")
+    host.commit()
+    same = "3125550177@vtext.com"  # one person, a contact of three organizations
+    first, second, third = (_shipped(host, f"SO-C{i}", email2=same) for i in range(3))
+    assert Dispatcher(any_db).run_once().counts.get("sent") == 2
+    _look_again(host)
+    rows = {m.id: m for m in host.scalars(select(Message))}
+    assert [rows[m.id].status for m in (first, second, third)] == [
+        Status.SENT,
+        Status.SENT,
+        Status.QUEUED,
+    ]
+    held = rows[third.id]
+    chicago = ZoneInfo("America/Chicago")  # 312
+    tomorrow = dt.datetime.now(chicago).date() + dt.timedelta(days=1)
+    opening = dt.datetime.combine(tomorrow, dt.time(8, 0), tzinfo=chicago)  # SMSSENDWINDOW
+    assert held.next_attempt_at == opening
+    assert held.reason == (
+        "deferred: 2 texts a day to this number (SMSMAXPERDAY) reached; goes out "
+        f"{tomorrow:%Y-%m-%d} 08:00 America/Chicago"
+    )
+    # Staff's own text is never held by it.
+    contact = host.scalars(select(Contact).where(Contact.email2 == same)).first()
+    assert contact is not None
+    staff.text_contact(host, str(contact.id), "Your parts are ready at the dock.", by="ann")
+    host.commit()
+    assert Dispatcher(any_db).run_once().counts.get("sent") == 1
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "101", "lots"])
+def test_a_bad_daily_cap_gets_one_line_that_says_what_to_write(bad, session):
+    with pytest.raises(InputError, match="SMSMAXPERDAY takes off or a whole number from 1"):
+        options.set_value(session, "SMSMAXPERDAY", bad, by="test")
