@@ -324,13 +324,7 @@ class _ClaimRules:
             f"deferred: {self.cap} texts a day to this number (SMSMAXPERDAY) reached; goes out "
             f"{local:%Y-%m-%d %H:%M} {zones[0].key}"
         )
-        res = conn.execute(
-            update(message_table)
-            .where(m.id == row.id, m.status == Status.QUEUED)
-            .values(next_attempt_at=at, reason=reason, updated_at=now)
-        )
-        if res.rowcount == 1:
-            _history(conn, row.id, now, Status.QUEUED, reason)
+        _change_queued(conn, row.id, now, Status.QUEUED, reason, next_attempt_at=at)
         return True
 
     def skip_stale(self, conn: Any, row: Any, now: dt.datetime) -> bool:
@@ -341,14 +335,7 @@ class _ClaimRules:
             f"skipped: not sent within {self.stale_hours} hours of when it was due "
             "(SMSSTALEHOURS); a late order update would arrive after the fact"
         )
-        m = message_table.c
-        res = conn.execute(
-            update(message_table)
-            .where(m.id == row.id, m.status == Status.QUEUED)
-            .values(status=Status.SKIPPED, reason=reason, claimed_by=None, updated_at=now)
-        )
-        if res.rowcount == 1:
-            _history(conn, row.id, now, Status.SKIPPED, reason)
+        _change_queued(conn, row.id, now, Status.SKIPPED, reason, claimed_by=None)
         return True
 
     def defer(self, conn: Any, row: Any, now: dt.datetime) -> bool:
@@ -357,15 +344,23 @@ class _ClaimRules:
         if deferred is None:
             return False
         at, reason = deferred
-        m = message_table.c
-        res = conn.execute(
-            update(message_table)
-            .where(m.id == row.id, m.status == Status.QUEUED)
-            .values(next_attempt_at=at, reason=reason, updated_at=now)
-        )
-        if res.rowcount == 1:
-            _history(conn, row.id, now, Status.QUEUED, reason)
+        _change_queued(conn, row.id, now, Status.QUEUED, reason, next_attempt_at=at)
         return True
+
+
+def _change_queued(
+    conn: Any, message_id: int, now: dt.datetime, status: str, reason: str, **values: Any
+) -> None:
+    """Move a queued text (still queued: nobody took it meanwhile) to ``status`` with the
+    reason, and say so on its timeline."""
+    m = message_table.c
+    res = conn.execute(
+        update(message_table)
+        .where(m.id == message_id, m.status == Status.QUEUED)
+        .values(status=status, reason=reason, updated_at=now, **values)
+    )
+    if res.rowcount == 1:
+        _history(conn, message_id, now, status, reason)
 
 
 def _cancel_opted_out(conn: Any, row: Any, now: dt.datetime) -> None:
