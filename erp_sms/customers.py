@@ -217,21 +217,30 @@ def find(session: Session, q: str) -> Found:
     if not q:
         return Found([], [])
     d = directory_table.c
+    whole = whole_number(q, get_settings().default_region)
+    if whole is not None:
+        # A whole phone number: the contacts with it, one index lookup — not a scan of
+        # every name and order for its text (4-11 ms at 1,000,000 texts, and growing).
+        contacts = [
+            (key, name or None, number or None)
+            for key, name, number in session.execute(
+                select(d.key, d.name, d.number)
+                .where(d.kind == "contact", d.number == whole)
+                .order_by(d.name, d.key)
+                .limit(LIMIT)
+            )
+        ]
+        return Found([], contacts)
     plain = fold(q)
     named = d.folded.contains(plain, autoescape=True)
     matched = session.execute(
         select(d.key, d.name).where(d.kind == "order", named).order_by(d.key, d.name).limit(LIMIT)
     ).all()
     orders = _with_counts(session, [(key, name) for key, name in matched])
-    conds = [named]
-    whole = whole_number(q, get_settings().default_region)
-    if whole is not None:
-        conds.append(d.number == whole)
-    else:
-        conds += [
-            d.number.contains(digits, autoescape=True)
-            for digits in phone_digits(q, get_settings().default_region)
-        ]
+    conds = [named] + [
+        d.number.contains(digits, autoescape=True)
+        for digits in phone_digits(q, get_settings().default_region)
+    ]
     contacts = [
         (key, name or None, number or None)
         for key, name, number in session.execute(

@@ -379,7 +379,10 @@ class DirectoryEntry(Base):
     ``sms_message`` by ``customers.refresh``; never the truth, rebuilt from the log."""
 
     __tablename__ = "sms_directory"
-    __table_args__ = (UniqueConstraint("kind", "key", "name", "number", name="uq_sms_directory"),)
+    __table_args__ = (
+        UniqueConstraint("kind", "key", "name", "number", name="uq_sms_directory"),
+        Index("ix_sms_directory_number", "kind", "number"),  # a whole number searched
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(8))  # contact | order
