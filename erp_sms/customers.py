@@ -221,16 +221,7 @@ def find(session: Session, q: str) -> Found:
     if whole is not None:
         # A whole phone number: the contacts with it, one index lookup — not a scan of
         # every name and order for its text (4-11 ms at 1,000,000 texts, and growing).
-        contacts = [
-            (key, name or None, number or None)
-            for key, name, number in session.execute(
-                select(d.key, d.name, d.number)
-                .where(d.kind == "contact", d.number == whole)
-                .order_by(d.name, d.key)
-                .limit(LIMIT)
-            )
-        ]
-        return Found([], contacts)
+        return Found([], _contacts(session, d.number == whole))
     plain = fold(q)
     named = d.folded.contains(plain, autoescape=True)
     matched = session.execute(
@@ -241,16 +232,21 @@ def find(session: Session, q: str) -> Found:
         d.number.contains(digits, autoescape=True)
         for digits in phone_digits(q, get_settings().default_region)
     ]
-    contacts = [
+    return Found(orders, _contacts(session, or_(*conds)))
+
+
+def _contacts(session: Session, matches: Any) -> list[tuple[str, str | None, str | None]]:
+    """(key, name, number) of the directory's contacts that ``matches``."""
+    d = directory_table.c
+    return [
         (key, name or None, number or None)
         for key, name, number in session.execute(
             select(d.key, d.name, d.number)
-            .where(d.kind == "contact", or_(*conds))
+            .where(d.kind == "contact", matches)
             .order_by(d.name, d.key, d.number)
             .limit(LIMIT)
         )
     ]
-    return Found(orders, contacts)
 
 
 def _with_counts(
