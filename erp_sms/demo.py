@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from . import erp, migrate, options, report, rule_records, signals, users
+from . import erp, migrate, options, report, rule_records, signals, staff, users
 from .channels.twilio import prices
 from .config import Settings, get_settings, set_settings
 from .db import Database
@@ -91,10 +91,19 @@ def run_demo(
                 for number in orders:
                     o = s.get(erp.SalesOrder, orders[number])
                     signals.sent_to_production.send(o, session=s)
-                    wo = erp.WorkOrder(number=f"WO-{number[3:]}", sales_order=o, status="complete")
-                    s.add(wo)
-                    s.flush()
-                    signals.work_order_completed.send(o, session=s, work_order=wo)
+                    for i in (1, 2, 3):  # the shop floor finishes three work orders
+                        wo = erp.WorkOrder(
+                            number=f"WO-{number[3:]}-{i}", sales_order=o, status="complete"
+                        )
+                        s.add(wo)
+                        s.flush()
+                        signals.work_order_completed.send(o, session=s, work_order=wo)
+            echo(
+                "   4 events per order within a minute fold into one text per contact "
+                f"(SMSDIGESTMINUTES {options_default('SMSDIGESTMINUTES')}): it waits for "
+                "the order's later events"
+            )
+            _send_now(db, echo)
             echo("   " + Dispatcher(db, settings).run_once().line())
             echo(f"   SMTP sink received {len(sink.received)} mail(s), e.g.:")
             with db.read_session() as s:
@@ -134,6 +143,8 @@ def run_demo(
                 # firing again changes nothing: one text per contact and event
                 o = s.get(erp.SalesOrder, orders["SO-104233"])
                 signals.sent_to_production.send(o, session=s)
+            echo("   shipped, then delivered minutes later: one delivered text per contact")
+            _send_now(db, echo)
             echo("   " + Dispatcher(db, settings).run_once().line())
             echo(f"   Twilio-compatible API accepted {len(twilio.messages)} message(s)")
 
@@ -187,6 +198,26 @@ def run_demo(
         finally:
             db.dispose()
             set_settings(previous)
+
+
+def options_default(name: str) -> str:
+    return options.value_from(name, None)
+
+
+def _send_now(db: Database, echo: Callable[[str], None]) -> None:
+    """The texts that carry others and what they say; then, rather than wait the minutes
+    out, staff send them now (``erp-sms messages release ID``)."""
+    with db.session() as s:
+        carriers = s.scalars(
+            select(Message).where(Message.status == "queued").order_by(Message.id)
+        ).all()
+        for c in carriers:
+            merged = s.scalars(select(Message.id).where(Message.merged_into == c.id)).all()
+            carries = f"carries #{', #'.join(map(str, merged))}" if merged else "carries none"
+            echo(f"   #{c.id} to {c.contact_name} ({carries}): {c.body}")
+        ids = [c.id for c in carriers]
+        staff.release(s, ids, by="demo")
+    echo(f"   (not waiting the minutes out: erp-sms messages release {' '.join(map(str, ids))})")
 
 
 @contextmanager

@@ -50,8 +50,12 @@ class Status:
     SKIPPED = "skipped"
     HELD = "held"
     CANCELED = "canceled"
+    MERGED = "merged"  # folded into another text of its order (``merged_into``)
 
-    ALL = (QUEUED, SENDING, SENT, DELIVERED, READ, UNDELIVERED, FAILED, SKIPPED, HELD, CANCELED)
+    ALL = (
+        QUEUED, SENDING, SENT, DELIVERED, READ, UNDELIVERED, FAILED, SKIPPED, HELD, CANCELED,
+        MERGED,
+    )  # fmt: skip
 
 
 class Channel:
@@ -119,6 +123,8 @@ class Message(Base):
     send_window: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     # The TWILIO rule record it is sent from (``TWILIO:WEST``); None: ``TWILIO``.
     sender: Mapped[str | None] = mapped_column(String(32), default=None)
+    # A ``merged`` text: the message that carries its news (SMSDIGESTMINUTES).
+    merged_into: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
 
     history: Mapped[list[MessageEvent]] = relationship(
         back_populates="message", order_by="MessageEvent.id", cascade="all, delete-orphan"
@@ -402,9 +408,27 @@ class DirectoryMark(Base):
     message_id: Mapped[int] = mapped_column(default=0)
 
 
+class Fold(Base):
+    """An order's texts to one contact, folded (SMSDIGESTMINUTES): the row the host path
+    locks so that two transactions never both keep a text, the text that carries the
+    news while it waits (by its idempotency key, known before it is written) and what
+    it carries. One row per order and contact; a new window reuses it."""
+
+    __tablename__ = "sms_fold"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)  # order_ref|contact_ref
+    carrier_key: Mapped[str | None] = mapped_column(String(255))
+    # JSON: every text folded for this order and contact, each with the carrier it went to
+    # (a window's items are those of the current carrier; an event fired again is known).
+    carried: Mapped[str] = mapped_column(Text, default="[]")
+    token: Mapped[str | None] = mapped_column(String(32))  # the transaction that wrote it
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 # Core handles for the statements that claim and update rows (outbox, notifier).
 message_table = _table(Message)
 message_event_table = _table(MessageEvent)
 directory_table = _table(DirectoryEntry)
 opt_out_table = _table(OptOut)
 sequence_run_table = _table(SequenceRun)
+fold_table = _table(Fold)

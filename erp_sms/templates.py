@@ -104,6 +104,15 @@ def _bounded_filter(f: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def and_list(values: Iterable[Any], word: str = "and") -> str:
+    """``["PWO-1", "PWO-2", "PWO-3"]`` -> ``"PWO-1, PWO-2 and PWO-3"`` (a template filter:
+    ``{{ work_orders|map(attribute="number")|and_list }}``)."""
+    items = [str(v) for v in values]
+    if len(items) < 2:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} {word} {items[-1]}"
+
+
 class BoundedSandbox(SandboxedEnvironment):
     """Jinja2's sandbox with bounds on time and size: ``{{ 'x' * 100000000 }}`` or a loop
     nested three deep is refused with a ``TemplateError`` instead of stalling the host's
@@ -114,6 +123,7 @@ class BoundedSandbox(SandboxedEnvironment):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.filters["and_list"] = and_list
         self.filters = {name: _bounded_filter(f) for name, f in self.filters.items()}
         self.filters["erp_sms_bounded_iter"] = _bounded_iter
         self.globals["range"] = _bounded_range

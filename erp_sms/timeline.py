@@ -21,7 +21,7 @@ from .recipients import default_lookup
 @dataclass(frozen=True)
 class Entry:
     at: dt.datetime
-    what: str  # message | status | callback | reply | consent
+    what: str  # message | status | callback | note | reply | consent
     text: str
     message_id: int | None = None
 
@@ -45,11 +45,15 @@ def _message_entries(m: Message) -> list[Entry]:
     if m.step is not None:  # a reminder sequence's step: say which
         who = f"{who} (step {m.step})"
     via = f" via {m.channel} {m.address}" if m.channel else ""
-    reason = f": {_unsaid(initial, why)}" if initial != Status.QUEUED and why else ""
-    out = [Entry(m.created_at, "message", f"{m.event} → {who}{via} — {initial}{reason}", m.id)]
+    said = f"{initial}: {_unsaid(initial, why)}" if initial != Status.QUEUED and why else initial
+    if why and why.startswith(f"{initial} "):  # "merged into message 41"
+        said = why
+    out = [Entry(m.created_at, "message", f"{m.event} → {who}{via} — {said}", m.id)]
     for h in history:
         if h.kind == "callback":
             out.append(Entry(h.at, "callback", h.detail or (h.status or ""), m.id))
+        elif h.kind == "note":  # what was folded into it, who wrote a one-off text
+            out.append(Entry(h.at, "note", h.detail or "", m.id))
         else:
             detail = f": {_unsaid(h.status, h.detail)}" if h.detail else ""
             out.append(Entry(h.at, "status", f"{h.status}{detail}", m.id))

@@ -40,6 +40,9 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 # A test database starts as staff leave a real one after setting up: gateway texts have
 # their non-reply opt-out line (without it they are skipped; tests that check that clear it).
+# Each event's text goes out as it fires: folding an order's texts (SMSDIGESTMINUTES,
+# default 5) is off, so a test of anything else need not wait the minutes out; the fold's
+# own tests (tests/notifier/test_fold.py) and the demo's turn it on.
 OPT_OUT_CONTACT = "+13125550199"
 
 
@@ -49,7 +52,10 @@ def _set_up_like_staff(engine) -> None:
     with engine.begin() as conn:
         conn.execute(
             Option.__table__.insert(),
-            [{"name": "SMSOPTOUTCONTACT", "value": OPT_OUT_CONTACT, "updated_by": "tests"}],
+            [
+                {"name": "SMSOPTOUTCONTACT", "value": OPT_OUT_CONTACT, "updated_by": "tests"},
+                {"name": "SMSDIGESTMINUTES", "value": "0", "updated_by": "tests"},
+            ],
         )
 
 

@@ -5,11 +5,13 @@ transaction, never raising for erp-sms's own problems.
 - ``transaction``: our part of the host's transaction (a SAVEPOINT), and what aborts it;
 - ``plan``: who gets which text, over which route, with which words (the planner);
 - ``reads``: the settings, opt-outs and contacts the planner reads in one statement;
+- ``fold``: an order's texts to one contact folded into one (SMSDIGESTMINUTES);
 - ``staff_texts``: staff's one-off texts and retries, planned the same way.
 """
 
 from __future__ import annotations
 
+from .fold import folded_sample, lists_for
 from .plan import (
     _COLUMNS,
     Draft,
@@ -63,8 +65,10 @@ __all__ = [
     "_settings_statement",
     "aborts_host_transaction",
     "connect",
+    "folded_sample",
     "guarded",
     "idempotency_key",
+    "lists_for",
     "notify",
     "preview",
     "retried",

@@ -29,6 +29,7 @@ from ..recipients import (
 )
 from ..sendwindow import Policy
 from ..sendwindow import now as clock
+from .fold import lists_for
 from .reads import CONTACT_FIELDS, PlanInfo, _classify_all, _last_read, _settings_and_opt_outs
 
 log = logging.getLogger(__name__)
@@ -177,8 +178,8 @@ def _plan(
     context: dict[str, Any] = {"order": view.context, "sender": sender_ctx}
     if event.subject:
         context[event.subject] = subject_ctx
-    if info.collect:
-        info.context = context
+    context.update(lists_for(event.name, subject_ctx))  # an order's text may carry several
+    info.context, info.source = context, source
     keep = wording.keep_from(context)  # what shortening a too-long text must not cut
     # A template that names no ``contact`` reads the same for every contact: rendered
     # and finished once per channel (the packaged templates are all like that).
@@ -237,6 +238,7 @@ def _plan(
             continue
         msg = _new_message({**base, **who}, key, Status.QUEUED, None)
         msg.body, msg.encoding, msg.segments = done.body, done.encoding, done.segments
+        info.contact_contexts[key] = contact.context
         out.append(msg)
     return out
 

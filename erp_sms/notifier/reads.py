@@ -63,6 +63,7 @@ def _settings_statement(template: str, slots: int) -> Select[Any]:
         .scalar_subquery(),
         options.value_query("SMSCOMPANYNAME"),
         *(options.value_query(name) for name in wording.OPTIONS),
+        options.value_query("SMSDIGESTMINUTES"),
     )
     opt_out = OptOut.__table__
     one = select(literal(1).label("one")).subquery()
@@ -118,6 +119,9 @@ def _settings_and_opt_outs(
     info.rules = wording.Rules.from_values(
         {name: options.value_from(name, first[9 + i]) for i, name in enumerate(wording.OPTIONS)}
     )
+    info.digest_minutes = int(
+        options.value_from("SMSDIGESTMINUTES", first[9 + len(wording.OPTIONS)])
+    )
     active, phone = first[1], first[2]
     sender = first[7] or (info.view.sender if info.view else None)
     if sender and sender != rule_records.TWILIO:
@@ -144,7 +148,14 @@ class PlanInfo:
     subject_ref: str | None = None
     context: dict[str, Any] = field(default_factory=dict)
     contacts: list[dict[str, Any]] = field(default_factory=list)
-    collect: bool = False  # fill ``context`` and ``contacts`` (sequences only)
+    collect: bool = False  # fill ``contacts`` (sequences only)
+    # For folding an order's texts (``fold``): SMSDIGESTMINUTES, whether the host
+    # scheduled the texts (``send_at=``, never folded), the template's source and each
+    # queued text's contact (by the text's key), to render a carrier's words again.
+    digest_minutes: int = 0
+    scheduled: bool = False
+    source: str | None = None
+    contact_contexts: dict[str, Any] = field(default_factory=dict)
 
     def windowed(self, event: EventType) -> bool:
         return event.send_window or event.name in self.window_events.split(",")

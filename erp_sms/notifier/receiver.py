@@ -29,6 +29,7 @@ from ..recipients import (
     _opted_in_contacts,
     _organization_and_contacts,
 )
+from . import fold
 from .plan import Draft, _apply_window, _new_message, _plan, _row
 from .reads import PlanInfo, _settings_statement
 from .transaction import _begin_sqlite_transaction, _our_part, guarded
@@ -72,11 +73,12 @@ def _notify(
     _begin_sqlite_transaction(session)
     send_at = kwargs.get("send_at")
     with _our_part(session):
-        info = PlanInfo()
+        info = PlanInfo(scheduled=send_at is not None)
         new = _plan(event, order, session, kwargs, info, draft=draft)
         if send_at is not None:
             _schedule(new, send_at)
         _apply_window(event, new, info)
+        fold.apply(session, event, new, info)  # into the order's text still waiting
         # One statement, no read first (on SQLite the ids come back: RETURNING is what
         # makes SQLAlchemy send the rows as one statement); a row whose key is already
         # in the log (the event fired again, or concurrently) is left alone.

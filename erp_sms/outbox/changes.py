@@ -29,6 +29,7 @@ from ..models import (
     message_event_table,
     message_table,
 )
+from ..signals import ORDER_EVENTS
 from .values import _history_row, add_event, set_status
 from .write import add_planned, find
 
@@ -63,14 +64,32 @@ def require(
 def release(
     session: Session, ids: Sequence[int] | None = None, *, by: str = "staff"
 ) -> list[Message]:
-    """Held messages (all held ones, or these ids) go back to the queue."""
+    """Held messages (all held ones, or these ids) go back to the queue. An order text
+    named by its id that waits for the order's later events (SMSDIGESTMINUTES) goes out
+    now, with what it carries; the claim still keeps to the send window and the cap."""
     rows = (
         find(session, Status.HELD)
         if ids is None
-        else require(session, ids, [Status.HELD], "release")
+        else require(session, ids, [Status.HELD, Status.QUEUED], "release")
     )
+    wrong = [
+        f"#{m.id} is a queued {m.event} text"
+        for m in rows
+        if m.status == Status.QUEUED and m.event not in ORDER_EVENTS
+    ]
+    if wrong:
+        raise InputError(
+            f"cannot release: {'; '.join(wrong)} (only held texts, and order texts waiting "
+            "for the order's later updates); nothing was changed"
+        )
+    now = utcnow()
     for msg in rows:
-        msg.next_attempt_at = utcnow()
+        if msg.status == Status.QUEUED:
+            msg.next_attempt_at = min(msg.next_attempt_at or now, now)
+            msg.reason = None
+            add_event(session, msg, kind="note", source=by, detail="released: goes out now")
+            continue
+        msg.next_attempt_at = now
         set_status(session, msg, Status.QUEUED, source=by, reason=None)
         msg.reason = None
     return rows

@@ -153,7 +153,7 @@ def _history(
 
 
 def _history_row(
-    message_id: int, at: dt.datetime, status: str, detail: str | None, **more: Any
+    message_id: int, at: dt.datetime, status: str | None, detail: str | None, **more: Any
 ) -> dict[str, Any]:
     return {
         "message_id": message_id,

@@ -49,6 +49,9 @@ class Filters:
     statuses: tuple[str, ...] = ()
     event: str | None = None
     channel: str | None = None
+    # The staff log's view: merged texts shown under the text that carries them
+    # (``merged_under``), not as rows of their own — unless asked for by status.
+    nested: bool = False
 
 
 def parse_when(text: str | None, *, end: bool = False) -> dt.datetime | None:
@@ -101,6 +104,8 @@ def _where(q: Select[Any], f: Filters) -> Select[Any]:
         q = q.where(Message.contact_ref == f.contact)
     if f.statuses:
         q = q.where(Message.status.in_(f.statuses))
+    elif f.nested:
+        q = q.where(Message.status != Status.MERGED)
     if f.event:
         q = q.where(Message.event == f.event)
     if f.channel:
@@ -162,6 +167,24 @@ def newest(
     more = len(out) > limit
     out = out[:limit]
     return (out[::-1] if after is not None else out), more
+
+
+def merged_under(session: Session, carriers: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """The merged texts each of ``carriers`` (message ids) carries, oldest first."""
+    if not carriers:
+        return {}
+    q = (
+        select(*_columns(), Message.merged_into.label("_carrier"))
+        .where(Message.merged_into.in_(carriers))
+        .order_by(Message.id)
+    )
+    out: dict[int, list[dict[str, Any]]] = {}
+    for r in session.execute(q):
+        row = r._asdict()
+        for c in _TIMES:
+            row[c] = _iso(row[c])
+        out.setdefault(row["_carrier"], []).append(row)
+    return out
 
 
 def count_upto(session: Session, f: Filters, cap: int) -> int:

@@ -15,7 +15,7 @@ from .. import wording
 from ..errors import InputError, TemplateError
 from ..events import EventType, event_for_template
 from ..models import Channel, Status, TemplateOverride
-from ..notifier import Draft
+from ..notifier import Draft, folded_sample, lists_for
 from ..notifier import preview as plan_preview
 from ..recipients import ErpLookup, FindsOrders, HasSamples, default_lookup, optional
 from ..segments import UCS2, analyse
@@ -38,6 +38,9 @@ def sample_context(event: EventType | None) -> dict[str, Any]:
     ctx.setdefault("contact", ErpLookup().samples()["contact"])
     if event is not None and event.subject and event.subject not in ctx:
         ctx[event.subject] = dict(event.sample_subject or {})
+    if event is not None:  # an order's text may name several (SMSDIGESTMINUTES)
+        for name, value in lists_for(event.name, ctx.get(event.subject or "")).items():
+            ctx.setdefault(name, value)
     if event is not None and event.step_templates:
         ctx.setdefault("sequence", {"name": event.name, "step": 1, "days": 0})
     return ctx
@@ -68,6 +71,8 @@ class TemplateCheck:
     ucs2_characters: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     error: str | None = None
+    # The text when several of the order's events fold into one (SMSDIGESTMINUTES).
+    folded: str = ""
 
 
 def check_template(session: Session, name: str, source: str) -> TemplateCheck:
@@ -109,6 +114,7 @@ def check_template(session: Session, name: str, source: str) -> TemplateCheck:
     if info.encoding == UCS2:
         chars = " ".join(repr(c) for c in info.non_gsm)
         warnings.append(f"characters outside GSM-7 force UCS-2 (70 per segment): {chars}")
+    folded = _folded(name, source, ctx, rules, keep, warnings)
     return TemplateCheck(
         name,
         finished[Channel.TWILIO].body,
@@ -117,7 +123,33 @@ def check_template(session: Session, name: str, source: str) -> TemplateCheck:
         info.units,
         info.non_gsm,
         tuple(warnings),
+        folded=folded,
     )
+
+
+def _folded(
+    name: str,
+    source: str,
+    ctx: Mapping[str, Any],
+    rules: wording.Rules,
+    keep: list[str],
+    warnings: list[str],
+) -> str:
+    """The sample text carrying several work orders or shipments, as Twilio would get
+    it; a template that cannot say them is a warning (each then goes out on its own)."""
+    event = event_for_template(name)
+    more = folded_sample(event.name) if event is not None else None
+    if more is None:
+        return ""
+    try:
+        r = tpl.render(source, {**ctx, **more}, name)
+        return wording.finish(r.body, Channel.TWILIO, rules, keep).body
+    except TemplateError as exc:
+        reason = exc.message
+    except wording.NotSendable as exc:
+        reason = exc.reason
+    warnings.append(f"when an order's updates fold into one text: {reason}; each goes out alone")
+    return ""
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ def dashboard() -> str:
             (str(d)[:10], st): n
             for d, st, n in s.execute(
                 select(day, Message.status, func.count())
-                .where(Message.created_at >= since)
+                .where(Message.created_at >= since, Message.status != Status.MERGED)
                 .group_by(day, Message.status)
             )
         }
@@ -88,6 +88,8 @@ def dashboard() -> str:
             or 0
         )
         sunset, sunset_error = _sunset_rows(s)
+    # Texts folded into another of their order's (SMSDIGESTMINUTES): one fewer each.
+    saved = sum(n for _ch, st, _price, _unit, n in by_channel if st == Status.MERGED)
     rate_rows = _delivery_rates([(ch, st, n) for ch, st, _price, _unit, n in by_channel])
     cost_rows = _costs(by_channel)
     return render_template(
@@ -98,6 +100,7 @@ def dashboard() -> str:
         cost=charts.bars(cost_rows, unit=f"cost by channel, last {WINDOW} days"),
         window=WINDOW,
         held=held,
+        saved=saved,
         replies=replies,
         sunset=sunset,
         sunset_error=sunset_error,

@@ -6,6 +6,7 @@ import io
 import logging
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from flask import (
@@ -64,9 +65,11 @@ def log_page() -> Any:
         error = None
     except InputError as exc:
         f, error = report.Filters(), exc.message
+    f = replace(f, nested=True)  # merged texts under the text that carries them
     with database().read_session() as s:
         total = report.count_upto(s, f, COUNT_CAP)
         rows, more = report.newest(s, f, before=before, after=after, limit=PAGE_SIZE)
+        merged = report.merged_under(s, [r["message_id"] for r in rows])
         # The registry's events, not a DISTINCT over every row of the log (issue 27).
         events = sorted(e.name for e in all_events())
     args = {k: request.args.get(k, "") for k in FILTERS}
@@ -77,6 +80,7 @@ def log_page() -> Any:
     return render_template(
         "erp_sms/log.html",
         rows=rows,
+        merged=merged,
         total=f"{COUNT_CAP:,}+" if total > COUNT_CAP else f"{total:,}",
         newer=rows[0]["message_id"] if newer else None,
         older=rows[-1]["message_id"] if older else None,

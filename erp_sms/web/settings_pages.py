@@ -246,6 +246,7 @@ def template_preview(name: str) -> WResponse:
     return jsonify(
         {
             "body": checked.body,
+            "folded": checked.folded,
             "encoding": checked.encoding,
             "segments": checked.segments,
             "units": checked.units,

@@ -87,7 +87,7 @@ def test_every_command_has_help_with_an_example(run, path):
 
 def test_db_upgrade_creates_everything_and_is_safe_to_rerun(run, tmp_path):
     with_settings(database_url=f"sqlite:///{tmp_path / 'new.db'}")
-    assert "is up to date (e0002, p0010)" in run("db", "upgrade").stdout
+    assert "is up to date (e0002, p0011)" in run("db", "upgrade").stdout
     assert "is up to date" in run("db", "upgrade").stdout
 
 
@@ -228,7 +228,10 @@ def test_options_show_and_set(run):
     assert run("options", "set", "smsonlyone", "ON").stdout.strip() == "SMSONLYONE = on"
     assert re.search(r"SMSONLYONE\s+on\n", run("options", "show").stdout)
     line = one_line_error(run("options", "set", "SMSONLYTWO", "on", code=2))
-    assert "unknown option 'SMSONLYTWO'; known options: SMSCOMPANYNAME, SMSHELPTEXT" in line
+    assert (
+        "unknown option 'SMSONLYTWO'; known options: SMSCOMPANYNAME, SMSDIGESTMINUTES, SMSHELPTEXT"
+        in line
+    )
     assert "takes on or off" in one_line_error(run("options", "set", "SMSONLYONE", "maybe", code=2))
 
 
@@ -536,17 +539,22 @@ def test_long_exports_show_a_progress_bar_on_a_terminal_but_not_in_pipes(
 @pytest.mark.slow
 def test_demo_runs_the_whole_flow_on_loopback(run, tmp_path):
     out = run("demo", "--database", str(tmp_path / "demo.db")).stdout
-    assert "SMTP sink received 2 mail(s)" in out
+    assert "SMTP sink received 1 mail(s)" in out
     # A gateway text says who sent it and how to opt out without replying (issue 13).
     gateway = next(
         ln for ln in out.splitlines() if ln.strip().startswith("to 3125550101@vtext.com")
     )
-    assert "Northwind Machining: your order" in gateway and "STOP" not in gateway
+    # One text carries the order's 4 events (issue 28): sent to production is superseded.
+    assert "work orders WO-104233-1, WO-104233-2 and WO-104233-3 of your order" in gateway
+    assert "STOP" not in gateway
     assert gateway.endswith("To opt out, call (312) 555-0100.")
-    assert "Twilio-compatible API accepted 8 message(s)" in out
+    assert "#1 to Jordan Smith (carries #4, #7, #10)" in out
+    assert "Twilio-compatible API accepted 4 message(s)" in out  # shipped + delivered: one
     assert "opt_out (sms_reply)" in out
     summary = out.split("by status: ")[1].splitlines()[0]
-    assert summary == "canceled 3, delivered 6, queued 4, sent 2, skipped 8, undelivered 2"
+    assert summary == (
+        "canceled 3, delivered 3, merged 7, queued 4, sent 1, skipped 14, undelivered 1"
+    )
     dunning = out.split("4) SMS dunning")[1].split("Email log report")[0]
     assert "INV-5001 step 1" in dunning and "deferred: outside the send window" in dunning
     assert "INV-5002 step 1" in dunning and "not sent late" in dunning

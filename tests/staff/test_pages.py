@@ -674,3 +674,61 @@ def test_the_log_and_dashboard_read_no_more_history_than_they_show(staff, db, se
     # all history by month, the delivery and failure charts read every row).
     charts = [q for q in seen if "FROM sms_message " in q and "GROUP BY" in q]
     assert len(charts) >= 3 and all("sms_message.created_at >=" in q for q in charts), charts
+
+
+# -- one text per moment (issue 28) -----------------------------------------------------------
+
+
+def _folded_order(session, world) -> list:
+    """SO-1's work orders fired with folding on: Ann's text carries them."""
+    from erp_sms import options, signals
+
+    options.set_value(session, "SMSDIGESTMINUTES", "5", by="test")
+    session.commit()
+    for i in (1, 2):
+        wo = {"id": i, "number": f"PWO-{i}", "status": "complete"}
+        signals.work_order_completed.send(world.order, session=session, work_order=wo)
+        session.commit()
+    return [m for m in messages(session) if m.event == "work_order_completed" or m.merged_into]
+
+
+def test_the_log_shows_merged_texts_under_their_carrier(staff, session, world):
+    carrier, merged = (m for m in _folded_order(session, world) if m.contact_name == "Ann Lee")
+    page = staff.get("/log").get_data(as_text=True)
+    rows = re.findall(
+        r'<tr class="status-([a-z]+)[^"]*">\s*<td>.*?</td>\s*<td data-label="#">(\d+)<', page, re.S
+    )
+    # The merged text comes right after its carrier, marked as folded, not as a row of its own.
+    at = rows.index(("queued", str(carrier.id)))
+    assert rows[at + 1] == ("merged", str(merged.id))
+    assert f"merged into message {carrier.id}" in page
+    assert page.count(f'data-label="#">{merged.id}<') == 1
+    # Asked for by status, merged texts are rows of their own.
+    only = staff.get("/log?status=merged").get_data(as_text=True)
+    assert f'data-label="#">{merged.id}<' in only and f'data-label="#">{carrier.id}<' not in only
+
+
+def test_the_timeline_says_what_was_folded_and_the_dashboard_counts_texts_saved(
+    staff, session, world
+):
+    carrier, _merged = (m for m in _folded_order(session, world) if m.contact_name == "Ann Lee")
+    page = html.unescape(staff.get("/timeline?order=SO-1").get_data(as_text=True))
+    assert "folded in work_order_completed PWO-2 (SMSDIGESTMINUTES)" in page
+    assert f"merged into message {carrier.id}" in page
+    dashboard = staff.get("/").get_data(as_text=True)
+    # Ann's second work order (Bob's number needs Twilio: skipped, nothing to fold).
+    assert re.search(r"<b>1</b> text saved by folding", dashboard)
+
+
+def test_the_template_editor_shows_the_folded_text(staff):
+    editor = staff.get("/templates/SMS PWOCOMP").get_data(as_text=True)
+    assert "work orders WO-58211, WO-58212 and WO-58213 of your order" in editor
+    r = staff.post(
+        "/templates/SMS PWOCOMP/preview",
+        {"source": "{{ work_orders|map(attribute='number')|and_list }} done", "order": ""},
+        headers={"X-CSRFToken": staff.token},
+        csrf=False,
+    )
+    assert r.get_json()["folded"].startswith("WO-58211, WO-58212 and WO-58213 done")
+    s2p = staff.get("/templates/SMS S2P").get_data(as_text=True)
+    assert '<div id="folded-part" hidden>' in s2p  # sent to production folds nothing in

@@ -30,6 +30,8 @@
         if (d.ucs2.length) c += " · UCS-2 because of: " + d.ucs2.join(" ");
         text("counter", c);
         text("sample", d.body);
+        text("folded", d.folded || "");
+        document.getElementById("folded-part").hidden = !d.folded;
         var w = document.getElementById("warnings"); w.textContent = "";
         d.warnings.forEach(function (x) { var li = document.createElement("li"); li.textContent = x; w.appendChild(li); });
         var r = document.getElementById("recipients"); r.textContent = "";
