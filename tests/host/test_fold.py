@@ -9,7 +9,7 @@ import datetime as dt
 import threading
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from erp_sms import consent, erp, options, outbox, register_event, signals, staff
@@ -302,3 +302,38 @@ def test_two_host_transactions_at_once_never_both_keep_a_text(any_db, any_delive
         assert all(w in m.body for w in named), m.body
         merged = [r for r in rows if r.merged_into == m.id]
         assert len(merged) == n - 1 and {r.contact_name for r in merged} == {m.contact_name}
+
+
+def test_folding_costs_a_bounded_number_of_statements(any_delivery, any_db, host):
+    """A window's first text costs 2 statements more than without folding (the fold row
+    written and locked); a text folded in at most 7 more, however much the order has
+    folded before — the carrier is found by keys, never by reading the order's texts."""
+    engine = host.get_bind()
+
+    def statements(fire) -> list[str]:
+        seen: list[str] = []
+
+        def listener(*args: object) -> None:
+            seen.append(str(args[2]))
+
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            fire()
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+        return [s for s in seen if not s.startswith(("COMMIT", "BEGIN", "ROLLBACK"))]
+
+    plain = _order(host, "SO-PLAIN")
+    options.set_value(host, "SMSDIGESTMINUTES", "0", by="test")
+    host.commit()
+    base = statements(lambda: _fire(host, signals.work_order_completed, plain, work_order=_wo(1)))
+    order = _order(host, "SO-1")  # folding on again
+    first = statements(lambda: _fire(host, signals.sent_to_production, order))
+    second = statements(lambda: _fire(host, signals.work_order_completed, order, work_order=_wo(1)))
+    for i in range(2, 10):
+        _fire(host, signals.work_order_completed, order, work_order=_wo(i))
+    tenth = statements(lambda: _fire(host, signals.work_order_completed, order, work_order=_wo(10)))
+    assert len(first) == len(base) + 2, first
+    assert len(base) + 2 < len(second) <= len(base) + 7, second
+    assert len(tenth) == len(second), tenth
+    assert [m.status for m in _rows(host)].count(Status.QUEUED) == 1
