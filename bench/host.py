@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 import erp_sms
 from erp_sms import erp, signals
 from erp_sms.config import Settings, set_settings
-from erp_sms.models import Message, Option, Status
+from erp_sms.models import Message, Option, Status, fold_table
 
 from .common import databases, fresh, median, new_url, p, twilio_api, twilio_client
 
@@ -133,9 +133,66 @@ def _events(engine: Any, n: int) -> tuple[float, float, float]:
 
 
 def _forget(engine: Any) -> None:
-    """Delete the texts: the same orders fired again are new, not left alone as repeats."""
+    """Delete the texts and their fold rows: the same orders fired again are new, not
+    left alone as repeats, and each opens a window of its own (SMSDIGESTMINUTES)."""
     with engine.begin() as conn:
         conn.execute(delete(Message))
+        conn.execute(delete(fold_table))
+
+
+def _folding(engine: Any, n: int) -> tuple[float, float, float]:
+    """The delivered event of ``n`` orders, each folded into its shipped text still
+    waiting (fired in the host transaction before): p50 and p99 ms over three rounds
+    (medians) and the statements per folded event, counted over 20 more."""
+    p50s, p99s = [], []
+    counted = [0]
+
+    def count(*_a: Any) -> None:
+        counted[0] += 1
+
+    def rounds(orders: range, listen: Any) -> list[float]:
+        samples = []
+        with Session(engine) as s:
+            for order_id in orders:
+                o = s.get_one(erp.SalesOrder, order_id)
+                ship = s.scalars(
+                    select(erp.ShippingEvent).where(erp.ShippingEvent.sales_order_id == order_id)
+                ).one()
+                signals.shipment_shipped.send(o, session=s, shipping_event=ship)
+                s.commit()
+                ship.status = "Delivered"
+                s.flush()
+                if listen is not None:
+                    event.listen(engine, "before_cursor_execute", listen)
+                t0 = time.perf_counter()
+                result = signals.shipment_delivered.send(o, session=s, shipping_event=ship)
+                samples.append(time.perf_counter() - t0)
+                if listen is not None:
+                    event.remove(engine, "before_cursor_execute", listen)
+                merged = [m for _r, rows in result for m in rows if m.status == Status.MERGED]
+                if len(merged) != OPTED_IN:  # time the fold, never a text of its own
+                    raise SystemExit(f"bench: order {order_id} folded {len(merged)}: {result}")
+                ship.status = "Shipped"
+                s.commit()
+        return samples
+
+    if engine.dialect.name == "postgresql":
+        # A live log has statistics: planned on an empty sms_message (the fill's ANALYZE),
+        # the carriers' read by key would scan the table.
+        _forget(engine)
+        rounds(range(1, n + 1), None)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE sms_message")
+            conn.exec_driver_sql("ANALYZE sms_fold")
+            conn.commit()
+    for _ in range(ROUNDS):
+        _forget(engine)
+        samples = rounds(range(1, n + 1), None)
+        p50s.append(p(samples, 0.5))
+        p99s.append(p(samples, 0.99))
+    _forget(engine)
+    rounds(range(1, min(n, 20) + 1), count)
+    return median(p50s), median(p99s), counted[0] / min(n, 20)
 
 
 def _run(
@@ -313,6 +370,7 @@ def main() -> list[dict[str, Any]]:
             committed, commit_alone = _with_commit(engine, EVENTS)
             floor = _floor(engine, EVENTS)
             cold, first = _first_event(url, "cold"), _first_event(url, "warm")
+            fold50, fold99, fold_statements = _folding(engine, EVENTS)
             engine.dispose()
             out.append(
                 {
@@ -329,13 +387,28 @@ def main() -> list[dict[str, Any]]:
                     f"(alternated); "
                     f"first event in a process {first:.1f} ms after "
                     f"`erp_sms.warm_up(engine)` ({cold:.0f} ms without)",
-                    "target": "p50 <= 2 ms, p99 <= 10 ms, >= 100x less, <= 5 statements, "
-                    "first event <= 10 ms",
+                    "target": "p50 <= 2 ms, p99 <= 10 ms, >= 100x less, <= 6 statements "
+                    "(5, and the fold row of SMSDIGESTMINUTES), first event <= 10 ms",
                     "met": p50 <= 2
                     and p99 <= 10
                     and peer / p50 >= 100
-                    and per_event <= 5
+                    and per_event <= 6
                     and first <= 10,
+                }
+            )
+            print(out[-1])
+            out.append(
+                {
+                    "work": f"host path, {db_name}, {contacts:,} contacts: the delivered "
+                    f"event folded into the {OPTED_IN} shipped texts still waiting "
+                    "(SMSDIGESTMINUTES, issue 28)",
+                    "peers": f"the shipped event that opened the window: p50 {p50:.2f} ms",
+                    "ours": f"p50 {fold50:.2f} ms, p99 {fold99:.2f} ms (medians of {ROUNDS} "
+                    f"rounds of {EVENTS} events; {fold50 / p50:.2f}x the shipped event); "
+                    f"{fold_statements:.0f} statements",
+                    "target": "p50 <= 2 ms, p99 <= 10 ms, <= 6 statements more than the "
+                    "shipped event",
+                    "met": fold50 <= 2 and fold99 <= 10 and fold_statements <= per_event + 6,
                 }
             )
             print(out[-1])

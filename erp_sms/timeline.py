@@ -48,6 +48,8 @@ def _message_entries(m: Message) -> list[Entry]:
     said = f"{initial}: {_unsaid(initial, why)}" if initial != Status.QUEUED and why else initial
     if why and why.startswith(f"{initial} "):  # "merged into message 41"
         said = why
+    if initial == Status.MERGED and m.body:  # what it carries into the other text
+        said = f"{said} (would have said: {m.body})"
     out = [Entry(m.created_at, "message", f"{m.event} → {who}{via} — {said}", m.id)]
     for h in history:
         if h.kind == "callback":

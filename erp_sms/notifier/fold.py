@@ -24,7 +24,6 @@ from .. import templates, wording
 from ..errors import TemplateError
 from ..events import EventType, get_event
 from ..models import Message, Status
-from ..outbox import existing_keys
 from ..outbox.fold import Carrier, CarrierChange, FoldRow, carriers, change_carriers, lock, save
 from .reads import PlanInfo
 
@@ -129,15 +128,6 @@ def fold_key(order_ref: str, contact_ref: str) -> str:
     return key if len(key) <= 255 else f"sha256:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
-def _describe(item: Mapping[str, Any]) -> str:
-    """``work_order_completed WO-58211``, ``shipment_shipped UPS 1Z999…``."""
-    subject = item.get("subject") or {}
-    name: Any = subject.get("number") or item.get("subject_ref")
-    if subject.get("tracking_number"):
-        name = f"{subject.get('carrier') or ''} {subject['tracking_number']}".strip()
-    return f"{item['event']} {name}" if name else str(item["event"])
-
-
 def apply(session: Session, event: EventType, new: Sequence[Message], info: PlanInfo) -> None:
     """Fold ``new`` (an event's rows, not yet written) into their order's waiting texts:
     a row whose contact has a text of this order still waiting becomes ``merged`` into
@@ -153,43 +143,47 @@ def apply(session: Session, event: EventType, new: Sequence[Message], info: Plan
     items: dict[str, dict[str, Any]] = {}
     wanted: dict[str, tuple[str, dict[str, Any]]] = {}
     for m in rows:
+        # Nothing of the contact in it: the fold rows of an order's contacts read alike
+        # and are written back with one statement (``outbox.fold.save``).
         item = {
-            "key": m.idempotency_key,
+            "ref": f"{event.name}|{m.subject_ref or '-'}",
             "event": event.name,
             "subject_ref": m.subject_ref,
             "subject": dict(info.context.get(event.subject, {})) if event.subject else {},
-            "carrier": m.idempotency_key,
+            "window": 0,  # a fold row's texts: one window after another
             "at": now.isoformat(),
         }
         items[m.idempotency_key] = item
         wanted[fold_key(m.order_ref, str(m.contact_ref))] = (m.idempotency_key, item)
     folds = lock(session, wanted, uuid.uuid4().hex)
     older = [f.carrier_key for f in folds.values() if not f.fresh and f.carrier_key]
-    found = carriers(session, older)
     # An event fired again finds its row in the log (also from before folding was on, or
     # not folded: skipped then); the insert leaves it alone, and so does the fold.
-    logged = existing_keys(session, [m.idempotency_key for m in rows]) if older else set()
+    found, logged = carriers(session, older, [m.idempotency_key for m in rows])
     changes: list[CarrierChange] = []
-    saves: list[tuple[str, str, list[dict[str, Any]]]] = []
+    saves: list[tuple[str, str | None, list[dict[str, Any]]]] = []
+    words: dict[Any, Any] = {}  # what the contacts' alike folds share, made once
     for m in rows:
         key = fold_key(m.order_ref, str(m.contact_ref))
         fold, item = folds.get(key), items[m.idempotency_key]
         if fold is None:  # not read back (no locking read here): it goes out on its own
             continue
         if m.idempotency_key in logged or (
-            not fold.fresh and any(i.get("key") == m.idempotency_key for i in fold.items)
+            not fold.fresh and any(i.get("ref") == item["ref"] for i in fold.items)
         ):
             continue  # fired again (the fold row knows it first when that was concurrent)
         carrier = found.get(fold.carrier_key or "")
         if fold.fresh or carrier is None or not carrier.waiting:
             _wait(m, info)
-            if not fold.fresh:
-                saves.append((key, m.idempotency_key, [*fold.items, item]))
+            if not fold.fresh:  # a new window, carried by this text
+                started = {**item, "window": fold.window + 1}
+                saves.append((key, m.idempotency_key, [*fold.items, started]))
             continue
-        change = _merge(session, event, m, item, fold, carrier, info)
+        item = {**item, "window": fold.window}
+        change = _merge(session, event, m, item, fold, carrier, info, words)
         if change is not None:
             changes.append(change)
-            saves.append((key, carrier.key, [*fold.items, {**item, "carrier": carrier.key}]))
+            saves.append((key, None, [*fold.items, item]))
     change_carriers(session, changes)
     save(session, saves)
 
@@ -213,17 +207,24 @@ def _merge(
     fold: FoldRow,
     carrier: Carrier,
     info: PlanInfo,
+    words: dict[Any, Any],
 ) -> CarrierChange | None:
     """Fold ``m`` into ``carrier``: the carrier's new words (when what it tells changes)
     and ``m`` merged. None when the folded text cannot be rendered: ``m`` then goes out
     on its own, as it would without folding."""
-    window = [i for i in fold.items if i.get("carrier") == carrier.key]
-    before = carried(window) if window else None
-    after = carried([*window, item])
+    told = words.get(("told", fold.raw, item["ref"]))  # the contacts' folds read alike
+    if told is None:
+        window = [i for i in fold.items if i.get("window") == fold.window]
+        after = carried([*window, item])
+        told = words[("told", fold.raw, item["ref"])] = (
+            after,
+            not window or after != carried(window),
+        )
+    after, changed = told
     values: dict[str, Any] = {}
-    if after != before:
+    if changed:
         try:
-            values = _words(session, event, m, after, carrier, info)
+            values = dict(_words(session, event, m, after, carrier, info, words))
         except (TemplateError, wording.NotSendable) as exc:
             reason = exc.message if isinstance(exc, TemplateError) else exc.reason
             log.warning("erp-sms: %s not folded into message %s: %s", m.event, carrier.id, reason)
@@ -238,11 +239,7 @@ def _merge(
         values["next_attempt_at"] = m.next_attempt_at  # the send window's opening
     m.status, m.reason = Status.MERGED, f"merged into message {carrier.id}"
     m.merged_into, m.next_attempt_at = carrier.id, None
-    told = (
-        f"; it now tells {after.event}, not {carrier.event}" if after.event != carrier.event else ""
-    )
-    note = f"folded in {_describe(item)} (SMSDIGESTMINUTES){told}"
-    return CarrierChange(carrier.id, note, values)
+    return CarrierChange(carrier.id, values)
 
 
 def _words(
@@ -252,24 +249,33 @@ def _words(
     what: Carried,
     carrier: Carrier,
     info: PlanInfo,
+    words: dict[Any, Any],
 ) -> dict[str, Any]:
     """The carrier's text for everything it carries, rendered and finished for its
-    channel as any text is (the template staff set for that event, the length rules)."""
+    channel as any text is (the template staff set for that event, the length rules).
+    A template that names no ``contact`` reads the same for each contact's text: the
+    words are made once per channel and fold (``words``)."""
     told = get_event(what.event)
+    channel = carrier.channel or str(m.channel)
     if told.name == event.name and info.source is not None:
         source = info.source
-    else:
-        source = templates.load(session, told.template).source
+    else:  # another event's template (once per event's fold)
+        if ("template", told.template) not in words:
+            words[("template", told.template)] = templates.load(session, told.template).source
+        source = str(words[("template", told.template)])
+    same = (
+        None if templates.refers_to(source, "contact") else ("words", channel, source, repr(what))
+    )
+    if same is not None and same in words:
+        return dict(words[same])
     context = {
         **info.context,
         **what.context(),
         "contact": info.contact_contexts.get(m.idempotency_key, {}),
     }
     rendered = templates.render(source, context, told.template)
-    done = wording.finish(
-        rendered.body, carrier.channel or str(m.channel), info.rules, wording.keep_from(context)
-    )
-    return {
+    done = wording.finish(rendered.body, channel, info.rules, wording.keep_from(context))
+    values = {
         "body": done.body,
         "encoding": done.encoding,
         "segments": done.segments,
@@ -277,3 +283,6 @@ def _words(
         "template": told.template,
         "subject_ref": what.subject_ref,
     }
+    if same is not None:
+        words[same] = values
+    return values

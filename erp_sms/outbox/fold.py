@@ -21,8 +21,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..db import utcnow
-from ..models import Message, Status, fold_table, message_event_table, message_table
-from .values import _history_row
+from ..models import Message, Status, fold_table, message_table
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,12 @@ class FoldRow:
     carrier_key: str | None
     items: list[dict[str, Any]]
     fresh: bool
+    raw: str = "[]"  # ``items`` as stored: the same for the order's contacts, mostly
+
+    @property
+    def window(self) -> int:
+        """The current window's number (its items carry it; the carrier is its text)."""
+        return max((int(i.get("window", 0)) for i in self.items), default=0)
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,31 @@ class Carrier:
 
 def _conn(session: Session) -> Connection:
     return session.connection(bind_arguments={"mapper": Message})
+
+
+@functools.cache
+def _upsert_returning(name: str, returning: bool) -> Any:
+    """One statement that writes missing fold rows and returns every row locked, as it
+    stands: ``ON CONFLICT DO UPDATE`` with a no-op (PostgreSQL and SQLite 3.35+) locks
+    an existing row as ``FOR UPDATE`` would — waiting for a transaction that wrote it —
+    and RETURNING gives it back. None where that is not known (then two statements)."""
+    t = fold_table
+    cols = (t.c.key, t.c.carrier_key, t.c.carried, t.c.token)
+    if name == "postgresql" and returning:
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        pg = pg_insert(t)
+        return pg.on_conflict_do_update(
+            index_elements=["key"], set_={"key": pg.excluded.key}
+        ).returning(*cols)
+    if name == "sqlite" and returning:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        lite = sqlite_insert(t)
+        return lite.on_conflict_do_update(
+            index_elements=["key"], set_={"key": lite.excluded.key}
+        ).returning(*cols)
+    return None
 
 
 @functools.cache
@@ -107,6 +137,25 @@ def lock(
         }
         for k in keys
     ]
+    dialect = conn.dialect
+    one = _upsert_returning(dialect.name, bool(dialect.insert_executemany_returning))
+    if one is not None:
+        rows = (
+            conn.execute(one, values).all()
+            if len(values) > 1
+            else conn.execute(one, values[0]).all()
+        )
+    else:
+        rows = _insert_then_lock(conn, keys, values)
+    return {
+        r.key: FoldRow(
+            r.key, r.carrier_key, json.loads(r.carried or "[]"), r.token == token, r.carried
+        )
+        for r in rows
+    }
+
+
+def _insert_then_lock(conn: Connection, keys: list[str], values: list[dict[str, Any]]) -> Any:
     stmt = _insert_fold(conn.dialect.name)
     if stmt is None:  # no upsert known here: the rows that exist are left alone
         have = set(
@@ -117,115 +166,108 @@ def lock(
     if stmt is not None:
         conn.execute(stmt, values)
     t = fold_table
-    rows = conn.execute(
+    return conn.execute(
         select(t.c.key, t.c.carrier_key, t.c.carried, t.c.token)
         .where(t.c.key.in_(keys))
         .order_by(t.c.key)
         .with_for_update()
     ).all()
-    return {
-        r.key: FoldRow(r.key, r.carrier_key, json.loads(r.carried or "[]"), r.token == token)
-        for r in rows
-    }
 
 
-def carriers(session: Session, keys: Sequence[str]) -> dict[str, Carrier]:
-    """The texts with these idempotency keys, locked: a worker's claim skips them until
-    the host commits (``SKIP LOCKED``), and a claim that came first is seen here."""
+_m = message_table.c
+# Built once (issue 27's lesson: building a statement cost more than running it).
+_CARRIERS = (
+    select(
+        _m.id,
+        _m.idempotency_key,
+        _m.status,
+        _m.event,
+        _m.attempts,
+        _m.maybe_sent,
+        _m.claimed_at,
+        _m.channel,
+        _m.next_attempt_at,
+        _m.send_window,
+    )
+    .where(_m.idempotency_key.in_(bindparam("keys", expanding=True)))
+    .order_by(_m.idempotency_key)
+    .with_for_update()
+)
+_LOGGED = select(_m.idempotency_key).where(
+    _m.idempotency_key.in_(bindparam("keys", expanding=True))
+)
+# The SET clause comes from the parameters given (the words, the event, the flags).
+_CHANGE = update(message_table).where(
+    _m.id.in_(bindparam("ids", expanding=True)), _m.status == Status.QUEUED
+)
+_SAVE = update(fold_table).where(fold_table.c.key.in_(bindparam("keys", expanding=True)))
+
+
+def carriers(
+    session: Session, keys: Sequence[str], ours: Sequence[str]
+) -> tuple[dict[str, Carrier], set[str]]:
+    """The texts with idempotency keys ``keys``, locked — a worker's claim skips them
+    until the host commits (``SKIP LOCKED``), and a claim that came first is seen here —
+    and which of ``ours`` (the event's new texts) are in the log already (an event fired
+    again). One statement; on MariaDB two: a locking read of keys not in the log would
+    lock the gaps between them (and other hosts' inserts with them)."""
     if not keys:
-        return {}
-    m = message_table.c
-    columns = (
-        m.id,
-        m.idempotency_key,
-        m.status,
-        m.event,
-        m.attempts,
-        m.maybe_sent,
-        m.claimed_at,
-        m.channel,
-        m.next_attempt_at,
-        m.send_window,
-    )
-    rows = (
-        _conn(session)
-        .execute(
-            select(*columns)
-            .where(m.idempotency_key.in_(sorted(set(keys))))
-            .order_by(m.idempotency_key)
-            .with_for_update()
-        )
-        .all()
-    )
-    return {
-        r.idempotency_key: Carrier(
-            r.id,
-            r.idempotency_key,
-            r.status,
-            r.event,
-            r.attempts,
-            bool(r.maybe_sent),
-            r.claimed_at,
-            r.channel,
-            r.next_attempt_at,
-            bool(r.send_window),
-        )
-        for r in rows
+        return {}, set()
+    conn = _conn(session)
+    gaps = conn.dialect.name in ("mysql", "mariadb")
+    wanted = set(keys) if gaps else set(keys) | set(ours)
+    found = {
+        r.idempotency_key: Carrier(*r[:5], bool(r.maybe_sent), *r[6:9], bool(r.send_window))
+        for r in conn.execute(_CARRIERS, {"keys": sorted(wanted)})
     }
+    if gaps:
+        logged = set(conn.execute(_LOGGED, {"keys": list(ours)}).scalars())
+    else:
+        logged = set(ours) & set(found)
+    return found, logged
 
 
 @dataclass(frozen=True)
 class CarrierChange:
-    """What a fold changes on its carrier: the words (None: unchanged) and the event they
-    now tell, and the timeline line that says what was folded in."""
+    """What a fold changes on its carrier: the words and the event they now tell (empty:
+    unchanged — a stage already superseded). What it carries is told by the merged
+    texts themselves (``merged_into``), not by a line of its own: one statement fewer
+    on the host path."""
 
     id: int
-    note: str
     values: Mapping[str, Any]
 
 
-_UPDATE_CARRIER = (
-    update(message_table)
-    .where(message_table.c.id == bindparam("carrier_id"))
-    .where(message_table.c.status == Status.QUEUED)
-)
-
-
 def change_carriers(session: Session, changes: Sequence[CarrierChange]) -> None:
-    """Write the carriers' new words and their timeline lines (the rows are locked by
-    ``carriers``: still waiting)."""
+    """Write the carriers' new words (the rows are locked by ``carriers``: still
+    waiting). The texts an event folds into for each of its contacts get the same words:
+    one UPDATE for them all, not one per contact."""
     if not changes:
         return
     conn = _conn(session)
     now = utcnow()
+    alike: dict[str, tuple[dict[str, Any], list[int]]] = {}
     for c in changes:
         if c.values:
-            conn.execute(_UPDATE_CARRIER, {"carrier_id": c.id, "updated_at": now, **c.values})
-    conn.execute(
-        insert(message_event_table),
-        [_history_row(c.id, now, None, c.note, kind="note", source="notifier") for c in changes],
-    )
+            said = repr(sorted(c.values.items()))
+            alike.setdefault(said, (dict(c.values), []))[1].append(c.id)
+    for values, ids in alike.values():
+        conn.execute(_CHANGE, {"ids": ids, "updated_at": now, **values})
 
 
-def save(session: Session, rows: Sequence[tuple[str, str, list[dict[str, Any]]]]) -> None:
-    """Write fold rows back: (fold key, carrier key, items)."""
+def save(session: Session, rows: Sequence[tuple[str, str | None, list[dict[str, Any]]]]) -> None:
+    """Write fold rows back: (fold key, the new window's carrier or None, items). Rows
+    that read alike (an order's contacts) go in one statement."""
     if not rows:
         return
-    t = fold_table
-    stmt = (
-        update(t)
-        .where(t.c.key == bindparam("fold_key"))
-        .values(
-            carrier_key=bindparam("carrier"),
-            carried=bindparam("items_json"),
-            updated_at=bindparam("now"),
-        )
-    )
+    conn = _conn(session)
     now = utcnow()
-    _conn(session).execute(
-        stmt,
-        [
-            {"fold_key": k, "carrier": c, "items_json": json.dumps(items, default=str), "now": now}
-            for k, c, items in rows
-        ],
-    )
+    alike: dict[tuple[str | None, str], list[str]] = {}
+    for key, carrier, items in rows:
+        said = json.dumps(items, default=str)
+        alike.setdefault((carrier, said), []).append(key)
+    for (carrier, said), keys in alike.items():
+        values: dict[str, Any] = {"keys": keys, "carried": said, "updated_at": now}
+        if carrier is not None:
+            values["carrier_key"] = carrier
+        conn.execute(_SAVE, values)
