@@ -1,8 +1,8 @@
 """``erp-sms demo`` / ``make demo``: the whole flow on loopback, with nothing to set up.
 
 Starts an SMTP sink and a Twilio-compatible API on 127.0.0.1, builds sample
-organizations, contacts and orders in a SQLite file, fires the four order events,
-delivers (first over the carrier gateways, then through Twilio once the TWILIO record is
+organizations, contacts and orders in a SQLite file, fires the four order events (an
+order's burst of events folded into one text per contact, SMSDIGESTMINUTES), delivers (first over the carrier gateways, then through Twilio once the TWILIO record is
 active), lets the Twilio-compatible server post signed delivery reports and a customer's
 STOP reply to erp-sms's own webhooks, runs an SMS dunning schedule (a step before the due
 date, on it and after it; one deferred by the send window, one invoice paid), and prints
