@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -197,20 +198,42 @@ def option_defs() -> dict[str, OptionDef]:
 
 @dataclass(frozen=True)
 class Keywords:
+    """``rules/keywords.toml``: single words (upper case, accents taken off: ``plain``)
+    and phrases (regular expressions, any case)."""
+
     stop: frozenset[str]
     start: frozenset[str]
     help: frozenset[str]
     stop_phrases: tuple[re.Pattern[str], ...]
+    status: frozenset[str] = frozenset()
+    paid_phrases: tuple[re.Pattern[str], ...] = ()
+    wrong_number_phrases: tuple[re.Pattern[str], ...] = ()
+
+
+def plain(word: str) -> str:
+    """``word`` in upper case without accents: ``Arrêt`` -> ``ARRET``."""
+    decomposed = unicodedata.normalize("NFKD", word)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).upper()
 
 
 @cache
 def keywords() -> Keywords:
     data = _load("keywords.toml")
+
+    def words(name: str) -> frozenset[str]:
+        return frozenset(plain(w) for w in data.get(name, []))
+
+    def phrases(name: str) -> tuple[re.Pattern[str], ...]:
+        return tuple(re.compile(p, re.IGNORECASE) for p in data.get(name, []))
+
     return Keywords(
-        stop=frozenset(w.upper() for w in data["stop"]),
-        start=frozenset(w.upper() for w in data["start"]),
-        help=frozenset(w.upper() for w in data["help"]),
-        stop_phrases=tuple(re.compile(p, re.IGNORECASE) for p in data["stop_phrases"]),
+        stop=words("stop"),
+        start=words("start"),
+        help=words("help"),
+        stop_phrases=phrases("stop_phrases"),
+        status=words("status"),
+        paid_phrases=phrases("paid_phrases"),
+        wrong_number_phrases=phrases("wrong_number_phrases"),
     )
 
 

@@ -31,6 +31,10 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 # text is the template, so it has none of its own.
 ONE_OFF_EVENT = "staff_text"
 ONE_OFF_TEMPLATE = "(one-off)"
+# Staff's answers to a customer's reply: planned like a one-off, from the number the
+# customer wrote to.
+ANSWER_EVENT = "staff_reply"
+ANSWER_TEMPLATE = "(answer)"
 
 # Called with each event ``register_event`` adds: the notifier connects its receiver
 # (``on_register``). The registry names no module above it.
@@ -150,10 +154,8 @@ def fire(name: str, order: Any, *, session: Session | None = None, **kwargs: Any
 
 def register_builtin_events() -> None:
     # Staff's one-off texts (``notifier.text_contact``): no receiver, no template listed.
-    _registry.setdefault(
-        ONE_OFF_EVENT,
-        EventType(ONE_OFF_EVENT, ONE_OFF_TEMPLATE, signals._signals.signal(ONE_OFF_EVENT)),
-    )
+    for name, template in ((ONE_OFF_EVENT, ONE_OFF_TEMPLATE), (ANSWER_EVENT, ANSWER_TEMPLATE)):
+        _registry.setdefault(name, EventType(name, template, signals._signals.signal(name)))
     register_event(
         "sent_to_production",
         "SMS S2P",

@@ -35,14 +35,20 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
-from . import appstate, consent, options, outbox, rule_records, web
-from .addresses import mask
-from .catalog import keywords, twilio_error_policies
+from . import appstate, outbox, rule_records, web
+from .catalog import twilio_error_policies
 from .config import Settings
-from .db import Database, utcnow
-from .errors import ConfigurationError, InputError
-from .models import InboundMessage, Message
-from .recipients import default_lookup
+
+# Re-exported for hosts that imported them here (the replies' handling: ``conversations``).
+from .conversations.inbound import handle_inbound as handle_inbound
+from .conversations.keywords import HELP as HELP
+from .conversations.keywords import REPLY as REPLY
+from .conversations.keywords import START as START
+from .conversations.keywords import STOP as STOP
+from .conversations.keywords import classify_reply as classify_reply
+from .db import Database
+from .errors import ConfigurationError
+from .models import Message
 from .statuses import normalise
 
 log = logging.getLogger(__name__)
@@ -50,9 +56,6 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("erp_sms_twilio", __name__)
 # Signature-checked, never sign-in or CSRF checked (Twilio has no token to send).
 web.csrf.exempt(blueprint)
-
-STOP, START, HELP, REPLY = "stop", "start", "help", "reply"
-
 
 # The app's state (``init_app`` keeps its old name here for hosts).
 init_app = appstate.init_app
@@ -265,27 +268,6 @@ def apply_status(session: Session, sid: str, provider_status: str, raw: dict[str
 # -- inbound -----------------------------------------------------------------------------------
 
 
-_WORD = re.compile(r"^[\s\W_]*([A-Za-z]+)[\s\W_]*$")
-
-
-def classify_reply(body: str) -> str:
-    """stop | start | help | reply. Single keywords (any case, surrounding spaces and
-    punctuation ignored), and free text that clearly asks to stop."""
-    kw = keywords()
-    m = _WORD.match(body or "")
-    if m:
-        word = m.group(1).upper()
-        if word in kw.stop:
-            return STOP
-        if word in kw.start:
-            return START
-        if word in kw.help:
-            return HELP
-    if any(p.search(body or "") for p in kw.stop_phrases):
-        return STOP
-    return REPLY
-
-
 def twiml(message: str | None = None) -> Response:
     inner = f"<Message>{escape(message)}</Message>" if message else ""
     body = f'<?xml version="1.0" encoding="UTF-8"?><Response>{inner}</Response>'
@@ -305,67 +287,6 @@ def inbound() -> Response:
 @blueprint.errorhandler(ConfigurationFault)
 def _configuration_fault(exc: ConfigurationFault) -> tuple[str, int]:
     return f"erp-sms is not configured to check Twilio signatures: {exc}", 500
-
-
-def handle_inbound(session: Session, form: dict[str, str]) -> str | None:
-    """Store the reply, apply STOP/START, and return the text to answer with (HELP)."""
-    sid = form.get("MessageSid") or form.get("SmsSid")
-    sender = form.get("From", "")
-    body = form.get("Body", "")
-    kind = classify_reply(body)
-    if sid and session.scalar(select(InboundMessage.id).where(InboundMessage.provider_id == sid)):
-        # Twilio retried: answer the same, change nothing
-        return options.get(session, "SMSHELPTEXT") if kind == HELP else None
-    number = _number(sender)
-    lookup = default_lookup()
-    contacts = list(lookup.contacts_with_number(session, number)) if number else []
-    refs = [c.key for c in contacts]
-    order_number = None
-    if refs:
-        order_number = session.scalar(
-            select(Message.order_number)
-            .where(Message.contact_ref.in_(refs))
-            .order_by(Message.created_at.desc(), Message.id.desc())
-            .limit(1)
-        )
-    session.add(
-        InboundMessage(
-            provider_id=sid,
-            from_number=(number or sender)[:32],
-            to_number=(form.get("To") or "")[:32] or None,
-            body=body,
-            kind=kind,
-            contact_refs=",".join(refs) or None,
-            order_number=order_number,
-            raw=json.dumps(form, sort_keys=True),
-            received_at=utcnow(),
-        )
-    )
-    if kind in (STOP, START) and number:
-        change = consent.opt_in if kind == START else consent.opt_out
-        done = change(
-            session, number=number, source="sms_reply", detail=f"reply {body.strip()[:60]!r}"
-        )
-        log.info(
-            "inbound %s from %s: %d contact(s), %d text(s) canceled",
-            kind,
-            mask(sender),
-            len(done.contacts),
-            len(getattr(done, "canceled", [])),
-        )
-    session.flush()
-    if kind == HELP:
-        return options.get(session, "SMSHELPTEXT")
-    return None
-
-
-def _number(sender: str) -> str | None:
-    """The sender in E.164 (Twilio sends E.164; anything else is read in the default
-    region), or None for a short code or an unreadable sender."""
-    try:
-        return consent.normalise_number(sender) if sender else None
-    except InputError:
-        return None
 
 
 def serve(

@@ -29,6 +29,7 @@ PAGES = [
     "/find?q=Ann",
     "/timeline?order=SO-1",
     "/replies",
+    "/conversation?number=%2B13125550101",
     "/reminders",
     "/account",
 ]
@@ -43,6 +44,7 @@ FORMS = [
     "/contacts/1/consent",
     "/contacts/1/text",
     "/replies/1/done",
+    "/replies/1/answer",
     "/reminders/step",
     "/reminders/switch",
     "/reminders/sender",

@@ -123,7 +123,10 @@ def _settings_and_opt_outs(
         options.value_from("SMSDIGESTMINUTES", first[9 + len(wording.OPTIONS)])
     )
     active, phone = first[1], first[2]
-    sender = first[7] or (info.view.sender if info.view else None)
+    view = info.view
+    sender = (view.sender if view and view.sender_fixed else first[7]) or (
+        view.sender if view else None
+    )
     if sender and sender != rule_records.TWILIO:
         # A site's own number: its record decides the routing (one more statement, for
         # organizations mapped to a site only).

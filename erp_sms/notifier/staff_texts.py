@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from ..db import utcnow
 from ..errors import InputError
-from ..events import ONE_OFF_EVENT, get_event
+from ..events import ANSWER_EVENT, ONE_OFF_EVENT, get_event
 from ..models import Message, Status
 from ..outbox import (
     add_event,
@@ -46,6 +46,8 @@ class OneOff:
 
     contact: ContactView
     organization_key: str
+    sender: str | None = None  # the TWILIO record it goes out from (an answer's)
+    sender_fixed: bool = False  # ``sender`` (None: TWILIO) whatever the mapping says
 
 
 class _OneContact:
@@ -61,6 +63,8 @@ class _OneContact:
             organization_name=None,
             sms_update=True,
             listed_contact_key=c.key,
+            sender=order.sender,
+            sender_fixed=order.sender_fixed,
         )
 
     def contacts(self, session: Session, order: OneOff, *, listed_only: bool) -> list[ContactView]:
@@ -68,23 +72,36 @@ class _OneContact:
 
 
 def text_contact(
-    session: Session, contact: ContactView, organization_key: str, source: str, *, by: str
+    session: Session,
+    contact: ContactView,
+    organization_key: str,
+    source: str,
+    *,
+    by: str,
+    event_name: str = ONE_OFF_EVENT,
+    sender: str | None = None,
+    sender_fixed: bool = False,
+    note: str | None = None,
 ) -> Message:
     """Queue a one-off text from staff to ``contact`` (``source``: a template, rendered
     with the contact and sender), planned and logged like any event's text: SMSUPDATE,
     the opt-out list, the address and route, the send window when SMSWINDOWEVENTS names
-    ``staff_text``, the organization's sender. Returns the row (queued, or skipped or
-    failed with the reason); its history names ``by``."""
+    ``staff_text``, the organization's sender (with ``sender_fixed``: ``sender``, None
+    for TWILIO, instead — an answer goes from the number the customer wrote to).
+    Returns the row (queued, or skipped or failed with the reason); its history names
+    ``by`` (``note``: what to say instead)."""
     from dataclasses import replace
 
-    event = replace(get_event(ONE_OFF_EVENT), lookup=_OneContact())  # type: ignore[arg-type]
-    ref = f"one-off:{utcnow():%Y%m%d%H%M%S}:{secrets.token_hex(6)}"
+    event = replace(get_event(event_name), lookup=_OneContact())  # type: ignore[arg-type]
+    ref = f"{event_name}:{utcnow():%Y%m%d%H%M%S}:{secrets.token_hex(6)}"
     draft = Draft(source=source, subject=(ref, {}))
-    planned = _notify(event, OneOff(contact, organization_key), session, {}, draft=draft)
+    order = OneOff(contact, organization_key, sender, sender_fixed)
+    planned = _notify(event, order, session, {}, draft=draft)
     msg = session.scalars(
         select(Message).where(Message.idempotency_key == planned[0].idempotency_key)
     ).one()
-    add_event(session, msg, kind="note", source="staff", detail=f"one-off text written by {by}")
+    said = note or f"one-off text written by {by}"
+    add_event(session, msg, kind="note", source="staff", detail=said)
     session.flush()
     return msg
 
@@ -119,7 +136,7 @@ def retry(
     out = []
     for msg in rows:
         event = get_event(msg.event)
-        if event.name == ONE_OFF_EVENT:
+        if event.name in (ONE_OFF_EVENT, ANSWER_EVENT):
             raise InputError(
                 f"cannot retry #{msg.id}: it is a one-off text; write it again on the "
                 "contact's page or with `erp-sms contacts text`; nothing was changed"

@@ -89,9 +89,37 @@ def release(
             msg.reason = None
             add_event(session, msg, kind="note", source=by, detail="released: goes out now")
             continue
-        msg.next_attempt_at = now
+        # A reminder step paused until its day keeps it (``pause``); others go now.
+        msg.next_attempt_at = max(msg.next_attempt_at or now, now)
         set_status(session, msg, Status.QUEUED, source=by, reason=None)
         msg.reason = None
+    return rows
+
+
+# The reason's first word on texts a customer's "paid" reply held: only staff release them.
+PAUSED = "paused"
+
+
+def pause(
+    session: Session, event: str, order_ref: str, subject_ref: str | None, *, reason: str, by: str
+) -> list[Message]:
+    """Hold the texts still queued of one subject (an invoice's reminder steps), each
+    keeping its day, with ``reason`` (which starts with "paused:"); staff resume them
+    with ``release``, never the worker (``release_ready``)."""
+    rows = list(
+        session.scalars(
+            select(Message)
+            .where(
+                Message.event == event,
+                Message.order_ref == order_ref,
+                Message.subject_ref == subject_ref,
+                Message.status == Status.QUEUED,
+            )
+            .order_by(Message.id)
+        )
+    )
+    for msg in rows:
+        set_status(session, msg, Status.HELD, source=by, reason=f"{PAUSED}: {reason}")
     return rows
 
 
@@ -116,6 +144,7 @@ def _held_for(records: list[str]) -> tuple[Any, ...]:
         m.status == Status.HELD,
         m.channel == "twilio",
         func.coalesce(m.sender, "TWILIO").in_(records),
+        func.coalesce(m.reason, "").not_like(f"{PAUSED}:%"),  # a customer's "paid": staff's
     )
 
 

@@ -26,8 +26,10 @@ class OrderView:
     context: Mapping[str, Any] = field(default_factory=dict)  # the template's `order`
     # The TWILIO record this order's texts go out from (``TWILIO:WEST``, a site's own
     # number); None: TWILIO. A staff mapping of the organization (`erp-sms rules
-    # sender`) takes precedence.
+    # sender`) takes precedence — unless ``sender_fixed``: staff's answer goes from the
+    # number the customer wrote to, whatever the organization's mapping says.
     sender: str | None = None
+    sender_fixed: bool = False
 
 
 @dataclass(frozen=True)

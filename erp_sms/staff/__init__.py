@@ -5,11 +5,19 @@ name and returns what to tell them; bad input raises ``InputError`` with one sen
 - ``versions``: a form carries the version it was read at; a stale save is refused;
 - ``settings``: the TWILIO records and the options;
 - ``template_actions``: templates checked, previewed, saved, reset;
+- ``replies``: customers' replies, their conversations and staff's answers;
 - ``texts``: one-off texts, release, cancel, retry; consent; contacts on gateways.
 """
 
 from __future__ import annotations
 
+from .replies import (
+    Turn,
+    answer_reply,
+    contact_names,
+    conversation,
+    replies,
+)
 from .settings import (
     UNENCRYPTED,
     OptionRow,
@@ -59,15 +67,20 @@ __all__ = [
     "RuleSaved",
     "TemplateCheck",
     "TemplateRow",
+    "Turn",
+    "answer_reply",
     "cancel",
     "change_consent",
     "check_template",
+    "contact_names",
+    "conversation",
     "gateway_contacts",
     "mark_reply_done",
     "option_rows",
     "option_version",
     "preview",
     "release",
+    "replies",
     "reset_template",
     "retry",
     "rule_version",

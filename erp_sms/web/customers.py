@@ -15,15 +15,14 @@ from flask import (
 from flask_login import (
     login_required,
 )
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as WResponse
 
 from .. import customers, staff
 from ..db import one_line
 from ..errors import InputError
-from ..models import InboundMessage
 from ..recipients import default_lookup
+from . import safety
 from .base import act, blueprint, database, who
 
 log = logging.getLogger(__name__)
@@ -124,12 +123,34 @@ def contact_text(key: str) -> WResponse:
 def replies() -> str:
     show_done = request.args.get("done") == "1"
     with database().read_session() as s:
-        q = select(InboundMessage).where(InboundMessage.kind == "reply")
-        q = q.where(
-            InboundMessage.done_at.is_not(None) if show_done else InboundMessage.done_at.is_(None)
-        )
-        rows = list(s.scalars(q.order_by(InboundMessage.received_at.desc()).limit(200)))
-    return render_template("erp_sms/replies.html", rows=rows, show_done=show_done)
+        rows = staff.replies(s, show_done=show_done)
+        names = staff.contact_names(s, rows)
+    return render_template("erp_sms/replies.html", rows=rows, names=names, show_done=show_done)
+
+
+@blueprint.get("/conversation")
+@login_required  # type: ignore[untyped-decorator]
+def conversation() -> Any:
+    """Texts to a number and replies from it, newest last, an answer box on each reply
+    not done."""
+    number = (request.args.get("number") or "").strip()
+    try:
+        with database().read_session() as s:
+            turns = staff.conversation(s, number)
+        error = None
+    except InputError as exc:
+        turns, error = [], exc.message
+    return render_template(
+        "erp_sms/conversation.html", number=number, turns=turns, error=error
+    ), 400 if error else 200
+
+
+@blueprint.post("/replies/<int:reply_id>/answer")
+@login_required  # type: ignore[untyped-decorator]
+def reply_answer(reply_id: int) -> WResponse:
+    back = safety.same_site(request.form.get("back"), url_for(".replies"))
+    message = request.form.get("message", "")
+    return act(lambda s: staff.answer_reply(s, reply_id, message, by=who()), back)
 
 
 @blueprint.post("/replies/<int:reply_id>/done")

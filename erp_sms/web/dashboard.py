@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import outbox, report, staff
+from ..conversations.keywords import NEEDS_A_PERSON
 from ..errors import InputError
 from ..models import Channel, InboundMessage, Message, Status
 from .base import blueprint, database
@@ -79,14 +80,12 @@ def dashboard() -> str:
             )
         )
         held = outbox.held_count(s)
-        replies = (
-            s.scalar(
-                select(func.count()).where(
-                    InboundMessage.kind == "reply", InboundMessage.done_at.is_(None)
-                )
+        waiting = s.execute(
+            select(func.count(), func.min(InboundMessage.received_at)).where(
+                InboundMessage.kind.in_(sorted(NEEDS_A_PERSON)), InboundMessage.done_at.is_(None)
             )
-            or 0
-        )
+        ).one()
+        replies, oldest = int(waiting[0] or 0), waiting[1]
         sunset, sunset_error = _sunset_rows(s)
     # Texts folded into another of their order's (SMSDIGESTMINUTES): one fewer each.
     saved = sum(n for _ch, st, _price, _unit, n in by_channel if st == Status.MERGED)
@@ -102,9 +101,24 @@ def dashboard() -> str:
         held=held,
         saved=saved,
         replies=replies,
+        oldest=_age(oldest),
         sunset=sunset,
         sunset_error=sunset_error,
     )
+
+
+def _age(since: dt.datetime | None) -> str:
+    """How long the oldest reply has waited, in words ("3 h 20 min", "2 days")."""
+    if since is None:
+        return ""
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=dt.UTC)
+    minutes = max(int((dt.datetime.now(dt.UTC) - since).total_seconds() // 60), 0)
+    if minutes >= 2 * 24 * 60:
+        return f"{minutes // (24 * 60)} days"
+    if minutes >= 60:
+        return f"{minutes // 60} h {minutes % 60} min"
+    return f"{minutes} min"
 
 
 def _costs(by_channel: list[Any]) -> list[tuple[str, float, str]]:

@@ -25,6 +25,7 @@ ACTIONS: dict[str, str] = {
     "contact_consent": "operator",
     "contact_text": "operator",
     "reply_done": "operator",
+    "reply_answer": "operator",
 }
 # Forms anyone may post: signing in and out.
 OPEN = {"sign_in", "sign_out", "static"}

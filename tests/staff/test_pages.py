@@ -316,6 +316,51 @@ def test_replies_inbox_marks_a_reply_done(staff, session):
     )
 
 
+def test_a_conversation_shows_texts_and_replies_and_answers_from_its_box(staff, session, world):
+    """Issue 29: the reply in its conversation (Bob's number, newest last), answered from
+    the page like the CLI's `replies answer` (both call staff.answer_reply)."""
+    from erp_sms import rule_records
+
+    rule_records.set_fields(
+        session,
+        "TWILIO",
+        {"SID": "AC" + "0" * 32, "AuthCode": "f" * 32, "PhoneNumber": "3125550100"},
+        active=True,
+        by="test",
+    )
+    session.add(
+        InboundMessage(
+            from_number="+13125550102",
+            to_number="+13125550100",
+            body="Can it come Friday?",
+            kind="reply",
+            contact_refs=str(world["bob"].id),
+        )
+    )
+    session.commit()
+    reply_id = session.scalar(select(InboundMessage.id))
+    inbox = staff.get("/replies").get_data(as_text=True)
+    assert "Bob Ray" in inbox and "/conversation?number=%2B13125550102" in inbox
+    assert re.search(
+        r"<b>1</b> reply to answer; the oldest has waited \d+ min",
+        staff.get("/").get_data(as_text=True),
+    )
+    page = staff.get("/conversation?number=%2B13125550102").get_data(as_text=True)
+    assert "Can it come Friday?" in page and f'id="answer-{reply_id}"' in page
+    r = staff.post(
+        f"/replies/{reply_id}/answer",
+        {"message": "Yes, Friday it is.", "back": "/conversation?number=%2B13125550102"},
+    )
+    assert r.headers["Location"].endswith("/conversation?number=%2B13125550102")
+    assert f"reply #{reply_id} done" in flashed(staff.get(r.headers["Location"]))
+    answer = messages(session)[-1]
+    assert (answer.event, answer.contact_name) == ("staff_reply", "Bob Ray")
+    after = staff.get("/conversation?number=%2B13125550102").get_data(as_text=True)
+    assert "Yes, Friday it is." in after and f'id="answer-{reply_id}"' not in after
+    bad = staff.get("/conversation?number=not-a-number")
+    assert bad.status_code == 400 and "is not a phone number" in bad.get_data(as_text=True)
+
+
 # -- reminders, dashboard -------------------------------------------------------------------
 
 
