@@ -169,6 +169,7 @@ def run_demo(
                 f"   {len(twilio.messages)} delivery reports; Riley replied 'please stop texting me' ({code})"
             )
             echo("   " + prices.reconcile(db, settings).line())
+            _answer_a_reply(db, settings, hook_url, sid, token, echo)
 
             from . import timeline
 
@@ -198,6 +199,36 @@ def run_demo(
         finally:
             db.dispose()
             set_settings(previous)
+
+
+def _answer_a_reply(
+    db: Database,
+    settings: Settings,
+    hook_url: str,
+    sid: str,
+    token: str,
+    echo: Callable[[str], None],
+) -> None:
+    """Jordan asks a question by text; the office answers it (``erp-sms replies
+    answer``) and the answer goes out from the number Jordan wrote to."""
+    post_signed(
+        f"{hook_url}/twilio/inbound",
+        {
+            "MessageSid": "SM" + secrets.token_hex(16),
+            "AccountSid": sid,
+            "From": "+13125550101",
+            "To": "+13125550100",
+            "Body": "Can you deliver to dock 4?",
+        },
+        token,
+    )
+    with db.session() as s:
+        (reply,) = staff.replies(s)
+        said = staff.answer_reply(s, reply.id, "Yes, dock 4 it is. See you Tuesday.", by="office")
+    echo(f"   Jordan asked 'Can you deliver to dock 4?' (reply #{reply.id}); the office answered:")
+    echo(f'   erp-sms replies answer {reply.id} --message "Yes, dock 4 it is. See you Tuesday."')
+    echo(f"   {said}")
+    echo("   " + Dispatcher(db, settings).run_once().line())
 
 
 def options_default(name: str) -> str:

@@ -283,6 +283,10 @@ class InboundMessage(Base):
     # Staff's inbox: a reply that needs a human until someone marks it done.
     done_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     done_by: Mapped[str | None] = mapped_column(String(128), default=None)
+    # SMSREPLYALERT: mailed to staff (when), and the worker run that took it to mail.
+    alerted_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    alert_token: Mapped[str | None] = mapped_column(String(32), default=None)
+    alert_claimed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
 
 class SequenceRun(Base):
@@ -432,3 +436,4 @@ directory_table = _table(DirectoryEntry)
 opt_out_table = _table(OptOut)
 sequence_run_table = _table(SequenceRun)
 fold_table = _table(Fold)
+inbound_table = _table(InboundMessage)

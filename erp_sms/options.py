@@ -62,6 +62,18 @@ def parse_value(opt: OptionDef, value: str) -> str:
                 f"{opt.name} takes a whole number of hours from 0 (off) to 720, not {value!r}"
             )
         return str(int(value))
+    if opt.kind == "email":
+        text = value.strip()
+        if text.lower() in ("", "off"):
+            return ""
+        from email_validator import EmailNotValidError, validate_email
+
+        try:
+            return str(validate_email(text, check_deliverability=False).normalized)
+        except EmailNotValidError as exc:
+            raise InputError(
+                f"{opt.name} takes an email address or off, not {value!r}: {exc}"
+            ) from None
     if opt.kind == "minutes":
         if not value.strip().isdigit() or not 0 <= int(value) <= 120:
             raise InputError(

@@ -129,59 +129,7 @@ class EmailGatewayChannel(Channel):
         self._head: bytes | None = None  # the From header, encoded once
 
     def _connect(self) -> smtplib.SMTP:
-        s = self.settings
-        timeout = s.dispatch.smtp_timeout_seconds
-        smtp: smtplib.SMTP | None = None
-        try:
-            context = ssl.create_default_context(cafile=s.smtp_ca_file)
-        except OSError as exc:
-            raise ChannelConfigurationError(
-                f"ERP_SMS_SMTP_CA_FILE={s.smtp_ca_file!r} cannot be read as a PEM file "
-                f"({exc.strerror or exc}): point it at the CA certificate that signed the "
-                "relay's",
-                provider="smtp",
-            ) from None
-        try:
-            if s.smtp_security == "ssl":
-                smtp = smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, timeout=timeout, context=context)
-            else:
-                smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=timeout)
-                if s.smtp_security == "starttls":
-                    smtp.starttls(context=context)
-            if smtp.sock is not None:
-                # The final "." goes out as its own write, after the barrier: with Nagle
-                # on it would wait for the ACK of the text (a 40 ms delayed ACK).
-                smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if s.smtp_user:
-                smtp.login(s.smtp_user, s.smtp_password or "")
-        except ssl.SSLCertVerificationError as exc:
-            _close_quietly(smtp)
-            raise ChannelConfigurationError(
-                f"the SMTP relay's certificate is not trusted ({exc.verify_message}): set "
-                "ERP_SMS_SMTP_CA_FILE to the PEM file of the CA that signed it",
-                provider="smtp",
-            ) from None
-        except smtplib.SMTPNotSupportedError:
-            _close_quietly(smtp)
-            raise ChannelConfigurationError(
-                f"the SMTP relay {s.smtp_host}:{s.smtp_port} does not offer STARTTLS: set "
-                "ERP_SMS_SMTP_SECURITY to ssl (implicit TLS) or none, as the relay expects",
-                provider="smtp",
-            ) from None
-        except smtplib.SMTPAuthenticationError as exc:
-            _close_quietly(smtp)
-            raise ChannelConfigurationError(
-                f"SMTP login refused ({exc.smtp_code}): check ERP_SMS_SMTP_USER and "
-                "ERP_SMS_SMTP_PASSWORD",
-                code=exc.smtp_code,
-                provider="smtp",
-            ) from None
-        except (OSError, smtplib.SMTPException) as exc:
-            _close_quietly(smtp)
-            raise TransientError(
-                f"cannot connect to SMTP {s.smtp_host}:{s.smtp_port}: {exc}", provider="smtp"
-            ) from None
-        return smtp
+        return connect_smtp(self.settings)
 
     def _build(self, message: Claimed, policy: Policy = _SEVEN_BIT) -> EmailMessage:
         assert message.address is not None
@@ -394,6 +342,65 @@ class EmailGatewayChannel(Channel):
 
 
 _END = b".\r\n"  # the end of DATA: the point after which the server may keep the text
+
+
+def connect_smtp(s: Settings) -> smtplib.SMTP:
+    """A connection to the SMTP relay as the settings say (TLS, login), ready to send;
+    a refusal of ours to fix is ``ChannelConfigurationError``, anything else
+    ``TransientError`` (try again later). The gateway texts and staff's reply alerts
+    use it."""
+    timeout = s.dispatch.smtp_timeout_seconds
+    smtp: smtplib.SMTP | None = None
+    try:
+        context = ssl.create_default_context(cafile=s.smtp_ca_file)
+    except OSError as exc:
+        raise ChannelConfigurationError(
+            f"ERP_SMS_SMTP_CA_FILE={s.smtp_ca_file!r} cannot be read as a PEM file "
+            f"({exc.strerror or exc}): point it at the CA certificate that signed the "
+            "relay's",
+            provider="smtp",
+        ) from None
+    try:
+        if s.smtp_security == "ssl":
+            smtp = smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, timeout=timeout, context=context)
+        else:
+            smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=timeout)
+            if s.smtp_security == "starttls":
+                smtp.starttls(context=context)
+        if smtp.sock is not None:
+            # The final "." goes out as its own write, after the barrier: with Nagle
+            # on it would wait for the ACK of the text (a 40 ms delayed ACK).
+            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if s.smtp_user:
+            smtp.login(s.smtp_user, s.smtp_password or "")
+    except ssl.SSLCertVerificationError as exc:
+        _close_quietly(smtp)
+        raise ChannelConfigurationError(
+            f"the SMTP relay's certificate is not trusted ({exc.verify_message}): set "
+            "ERP_SMS_SMTP_CA_FILE to the PEM file of the CA that signed it",
+            provider="smtp",
+        ) from None
+    except smtplib.SMTPNotSupportedError:
+        _close_quietly(smtp)
+        raise ChannelConfigurationError(
+            f"the SMTP relay {s.smtp_host}:{s.smtp_port} does not offer STARTTLS: set "
+            "ERP_SMS_SMTP_SECURITY to ssl (implicit TLS) or none, as the relay expects",
+            provider="smtp",
+        ) from None
+    except smtplib.SMTPAuthenticationError as exc:
+        _close_quietly(smtp)
+        raise ChannelConfigurationError(
+            f"SMTP login refused ({exc.smtp_code}): check ERP_SMS_SMTP_USER and "
+            "ERP_SMS_SMTP_PASSWORD",
+            code=exc.smtp_code,
+            provider="smtp",
+        ) from None
+    except (OSError, smtplib.SMTPException) as exc:
+        _close_quietly(smtp)
+        raise TransientError(
+            f"cannot connect to SMTP {s.smtp_host}:{s.smtp_port}: {exc}", provider="smtp"
+        ) from None
+    return smtp
 
 
 def _wire(em: EmailMessage) -> bytes:

@@ -23,6 +23,7 @@ from ..host import load_host_module
 from ..models import Status
 from ..outbox import Claimed, Outcome
 from ..send_guard import SendGuard
+from .alerts import mail_replies
 from .lanes import _Lane, _LaneSet
 from .policy import RetryPolicy, Summary, default_worker_id
 from .recorder import _Record, _Recorder
@@ -82,6 +83,7 @@ class Dispatcher(Sending):
         summary = Summary()
         started = time.monotonic()
         self._release_ready()
+        self._mail_replies()
         recorder = _Recorder(self)
         lanes = _LaneSet(self)
         beat_done = threading.Event()
@@ -131,6 +133,13 @@ class Dispatcher(Sending):
             self._adopt_kept_reports()
         summary.seconds = time.monotonic() - started
         return summary
+
+    def _mail_replies(self) -> None:
+        """Replies that need a person, mailed to SMSREPLYALERT: never in the texts' way."""
+        try:
+            mail_replies(self.db, self.settings, now=self.clock())
+        except SQLAlchemyError as exc:
+            log.warning("cannot mail the replies to SMSREPLYALERT (%s); next run", one_line(exc))
 
     def _release_ready(self) -> None:
         try:

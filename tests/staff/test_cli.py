@@ -87,7 +87,7 @@ def test_every_command_has_help_with_an_example(run, path):
 
 def test_db_upgrade_creates_everything_and_is_safe_to_rerun(run, tmp_path):
     with_settings(database_url=f"sqlite:///{tmp_path / 'new.db'}")
-    assert "is up to date (e0002, p0011)" in run("db", "upgrade").stdout
+    assert "is up to date (e0002, p0012)" in run("db", "upgrade").stdout
     assert "is up to date" in run("db", "upgrade").stdout
 
 
@@ -553,7 +553,12 @@ def test_demo_runs_the_whole_flow_on_loopback(run, tmp_path):
     assert "opt_out (sms_reply)" in out
     summary = out.split("by status: ")[1].splitlines()[0]
     assert summary == (
-        "canceled 3, delivered 3, merged 7, queued 4, sent 1, skipped 14, undelivered 1"
+        "canceled 3, delivered 3, merged 7, queued 4, sent 2, skipped 14, undelivered 1"
+    )
+    # Issue 29: a reply answered from the pages' and the CLI's one action.
+    assert re.search(
+        r"#\d+ queued for Jordan Smith \(twilio \+13125550101\), 1 segment\(s\); reply #\d+ done",
+        out,
     )
     dunning = out.split("4) SMS dunning")[1].split("Email log report")[0]
     assert "INV-5001 step 1" in dunning and "deferred: outside the send window" in dunning

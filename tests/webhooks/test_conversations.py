@@ -5,6 +5,8 @@ users' customers' languages)."""
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
 import re
 
 import pytest
@@ -217,3 +219,63 @@ def test_replies_cli_lists_answers_and_marks_done(client, session, ann):
     assert "[done by" in runner.invoke(cli, ["replies", "list", "--all"]).stdout
     bad = runner.invoke(cli, ["replies", "answer", "999999", "-m", "x"])
     assert bad.exit_code == 2 and "no reply #999999" in bad.output and "Traceback" not in bad.output
+
+
+def _alerts(sink) -> list:
+    return [m for m in sink.received if any("office@" in r.lower() for r in m[1])]
+
+
+def test_replies_that_need_a_person_are_mailed_to_the_alert_address_once(
+    client, session, ann, delivery, db, smtp_sink
+):
+    from erp_sms import options
+    from erp_sms.dispatch import Dispatcher
+
+    options.set_value(session, "SMSREPLYALERT", "Office@Example.com", by="test")
+    session.commit()
+    _reply(client, "can you deliver to dock 4?", 1)
+    _reply(client, "HELP", 2)  # answered by erp-sms itself: no mail
+    _reply(client, "we already paid this", 3)
+    Dispatcher(db).run_once()
+    ((_, to, content),) = _alerts(smtp_sink)
+    assert to == ["Office@example.com"]
+    mail = email.message_from_bytes(content, policy=email.policy.default)
+    assert mail["Subject"] == "SMS: 2 customer replies to answer"
+    text = mail.get_content()
+    assert "can you deliver to dock 4?" in text and "we already paid this" in text
+    assert "(paid)" in text and "HELP" not in text
+    assert "erp-sms replies answer" in text
+    Dispatcher(db).run_once()  # mailed once
+    assert len(_alerts(smtp_sink)) == 1
+
+
+def test_a_relay_that_refuses_the_alert_leaves_it_for_the_next_run(
+    client, session, ann, delivery, db, smtp_sink
+):
+    from erp_sms import options
+    from erp_sms.dispatch import Dispatcher
+    from erp_sms.dispatch.alerts import RETAKE, mail_replies
+
+    options.set_value(session, "SMSREPLYALERT", "office@example.com", by="test")
+    session.commit()
+    _reply(client, "call me", 1)
+    down = with_settings(smtp_port=1)  # nothing listens there
+    assert mail_replies(db, down) == 0
+    # Taken by that run: another run leaves it until RETAKE has passed, then mails it.
+    later = dt.datetime.now(dt.UTC) + RETAKE + dt.timedelta(seconds=1)
+    from erp_sms.config import get_settings
+
+    with_settings(smtp_port=smtp_sink.port)
+    assert mail_replies(db, get_settings()) == 0
+    assert mail_replies(db, get_settings(), now=later) == 1
+    assert any(b"call me" in m[2] for m in smtp_sink.received)
+    Dispatcher(db).run_once()
+    assert sum(b"call me" in m[2] for m in smtp_sink.received) == 1
+
+
+@pytest.mark.parametrize("bad", ["not an address", "a@", "@b.com"])
+def test_a_bad_alert_address_gets_one_line(bad, session):
+    from erp_sms import options
+
+    with pytest.raises(InputError, match="SMSREPLYALERT takes an email address or off"):
+        options.set_value(session, "SMSREPLYALERT", bad, by="test")
