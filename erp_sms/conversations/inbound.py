@@ -18,7 +18,7 @@ from ..addresses import mask
 from ..db import utcnow
 from ..errors import InputError
 from ..models import InboundMessage, Message, Status
-from ..recipients import ContactView, default_lookup
+from ..recipients import ContactView, ListsOpenOrders, default_lookup
 from ..signals import ORDER_EVENTS
 from .keywords import HELP, PAID, START, STATUS, STOP, WRONG_NUMBER, classify_reply
 
@@ -151,6 +151,25 @@ def status_answer(
     refs = [c.key for c in contacts]
     if not refs:
         return f"{who}we do not know this number; call us for the status of your orders."
+    lookup = default_lookup()
+    if isinstance(lookup, ListsOpenOrders):  # the host knows its orders' stages
+        seen: dict[str, str] = {}
+        for c in contacts:
+            seen.update(dict(lookup.open_orders(session, c)))
+        return _said(who, list(seen.items()))
+    return _said(who, _from_the_log(session, refs))
+
+
+def _said(who: str, open_orders: list[tuple[str, str]]) -> str:
+    if not open_orders:
+        return f"{who}you have no open orders with us."
+    said = "; ".join(f"order {n}: {stage}" for n, stage in open_orders[:5])
+    more = f" and {len(open_orders) - 5} more" if len(open_orders) > 5 else ""
+    return f"{who}{said}{more}."
+
+
+def _from_the_log(session: Session, refs: Sequence[str]) -> list[tuple[str, str]]:
+    """Open orders as the order texts told them: each order's latest, not delivered."""
     latest = (
         select(Message.order_number, func.max(Message.id).label("last"))
         .where(
@@ -166,9 +185,4 @@ def status_answer(
         .join(latest, Message.id == latest.c.last)
         .order_by(Message.order_number)
     ).all()
-    open_orders = [(n, _STAGES[e]) for n, e in rows if e != "shipment_delivered"]
-    if not open_orders:
-        return f"{who}you have no open orders with us."
-    said = "; ".join(f"order {n}: {stage}" for n, stage in open_orders[:5])
-    more = f" and {len(open_orders) - 5} more" if len(open_orders) > 5 else ""
-    return f"{who}{said}{more}."
+    return [(n, _STAGES[e]) for n, e in rows if e != "shipment_delivered"]

@@ -115,6 +115,17 @@ class ListsGatewayContacts(Protocol):
 
 
 @runtime_checkable
+class ListsOpenOrders(Protocol):
+    """A customer texting STATUS: the stage of their organization's open orders. Without
+    it, erp-sms answers from the order texts it sent."""
+
+    def open_orders(self, session: Session, contact: ContactView) -> Sequence[tuple[str, str]]:
+        """(order number, its stage in a few words) of the contact's organizations'
+        orders not delivered yet, oldest first."""
+        ...
+
+
+@runtime_checkable
 class HasSamples(Protocol):
     """Template checks that know the host's variables (``contact.first_name``)."""
 

@@ -199,6 +199,26 @@ class ErpLookup:
             return list(order.shipping_events)
         return []
 
+    def open_orders(self, session: Session, contact: ContactView) -> Sequence[tuple[str, str]]:
+        orgs = [int(k) for k in contact.organization_keys if k.isdigit()]
+        if not orgs:
+            return []
+        orders = session.scalars(
+            select(erp.SalesOrder)
+            .where(erp.SalesOrder.organization_id.in_(orgs))
+            .options(
+                selectinload(erp.SalesOrder.work_orders),
+                selectinload(erp.SalesOrder.shipping_events),
+            )
+            .order_by(erp.SalesOrder.id)
+        )
+        out = []
+        for o in orders:
+            stage = _stage(o)
+            if stage is not None:
+                out.append((o.number, stage))
+        return out
+
     def gateway_contacts(self, session: Session) -> Iterable[ContactView]:
         rows = session.scalars(
             select(erp.Contact)
@@ -236,3 +256,19 @@ class ErpLookup:
         except ValueError:
             return None
         return self._view(c) if c is not None else None
+
+
+def _stage(order: erp.SalesOrder) -> str | None:
+    """An order's stage in a few words, None once every shipment is delivered."""
+    ships = [e.status.lower() for e in order.shipping_events]
+    delivered = sum(1 for st in ships if st == "delivered")
+    if ships and delivered == len(ships):
+        return None
+    if delivered:
+        return f"{delivered} of {len(ships)} shipments delivered"
+    if ships:
+        return "shipped"
+    done = sum(1 for w in order.work_orders if w.status.lower() in ("complete", "completed"))
+    if order.work_orders:
+        return f"in production, {done} of {len(order.work_orders)} work orders complete"
+    return "in production"

@@ -87,6 +87,18 @@ class ShopLookup:
     def subjects(self, session: Session, order: Order, name: str) -> Sequence[Any]:
         return list(order.invoices) if name == "invoice" else []
 
+    def open_orders(self, session: Session, contact: ContactView) -> Sequence[tuple[str, str]]:
+        """STATUS: the customer's orders with what is still open on them."""
+        out = []
+        for key in sorted(contact.organization_keys):
+            orders = session.scalars(
+                select(Order).where(Order.customer_id == int(key)).order_by(Order.id)
+            )
+            for o in orders:
+                due = [f"invoice {i.invoice_no} due {i.due_date:%Y-%m-%d}" for i in o.invoices]
+                out.append((o.order_no, ", ".join(due) or "in the works"))
+        return out
+
     def gateway_contacts(self, session: Session) -> Iterable[ContactView]:
         rows = session.scalars(select(Person).where(Person.mobile.like("%@%")).order_by(Person.id))
         return [self._view(p) for p in rows]

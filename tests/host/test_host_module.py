@@ -207,6 +207,35 @@ def test_serve_applies_a_signed_stop_to_the_hosts_contact(shop):
         assert len(list(session.scalars(select(ConsentEvent)))) == 1
 
 
+def test_status_is_answered_from_the_hosts_own_orders_and_an_answer_goes_out(shop):
+    """Issue 29 with a host's own tables: STATUS through the host's `open_orders()`, and
+    staff's answer to a question planned through the host's lookup."""
+    import re
+
+    from erp_sms import staff
+
+    with Session(shop["engine"]) as session:
+        activate_twilio(session)
+        session.commit()
+    client = create_app().test_client()
+    r = post(client, "inbound", inbound("+12125550123", "Status?", "SM" + "5" * 32))
+    said = re.search(rb"<Message>(.*)</Message>", r.data)
+    assert said is not None
+    assert said.group(1) == b"order SO-2001: invoice INV-9001 due 2026-12-01."
+    post(client, "inbound", inbound("+12125550123", "Is it ready?", "SM" + "6" * 32))
+    from erp_sms.db import Database
+
+    with Database(shop["url"]).session() as session:
+        (reply,) = staff.replies(session)
+        out = staff.answer_reply(session, reply.id, "Friday, {{ contact.first_name }}.", by="kim")
+    assert "queued for Dana Birch (twilio +12125550123)" in out
+    answer = rows(shop)[-1]
+    assert (answer.event, answer.body) == (
+        "staff_reply",
+        "Friday, Dana. Reply STOP to opt out, HELP for help.",
+    )
+
+
 def test_retry_plans_a_skipped_text_again_after_staff_fix_the_cause(shop):
     fire(shop, reminder=False)
     dana = next(m for m in rows(shop) if m.contact_name == "Dana Birch")

@@ -106,25 +106,54 @@ def test_a_foreign_stop_word_opts_out_and_a_wrong_number_too_with_its_own_source
 
 
 def test_status_answers_with_the_stage_of_open_orders_and_is_rate_limited(client, session, ann):
-    # SO-7 went to production; SO-8 was delivered (not open).
-    second = scene(session, {}, org="Other", order="SO-8")
-    second.order.organization = ann.org
-    session.commit()
-    signals.shipment_delivered.send(
-        second.order,
-        session=session,
-        shipping_event={"id": 9, "carrier": "UPS", "tracking_number": "1Z9"},
+    # SO-7 is in production (2 work orders, 1 complete); SO-8 was delivered (not open).
+    from erp_sms import erp
+
+    so7 = ann.order
+    session.add_all(
+        [
+            erp.WorkOrder(number="WO-1", sales_order=so7, status="complete"),
+            erp.WorkOrder(number="WO-2", sales_order=so7, status="open"),
+        ]
     )
+    so8 = erp.SalesOrder("SO-8", ann.org)
+    session.add_all([so8, erp.ShippingEvent(sales_order=so8, status="Delivered")])
     session.commit()
     answer = _reply(client, "STATUS", 1)
-    assert answer == "order SO-7: in production."
+    assert answer == "order SO-7: in production, 1 of 2 work orders complete."
     assert [_reply(client, "status", n) for n in (2, 3)] == [answer, answer]
     assert _reply(client, "Status", 4) == ""  # the fourth in an hour: no answer
     session.commit()
-    assert (
-        len(session.scalars(select(InboundMessage).where(InboundMessage.kind == "status")).all())
-        == 4
+    asked = session.scalars(select(InboundMessage).where(InboundMessage.kind == "status"))
+    assert len(asked.all()) == 4
+
+
+class _NoStages:
+    """A host lookup without ``open_orders``: STATUS is answered from the texts sent."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str):
+        if name == "open_orders":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def test_status_without_the_hosts_stages_answers_from_the_order_texts(
+    client, session, ann, monkeypatch
+):
+    from erp_sms.conversations import inbound as module
+    from erp_sms.recipients import default_lookup
+
+    monkeypatch.setattr(module, "default_lookup", lambda: _NoStages(default_lookup()))
+    signals.shipment_shipped.send(
+        ann.order,
+        session=session,
+        shipping_event={"id": 3, "carrier": "UPS", "tracking_number": "1Z3"},
     )
+    session.commit()
+    assert _reply(client, "STATUS", 1) == "order SO-7: shipped."
 
 
 def test_a_paid_reply_pauses_that_invoices_reminders_until_staff_release_them(client, session, ann):
