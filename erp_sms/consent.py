@@ -26,6 +26,7 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from . import feedback
 from .addresses import classify
 from .config import get_settings
 from .db import utcnow
@@ -144,6 +145,7 @@ def opt_out(
         views.append(c)
     if changed:
         _record(session, views, number, OPT_OUT, source, detail, actor)
+        _tell(session, views, number, OPT_OUT, source)
     session.flush()
     what = f"{number or 'the contact'} opted out ({source})"
     canceled = cancel_for_opt_out(
@@ -186,8 +188,25 @@ def opt_in(
         views.append(c)
     if changed:
         _record(session, views, number, OPT_IN, source, detail, actor, at)
+        _tell(session, views, number, OPT_IN, source)
     session.flush()
     return ConsentChange(number, views, changed)
+
+
+def _tell(
+    session: Session, contacts: list[ContactView], number: str | None, action: str, source: str
+) -> None:
+    """The host hears of the change once ``session`` commits (``erp_sms.feedback``)."""
+    feedback.note(
+        session,
+        feedback.consent_changed(
+            number=number,
+            contact_keys=[c.key for c in contacts],
+            action=action,
+            source=source,
+            at=utcnow(),
+        ),
+    )
 
 
 def _record(

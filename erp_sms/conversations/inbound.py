@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .. import consent, options, outbox
+from .. import consent, feedback, options, outbox
 from ..addresses import mask
 from ..db import utcnow
 from ..errors import InputError
@@ -63,6 +63,18 @@ def handle_inbound(session: Session, form: dict[str, str]) -> str | None:
     )
     session.add(reply)
     session.flush()
+    feedback.note(
+        session,
+        feedback.reply_received(
+            reply_id=reply.id,
+            from_number=reply.from_number,
+            contact_keys=refs,
+            order_number=order_number,
+            kind=kind,
+            body=body,
+            at=reply.received_at,
+        ),
+    )
     answer: str | None = None
     if kind in (STOP, START, WRONG_NUMBER) and number:
         change = consent.opt_in if kind == START else consent.opt_out

@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from .. import feedback
 from ..db import Database, utcnow
 from ..models import (
     Message,
@@ -27,7 +28,7 @@ from ..models import (
     message_table,
 )
 from ..statuses import advance
-from .values import _begun, _json
+from .values import _begun, _json, told_of
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def apply_callback(
                 provider_id,
             )
         return False  # kept (or a retry of a report kept before) for its message
-    message_id, current = found
+    message_id, current = found.id, found.status
     moved = status is not None and advance(current, status)
     if not moved:
         detail += f" (kept {current})"
@@ -87,11 +88,17 @@ def apply_callback(
                 "price_unit": price[1] if price else None,
             },
         )
+        if feedback.wanted():
+            feedback.note(session, told_of(found, str(status), current))
     return True
 
 
 _m, _ev = message_table.c, message_event_table.c
-_LOCK = select(_m.id, _m.status).where(_m.provider_id == bindparam("provider_id")).with_for_update()
+_LOCK = (
+    select(_m.id, _m.status, _m.order_number, _m.contact_ref, _m.event)
+    .where(_m.provider_id == bindparam("provider_id"))
+    .with_for_update()
+)
 _MOVE = (
     update(message_table)
     .where(_m.id == bindparam("message_id"))
@@ -163,8 +170,10 @@ def adopt_callbacks(db: Database | Connection, provider_ids: Iterable[str] | Non
     attached. Safe to run twice at once: the message row is locked and a report is
     attached only while it is still unattached."""
     tx = db.engine.begin() if isinstance(db, Database) else _begun(db)
-    with tx as conn:
-        return _adopt(conn, None if provider_ids is None else sorted(set(provider_ids)))
+    with feedback.collecting() as told, tx as conn:
+        adopted = _adopt(conn, None if provider_ids is None else sorted(set(provider_ids)))
+    feedback.send(told)
+    return adopted
 
 
 def _adopt(conn: Connection, provider_ids: list[str] | None) -> int:
@@ -183,7 +192,7 @@ def _adopt(conn: Connection, provider_ids: list[str] | None) -> int:
     if not orphans:
         return 0
     targets = conn.execute(
-        select(m.id, m.status, m.provider_id)
+        select(m.id, m.status, m.provider_id, m.order_number, m.contact_ref, m.event)
         .where(m.provider_id.in_(sorted({o.provider_id for o in orphans})))
         .order_by(m.id)
         .with_for_update()
@@ -206,6 +215,7 @@ def _adopt(conn: Connection, provider_ids: list[str] | None) -> int:
                 values = _reported(o.detail, o.raw)
         if current != t.status:
             conn.execute(update(message_table).where(m.id == t.id).values(status=current, **values))
+            feedback.collect(told_of(t, current, t.status))
     return adopted
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from .. import feedback
 from ..db import utcnow
 from ..errors import InputError
 from ..models import (
@@ -30,7 +31,7 @@ from ..models import (
     message_table,
 )
 from ..signals import ORDER_EVENTS
-from .values import _history_row, add_event, set_status
+from .values import _history_row, add_event, set_status, told_of
 from .write import add_planned, find
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,10 @@ def cancel_for_opt_out(
         "updated_at": now,
     }
     conn = session.connection(bind_arguments={"mapper": Message})
+    before = {}
+    if feedback.wanted():  # what the host is told: each text's status before, its order
+        cols = (m.id, m.status, m.order_number, m.contact_ref, m.event)
+        before = {r.id: r for r in conn.execute(select(*cols).where(waiting))}
     if conn.dialect.update_returning:
         stmt = update(message_table).where(waiting).values(**values).returning(m.id)
         ids = sorted(conn.execute(stmt).scalars())
@@ -228,6 +233,9 @@ def cancel_for_opt_out(
         insert(message_event_table),
         [_history_row(i, now, Status.CANCELED, reason, source=by) for i in ids],
     )
+    for i in ids:
+        if i in before:
+            feedback.note(session, told_of(before[i], Status.CANCELED, before[i].status, now))
     # The host's session may hold some of these rows: they must not show the old status.
     gone = set(ids)
     for obj in list(session.identity_map.values()):

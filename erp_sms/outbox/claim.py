@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 
+from .. import feedback
 from ..db import Database, database_now, is_lock_conflict, utcnow
 from ..models import (
     Option,
@@ -32,7 +33,7 @@ from ..models import (
 from ..options import value_from
 from ..sendwindow import Policy, next_opening, start_of_day
 from ..signals import CAP_EXEMPT, ORDER_EVENTS
-from .values import Claimed, _history, _history_row, new_token
+from .values import Claimed, _history, _history_row, new_token, told_of
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ def due_batch(
         m.event,
         m.created_at,
         m.next_attempt_at,
+        m.order_number,
+        m.contact_ref,
         opted_out,
     )
     if lease_clock is not None:
@@ -105,6 +108,15 @@ def _claim(
     """``now`` is the planning clock (is a queued text due?); leases are the database's
     clock alone (``database_now``): a worker whose clock is off neither takes a text
     whose lease is still running nor hands out a lease that has already run out."""
+    with feedback.collecting() as told:
+        claimed = _claim_batch(db, worker_id, limit=limit, lease_seconds=lease_seconds, now=now)
+    feedback.send(told)  # committed: the host hears of the texts taken, skipped, canceled
+    return claimed
+
+
+def _claim_batch(
+    db: Database, worker_id: str, *, limit: int, lease_seconds: float, now: dt.datetime
+) -> list[Claimed]:
     m = message_table.c
     conn_cm = db.engine.connect().execution_options(erp_sms_begin_immediate=True)
     with conn_cm as conn, conn.begin():
@@ -179,6 +191,8 @@ def _claim(
                 continue  # another worker got it first
             reclaimed = row.claimed_at if row.status == Status.SENDING else None
             claimed_ids.append((row.id, reclaimed))
+            if reclaimed is None and feedback.wanted():
+                feedback.collect(told_of(row, Status.SENDING, Status.QUEUED, now))
             detail = f"claimed by {token}"
             if reclaimed is not None:
                 detail = f"reclaimed by {token}: the lease of {row.claimed_by} expired"
@@ -201,6 +215,7 @@ def _claim(
                 contact_ref=r.contact_ref,
                 contact_name=r.contact_name,
                 order_number=r.order_number,
+                event=r.event,
                 reclaimed_after=reclaimed,
                 created_at=r.created_at,
                 valid_until=_valid_until(r, rules),
@@ -335,7 +350,8 @@ class _ClaimRules:
             f"skipped: not sent within {self.stale_hours} hours of when it was due "
             "(SMSSTALEHOURS); a late order update would arrive after the fact"
         )
-        _change_queued(conn, row.id, now, Status.SKIPPED, reason, claimed_by=None)
+        if _change_queued(conn, row.id, now, Status.SKIPPED, reason, claimed_by=None):
+            feedback.collect(told_of(row, Status.SKIPPED, Status.QUEUED, now))
         return True
 
     def defer(self, conn: Any, row: Any, now: dt.datetime) -> bool:
@@ -350,9 +366,9 @@ class _ClaimRules:
 
 def _change_queued(
     conn: Any, message_id: int, now: dt.datetime, status: str, reason: str, **values: Any
-) -> None:
+) -> bool:
     """Move a queued text (still queued: nobody took it meanwhile) to ``status`` with the
-    reason, and say so on its timeline."""
+    reason, and say so on its timeline; whether it moved."""
     m = message_table.c
     res = conn.execute(
         update(message_table)
@@ -361,6 +377,8 @@ def _change_queued(
     )
     if res.rowcount == 1:
         _history(conn, message_id, now, status, reason)
+        return True
+    return False
 
 
 def _cancel_opted_out(conn: Any, row: Any, now: dt.datetime) -> None:
@@ -373,3 +391,4 @@ def _cancel_opted_out(conn: Any, row: Any, now: dt.datetime) -> None:
     )
     if res.rowcount == 1:
         _history(conn, row.id, now, Status.CANCELED, reason)
+        feedback.collect(told_of(row, Status.CANCELED, row.status, now))

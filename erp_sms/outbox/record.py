@@ -16,6 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 
+from .. import feedback
 from ..db import Database, one_line, utcnow
 from ..models import (
     Status,
@@ -23,7 +24,7 @@ from ..models import (
     message_table,
 )
 from .callbacks import adopt_callbacks
-from .values import Claimed, Outcome, _begun, _json
+from .values import Claimed, Outcome, _begun, _json, told_of
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def finish_many(
     recorded: set[int] = set()
     history: list[dict[str, Any]] = []
     sent: list[str] = []
+    told: list[Any] = []
     tx = db.engine.begin() if isinstance(db, Database) else _begun(db)
     with tx as conn:
         # In id order, as an opt-out locks them (``_wait_for_handovers``): no circle.
@@ -79,6 +81,8 @@ def finish_many(
                 )
                 continue
             recorded.add(claimed.id)
+            if feedback.wanted():
+                told.append(told_of(claimed, outcome.status, Status.SENDING, now))
             history.append(
                 {
                     "message_id": claimed.id,
@@ -95,6 +99,7 @@ def finish_many(
                 sent.append(outcome.provider_id)
         if history:
             conn.execute(insert(message_event_table), history)
+    feedback.send(told)  # committed: the host hears of each outcome
     if sent:
         # After the commit, not inside it: a report stored while this transaction was
         # open was not visible to it (and it saw no message then); the webhook looks again
@@ -146,6 +151,11 @@ def finish_many_at_once(
         for name, _sql in _GROUP_COLUMNS:
             params[name].append(row[name])
     recorded = set(conn.execute(_GROUP_WRITE, params).scalars())
+    # One statement in autocommit: committed once it returned.
+    if feedback.wanted():
+        feedback.send(
+            [told_of(c, o.status, Status.SENDING, now) for c, o in items if c.id in recorded]
+        )
     for c, o in items:
         if c.id not in recorded:
             log.warning(

@@ -17,6 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from .. import feedback
 from ..db import utcnow
 from ..models import (
     Message,
@@ -70,7 +71,8 @@ def set_status(
     raw: Any = None,
 ) -> None:
     """Change a message's status and append the change to its timeline (a canceled
-    text is never due again)."""
+    text is never due again); the host is told once the session commits."""
+    previous = message.status
     message.status = status
     if reason is not None:
         message.reason = reason
@@ -79,6 +81,22 @@ def set_status(
     elif status == Status.CANCELED:
         message.next_attempt_at = None  # never due again
     add_event(session, message, kind="status", status=status, source=source, detail=reason, raw=raw)
+    if previous != status and message.id is not None and feedback.wanted():
+        feedback.note(session, told_of(message, status, previous))
+
+
+def told_of(row: Any, status: str, previous: str | None, at: dt.datetime | None = None) -> Any:
+    """What the host is told of ``row`` (a message, or a row with its columns) moving
+    from ``previous`` to ``status``."""
+    return feedback.status_changed(
+        message_id=row.id,
+        order_number=row.order_number,
+        contact_key=row.contact_ref,
+        event=row.event,
+        status=status,
+        previous_status=previous,
+        at=at or utcnow(),
+    )
 
 
 # -- dispatch side (own short transactions) --------------------------------------------
@@ -101,6 +119,7 @@ class Claimed:
     contact_name: str | None
     order_number: str
     reclaimed_after: dt.datetime | None  # the earlier claim's time, when its lease expired
+    event: str = ""
     created_at: dt.datetime | None = None
     segments: int | None = None
     recipient: str | None = None  # E.164

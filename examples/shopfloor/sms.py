@@ -2,16 +2,20 @@
 
 Every erp-sms entry point (each command, the worker, ``erp-sms serve``) imports this
 module first, so opt-outs, replies, previews and staff commands use Shopfloor's tables.
-It does three things:
+It does four things:
 
 1. installs the recipient lookup (``erp_sms.set_default_lookup``);
 2. registers Shopfloor's own event, an invoice payment reminder (template SMS DUNNING);
-3. nothing else — no tables are created here (``erp-sms db upgrade`` creates only the
+3. listens to what erp-sms tells the ERP (``erp_sms.signals``): here it logs each text's
+   status, each reply and each consent change as Shopfloor's own lines — a real ERP would
+   update the order's page or open a task;
+4. nothing else — no tables are created here (``erp-sms db upgrade`` creates only the
    plugin's tables when a host module is configured).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -138,3 +142,26 @@ payment_reminder = erp_sms.register_event(
         "for help."
     ),
 )
+
+log = logging.getLogger("shopfloor")
+
+
+@erp_sms.signals.message_status_changed.connect
+def _text_status(sender: str, *, message_id: int, order_number: str | None, **values: Any) -> None:
+    log.info(
+        "shopfloor: order %s text #%s %s -> %s",
+        order_number,
+        message_id,
+        values["previous_status"],
+        values["status"],
+    )
+
+
+@erp_sms.signals.reply_received.connect
+def _reply(sender: str, *, reply_id: int, kind: str, order_number: str | None, **_: Any) -> None:
+    log.info("shopfloor: reply #%s (%s) about order %s", reply_id, kind, order_number)
+
+
+@erp_sms.signals.consent_changed.connect
+def _consent(sender: str, *, number: str | None, action: str, source: str, **_: Any) -> None:
+    log.info("shopfloor: %s %s (%s)", number, action, source)

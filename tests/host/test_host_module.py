@@ -324,6 +324,29 @@ def test_erp_sms_serve_as_a_process_uses_the_host_module(shop):
         proc.terminate()
         _out, err = proc.communicate(timeout=10)
     assert person(shop, shop["dana"]).wants_texts is False, err
+    # Issue 29: the host module's receivers heard it, in the serve process (after commit).
+    assert "shopfloor: reply #1 (stop) about order None" in err, err
+    assert "shopfloor: +12125550123 opt_out (sms_reply)" in err, err
+
+
+@pytest.mark.slow
+def test_the_worker_process_tells_the_host_module_each_status(shop, tmp_path, smtp_sink):
+    import subprocess
+
+    from ..helpers import erp_sms_command, worker_env
+
+    fire(shop)
+    eli = next(
+        m for m in rows(shop) if m.contact_name == "Eli Oak" and m.event == "payment_reminder"
+    )
+    env = worker_env(tmp_path, shop["url"], "http://127.0.0.1:9", smtp_sink.port, {})
+    env.update(ERP_SMS_HOST_MODULE="shopfloor.sms", PYTHONPATH=str(EXAMPLES))
+    done = subprocess.run(
+        erp_sms_command("-v", "dispatch"), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"shopfloor: order SO-2001 text #{eli.id} queued -> sending" in done.stderr
+    assert f"shopfloor: order SO-2001 text #{eli.id} sending -> sent" in done.stderr
 
 
 def test_a_lookup_without_an_optional_method_is_told_which_to_add():
