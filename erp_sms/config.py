@@ -58,6 +58,9 @@ class Settings:
     host_module: str | None = None
     default_timezone: str = "America/Chicago"
     inline_dispatch: bool = False
+    # The host's own endpoint for what happened (Standard Webhooks), and its secret.
+    host_webhook_url: str | None = None
+    host_webhook_secret: str | None = field(default=None, repr=False)
     dispatch: DispatchSettings = DispatchSettings()
 
     @classmethod
@@ -139,8 +142,53 @@ class Settings:
             default_timezone=_timezone(get("DEFAULT_TIMEZONE", cls.default_timezone)),
             inline_dispatch=(get("INLINE_DISPATCH", "off") or "off").lower()
             in ("1", "on", "true", "yes"),
+            host_webhook_url=_host_webhook_url(get("HOST_WEBHOOK_URL", None)),
+            host_webhook_secret=_host_webhook_secret(
+                get("HOST_WEBHOOK_URL", None), get("HOST_WEBHOOK_SECRET", None)
+            ),
             dispatch=dispatch,
         )
+
+
+def _host_webhook_url(text: str | None) -> str | None:
+    from urllib.parse import urlsplit
+
+    if not text:
+        return None
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(
+            f"ERP_SMS_HOST_WEBHOOK_URL={text!r}: use the host's endpoint as an http(s) URL, "
+            "e.g. https://erp.example.com/hooks/erp-sms"
+        )
+    return text.strip()
+
+
+def _host_webhook_secret(url: str | None, secret: str | None) -> str | None:
+    """The signing secret (``whsec_`` and base64, as the Standard Webhooks specification
+    says); required with the URL."""
+    if not url:
+        return secret or None
+    if not secret:
+        raise ConfigurationError(
+            "ERP_SMS_HOST_WEBHOOK_URL is set but ERP_SMS_HOST_WEBHOOK_SECRET is not: set it to "
+            "a whsec_… secret the host verifies with (e.g. whsec_ followed by the base64 of 32 "
+            "random bytes)"
+        )
+    import base64
+    import binascii
+
+    raw = secret.strip().removeprefix("whsec_")
+    try:
+        if len(base64.b64decode(raw + "==", validate=False)) < 16:
+            raise ValueError
+    except (binascii.Error, ValueError):
+        raise ConfigurationError(
+            "ERP_SMS_HOST_WEBHOOK_SECRET is not a whsec_… secret of at least 16 bytes in "
+            "base64: generate one (python -c \"import base64,os;print('whsec_'+"
+            'base64.b64encode(os.urandom(32)).decode())")'
+        ) from None
+    return secret.strip()
 
 
 def _region(text: str) -> str:

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Connection, event, insert
 from sqlalchemy.orm import Session, SessionTransaction
 
 from . import signals
+from .config import get_settings
+from .models import HostEvent, host_event_table
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +102,72 @@ def consent_changed(
     }
 
 
-def wanted() -> bool:
-    """Whether anyone listens: noting costs nothing when nobody does."""
+def _listened() -> bool:
     return any(bool(s.receivers) for s in _SIGNALS.values())
 
 
+def _over_http() -> bool:
+    return bool(get_settings().host_webhook_url)
+
+
+def wanted() -> bool:
+    """Whether anyone listens (a receiver here, the host's endpoint): noting costs
+    nothing when nobody does."""
+    return _listened() or _over_http()
+
+
+# The kinds as the host's endpoint gets them (Standard Webhooks' "type").
+WEBHOOK_TYPES = {
+    STATUS: "message.status_changed",
+    REPLY: "reply.received",
+    CONSENT: "consent.changed",
+}
+
+
+def _stream(kind: str, values: dict[str, Any]) -> str:
+    """What the host's deliveries keep in order: a text's statuses, a number's replies."""
+    if kind == STATUS:
+        return f"message:{values['message_id']}"
+    return f"number:{values.get('from_number') or values.get('number') or '-'}"[:64]
+
+
+def _row(told: Told, now: dt.datetime) -> dict[str, Any]:
+    kind, values = told
+    return {
+        "kind": WEBHOOK_TYPES[kind],
+        "stream": _stream(kind, values),
+        "message_id": values.get("message_id"),
+        "payload": json.dumps(values, default=_json_value, sort_keys=True),
+        "created_at": now,
+        "attempts": 0,
+    }
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat(timespec="seconds")
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
+
+
 def note(session: Session, told: Told) -> None:
-    """Send ``told`` once ``session``'s transaction commits (dropped if it rolls back)."""
-    if wanted():
+    """Send ``told`` once ``session``'s transaction commits (dropped if it rolls back);
+    with a host endpoint, write its outbox row in that same transaction."""
+    if _listened():
         session.info.setdefault(_PENDING, []).append(told)
+    if _over_http():
+        session.connection(bind_arguments={"mapper": HostEvent}).execute(
+            insert(host_event_table), [_row(told, dt.datetime.now(dt.UTC))]
+        )
+
+
+def write(conn: Connection, told: list[Told]) -> None:
+    """The host endpoint's outbox rows of ``told``, on ``conn`` inside the transaction
+    that made the changes (the worker's own transactions: ``collecting``)."""
+    if told and _over_http():
+        now = dt.datetime.now(dt.UTC)
+        conn.execute(insert(host_event_table), [_row(t, now) for t in told])
 
 
 # Changes noted by code that runs its own transaction (the worker's claims and outcomes):
@@ -135,9 +195,16 @@ def collect(told: Told) -> None:
         found.append(told)
 
 
+def write_collected(conn: Connection) -> None:
+    """``write`` what the running ``collecting`` block has collected so far."""
+    write(conn, _collector.get() or [])
+
+
 def send(items: Iterable[Told]) -> None:
     """Send what a committed transaction changed, each to every receiver of its signal;
     a receiver's error is logged, never raised."""
+    if not _listened():
+        return
     for kind, values in items:
         signal = _SIGNALS[kind]
         for receiver in list(signal.receivers_for(kind)):

@@ -25,6 +25,8 @@ from sqlalchemy import (
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from .codes import Channel as Channel
+from .codes import Status as Status
 from .db import UTCDateTime, utcnow
 
 
@@ -35,33 +37,6 @@ class Base(DeclarativeBase):
 #: The source of a timeline line that records how a text was first planned (written when
 #: staff plan it again, so its first status is not lost).
 PLANNED = "planned"
-
-
-class Status:
-    """Message statuses (CONTRACT.md "Email log report")."""
-
-    QUEUED = "queued"
-    SENDING = "sending"
-    SENT = "sent"
-    DELIVERED = "delivered"
-    READ = "read"
-    UNDELIVERED = "undelivered"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    HELD = "held"
-    CANCELED = "canceled"
-    MERGED = "merged"  # folded into another text of its order (``merged_into``)
-
-    ALL = (
-        QUEUED, SENDING, SENT, DELIVERED, READ, UNDELIVERED, FAILED, SKIPPED, HELD, CANCELED,
-        MERGED,
-    )  # fmt: skip
-
-
-class Channel:
-    TWILIO = "twilio"
-    EMAIL_GATEWAY = "email_gateway"
-    ALL = (TWILIO, EMAIL_GATEWAY)
 
 
 class Message(Base):
@@ -429,6 +404,29 @@ class Fold(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class HostEvent(Base):
+    """What the host is told over HTTP (``ERP_SMS_HOST_WEBHOOK_URL``), written in the same
+    transaction as the change it tells and delivered by the worker at least once, in
+    order per ``stream`` (a message, a number)."""
+
+    __tablename__ = "sms_host_event"
+    __table_args__ = (Index("ix_sms_host_event_undelivered", "delivered_at", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # message.status_changed, reply.received…
+    stream: Mapped[str] = mapped_column(String(64))  # message:41, number:+13125550101
+    message_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    payload: Mapped[str] = mapped_column(Text)  # JSON: the plain values the signals carry
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # The worker run delivering (one at a time: the order holds) and until when.
+    lease_token: Mapped[str | None] = mapped_column(String(32), default=None)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
 # Core handles for the statements that claim and update rows (outbox, notifier).
 message_table = _table(Message)
 message_event_table = _table(MessageEvent)
@@ -437,3 +435,4 @@ opt_out_table = _table(OptOut)
 sequence_run_table = _table(SequenceRun)
 fold_table = _table(Fold)
 inbound_table = _table(InboundMessage)
+host_event_table = _table(HostEvent)

@@ -14,14 +14,14 @@ from sqlalchemy.orm import Session, selectinload
 from .addresses import classify
 from .config import get_settings
 from .errors import AddressError, InputError
-from .models import PLANNED, ConsentEvent, InboundMessage, Message, SequenceRun, Status
+from .models import PLANNED, ConsentEvent, HostEvent, InboundMessage, Message, SequenceRun, Status
 from .recipients import default_lookup
 
 
 @dataclass(frozen=True)
 class Entry:
     at: dt.datetime
-    what: str  # message | status | callback | note | reply | consent
+    what: str  # message | status | callback | note | host | reply | consent
     text: str
     message_id: int | None = None
 
@@ -62,6 +62,26 @@ def _message_entries(m: Message) -> list[Entry]:
     return out
 
 
+def _told(session: Session, msgs: list[Message]) -> list[Entry]:
+    """The deliveries of these texts' statuses to the host's webhook (when one is set)."""
+    ids = [m.id for m in msgs]
+    if not ids:
+        return []
+    rows = session.scalars(
+        select(HostEvent).where(HostEvent.message_id.in_(ids)).order_by(HostEvent.id)
+    )
+    out = []
+    for r in rows:
+        status = json.loads(r.payload).get("status")
+        if r.delivered_at is not None:
+            said = f"the host's webhook got {status} (msg_{r.id}, try {r.attempts})"
+            out.append(Entry(r.delivered_at, "host", said, r.message_id))
+        elif r.attempts:
+            said = f"the host's webhook has not taken {status} yet: {r.last_error} (msg_{r.id})"
+            out.append(Entry(r.next_attempt_at or r.created_at, "host", said, r.message_id))
+    return out
+
+
 def _unsaid(status: str | None, text: str | None) -> str:
     """``text`` without a leading "canceled: " that repeats the status before it."""
     text = text or ""
@@ -80,7 +100,7 @@ def for_order(session: Session, number: str) -> list[Entry]:
     replies = session.scalars(select(InboundMessage).where(InboundMessage.order_number == number))
     if not msgs:
         raise InputError(f"no texts for order {number!r} in the email log")
-    entries = [e for m in msgs for e in _message_entries(m)]
+    entries = [e for m in msgs for e in _message_entries(m)] + _told(session, msgs)
     entries += [
         Entry(r.received_at, "reply", f"{r.kind}: {r.body!r} from {r.from_number}") for r in replies
     ]
@@ -107,7 +127,7 @@ def for_subject(session: Session, kind: str, ref: str) -> list[Entry]:
     )
     if not msgs:
         raise InputError(f"no texts for {kind} {ref!r} in the email log")
-    entries = [e for m in msgs for e in _message_entries(m)]
+    entries = [e for m in msgs for e in _message_entries(m)] + _told(session, msgs)
     return sorted(entries, key=lambda e: (e.at, e.message_id or 0))
 
 
@@ -160,7 +180,7 @@ def for_contact(session: Session, contact_key: str) -> list[Entry]:
     consents = session.scalars(select(ConsentEvent).where(ConsentEvent.contact_ref == contact_key))
     if contact is None and not msgs:
         raise InputError(f"no contact with id {contact_key!r}")
-    entries = [e for m in msgs for e in _message_entries(m)]
+    entries = [e for m in msgs for e in _message_entries(m)] + _told(session, msgs)
     entries += [
         Entry(
             r.received_at,

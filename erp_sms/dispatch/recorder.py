@@ -14,6 +14,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import outbox
+from ..config import Settings
 from ..db import Database, one_line
 from ..outbox import Claimed, Outcome
 
@@ -24,6 +25,7 @@ class _Writer(Protocol):
     """What the recorder needs of the dispatcher."""
 
     db: Database
+    settings: Settings
 
     def _write(self, records: list[_Record]) -> None: ...
 
@@ -101,7 +103,14 @@ class _Recorder:
         next try connects afresh."""
         engine = self._dispatcher.db.engine
         try:
-            if engine.dialect.name == "postgresql" and not any(o.callbacks for _c, o in items):
+            # The one-statement group write has no room for the host's outbox rows, which
+            # must be written in the same transaction as the outcomes they tell.
+            alone = not self._dispatcher.settings.host_webhook_url
+            if (
+                alone
+                and engine.dialect.name == "postgresql"
+                and not any(o.callbacks for _c, o in items)
+            ):
                 if self._auto is None:
                     self._auto = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
                 return outbox.finish_many_at_once(self._auto, items, now=now)

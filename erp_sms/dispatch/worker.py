@@ -23,6 +23,7 @@ from ..host import load_host_module
 from ..models import Status
 from ..outbox import Claimed, Outcome
 from ..send_guard import SendGuard
+from . import host_webhook
 from .alerts import mail_replies
 from .lanes import _Lane, _LaneSet
 from .policy import RetryPolicy, Summary, default_worker_id
@@ -69,6 +70,7 @@ class Dispatcher(Sending):
         # already claimed in the same batch, are canceled instead of sent.
         self._opted_out: set[str] = set()
         self._guard: SendGuard | None = None  # the opt-out check around each handover
+        self._telling: threading.Thread | None = None  # delivering to the host's webhook
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -131,8 +133,29 @@ class Dispatcher(Sending):
                 self._guard.close()
                 self._guard = None
             self._adopt_kept_reports()
+            self._tell_host()
         summary.seconds = time.monotonic() - started
         return summary
+
+    def _tell_host(self) -> None:
+        """Deliver what happened to the host's webhook in a thread of its own: a slow or
+        failing endpoint never holds the texts up. The run waits a moment for it (a
+        one-shot `erp-sms dispatch` delivers what it did); what is left goes on in the
+        background, or to the next run (the outbox keeps it)."""
+        if not self.settings.host_webhook_url:
+            return
+        if self._telling is None or not self._telling.is_alive():
+            self._telling = threading.Thread(
+                target=self._deliver_host_events, daemon=True, name="erp-sms-host-webhook"
+            )
+            self._telling.start()
+        self._telling.join(timeout=2 * host_webhook.TIMEOUT)
+
+    def _deliver_host_events(self) -> None:
+        try:
+            host_webhook.deliver(self.db, self.settings, now=self.clock())
+        except SQLAlchemyError as exc:
+            log.warning("cannot deliver to the host's webhook (%s); next run", one_line(exc))
 
     def _mail_replies(self) -> None:
         """Replies that need a person, mailed to SMSREPLYALERT: never in the texts' way."""

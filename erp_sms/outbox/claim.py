@@ -160,6 +160,7 @@ def _claim_batch(
                     continue
             wanted.append(row)
         if not wanted:
+            feedback.write_collected(conn)  # the texts skipped or canceled here
             return []
         # The whole batch in one UPDATE under one token: a statement per text held the
         # claim's transaction (on SQLite the file's write lock, which the recorder needs)
@@ -199,6 +200,7 @@ def _claim_batch(
             lines.append(_history_row(row.id, now, Status.SENDING, detail))
         if lines:
             conn.execute(insert(message_event_table), lines)
+        feedback.write_collected(conn)  # the host's outbox, in this same transaction
     out = []
     for mid, reclaimed in claimed_ids:
         r = rows[mid]

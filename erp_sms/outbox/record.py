@@ -99,6 +99,7 @@ def finish_many(
                 sent.append(outcome.provider_id)
         if history:
             conn.execute(insert(message_event_table), history)
+        feedback.write(conn, told)  # the host's outbox, in this same transaction
     feedback.send(told)  # committed: the host hears of each outcome
     if sent:
         # After the commit, not inside it: a report stored while this transaction was
