@@ -31,7 +31,7 @@ from .config import Settings, get_settings, set_settings
 from .db import Database
 from .dispatch import Dispatcher
 from .models import Message
-from .testing import SmtpSink, TwilioServer, post_signed
+from .testing import HostReceiver, SmtpSink, TwilioServer, new_secret, post_signed
 
 PEOPLE = [
     # name, email2, opted in
@@ -55,7 +55,13 @@ def run_demo(
     path = database or os.path.join(workdir, "erp_sms_demo.db")
     url = f"sqlite:///{path}"
     previous = get_settings()
-    with TwilioServer() as twilio, SmtpSink() as sink, _webhook_server() as (hook_url, bind):
+    host_secret = new_secret()
+    with (
+        TwilioServer() as twilio,
+        SmtpSink() as sink,
+        _webhook_server() as (hook_url, bind),
+        HostReceiver(host_secret) as erp_hook,
+    ):
         sid = "AC" + secrets.token_hex(16)
         token = secrets.token_hex(16)  # a throwaway secret for the local API only
         twilio.add_account(sid, token)
@@ -71,6 +77,9 @@ def run_demo(
             twilio_api_url=twilio.url,
             public_url=hook_url,
             inline_dispatch=False,
+            # The ERP's own endpoint: it hears each status, reply and opt-out.
+            host_webhook_url=erp_hook.url,
+            host_webhook_secret=host_secret,
         )
         set_settings(settings)
         db = Database(url)
@@ -170,6 +179,14 @@ def run_demo(
             )
             echo("   " + prices.reconcile(db, settings).line())
             _answer_a_reply(db, settings, hook_url, sid, token, echo)
+            kinds: dict[str, int] = {}
+            for e in erp_hook.accepted:
+                kinds[e["type"]] = kinds.get(e["type"], 0) + 1
+            said = ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items()))
+            echo(
+                f"   the ERP's webhook ({erp_hook.url}) got {len(erp_hook.accepted)} event(s), "
+                f"each signature checked with standardwebhooks: {said}"
+            )
 
             from . import timeline
 

@@ -1,5 +1,6 @@
 """Loopback servers for the demo, the tests — and a host's own tests: a
-Twilio-compatible Messages API and an SMTP sink. Both bind to 127.0.0.1 only.
+Twilio-compatible Messages API, an SMTP sink and a host's webhook endpoint that checks
+Standard Webhooks signatures (``HostReceiver``). All bind to 127.0.0.1 only.
 
 A host tests its integration against them like this (the SMTP sink needs the ``demo``
 extra, ``pip install 'erp-sms[demo]'``)::
@@ -22,6 +23,7 @@ callbacks, as Twilio does.
 from __future__ import annotations
 
 from .data import queue_texts
+from .host_receiver import HostReceiver, new_secret
 from .smtp import SmtpSink
 from .twilio import TwilioServer
 from .twilio_data import API, Fault, StoredMessage
@@ -30,9 +32,11 @@ from .twilio_http import post_signed
 __all__ = [
     "API",
     "Fault",
+    "HostReceiver",
     "SmtpSink",
     "StoredMessage",
     "TwilioServer",
+    "new_secret",
     "post_signed",
     "queue_texts",
 ]

@@ -236,6 +236,26 @@ def test_status_is_answered_from_the_hosts_own_orders_and_an_answer_goes_out(sho
     )
 
 
+def test_a_paid_reply_waits_for_staff_and_the_host_module_hears_it(shop, caplog):
+    """Issue 29 with a host's own tables: "paid" to Shopfloor's payment reminder (an
+    event, not a sequence: no step to hold) is kept for a person and told to the host."""
+    import logging
+
+    from erp_sms import staff
+    from erp_sms.db import Database
+
+    with Session(shop["engine"]) as session:
+        activate_twilio(session)
+        session.commit()
+    fire(shop)
+    client = create_app().test_client()
+    with caplog.at_level(logging.INFO, logger="shopfloor"):
+        post(client, "inbound", inbound("+13125550142", "Paid it yesterday", "SM" + "7" * 32))
+    assert "shopfloor: reply #1 (paid) about order SO-2001" in caplog.text
+    with Database(shop["url"]).session() as session:
+        assert [(r.kind, r.body) for r in staff.replies(session)] == [("paid", "Paid it yesterday")]
+
+
 def test_retry_plans_a_skipped_text_again_after_staff_fix_the_cause(shop):
     fire(shop, reminder=False)
     dana = next(m for m in rows(shop) if m.contact_name == "Dana Birch")

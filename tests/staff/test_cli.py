@@ -555,6 +555,12 @@ def test_demo_runs_the_whole_flow_on_loopback(run, tmp_path):
     assert summary == (
         "canceled 3, delivered 3, merged 7, queued 4, sent 2, skipped 14, undelivered 1"
     )
+    # Issue 29: the ERP's own webhook heard what happened, every delivery verified.
+    heard = re.search(
+        r"the ERP's webhook \(\S+\) got (\d+) event\(s\), each signature checked", out
+    )
+    assert heard is not None and int(heard.group(1)) >= 10
+    assert "reply.received x2" in out and "consent.changed x1" in out
     # Issue 29: a reply answered from the pages' and the CLI's one action.
     assert re.search(
         r"#\d+ queued for Jordan Smith \(twilio \+13125550101\), 1 segment\(s\); reply #\d+ done",

@@ -8,19 +8,16 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import threading
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
-from standardwebhooks import Webhook
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Request, Response
 
 from erp_sms import timeline
 from erp_sms.config import ConfigurationError, Settings
 from erp_sms.dispatch import Dispatcher
 from erp_sms.models import HostEvent, Status
+from erp_sms.testing import HostReceiver
 from erp_sms.webhooks import create_app
 
 from ..conftest import with_settings
@@ -29,51 +26,14 @@ from ..helpers import PUBLIC, Clock, activate_twilio, inbound, messages, post, s
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 
 
-class Receiver:
-    """The host's endpoint on loopback: verifies each delivery with `standardwebhooks`,
-    keeps what it accepted, answers ``status`` (503 for an outage)."""
-
-    def __init__(self) -> None:
-        self.accepted: list[dict] = []
-        self.ids: list[str] = []
-        self.refused = 0
-        self.status = 204
-        self._verify = Webhook(SECRET)
-        self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
-        self.url = f"http://127.0.0.1:{self._server.server_port}/hooks/erp-sms"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @Request.application
-    def app(self, request: Request) -> Response:
-        body = request.get_data()
-        try:
-            event = self._verify.verify(body, dict(request.headers))
-        except Exception as exc:  # a delivery not signed as the spec says
-            return Response(f"bad signature: {exc}", status=400)
-        if self.status >= 300:
-            self.refused += 1
-            return Response("down for maintenance", status=self.status)
-        self.accepted.append(event)
-        self.ids.append(request.headers["webhook-id"])
-        return Response(status=self.status)
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._thread.join()
-
-
 @pytest.fixture
-def receiver(delivery) -> Iterator[Receiver]:
-    with Receiver() as r:
+def receiver(delivery) -> Iterator[HostReceiver]:
+    with HostReceiver(SECRET) as r:
         with_settings(host_webhook_url=r.url, host_webhook_secret=SECRET)
         yield r
 
 
-def _statuses(r: Receiver, message_id: int) -> list[tuple[str, str]]:
+def _statuses(r: HostReceiver, message_id: int) -> list[tuple[str, str]]:
     return [
         (e["data"]["previous_status"], e["data"]["status"])
         for e in r.accepted
