@@ -132,6 +132,15 @@ def _events(engine: Any, n: int) -> tuple[float, float, float]:
     return median(p50s), median(p99s), counted[0] / min(n, 20)
 
 
+def _order_and_shipment(s: Session, order_id: int) -> tuple[Any, Any]:
+    """The host's own work, not timed: the order and the shipment it just changed."""
+    o = s.get_one(erp.SalesOrder, order_id)
+    ship = s.scalars(
+        select(erp.ShippingEvent).where(erp.ShippingEvent.sales_order_id == order_id)
+    ).one()
+    return o, ship
+
+
 def _forget(engine: Any) -> None:
     """Delete the texts and their fold rows: the same orders fired again are new, not
     left alone as repeats, and each opens a window of its own (SMSDIGESTMINUTES)."""
@@ -154,10 +163,7 @@ def _folding(engine: Any, n: int) -> tuple[float, float, float]:
         samples = []
         with Session(engine) as s:
             for order_id in orders:
-                o = s.get_one(erp.SalesOrder, order_id)
-                ship = s.scalars(
-                    select(erp.ShippingEvent).where(erp.ShippingEvent.sales_order_id == order_id)
-                ).one()
+                o, ship = _order_and_shipment(s, order_id)
                 signals.shipment_shipped.send(o, session=s, shipping_event=ship)
                 s.commit()
                 ship.status = "Delivered"
@@ -212,10 +218,7 @@ def _run(
         for order_id in orders:
             # The host's own work, not timed: it has the order and the shipment it just
             # changed in its session (not the organization: that load is ours).
-            o = s.get_one(erp.SalesOrder, order_id)
-            ship = s.scalars(
-                select(erp.ShippingEvent).where(erp.ShippingEvent.sales_order_id == order_id)
-            ).one()
+            o, ship = _order_and_shipment(s, order_id)
             ship.status = "Shipped" if fire or ship.status != "Shipped" else "Delivered"
             s.flush()
             if count is not None:
