@@ -242,3 +242,34 @@ def lookalikes() -> dict[int, str]:
     """Look-alike characters and their GSM-7 replacements (``str.translate`` table)."""
     table = _load("lookalikes.toml")["replace"]
     return {int(code.removeprefix("U+"), 16): to for code, to in table.items()}
+
+
+# -- carriers' tracking pages ------------------------------------------------------------------
+
+
+def _carrier_key(name: str) -> str:
+    return "".join(c for c in plain(name) if c.isalnum())
+
+
+@cache
+def tracking_pages() -> dict[str, str]:
+    """``rules/tracking.toml``: each carrier name (folded: ``_carrier_key``) -> its
+    tracking page's URL with ``{number}``."""
+    out: dict[str, str] = {}
+    for carrier, row in _load("tracking.toml").items():
+        for name in [carrier, *row.get("names", [])]:
+            out[_carrier_key(name)] = row["url"]
+    return out
+
+
+def tracking_url(carrier: object, number: object) -> str | None:
+    """The carrier's tracking page for ``number`` (URL-encoded), or None for a carrier
+    the table does not know or no number."""
+    from urllib.parse import quote
+
+    if not carrier or not number:
+        return None
+    page = tracking_pages().get(_carrier_key(str(carrier)))
+    if page is None:
+        return None
+    return page.replace("{number}", quote(str(number).strip(), safe=""))

@@ -175,6 +175,7 @@ def register_builtin_events() -> None:
             "status": "Shipped",
             "carrier": "UPS",
             "tracking_number": "1Z999AA10123456784",
+            "tracking_url": "https://www.ups.com/track?tracknum=1Z999AA10123456784",
         },
     )
     register_event(
@@ -186,6 +187,7 @@ def register_builtin_events() -> None:
             "status": "Delivered",
             "carrier": "UPS",
             "tracking_number": "1Z999AA10123456784",
+            "tracking_url": "https://www.ups.com/track?tracknum=1Z999AA10123456784",
         },
     )
 

@@ -210,9 +210,14 @@ def _shorten(core: str, tail: str, keep: Sequence[str], max_segments: int) -> st
 
 
 def keep_from(context: Mapping[str, Any]) -> list[str]:
-    """What shortening keeps: the tracking number and the order number."""
+    """What shortening keeps: the tracking link, the tracking number, the order number."""
     out = []
-    for var, key in (("shipping_event", "tracking_number"), ("order", "number")):
+    keys = (
+        ("shipping_event", "tracking_url"),
+        ("shipping_event", "tracking_number"),
+        ("order", "number"),
+    )
+    for var, key in keys:
         value = context.get(var)
         if isinstance(value, Mapping) and value.get(key):
             out.append(str(value[key]))

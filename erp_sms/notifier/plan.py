@@ -16,6 +16,7 @@ from sqlalchemy.orm.instrumentation import manager_of_class
 
 from .. import consent, options, templates, wording
 from ..addresses import Address, route
+from ..catalog import tracking_url
 from ..config import get_settings
 from ..db import utcnow
 from ..errors import TemplateError
@@ -140,6 +141,7 @@ def _plan(
             )
             return [_new_message(base, key, Status.FAILED, reason)]
         subject_ref, subject_ctx = lookup.subject(event.subject, obj)
+        subject_ctx = _with_tracking(event.subject, subject_ctx)
     base["subject_ref"] = subject_ref
     info.view, info.subject_ref = view, subject_ref
 
@@ -241,6 +243,15 @@ def _plan(
         info.contact_contexts[key] = contact.context
         out.append(msg)
     return out
+
+
+def _with_tracking(subject: str, ctx: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A shipping event's context with ``tracking_url``: the host's own, else the
+    carrier's page for the tracking number (``rules/tracking.toml``), else empty."""
+    if subject != "shipping_event" or ctx.get("tracking_url"):
+        return ctx
+    url = tracking_url(ctx.get("carrier"), ctx.get("tracking_number"))
+    return {**ctx, "tracking_url": url or ""}
 
 
 def _skip(

@@ -117,7 +117,9 @@ def test_an_orders_eleven_events_in_minutes_are_one_delivered_text(any_delivery,
     _fire(host, signals.shipment_delivered, order, shipping_event={**ups, "status": "Delivered"})
     (carrier,) = [m for m in _rows(host) if m.status == Status.QUEUED]
     # One shipment delivered, the other on its way: both named, each with its stage.
-    assert carrier.body.startswith("Order SO-1: delivered UPS 1Z1; on its way FedEx 7777.")
+    assert carrier.body.startswith(
+        "Order SO-1: delivered UPS 1Z1; on its way FedEx https://www.fedex.com/fedextrack/?trknbr=7777."
+    )
     _fire(host, signals.shipment_delivered, order, shipping_event={**fedex, "status": "Delivered"})
     rows = _rows(host)
     assert len(rows) == 11
@@ -138,7 +140,9 @@ def test_shipped_then_delivered_is_one_delivered_text(any_delivery, any_db, host
     _fire(host, signals.shipment_delivered, order, shipping_event={**ship, "status": "Delivered"})
     carrier, merged = _rows(host)
     assert (carrier.status, carrier.event) == (Status.QUEUED, "shipment_delivered")
-    assert carrier.body.startswith("Order SO-1 was delivered (UPS 1Z999AA10123456784).")
+    assert carrier.body.startswith(
+        "Order SO-1 was delivered (UPS https://www.ups.com/track?tracknum=1Z999AA10123456784)."
+    )
     assert (merged.status, merged.merged_into) == (Status.MERGED, carrier.id)
     # An earlier stage arriving late (out of order) is superseded: the words stay.
     _fire(host, signals.sent_to_production, order)

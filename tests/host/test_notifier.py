@@ -87,8 +87,10 @@ def test_each_event_uses_its_template_and_subject(session, world):
     session.commit()
     ann = {m.template: m for m in messages(session) if m.contact_name == "Ann"}
     assert "Work order WO-58211" in ann["SMS PWOCOMP"].body
-    assert "shipped via UPS, tracking 1Z999AA10123456784" in ann["SMS SESHIP"].body
-    assert "was delivered (UPS 1Z999AA10123456784)" in ann["SMS SEDEL"].body
+    # Issue 30: the carrier's tracking page (rules/tracking.toml) in both texts.
+    ups = "https://www.ups.com/track?tracknum=1Z999AA10123456784"
+    assert f"shipped via UPS: {ups}" in ann["SMS SESHIP"].body
+    assert f"was delivered (UPS {ups})" in ann["SMS SEDEL"].body
     assert all(m.segments == 1 for m in ann.values())
 
 
@@ -438,7 +440,7 @@ def test_the_reference_schema_takes_the_contracts_positional_arguments(session):
     session.commit()
     bodies = [m.body for m in messages(session)]
     assert any("Work order WO-P1" in b for b in bodies) and any(
-        "via UPS, tracking 1ZP" in b for b in bodies
+        "via UPS: https://www.ups.com/track?tracknum=1ZP" in b for b in bodies
     )
 
 
@@ -528,3 +530,59 @@ def test_a_template_naming_the_contact_reads_differently_per_contact(session, wo
     bodies = {m.contact_name: m.body for m in done if m.status == Status.QUEUED}
     assert set(bodies) == {"Ann", "Bob", "Cat"} and len(set(bodies.values())) == 1
     assert "WO-7" in bodies["Ann"] and "Reply STOP" in bodies["Ann"]
+
+
+@pytest.mark.parametrize(
+    ("carrier", "number", "url"),
+    [
+        ("UPS", "1Z999AA10123456784", "https://www.ups.com/track?tracknum=1Z999AA10123456784"),
+        ("FedEx Ground", "771234567890", "https://www.fedex.com/fedextrack/?trknbr=771234567890"),
+        (
+            "U.S. Postal Service",
+            "9400 1000 0000 0000 0000 00",
+            "https://tools.usps.com/go/TrackConfirmAction?tLabels=9400%201000%200000%200000%200000%2000",
+        ),
+        (
+            "dhl express",
+            "1234567890",
+            "https://www.dhl.com/us-en/home/tracking/tracking-express.html?submit=1&tracking-id=1234567890",
+        ),
+        ("OnTrac", "C10000000000", "https://www.ontrac.com/tracking/?number=C10000000000"),
+        (
+            "Canada Post",
+            "1234567890123456",
+            "https://www.canadapost-postescanada.ca/track-reperage/en#/search?searchFor=1234567890123456",
+        ),
+        (
+            "Purolator",
+            "320000000000",
+            "https://www.purolator.com/en/shipping/tracker?pin=320000000000",
+        ),
+        ("Acme Freight", "X1", None),
+        ("UPS", "", None),
+    ],
+)
+def test_each_carrier_in_the_table_has_its_tracking_page(carrier, number, url):
+    """Issue 30: rules/tracking.toml, names matched without regard to case or dots."""
+    from erp_sms.catalog import tracking_url
+
+    assert tracking_url(carrier, number) == url
+
+
+def test_the_hosts_own_tracking_url_wins_and_an_unknown_carrier_gets_the_number(session):
+    people = {"ann": ("Ann", "3125550101@vtext.com")}
+    made = scene(session, people, order="SO-T1")
+    own = {
+        "id": 1,
+        "carrier": "UPS",
+        "tracking_number": "1Z1",
+        "tracking_url": "https://erp.example.com/t/1Z1",
+    }
+    signals.shipment_shipped.send(made.order, session=session, shipping_event=own)
+    other = scene(session, {"bo": ("Bo", "3125550102@vtext.com")}, org="B", order="SO-T2")
+    local = {"id": 2, "carrier": "Acme Freight", "tracking_number": "AF-9"}
+    signals.shipment_shipped.send(other.order, session=session, shipping_event=local)
+    session.commit()
+    first, second = messages(session)
+    assert "shipped via UPS: https://erp.example.com/t/1Z1" in first.body
+    assert "shipped via Acme Freight, tracking AF-9." in second.body

@@ -311,8 +311,8 @@ def test_templates_preview_renders_for_each_recipient_of_a_real_order(run, sessi
     out = run("templates", "preview", "SMS SESHIP", "--order", "SO-104233").stdout
     assert "- Ann → email_gateway 3125550101@vtext.com" in out
     assert (
-        "[GSM-7, 1 segment(s)] Order SO-104233 shipped via FedEx, tracking 7712. To opt out, "
-        "call (312) 555-0199." in out
+        "[GSM-7, 1 segment(s)] Order SO-104233 shipped via FedEx: "
+        "https://www.fedex.com/fedextrack/?trknbr=7712 To opt out, call (312) 555-0199." in out
     )
     assert "- Bob → skipped: a plain phone number needs Twilio" in out
     assert "- Cat → skipped: AT&T shut down" in out
