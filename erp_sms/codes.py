@@ -1,4 +1,4 @@
-"""The words the email log is written in: a text's statuses and its channels."""
+"""The words the email log is written in: a text's statuses, channels and programs."""
 
 from __future__ import annotations
 
@@ -28,3 +28,13 @@ class Channel:
     TWILIO = "twilio"
     EMAIL_GATEWAY = "email_gateway"
     ALL = (TWILIO, EMAIL_GATEWAY)
+
+
+class Program:
+    """What a text is for, so a customer can keep one and drop another (CONTRACT.md
+    "Consent per program"): an event belongs to one."""
+
+    ORDERS = "orders"  # the order events
+    REMINDERS = "reminders"  # reminder sequences, events registered as reminders
+    STAFF = "staff"  # staff's one-off texts and answers
+    ALL = (ORDERS, REMINDERS, STAFF)

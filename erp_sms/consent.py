@@ -21,20 +21,20 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import null, select, union_all
 from sqlalchemy.orm import Session
 
 from . import feedback
 from .addresses import classify
+from .codes import Program
 from .config import get_settings
 from .db import utcnow
 from .errors import AddressError, InputError
-from .models import ConsentEvent, OptOut
+from .models import ConsentEvent, OptOut, ProgramOptOut
 from .outbox import cancel_for_opt_out
 from .recipients import ContactView, RecipientLookup, default_lookup
-from .sendwindow import now as clock_now
 
 OPT_IN = "opt_in"
 OPT_OUT = "opt_out"
@@ -67,14 +67,26 @@ def normalise_number(text: str) -> str:
         raise InputError(exc.message) from None
 
 
-def opted_out(session: Session, numbers: Iterable[str]) -> dict[str, OptOutRow]:
-    """The opt-outs among ``numbers`` (one query; rows, not ORM objects: the host path)."""
+def blocking_query(program: Any) -> Any:
+    """The opt-outs that stop a text of ``program`` (a value or a bind parameter): those
+    of every program (``sms_opt_out``, a STOP) and those of that one — rows of
+    (number, at, source, program), program NULL for all."""
+    every = select(OptOut.number, OptOut.at, OptOut.source, null().label("program"))
+    p = ProgramOptOut
+    one = select(p.number, p.at, p.source, p.program).where(p.program == program)
+    return union_all(every, one)
+
+
+def opted_out(
+    session: Session, numbers: Iterable[str], program: str | None = None
+) -> dict[str, OptOutRow]:
+    """The opt-outs among ``numbers`` that stop a text of ``program`` (None: of every
+    program only); one query, rows, not ORM objects (the host path)."""
     wanted = sorted({n for n in numbers if n})
     if not wanted:
         return {}
-    rows = session.execute(
-        select(OptOut.number, OptOut.at, OptOut.source).where(OptOut.number.in_(wanted))
-    )
+    blocking = blocking_query(program or "").subquery()
+    rows = session.execute(select(blocking).where(blocking.c.number.in_(wanted)))
     return {r.number: r for r in rows}
 
 
@@ -88,10 +100,25 @@ class OptOutRow(Protocol):
 
 def describe(opt_out: OptOutRow) -> str:
     """The reason a text is not sent to an opted-out number."""
+    program = getattr(opt_out, "program", None)
+    if program:
+        return (
+            f"{opt_out.number} opted out of {PROGRAM_WORDS.get(program, program)} on "
+            f"{opt_out.at:%Y-%m-%d %H:%M} UTC ({opt_out.source}); it gets none until it opts "
+            f"back in (`erp-sms contacts opt-in ID --program {program}`)"
+        )
     return (
         f"{opt_out.number} opted out on {opt_out.at:%Y-%m-%d %H:%M} UTC ({opt_out.source}); "
         "it gets no texts until it opts back in (START, or `erp-sms contacts opt-in`)"
     )
+
+
+# How a program is said in a reason.
+PROGRAM_WORDS = {
+    Program.ORDERS: "order updates",
+    Program.REMINDERS: "payment reminders",
+    Program.STAFF: "texts from staff",
+}
 
 
 def _contacts(
@@ -125,11 +152,15 @@ def opt_out(
     detail: str | None = None,
     actor: str | None = None,
     lookup: RecipientLookup | None = None,
+    program: str | None = None,
 ) -> ConsentChange:
     """Opt a contact (and its number), or a number (and every contact with it), out —
-    at once, in ``session``'s transaction."""
+    at once, in ``session``'s transaction; ``program``: of that program only (order
+    updates, reminders, staff's texts), the others still come."""
     lookup = lookup or default_lookup()
     contacts, number = _contacts(session, lookup, contact_key, number)
+    if program is not None:
+        return _program_out(session, contacts, number, program, source, detail, actor)
     changed = False
     if number is not None and session.get(OptOut, number) is None:
         key = contacts[0].key if contacts else None
@@ -144,7 +175,7 @@ def opt_out(
             changed = True
         views.append(c)
     if changed:
-        _record(session, views, number, OPT_OUT, source, detail, actor)
+        record_event(session, views, number, OPT_OUT, source, detail, actor)
         _tell(session, views, number, OPT_OUT, source)
     session.flush()
     what = f"{number or 'the contact'} opted out ({source})"
@@ -168,18 +199,37 @@ def opt_in(
     actor: str | None = None,
     lookup: RecipientLookup | None = None,
     at: dt.datetime | None = None,
+    program: str | None = None,
 ) -> ConsentChange:
     """Opt a contact (and its number), or a number (and every contact with it), back in.
     ``at``: when the consent was given, if not now (an import of consents collected
-    elsewhere)."""
+    elsewhere). ``program``: into that program only — a number that had opted out of
+    everything stays out of the others."""
     lookup = lookup or default_lookup()
     contacts, number = _contacts(session, lookup, contact_key, number)
+    if program is not None:
+        _check_program(program)
     changed = False
     if number is not None:
         row = session.get(OptOut, number)
         if row is not None:
+            if program is not None:  # out of all but this one now
+                for other in Program.ALL:
+                    if other != program and session.get(ProgramOptOut, (number, other)) is None:
+                        session.add(
+                            ProgramOptOut(
+                                number=number, program=other, source=row.source,
+                                contact_ref=row.contact_ref, detail=row.detail, at=row.at,
+                            )
+                        )  # fmt: skip
             session.delete(row)
             changed = True
+        programs = [program] if program is not None else list(Program.ALL)
+        for p in programs:
+            mine = session.get(ProgramOptOut, (number, p))
+            if mine is not None:
+                session.delete(mine)
+                changed = True
     views = []
     for c in contacts:
         if not c.has_smsupdate:
@@ -187,10 +237,60 @@ def opt_in(
             changed = True
         views.append(c)
     if changed:
-        _record(session, views, number, OPT_IN, source, detail, actor, at)
+        record_event(session, views, number, OPT_IN, source, detail, actor, at, program)
         _tell(session, views, number, OPT_IN, source)
     session.flush()
     return ConsentChange(number, views, changed)
+
+
+def _check_program(program: str) -> None:
+    if program not in Program.ALL:
+        raise InputError(f"unknown program {program!r}: use one of {', '.join(Program.ALL)}")
+
+
+def _program_out(
+    session: Session,
+    contacts: list[ContactView],
+    number: str | None,
+    program: str,
+    source: str,
+    detail: str | None,
+    actor: str | None,
+) -> ConsentChange:
+    """Out of one program: the number's row for it, the consent trail, its texts still
+    waiting canceled; SMSUPDATE and the other programs are left as they are."""
+    _check_program(program)
+    if number is None:
+        raise InputError(
+            "the contact has no phone number to opt out of one program: opt it out of all, "
+            "or give it a number"
+        )
+    changed = False
+    if (
+        session.get(OptOut, number) is None
+        and session.get(ProgramOptOut, (number, program)) is None
+    ):
+        key = contacts[0].key if contacts else None
+        session.add(
+            ProgramOptOut(
+                number=number, program=program, source=source, contact_ref=key, detail=detail,
+                at=utcnow(),
+            )
+        )  # fmt: skip
+        record_event(session, contacts, number, OPT_OUT, source, detail, actor, program=program)
+        _tell(session, contacts, number, OPT_OUT, source)
+        changed = True
+    session.flush()
+    words = PROGRAM_WORDS.get(program, program)
+    canceled = cancel_for_opt_out(
+        session,
+        numbers=[number],
+        contact_refs=[c.key for c in contacts],
+        reason=f"canceled: {number} opted out of {words} ({source}) before it was sent",
+        by=source,
+        program=program,
+    )
+    return ConsentChange(number, contacts, changed, canceled)
 
 
 def _tell(
@@ -209,7 +309,7 @@ def _tell(
     )
 
 
-def _record(
+def record_event(
     session: Session,
     contacts: list[ContactView],
     number: str | None,
@@ -218,6 +318,7 @@ def _record(
     detail: str | None,
     actor: str | None,
     at: dt.datetime | None = None,
+    program: str | None = None,
 ) -> None:
     targets: list[ContactView | None] = list(contacts) or [None]
     for c in targets:
@@ -232,128 +333,6 @@ def _record(
                 source=source,
                 detail=detail if c else f"{detail or ''}; no contact has this number".lstrip("; "),
                 actor=actor,
+                program=program,
             )
         )
-
-
-# -- the consent trail -----------------------------------------------------------------------
-
-TRAIL_COLUMNS = (
-    "at",
-    "action",
-    "source",
-    "actor",
-    "contact_id",
-    "contact_name",
-    "number",
-    "address",
-    "detail",
-)
-
-
-def trail(
-    session: Session,
-    *,
-    contact_key: str | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
-) -> list[dict[str, str]]:
-    """Every opt-in and opt-out (STOP/START replies, Twilio 21610, staff on the CLI or the
-    pages, the host, imports), oldest first, as rows of ``TRAIL_COLUMNS`` for an auditor;
-    times in UTC, ISO 8601."""
-    q = select(ConsentEvent).order_by(ConsentEvent.at, ConsentEvent.id)
-    if contact_key is not None:
-        q = q.where(ConsentEvent.contact_ref == contact_key)
-    if since is not None:
-        q = q.where(ConsentEvent.at >= since)
-    if until is not None:
-        q = q.where(ConsentEvent.at <= until)
-    return [
-        {
-            "at": e.at.astimezone(dt.UTC).isoformat(timespec="seconds"),
-            "action": e.action,
-            "source": e.source,
-            "actor": e.actor or "",
-            "contact_id": e.contact_ref or "",
-            "contact_name": e.contact_name or "",
-            "number": e.number or "",
-            "address": e.address or "",
-            "detail": e.detail or "",
-        }
-        for e in session.scalars(q)
-    ]
-
-
-IMPORT_COLUMNS = ("contact", "date", "source")  # and optionally "note"
-
-
-@dataclass(frozen=True)
-class Imported:
-    """What ``import_opt_ins`` did: a line per row."""
-
-    recorded: int
-    lines: list[str]
-
-
-def import_opt_ins(
-    session: Session,
-    rows: Iterable[dict[str, str]],
-    *,
-    by: str,
-    today: dt.date | None = None,
-    lookup: RecipientLookup | None = None,
-) -> Imported:
-    """Record opt-ins collected elsewhere (a signed form, a web form…): each row names the
-    contact (id), the date it was given (YYYY-MM-DD) and where (``source``; ``note``
-    optional). Every row is checked before anything is written (``InputError`` naming the
-    line). A consent older than the contact's last opt-out is not applied: the opt-out
-    came later and stands."""
-    lookup = lookup or default_lookup()
-    today = today or clock_now().date()
-    checked: list[tuple[int, ContactView, dt.date, str, str]] = []
-    for line, row in enumerate(rows, start=2):  # line 1 is the header
-        missing = [c for c in IMPORT_COLUMNS if not (row.get(c) or "").strip()]
-        if missing:
-            raise InputError(
-                f"line {line}: no {missing[0]}: each row needs contact, date (YYYY-MM-DD) "
-                "and source; nothing was imported"
-            )
-        key, text, source = (row[c].strip() for c in IMPORT_COLUMNS)
-        try:
-            day = dt.date.fromisoformat(text)
-        except ValueError:
-            raise InputError(
-                f"line {line}: {text!r} is not a date: use YYYY-MM-DD; nothing was imported"
-            ) from None
-        if day > today:
-            raise InputError(f"line {line}: {day} is in the future; nothing was imported")
-        view = lookup.contact(session, key)
-        if view is None:
-            raise InputError(f"line {line}: no contact {key!r}; nothing was imported")
-        checked.append((line, view, day, source[:200], (row.get("note") or "").strip()))
-    out, recorded = [], 0
-    for line, view, day, source, note in checked:
-        given = dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)
-        last_out = session.scalar(
-            select(ConsentEvent.at)
-            .where(ConsentEvent.contact_ref == view.key, ConsentEvent.action == OPT_OUT)
-            .order_by(ConsentEvent.at.desc())
-            .limit(1)
-        )
-        if last_out is not None and last_out.astimezone(dt.UTC).date() >= day:
-            out.append(
-                f"line {line}: {view.name}: not applied — they opted out on "
-                f"{last_out.astimezone(dt.UTC).date()}, after this consent of {day}"
-            )
-            continue
-        detail = f"collected via {source} on {day}" + (f": {note}" if note else "")
-        done = opt_in(
-            session, contact_key=view.key, source="import", detail=detail, actor=by, at=given
-        )
-        recorded += 1
-        if done.changed:
-            out.append(f"line {line}: {view.name}: opted in ({source}, {day})")
-        else:  # already opted in: the evidence still belongs in the trail
-            _record(session, [view], done.number, OPT_IN, "import", detail, by, given)
-            out.append(f"line {line}: {view.name}: already opted in; consent recorded")
-    return Imported(recorded, out)

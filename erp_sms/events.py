@@ -22,6 +22,7 @@ from blinker import NamedSignal
 from sqlalchemy.orm import Session
 
 from . import options, signals, templates
+from .codes import Program
 from .errors import InputError, UnknownEventError
 from .recipients import RecipientLookup
 
@@ -61,6 +62,7 @@ class EventType:
     # A reminder sequence's event: its steps' templates (``sequences``); fired by
     # ``Sequence.start``, not by a signal of its own.
     step_templates: tuple[str, ...] = ()
+    program: str = Program.ORDERS  # what consent it needs (CONTRACT.md "Consent per program")
 
     def uses(self, template: str) -> bool:
         return template == self.template or template in self.step_templates
@@ -82,6 +84,7 @@ def register_event(
     lookup: RecipientLookup | None = None,
     sample_subject: Mapping[str, Any] | None = None,
     send_window: bool = False,
+    program: str = Program.ORDERS,
 ) -> EventType:
     """Register an event type and connect its receiver. Registering the same name again
     with the same template and subject returns the existing event. ``send_window``:
@@ -90,6 +93,8 @@ def register_event(
         raise InputError(f"event name {name!r}: use lower-case letters, digits and _ (max 64)")
     if not template or len(template) > 64:
         raise InputError(f"event {name}: template name must be 1 to 64 characters")
+    if program not in Program.ALL:
+        raise InputError(f"event {name}: program {program!r}: use one of {', '.join(Program.ALL)}")
     existing = _registry.get(name)
     if existing is not None:
         if (existing.template, existing.subject) != (template, subject):
@@ -107,6 +112,7 @@ def register_event(
         lookup=lookup,
         sample_subject=sample_subject,
         send_window=send_window,
+        program=program,
     )
     _registry[name] = event
     templates.register_name(template)
@@ -155,7 +161,8 @@ def fire(name: str, order: Any, *, session: Session | None = None, **kwargs: Any
 def register_builtin_events() -> None:
     # Staff's one-off texts (``notifier.text_contact``): no receiver, no template listed.
     for name, template in ((ONE_OFF_EVENT, ONE_OFF_TEMPLATE), (ANSWER_EVENT, ANSWER_TEMPLATE)):
-        _registry.setdefault(name, EventType(name, template, signals._signals.signal(name)))
+        signal = signals._signals.signal(name)
+        _registry.setdefault(name, EventType(name, template, signal, program=Program.STAFF))
     register_event(
         "sent_to_production",
         "SMS S2P",

@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .config import Settings
 from .db import Database, one_line
 from .errors import TransientError
-from .models import message_table, opt_out_table
+from .models import message_table, opt_out_table, program_opt_out_table
 from .outbox import Claimed
 
 
@@ -72,6 +72,13 @@ class SendGuard:
                     select(m.id).where(m.id == msg.id).with_for_update(read=True, key_share=True)
                 )
             found = conn.execute(select(t.at, t.source).where(t.number == msg.recipient)).first()
+            if found is None and msg.program:  # opted out of this text's program only
+                p = program_opt_out_table.c
+                found = conn.execute(
+                    select(p.at, p.source).where(
+                        p.number == msg.recipient, p.program == msg.program
+                    )
+                ).first()
         except SQLAlchemyError as exc:
             self._drop()
             raise _unreadable(exc) from None

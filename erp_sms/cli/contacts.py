@@ -10,7 +10,9 @@ from typing import IO
 
 import click
 
-from .. import consent, staff
+from .. import consent_trail as trail_module
+from .. import staff
+from ..codes import Program
 from ..errors import InputError
 from ..recipients import default_lookup
 from .common import _user, staff_session
@@ -30,37 +32,52 @@ def group() -> None:
     """
 
 
-def _change(contact: str, opted_in: bool, note: str | None) -> None:
+def _change(contact: str, opted_in: bool, note: str | None, program: str | None = None) -> None:
     with staff_session() as s:
-        lines = staff.change_consent(s, contact, opted_in, by=_user(), source="cli", note=note)
+        lines = staff.change_consent(
+            s, contact, opted_in, by=_user(), source="cli", note=note, program=program
+        )
     for line in lines:
         click.echo(line)
+
+
+_PROGRAM = click.option(
+    "--program",
+    type=click.Choice(Program.ALL),
+    default=None,
+    help="Only this program: orders (order updates), reminders (payment reminders) or staff "
+    "(staff's texts); without it, all.",
+)
 
 
 @group.command("opt-in")
 @click.argument("contact")
 @click.option("--note", default=None, help="How the consent was given (kept in the consent trail).")
-def opt_in(contact: str, note: str | None) -> None:
+@_PROGRAM
+def opt_in(contact: str, note: str | None, program: str | None) -> None:
     """Add SMSUPDATE to a contact and record the consent (source cli, time, who).
 
     \b
     Example:
       erp-sms contacts opt-in 42 --note "signed form at pickup"
+      erp-sms contacts opt-in 42 --program orders
     """
-    _change(contact, True, note)
+    _change(contact, True, note, program)
 
 
 @group.command("opt-out")
 @click.argument("contact")
 @click.option("--note", default=None, help="How the request came in (kept in the consent trail).")
-def opt_out(contact: str, note: str | None) -> None:
+@_PROGRAM
+def opt_out(contact: str, note: str | None, program: str | None) -> None:
     """Remove SMSUPDATE from a contact and record the opt-out (source cli, time, who).
 
     \b
     Example:
       erp-sms contacts opt-out 42 --note "asked by phone"
+      erp-sms contacts opt-out 42 --program reminders --note "pays by direct debit"
     """
-    _change(contact, False, note)
+    _change(contact, False, note, program)
 
 
 @group.command("gateways")
@@ -127,7 +144,7 @@ def consent_trail(contact: str) -> None:
         view = default_lookup().contact(s, contact)
         if view is None:
             raise InputError(f"no contact {contact!r}: give the contact's id")
-        rows = consent.trail(s, contact_key=contact)
+        rows = trail_module.trail(s, contact_key=contact)
     click.echo(f"consent trail of {view.name} (contact {view.key}), times in UTC")
     for r in rows:
         who = f" by {r['actor']}" if r["actor"] else ""
@@ -154,14 +171,14 @@ def import_consents(file: IO[str]) -> None:
     """
     reader = csv.DictReader(file)
     header = [h.strip().lower() for h in reader.fieldnames or []]
-    missing = [c for c in consent.IMPORT_COLUMNS if c not in header]
+    missing = [c for c in trail_module.IMPORT_COLUMNS if c not in header]
     if missing:
         raise InputError(
             f"{file.name}: no {missing[0]} column: the header must be contact,date,source[,note]"
         )
     rows = ({k.strip().lower(): v or "" for k, v in row.items() if k} for row in reader)
     with staff_session() as s:
-        done = consent.import_opt_ins(s, rows, by=_user())
+        done = trail_module.import_opt_ins(s, rows, by=_user())
     for line in done.lines:
         click.echo(line)
     click.echo(f"{done.recorded} consent(s) recorded")

@@ -11,7 +11,7 @@ from typing import IO, Any
 
 import click
 
-from .. import csvfile, report
+from .. import consent_trail, csvfile, report
 from ..errors import ErpSmsError, InputError
 from .common import staff_session
 
@@ -123,20 +123,19 @@ def _write_records(
 
 def _write_consent(filters: report.Filters, fmt: str, output: Path | None) -> None:
     """``--consent``: the consent trail as CSV, JSON or a table."""
-    from .. import consent
 
     if fmt == "html":
         raise InputError("--consent is written as csv, json or table, not html")
     if filters.order or filters.statuses or filters.event or filters.channel:
         raise InputError("--consent takes --since, --until and --contact only")
     with staff_session(readonly=True) as s:
-        rows = consent.trail(
+        rows = consent_trail.trail(
             s, contact_key=filters.contact, since=filters.since, until=filters.until
         )
 
     def write(out: IO[str], _progress: Callable[[int], object] | None) -> report.Totals:
         if fmt in ("csv", "json"):
-            _write_records(out, fmt, rows, consent.TRAIL_COLUMNS)
+            _write_records(out, fmt, rows, consent_trail.TRAIL_COLUMNS)
         else:
             for r in rows:
                 who = f" by {r['actor']}" if r["actor"] else ""

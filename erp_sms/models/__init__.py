@@ -16,6 +16,7 @@ from .base import _table
 from .consent import ConsentEvent as ConsentEvent
 from .consent import InboundMessage as InboundMessage
 from .consent import OptOut as OptOut
+from .consent import ProgramOptOut as ProgramOptOut
 from .directory import DirectoryEntry as DirectoryEntry
 from .directory import DirectoryMark as DirectoryMark
 from .messages import Fold as Fold
@@ -39,6 +40,7 @@ message_table = _table(Message)
 message_event_table = _table(MessageEvent)
 directory_table = _table(DirectoryEntry)
 opt_out_table = _table(OptOut)
+program_opt_out_table = _table(ProgramOptOut)
 sequence_run_table = _table(SequenceRun)
 fold_table = _table(Fold)
 inbound_table = _table(InboundMessage)

@@ -31,6 +31,8 @@ class ConsentEvent(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str | None] = mapped_column(String(128), default=None)  # who, when staff
     number: Mapped[str | None] = mapped_column(String(32), default=None)  # E.164
+    # The program it changed (orders, reminders, staff); None: every program.
+    program: Mapped[str | None] = mapped_column(String(16), default=None)
 
 
 class OptOut(Base):
@@ -70,3 +72,17 @@ class InboundMessage(Base):
     alerted_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     alert_token: Mapped[str | None] = mapped_column(String(32), default=None)
     alert_claimed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class ProgramOptOut(Base):
+    """A number that opted out of one program (order updates, reminders, staff's texts)
+    but not the others; ``OptOut`` is the opt-out of all of them (a STOP)."""
+
+    __tablename__ = "sms_opt_out_program"
+
+    number: Mapped[str] = mapped_column(String(32), primary_key=True)
+    program: Mapped[str] = mapped_column(String(16), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    source: Mapped[str] = mapped_column(String(32))
+    contact_ref: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)

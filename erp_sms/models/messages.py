@@ -79,6 +79,9 @@ class Message(Base):
     send_window: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     # The TWILIO rule record it is sent from (``TWILIO:WEST``); None: ``TWILIO``.
     sender: Mapped[str | None] = mapped_column(String(32), default=None)
+    # What it is for (``codes.Program``): the consent it needs, checked when it is planned
+    # and again when it is claimed and handed over.
+    program: Mapped[str | None] = mapped_column(String(16), default=None)
     # A ``merged`` text: the message that carries its news (SMSDIGESTMINUTES).
     merged_into: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
 

@@ -125,6 +125,7 @@ def _plan(
         "order_ref": view.key,
         "order_number": view.number,
         "organization_name": view.organization_name,
+        "program": event.program,
     }
     subject_ref: str | None = None
     subject_ctx: Mapping[str, Any] = {}
@@ -158,7 +159,7 @@ def _plan(
     addresses = _classify_all(decisions, region)
     numbers = [a.e164 for a in addresses.values() if isinstance(a, Address)]
     stored_only_one, active, sender_phone, override, blocked = _settings_and_opt_outs(
-        session, event.template, numbers, info
+        session, event.template, numbers, info, event.program
     )
     if (options.value_from("SMSONLYONE", stored_only_one) == "on") != only_one:
         only_one = not only_one
@@ -168,7 +169,7 @@ def _plan(
         )
         addresses = _classify_all(decisions, region)
         numbers = [a.e164 for a in addresses.values() if isinstance(a, Address)]
-        blocked = consent.opted_out(session, numbers)
+        blocked = consent.opted_out(session, numbers, event.program)
     twilio_active = bool(active)
     source: str | None = None
     template_error: str | None = None

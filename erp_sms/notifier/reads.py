@@ -12,11 +12,11 @@ from typing import Any
 from sqlalchemy import Select, bindparam, literal, select
 from sqlalchemy.orm import Session
 
-from .. import direct, options, rule_records, templates, wording
+from .. import consent, direct, options, rule_records, templates, wording
 from ..addresses import Address, classify
 from ..errors import AddressError
 from ..events import EventType
-from ..models import Message, OptOut, SenderMap
+from ..models import Message, SenderMap
 from ..recipients import (
     Decision,
     OrderView,
@@ -65,11 +65,12 @@ def _settings_statement(template: str, slots: int) -> Select[Any]:
         *(options.value_query(name) for name in wording.OPTIONS),
         options.value_query("SMSDIGESTMINUTES"),
     )
-    opt_out = OptOut.__table__
     one = select(literal(1).label("one")).subquery()
-    numbers = [bindparam(f"number_{i}", type_=opt_out.c.number.type) for i in range(slots)]
-    return select(*settings, opt_out.c.number, opt_out.c.at, opt_out.c.source).select_from(
-        one.outerjoin(opt_out, opt_out.c.number.in_(numbers))
+    blocking = consent.blocking_query(bindparam("program")).subquery("blocking")
+    numbers = [bindparam(f"number_{i}", type_=blocking.c.number.type) for i in range(slots)]
+    columns = (blocking.c.number, blocking.c.at, blocking.c.source, blocking.c.program)
+    return select(*settings, *columns).select_from(
+        one.outerjoin(blocking, blocking.c.number.in_(numbers))
     )
 
 
@@ -97,11 +98,12 @@ def _classify_all(decisions: Sequence[Decision], region: str) -> dict[int, Addre
 
 
 def _settings_and_opt_outs(
-    session: Session, template: str, numbers: Sequence[str], info: PlanInfo
+    session: Session, template: str, numbers: Sequence[str], info: PlanInfo, program: str
 ) -> tuple[str | None, bool | None, str | None, str | None, dict[str, Any]]:
     """SMSONLYONE, the TWILIO routing, the template override, the send-window options
-    (into ``info``) and the opt-outs among ``numbers``, in one statement: one row of
-    settings, joined with each opt-out."""
+    (into ``info``) and the opt-outs among ``numbers`` that stop a text of ``program``
+    (of every program, and of that one), in one statement: one row of settings, joined
+    with each opt-out."""
     wanted = sorted(set(numbers))
     slots = _slots(len(wanted))
     wanted += [""] * (slots - len(wanted))  # "" matches no opt-out: still one settings row
@@ -109,6 +111,7 @@ def _settings_and_opt_outs(
     org_ref = (info.view.organization_key if info.view else None) or ""
     params: dict[str, Any] = {f"number_{i}": n for i, n in enumerate(wanted)}
     params["org_ref"] = org_ref
+    params["program"] = program
     rows = direct.rows(conn, _settings_statement(template, slots), params)
     first = rows[0]
     blocked = {r.number: r for r in rows if r.number is not None}

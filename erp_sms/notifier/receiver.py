@@ -140,7 +140,8 @@ def warm_up(engine: Engine) -> None:
             for ev in all_events():
                 for slots in (1, 2, 4, 8):
                     numbers = {f"number_{i}": "" for i in range(slots)}
-                    read(_settings_statement(ev.template, slots), numbers | {"org_ref": ""})
+                    params = numbers | {"org_ref": "", "program": ev.program}
+                    read(_settings_statement(ev.template, slots), params)
             read(_opted_in_contacts(engine.dialect.name), {"org_id": -1})
             read(_organization_and_contacts(engine.dialect.name), {"org_id": -1})
             # The INSERT is compiled by running it in the transaction rolled back.

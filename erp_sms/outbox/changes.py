@@ -188,9 +188,10 @@ def cancel_for_opt_out(
     contact_refs: Sequence[str],
     reason: str,
     by: str,
+    program: str | None = None,
 ) -> list[int]:
     """An opt-out takes effect at once: cancel the texts still queued or held for these
-    numbers or contacts — and only those. One conditional statement, not a read then
+    numbers or contacts (``program``: of that program only) — and only those. One conditional statement, not a read then
     updates by id: a text a worker claimed in between is ``sending`` and stays so (the
     worker checks the opt-out list again right before it sends; CONTRACT.md "The email
     log tells the truth"). The ids canceled, in order."""
@@ -203,6 +204,8 @@ def cancel_for_opt_out(
     if not conds:
         return []
     waiting = and_(m.status.in_([Status.QUEUED, Status.HELD]), or_(*conds))
+    if program is not None:
+        waiting = and_(waiting, m.program == program)
     now = utcnow()
     values = {
         "status": Status.CANCELED,

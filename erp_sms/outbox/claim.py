@@ -29,6 +29,7 @@ from ..models import (
     message_event_table,
     message_table,
     opt_out_table,
+    program_opt_out_table,
 )
 from ..options import value_from
 from ..sendwindow import Policy, next_opening, start_of_day
@@ -76,7 +77,11 @@ def due_batch(
     opt-out list is checked for those rows only (an opt-out that came in after the text
     was queued cancels it here)."""
     m = message_table.c
-    opted_out = exists().where(opt_out_table.c.number == m.recipient).label("opted_out")
+    per = program_opt_out_table.c
+    opted_out = or_(
+        exists().where(opt_out_table.c.number == m.recipient),
+        exists().where(per.number == m.recipient, per.program == m.program),
+    ).label("opted_out")
     q = select(
         m.id,
         m.status,
@@ -218,6 +223,7 @@ def _claim_batch(
                 contact_name=r.contact_name,
                 order_number=r.order_number,
                 event=r.event,
+                program=r.program,
                 reclaimed_after=reclaimed,
                 created_at=r.created_at,
                 valid_until=_valid_until(r, rules),

@@ -120,6 +120,7 @@ class Claimed:
     order_number: str
     reclaimed_after: dt.datetime | None  # the earlier claim's time, when its lease expired
     event: str = ""
+    program: str | None = None  # the consent it needs (checked again before the handover)
     created_at: dt.datetime | None = None
     segments: int | None = None
     recipient: str | None = None  # E.164

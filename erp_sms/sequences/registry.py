@@ -8,6 +8,7 @@ from collections.abc import Sequence as Seq
 from typing import Any
 
 from .. import templates
+from ..codes import Program
 from ..errors import InputError
 from ..events import _NAME, EventType, add_sequence_event
 from ..recipients import RecipientLookup
@@ -62,6 +63,7 @@ def register_sequence(
         sample_subject=sample_subject,
         send_window=True,
         step_templates=tuple(dict.fromkeys(s.template for s in parsed)),
+        program=Program.REMINDERS,
     )
     add_sequence_event(event)
     seq = Sequence(event, tuple(parsed))

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import consent
+from ..codes import Program
 from ..errors import InputError
 from ..models import (
     Message,
@@ -51,7 +52,7 @@ def replan(session: Session, seq: Sequence, *, by: str, organization_ref: str | 
     planner = _Planner(seq, session, clock_now())
     plans = {r.id: json.loads(r.plan) for r in runs}
     numbers = [c.get("recipient") for p in plans.values() for c in p["contacts"]]
-    planner.blocked = consent.opted_out(session, [n for n in numbers if n])
+    planner.blocked = consent.opted_out(session, [n for n in numbers if n], seq.event.program)
     changed = 0
     for run in runs:
         plan = plans[run.id]
@@ -120,7 +121,7 @@ def retry_step(
         replace_plan(session, msg, msg, by=by, reason=gone)
         return f"#{msg.id} still {msg.status}: {msg.reason}"
     planner = _Planner(seq, session, clock_now())
-    planner.blocked = consent.opted_out(session, [entry.get("recipient") or ""])
+    planner.blocked = consent.opted_out(session, [entry.get("recipient") or ""], Program.REMINDERS)
     fields = {c.name: getattr(run, c.name) for c in sequence_run_table.columns}
     plan = {"context": stored["context"], "contacts": info.contacts}
     row = planner.row(fields, plan, step, entry)

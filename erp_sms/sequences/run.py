@@ -282,6 +282,7 @@ class _Planner:
             "organization_name": run["organization_name"],
             "subject_ref": None if subject_ref == NO_SUBJECT else subject_ref,
             "step": step.id,
+            "program": self.seq.event.program,
             "send_window": True,
             "body": "",
             "attempts": 0,

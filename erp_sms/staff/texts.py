@@ -139,18 +139,33 @@ def gateway_contacts(session: Session, today: dt.date | None = None) -> list[Gat
 
 
 def change_consent(
-    session: Session, contact: str, opted_in: bool, *, by: str, source: str, note: str | None
+    session: Session,
+    contact: str,
+    opted_in: bool,
+    *,
+    by: str,
+    source: str,
+    note: str | None,
+    program: str | None = None,
 ) -> list[str]:
-    """Opt a contact in or out (SMSUPDATE, the opt-out list, the consent trail); an
-    opt-out cancels their texts not sent yet. Lines to show."""
+    """Opt a contact in or out (SMSUPDATE, the opt-out list, the consent trail), of every
+    program or (``program``) of one; an opt-out cancels their texts not sent yet (of that
+    program). Lines to show."""
     change = consent.opt_in if opted_in else consent.opt_out
-    done = change(session, contact_key=contact, source=source, detail=note, actor=by)
+    done = change(
+        session, contact_key=contact, source=source, detail=note, actor=by, program=program
+    )
     view = done.contacts[0]
     number = f" ({done.number})" if done.number else ""
+    of = f" of {consent.PROGRAM_WORDS[program]}" if program and not opted_in else ""
+    into = f" to {consent.PROGRAM_WORDS[program]}" if program and opted_in else ""
     if not done.changed:
-        state = "opted in" if opted_in else "opted out"
+        state = f"opted in{into}" if opted_in else f"opted out{of}"
         return [f"contact {view.key} {view.name}{number} was already {state}; nothing changed"]
-    state = "opted in (SMSUPDATE added)" if opted_in else "opted out (SMSUPDATE removed)"
+    if program is not None:
+        state = f"opted in{into}" if opted_in else f"opted out{of} (other texts still come)"
+    else:
+        state = "opted in (SMSUPDATE added)" if opted_in else "opted out (SMSUPDATE removed)"
     out = [f"contact {view.key} {view.name}{number}: {state}; consent recorded"]
     canceled = getattr(done, "canceled", ())
     if canceled:

@@ -161,7 +161,12 @@ def test_a_read_sent_straight_comes_back_as_through_sqlalchemy(any_db):
         s.add(OptOut(number="+13125550101", at=at, source="STOP from +13125550101"))
         s.commit()
     stmt = _settings_statement("sent_to_production", 2)
-    params = {"number_0": "+13125550101", "number_1": "+13125550102", "org_ref": "7"}
+    params = {
+        "number_0": "+13125550101",
+        "number_1": "+13125550102",
+        "org_ref": "7",
+        "program": "orders",
+    }
     with any_db.engine.connect() as conn:
         through = [tuple(r) for r in conn.execute(stmt, params).all()]
         straight = direct.rows(conn, stmt, params)

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
-from erp_sms import options, signals
+from erp_sms import consent_trail, options, signals
 from erp_sms.cli import cli
 from erp_sms.models import Status, TemplateOverride
 
@@ -232,7 +232,7 @@ def test_every_opt_in_and_opt_out_is_in_the_trail_staff_export(settings, db, ses
     ann, bob = str(world["ann"].id), str(world["bob"].id)
     # A consent Bob gave on paper in October, imported (he is opted in already: recorded).
     f = io.StringIO("contact,date,source,note\n" + f"{bob},2026-10-03,paper form,signed\n")
-    assert consent.import_opt_ins(session, csv.DictReader(f), by="tests").recorded == 1
+    assert consent_trail.import_opt_ins(session, csv.DictReader(f), by="tests").recorded == 1
     session.commit()
     client = create_app(db=db, settings=with_settings(public_url=PUBLIC)).test_client()
     assert (
@@ -259,7 +259,7 @@ def test_every_opt_in_and_opt_out_is_in_the_trail_staff_export(settings, db, ses
     rows = list(
         csv.DictReader(io.StringIO(cli_run("report", "--consent", "--format", "csv").stdout))
     )
-    assert tuple(rows[0]) == consent.TRAIL_COLUMNS
+    assert tuple(rows[0]) == consent_trail.TRAIL_COLUMNS
     assert {(r["contact_name"], r["action"], r["source"]) for r in rows} >= {
         ("Ann", "opt_out", "cli"),
         ("Ann", "opt_in", "pages"),

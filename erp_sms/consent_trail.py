@@ -1,0 +1,141 @@
+"""The consent trail: every opt-in and opt-out with where it came from, for staff and
+auditors (``report --consent``), and opt-ins collected elsewhere imported from CSV."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .consent import OPT_IN, OPT_OUT, opt_in, record_event
+from .errors import InputError
+from .models import ConsentEvent
+from .recipients import ContactView, RecipientLookup, default_lookup
+from .sendwindow import now as clock_now
+
+# -- the consent trail -----------------------------------------------------------------------
+
+TRAIL_COLUMNS = (
+    "at",
+    "action",
+    "source",
+    "actor",
+    "contact_id",
+    "contact_name",
+    "number",
+    "address",
+    "program",
+    "detail",
+)
+
+
+def trail(
+    session: Session,
+    *,
+    contact_key: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> list[dict[str, str]]:
+    """Every opt-in and opt-out (STOP/START replies, Twilio 21610, staff on the CLI or the
+    pages, the host, imports), oldest first, as rows of ``TRAIL_COLUMNS`` for an auditor;
+    times in UTC, ISO 8601."""
+    q = select(ConsentEvent).order_by(ConsentEvent.at, ConsentEvent.id)
+    if contact_key is not None:
+        q = q.where(ConsentEvent.contact_ref == contact_key)
+    if since is not None:
+        q = q.where(ConsentEvent.at >= since)
+    if until is not None:
+        q = q.where(ConsentEvent.at <= until)
+    return [
+        {
+            "at": e.at.astimezone(dt.UTC).isoformat(timespec="seconds"),
+            "action": e.action,
+            "source": e.source,
+            "actor": e.actor or "",
+            "contact_id": e.contact_ref or "",
+            "contact_name": e.contact_name or "",
+            "number": e.number or "",
+            "address": e.address or "",
+            "program": e.program or "all",
+            "detail": e.detail or "",
+        }
+        for e in session.scalars(q)
+    ]
+
+
+IMPORT_COLUMNS = ("contact", "date", "source")  # and optionally "note"
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What ``import_opt_ins`` did: a line per row."""
+
+    recorded: int
+    lines: list[str]
+
+
+def import_opt_ins(
+    session: Session,
+    rows: Iterable[dict[str, str]],
+    *,
+    by: str,
+    today: dt.date | None = None,
+    lookup: RecipientLookup | None = None,
+) -> Imported:
+    """Record opt-ins collected elsewhere (a signed form, a web form…): each row names the
+    contact (id), the date it was given (YYYY-MM-DD) and where (``source``; ``note``
+    optional). Every row is checked before anything is written (``InputError`` naming the
+    line). A consent older than the contact's last opt-out is not applied: the opt-out
+    came later and stands."""
+    lookup = lookup or default_lookup()
+    today = today or clock_now().date()
+    checked: list[tuple[int, ContactView, dt.date, str, str]] = []
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        missing = [c for c in IMPORT_COLUMNS if not (row.get(c) or "").strip()]
+        if missing:
+            raise InputError(
+                f"line {line}: no {missing[0]}: each row needs contact, date (YYYY-MM-DD) "
+                "and source; nothing was imported"
+            )
+        key, text, source = (row[c].strip() for c in IMPORT_COLUMNS)
+        try:
+            day = dt.date.fromisoformat(text)
+        except ValueError:
+            raise InputError(
+                f"line {line}: {text!r} is not a date: use YYYY-MM-DD; nothing was imported"
+            ) from None
+        if day > today:
+            raise InputError(f"line {line}: {day} is in the future; nothing was imported")
+        view = lookup.contact(session, key)
+        if view is None:
+            raise InputError(f"line {line}: no contact {key!r}; nothing was imported")
+        checked.append((line, view, day, source[:200], (row.get("note") or "").strip()))
+    out, recorded = [], 0
+    for line, view, day, source, note in checked:
+        given = dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)
+        last_out = session.scalar(
+            select(ConsentEvent.at)
+            .where(ConsentEvent.contact_ref == view.key, ConsentEvent.action == OPT_OUT)
+            .order_by(ConsentEvent.at.desc())
+            .limit(1)
+        )
+        if last_out is not None and last_out.astimezone(dt.UTC).date() >= day:
+            out.append(
+                f"line {line}: {view.name}: not applied — they opted out on "
+                f"{last_out.astimezone(dt.UTC).date()}, after this consent of {day}"
+            )
+            continue
+        detail = f"collected via {source} on {day}" + (f": {note}" if note else "")
+        done = opt_in(
+            session, contact_key=view.key, source="import", detail=detail, actor=by, at=given
+        )
+        recorded += 1
+        if done.changed:
+            out.append(f"line {line}: {view.name}: opted in ({source}, {day})")
+        else:  # already opted in: the evidence still belongs in the trail
+            record_event(session, [view], done.number, OPT_IN, "import", detail, by, given)
+            out.append(f"line {line}: {view.name}: already opted in; consent recorded")
+    return Imported(recorded, out)
