@@ -121,6 +121,20 @@ PROGRAM_WORDS = {
 }
 
 
+def by_program(session: Session, contact: ContactView) -> list[tuple[str, str]]:
+    """A contact's consent per program, as staff read it: (program in words, state)."""
+    number = number_of(contact.address)
+    if not contact.has_smsupdate:
+        return [(PROGRAM_WORDS[p], "no: SMSUPDATE is off") for p in Program.ALL]
+    every = session.get(OptOut, number) if number else None
+    out = []
+    for p in Program.ALL:
+        row = every or (session.get(ProgramOptOut, (number, p)) if number else None)
+        state = f"opted out {row.at:%Y-%m-%d} ({row.source})" if row is not None else "yes"
+        out.append((PROGRAM_WORDS[p], state))
+    return out
+
+
 def _contacts(
     session: Session, lookup: RecipientLookup, contact_key: str | None, number: str | None
 ) -> tuple[list[ContactView], str | None]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .codes import Program
 from .consent import OPT_IN, OPT_OUT, opt_in, record_event
 from .errors import InputError
 from .models import ConsentEvent
@@ -66,7 +67,7 @@ def trail(
     ]
 
 
-IMPORT_COLUMNS = ("contact", "date", "source")  # and optionally "note"
+IMPORT_COLUMNS = ("contact", "date", "source")  # and optionally "note", "program"
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,12 @@ def import_opt_ins(
 ) -> Imported:
     """Record opt-ins collected elsewhere (a signed form, a web form…): each row names the
     contact (id), the date it was given (YYYY-MM-DD) and where (``source``; ``note``
-    optional). Every row is checked before anything is written (``InputError`` naming the
+    optional; ``program`` optional: orders, reminders or staff — empty, every program). Every row is checked before anything is written (``InputError`` naming the
     line). A consent older than the contact's last opt-out is not applied: the opt-out
     came later and stands."""
     lookup = lookup or default_lookup()
     today = today or clock_now().date()
-    checked: list[tuple[int, ContactView, dt.date, str, str]] = []
+    checked: list[tuple[int, ContactView, dt.date, str, str, str | None]] = []
     for line, row in enumerate(rows, start=2):  # line 1 is the header
         missing = [c for c in IMPORT_COLUMNS if not (row.get(c) or "").strip()]
         if missing:
@@ -112,9 +113,15 @@ def import_opt_ins(
         view = lookup.contact(session, key)
         if view is None:
             raise InputError(f"line {line}: no contact {key!r}; nothing was imported")
-        checked.append((line, view, day, source[:200], (row.get("note") or "").strip()))
+        program = (row.get("program") or "").strip().lower() or None
+        if program is not None and program not in Program.ALL:
+            raise InputError(
+                f"line {line}: program {program!r}: use {', '.join(Program.ALL)} or leave it "
+                "empty (every program); nothing was imported"
+            )
+        checked.append((line, view, day, source[:200], (row.get("note") or "").strip(), program))
     out, recorded = [], 0
-    for line, view, day, source, note in checked:
+    for line, view, day, source, note, program in checked:
         given = dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)
         last_out = session.scalar(
             select(ConsentEvent.at)
@@ -130,12 +137,18 @@ def import_opt_ins(
             continue
         detail = f"collected via {source} on {day}" + (f": {note}" if note else "")
         done = opt_in(
-            session, contact_key=view.key, source="import", detail=detail, actor=by, at=given
+            session,
+            contact_key=view.key,
+            source="import",
+            detail=detail,
+            actor=by,
+            at=given,
+            program=program,
         )
         recorded += 1
         if done.changed:
             out.append(f"line {line}: {view.name}: opted in ({source}, {day})")
         else:  # already opted in: the evidence still belongs in the trail
-            record_event(session, [view], done.number, OPT_IN, "import", detail, by, given)
+            record_event(session, [view], done.number, OPT_IN, "import", detail, by, given, program)
             out.append(f"line {line}: {view.name}: already opted in; consent recorded")
     return Imported(recorded, out)

@@ -18,7 +18,8 @@ from flask_login import (
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as WResponse
 
-from .. import customers, staff
+from .. import consent, customers, staff
+from ..codes import Program
 from ..db import one_line
 from ..errors import InputError
 from ..recipients import default_lookup
@@ -63,6 +64,7 @@ def timeline() -> Any:
         request.args.get(k, "").strip() for k in ("order", "contact", "subject")
     )
     title, error, entries, exists = "", None, [], False
+    programs: list[tuple[str, str]] = []
     with database().read_session() as s:
         try:
             if order:
@@ -70,6 +72,7 @@ def timeline() -> Any:
             elif contact:
                 view = default_lookup().contact(s, contact)
                 exists = view is not None
+                programs = consent.by_program(s, view) if view is not None else []
                 entries = tl.for_contact(s, contact)
                 title = f"{view.name} (contact {contact})" if view else f"contact {contact}"
                 if not exists and not entries:
@@ -91,6 +94,8 @@ def timeline() -> Any:
         error=error,
         contact=contact,
         contact_exists=exists,
+        programs=programs,
+        program_names=Program.ALL,
     ), 404 if error else 200
 
 
@@ -99,8 +104,11 @@ def timeline() -> Any:
 def contact_consent(key: str) -> WResponse:
     opted_in = request.form.get("state") == "in"
     note = request.form.get("note") or None
+    program = request.form.get("program") or None  # none: every program
     return act(
-        lambda s: staff.change_consent(s, key, opted_in, by=who(), source="pages", note=note),
+        lambda s: staff.change_consent(
+            s, key, opted_in, by=who(), source="pages", note=note, program=program
+        ),
         url_for(".timeline", contact=key),
     )
 

@@ -131,3 +131,31 @@ def test_the_cli_opts_out_of_one_program_and_says_so(session):
     )
     back = run.invoke(cli, ["contacts", "opt-in", ann, "--program", "reminders"]).stdout
     assert "opted in to payment reminders" in back
+
+
+def test_the_consent_import_takes_an_optional_program_column(session):
+    import csv
+    import io
+
+    import pytest
+
+    from erp_sms.errors import InputError
+
+    made = scene(session, {"ann": ("Ann", "3125550101@vtext.com")}, order="SO-P7")
+    ann = str(made["ann"].id)
+    consent.opt_out(session, number=ANN, source="sms_reply")  # a STOP in October
+    for event in session.scalars(select(ConsentEvent)):
+        event.at = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
+    session.commit()
+    rows = io.StringIO(f"contact,date,source,program\n{ann},{dt.date.today()},web form,orders\n")
+    done = consent_trail.import_opt_ins(session, csv.DictReader(rows), by="tests")
+    session.commit()
+    assert done.recorded == 1
+    assert sorted(p.program for p in session.scalars(select(ProgramOptOut))) == [
+        "reminders",
+        "staff",
+    ]
+    assert consent_trail.trail(session)[-1]["program"] == "orders"
+    bad = io.StringIO(f"contact,date,source,program\n{ann},2026-10-03,form,promos\n")
+    with pytest.raises(InputError, match="line 2: program 'promos': use orders, reminders, staff"):
+        consent_trail.import_opt_ins(session, csv.DictReader(bad), by="tests")

@@ -277,6 +277,23 @@ def test_timelines_and_an_opt_out_from_the_contact_page(staff, session, world):
     assert "opt_out (pages): asked on the phone" in page.get_data(as_text=True)
 
 
+def test_the_contact_page_shows_and_changes_consent_per_program(staff, session, world):
+    """Issue 30: each program's state on the contact, and an opt-out of one program from
+    the page, as `contacts opt-out --program` does (both call staff.change_consent)."""
+    key = str(world["ann"].id)
+    page = html.unescape(staff.get(f"/timeline?contact={key}").get_data(as_text=True))
+    assert re.search(r"payment reminders</td><td[^>]*>yes<", page)
+    r = staff.post(f"/contacts/{key}/consent", {"state": "out", "program": "reminders"})
+    page = staff.get(r.headers["Location"])
+    said = flashed(page)
+    assert "opted out of payment reminders (other texts still come)" in said
+    text = html.unescape(page.get_data(as_text=True))
+    assert re.search(r"payment reminders</td><td[^>]*>opted out \d{4}-\d\d-\d\d \(pages\)<", text)
+    assert re.search(r"order updates</td><td[^>]*>yes<", text)
+    bad = staff.post(f"/contacts/{key}/consent", {"state": "out", "program": "promos"})
+    assert "unknown program 'promos'" in flashed(staff.get(bad.headers["Location"]))
+
+
 def test_a_one_off_text_from_the_contact_page_says_what_the_cli_says(staff, session, world):
     key = str(world["ann"].id)
     page = staff.get(f"/timeline?contact={key}").get_data(as_text=True)
