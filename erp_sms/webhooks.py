@@ -50,6 +50,7 @@ from .db import Database
 from .errors import ConfigurationError
 from .models import Message
 from .statuses import normalise
+from .web.optout import public
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
     web.init_app(app)
     app.register_blueprint(blueprint, url_prefix="/twilio")
     app.register_blueprint(web.blueprint)
+    app.register_blueprint(public, url_prefix="/o")  # the customers' opt-out page
     # The pages' security headers on every answer of this app (webhooks, 404s) too.
     app.after_request(web.safety.add_headers)
 

@@ -28,8 +28,9 @@ from typing import Any
 import phonenumbers
 from sqlalchemy.orm import Session
 
-from . import options
+from . import links, options
 from .catalog import lookalikes
+from .config import get_settings
 from .errors import InputError
 from .models import Channel, Status
 from .segments import analyse, clusters, text_length
@@ -90,6 +91,10 @@ class Rules:
     """The options these rules follow, as one event reads them."""
 
     opt_out_contact: str = ""
+    # The hosted opt-out page's address up to the recipient's token (``links``), used
+    # when SMSOPTOUTCONTACT is unset: the text carries ``LINK_SLOT``, which the planner
+    # replaces with each recipient's token (the same length: the segments stand).
+    opt_out_link: str = ""
     lookalikes: bool = True
     max_segments: int = 3
     too_long: str = "shorten"
@@ -97,13 +102,15 @@ class Rules:
     @classmethod
     def read(cls, session: Session) -> Rules:
         """The options as staff set them (the host path reads them with its settings)."""
-        return cls.from_values({name: options.get(session, name) for name in OPTIONS})
+        values = {name: options.get(session, name) for name in OPTIONS}
+        return cls.from_values(values, links.base(get_settings()))
 
     @classmethod
-    def from_values(cls, values: Mapping[str, str]) -> Rules:
+    def from_values(cls, values: Mapping[str, str], opt_out_link: str = "") -> Rules:
         """From option values by name (``options.value_from`` of each)."""
         return cls(
             opt_out_contact=values.get("SMSOPTOUTCONTACT", ""),
+            opt_out_link=opt_out_link,
             lookalikes=values.get("SMSLOOKALIKES", "on") == "on",
             max_segments=int(values.get("SMSMAXSEGMENTS", "3") or 3),
             too_long=values.get("SMSTOOLONG", "shorten"),
@@ -111,6 +118,8 @@ class Rules:
 
 
 OPTIONS = ("SMSOPTOUTCONTACT", "SMSLOOKALIKES", "SMSMAXSEGMENTS", "SMSTOOLONG")
+# Where a recipient's opt-out token goes (``links.TOKEN_LENGTH`` characters, all GSM-7).
+LINK_SLOT = links.SLOT
 
 
 class NotSendable(Exception):
@@ -154,16 +163,21 @@ def finish(body: str, channel: str | None, rules: Rules, keep: Sequence[str] = (
     elif channel == Channel.EMAIL_GATEWAY:
         if "stop" in body.lower():  # every sentence _REPLY_STOP takes has the word
             body = _SPACES.sub(" ", _REPLY_STOP.sub("", body)).strip()
-        if not rules.opt_out_contact:
+        if not rules.opt_out_contact and rules.opt_out_link:
+            line = f"To opt out: {rules.opt_out_link}{LINK_SLOT}"
+            tail = "" if line in body else line
+        elif not rules.opt_out_contact:
             raise NotSendable(
                 Status.SKIPPED,
                 "a carrier-gateway text must say how to opt out without replying (replies "
                 "to it are never read; FCC, since 2025-04-11): set SMSOPTOUTCONTACT to a phone "
                 "number or web address (`erp-sms options set SMSOPTOUTCONTACT 312-555-0100`), "
-                "then retry",
+                "or set ERP_SMS_PUBLIC_URL and ERP_SMS_SECRET_KEY so each text links to erp-sms's "
+                "own opt-out page; then retry",
             )
-        line = opt_out_line(rules.opt_out_contact)
-        tail = "" if line in body else line
+        else:
+            line = opt_out_line(rules.opt_out_contact)
+            tail = "" if line in body else line
     text = _join(body, tail)
     info = analyse(text)
     if info.segments <= rules.max_segments and text_length(text) <= MAX_TEXT:

@@ -82,6 +82,9 @@ class Message(Base):
     # What it is for (``codes.Program``): the consent it needs, checked when it is planned
     # and again when it is claimed and handed over.
     program: Mapped[str | None] = mapped_column(String(16), default=None)
+    # The hosted opt-out page's token the text carries (``links``): how the page knows
+    # the number without putting it in the link.
+    link_token: Mapped[str | None] = mapped_column(String(16), default=None, index=True)
     # A ``merged`` text: the message that carries its news (SMSDIGESTMINUTES).
     merged_into: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
 

@@ -20,7 +20,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from .. import templates, wording
+from .. import links, templates, wording
+from ..config import get_settings
 from ..errors import TemplateError
 from ..events import EventType, get_event
 from ..models import Message, Status
@@ -267,7 +268,7 @@ def _words(
         None if templates.refers_to(source, "contact") else ("words", channel, source, repr(what))
     )
     if same is not None and same in words:
-        return dict(words[same])
+        return _own(dict(words[same]), m)
     context = {
         **info.context,
         **what.context(),
@@ -285,4 +286,12 @@ def _words(
     }
     if same is not None:
         words[same] = values
+    return _own(dict(values), m)
+
+
+def _own(values: dict[str, Any], m: Message) -> dict[str, Any]:
+    """The words with the recipient's own opt-out link (``links``), when they carry one."""
+    body, mine = links.fill(get_settings(), values["body"], m.recipient)
+    if mine is not None:
+        values["body"], values["link_token"] = body, mine
     return values

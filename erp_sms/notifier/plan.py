@@ -14,7 +14,7 @@ from sqlalchemy import inspect
 from sqlalchemy.orm import Session, configure_mappers
 from sqlalchemy.orm.instrumentation import manager_of_class
 
-from .. import consent, options, templates, wording
+from .. import consent, links, options, templates, wording
 from ..addresses import Address, route
 from ..catalog import tracking_url
 from ..config import get_settings
@@ -241,6 +241,8 @@ def _plan(
             continue
         msg = _new_message({**base, **who}, key, Status.QUEUED, None)
         msg.body, msg.encoding, msg.segments = done.body, done.encoding, done.segments
+        if info.rules.opt_out_link:  # the recipient's own link, in the slot (same length)
+            msg.body, msg.link_token = links.fill(get_settings(), done.body, address.e164)
         info.contact_contexts[key] = contact.context
         out.append(msg)
     return out

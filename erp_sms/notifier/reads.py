@@ -12,8 +12,9 @@ from typing import Any
 from sqlalchemy import Select, bindparam, literal, select
 from sqlalchemy.orm import Session
 
-from .. import consent, direct, options, rule_records, templates, wording
+from .. import consent, direct, links, options, rule_records, templates, wording
 from ..addresses import Address, classify
+from ..config import get_settings
 from ..errors import AddressError
 from ..events import EventType
 from ..models import Message, SenderMap
@@ -120,7 +121,8 @@ def _settings_and_opt_outs(
     info.window_events = options.value_from("SMSWINDOWEVENTS", first[6])
     info.company = options.value_from("SMSCOMPANYNAME", first[8])
     info.rules = wording.Rules.from_values(
-        {name: options.value_from(name, first[9 + i]) for i, name in enumerate(wording.OPTIONS)}
+        {name: options.value_from(name, first[9 + i]) for i, name in enumerate(wording.OPTIONS)},
+        links.base(get_settings()),
     )
     info.digest_minutes = int(
         options.value_from("SMSDIGESTMINUTES", first[9 + len(wording.OPTIONS)])

@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from .. import consent, options, templates, wording
+from .. import consent, links, options, templates, wording
+from ..config import get_settings
 from ..db import utcnow
 from ..errors import TemplateError
 from ..events import EventType
@@ -351,7 +352,9 @@ class _Planner:
             return Status.FAILED, exc.message, None
         except wording.NotSendable as exc:
             return exc.status, exc.reason, None
-        row |= {"body": done.body, "encoding": done.encoding, "segments": done.segments}
+        body, mine = links.fill(get_settings(), done.body, entry.get("recipient"))
+        row |= {"body": body, "encoding": done.encoding, "segments": done.segments}
+        row["link_token"] = mine
         due = max(start_of_day(day, zones), self.now)
         deferred = self.policy.deferral(entry.get("recipient"), due)
         if deferred is None:

@@ -1,0 +1,66 @@
+"""The hosted opt-out page's links: one per recipient, short (a token of 10 characters
+under ``ERP_SMS_PUBLIC_URL``), unguessable (an HMAC of the number with
+``ERP_SMS_SECRET_KEY``), with nothing personal in it. The token is kept on each text
+that carries it, so the page finds the number; a token no text carries, or one that does
+not match its number's HMAC, is refused."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+from .config import Settings
+
+TOKEN_LENGTH = 10  # 60 bits, URL-safe base64: every character in GSM-7's basic set
+PATH = "/o/"
+
+
+def _key(settings: Settings) -> bytes | None:
+    return settings.secret_key.encode() if settings.secret_key else None
+
+
+def base(settings: Settings) -> str:
+    """The page's address up to the token, or "" when it cannot be offered (no public
+    URL to serve it at, or no secret key to sign with)."""
+    if not settings.public_url or not settings.secret_key:
+        return ""
+    return settings.public_url.rstrip("/") + PATH
+
+
+def _mac(key: bytes, what: str) -> str:
+    digest = hmac.new(key, what.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+def token(settings: Settings, number: str) -> str:
+    """The opt-out token of ``number`` (E.164): the same every time for this key."""
+    key = _key(settings)
+    if key is None:
+        raise ValueError("no ERP_SMS_SECRET_KEY to sign opt-out links with")
+    return _mac(key, f"optout:{number}")[:TOKEN_LENGTH]
+
+
+def matches(settings: Settings, number: str, given: str) -> bool:
+    """Whether ``given`` is ``number``'s token (compared in constant time)."""
+    key = _key(settings)
+    return key is not None and hmac.compare_digest(token(settings, number), given)
+
+
+def form_key(settings: Settings, given: str) -> str:
+    """What the page's form carries back: proof it came from the page for this token,
+    without a session (no cookie to steal, nothing to guess)."""
+    key = _key(settings)
+    return _mac(key, f"form:{given}")[:22] if key else ""
+
+
+SLOT = "0" * TOKEN_LENGTH  # what the wording leaves for the token (``wording.LINK_SLOT``)
+
+
+def fill(settings: Settings, body: str, number: str | None) -> tuple[str, str | None]:
+    """``body`` with the recipient's own token in the opt-out link's slot, and the token
+    (None when the body has no slot)."""
+    if number is None or not settings.secret_key or f"{PATH}{SLOT}" not in body:
+        return body, None
+    mine = token(settings, number)
+    return body.replace(f"{PATH}{SLOT}", f"{PATH}{mine}"), mine
