@@ -330,3 +330,57 @@ def test_a_huge_paste_in_the_template_editor_is_refused_on_the_page_and_kept(pag
     expect(page.locator("#source-error")).to_contain_text("the most is 10,000")
     assert len(source.input_value()) == len(huge)  # still there, nothing lost
     shot(page, "template-too-long")
+
+
+@pytest.fixture
+def opt_out_site(settings, db, session):
+    """A fresh installation (no SMSOPTOUTCONTACT) served with a public URL and a key: its
+    gateway text carries the link to the opt-out page."""
+    from sqlalchemy import delete
+    from waitress import create_server
+
+    from erp_sms.models import Option
+
+    from ..conftest import with_settings
+
+    session.execute(delete(Option).where(Option.name == "SMSOPTOUTCONTACT"))
+    session.commit()
+    server = create_server(lambda e, s: app(e, s), host="127.0.0.1", port=0)
+    url = f"http://127.0.0.1:{server.effective_port}"
+    served = with_settings(public_url=url, secret_key="browser-test-key-0123456789abcdef")
+    app = create_app(db=db, settings=served)
+    made = scene(session, {"ann": ("Ann Lee", "3125550101@vtext.com")}, order="SO-390")
+    signals.sent_to_production.send(made.order, session=session)
+    session.commit()
+    (text,) = messages(session)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield {"url": url, "link": text.body.rsplit("To opt out: ", 1)[1]}
+    stop_server(server)
+    thread.join(timeout=10)
+
+
+def test_the_opt_out_page_works_on_a_phone(opt_out_site):
+    """Issue 30: the link from the text, opened at 390 px: nothing scrolls sideways, the
+    choice and the button are within reach, and the answer says what happened."""
+    expect = playwright_api.expect
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page.set_default_timeout(15_000)
+        assert opt_out_site["link"].startswith(opt_out_site["url"] + "/o/")
+        page.goto(opt_out_site["link"])
+        expect(page.get_by_role("heading", name="Texts from")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        button = page.get_by_role("button", name="Stop these texts")
+        box = button.bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] >= 40  # a thumb's
+        page.get_by_label("Payment reminders").check()
+        button.click()
+        expect(page.get_by_role("status")).to_contain_text(
+            "Done: you will get no more payment reminders"
+        )
+        expect(page.get_by_text("Payment reminders (already stopped)")).to_be_visible()
+        page.screenshot(path=str(SHOTS / "390-opt-out-page.png"), full_page=True)
+        browser.close()
