@@ -7,13 +7,13 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from .codes import Program
 from .consent import OPT_IN, OPT_OUT, opt_in, record_event
 from .errors import InputError
-from .models import ConsentEvent
+from .models import ConsentEvent, Message
 from .recipients import ContactView, RecipientLookup, default_lookup
 from .sendwindow import now as clock_now
 
@@ -152,3 +152,92 @@ def import_opt_ins(
             record_event(session, [view], done.number, OPT_IN, "import", detail, by, given, program)
             out.append(f"line {line}: {view.name}: already opted in; consent recorded")
     return Imported(recorded, out)
+
+
+# -- consent evidence ---------------------------------------------------------------------------
+
+EVIDENCE_COLUMNS = (
+    "message_id",
+    "sent_at",
+    "order_number",
+    "event",
+    "program",
+    "contact_id",
+    "contact_name",
+    "number",
+    "consent",
+    "consent_at",
+    "consent_source",
+    "consent_event_id",
+)
+_SENT = ("sent", "delivered", "read", "undelivered")
+
+
+def evidence(
+    session: Session,
+    *,
+    contact_key: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> list[dict[str, str]]:
+    """Why each text that went out was allowed to: the consent it was sent under — the
+    last opt-in recorded for its contact or number (and program) before it was sent, or
+    the contact's SMSUPDATE in the ERP when erp-sms recorded none. A text sent after an
+    opt-out says so (it should never happen; an auditor would ask). Two reads, whatever
+    the number of texts: the texts, then the trail of their contacts and numbers."""
+    q = select(Message).where(Message.status.in_(_SENT), Message.sent_at.is_not(None))
+    if contact_key is not None:
+        q = q.where(Message.contact_ref == contact_key)
+    if since is not None:
+        q = q.where(Message.sent_at >= since)
+    if until is not None:
+        q = q.where(Message.sent_at <= until)
+    texts = list(session.scalars(q.order_by(Message.id)))
+    refs = {m.contact_ref for m in texts if m.contact_ref}
+    numbers = {m.recipient for m in texts if m.recipient}
+    trail_rows = list(
+        session.scalars(
+            select(ConsentEvent)
+            .where(or_(ConsentEvent.contact_ref.in_(refs), ConsentEvent.number.in_(numbers)))
+            .order_by(ConsentEvent.at, ConsentEvent.id)
+        )
+    ) if refs or numbers else []  # fmt: skip
+    out = []
+    for m in texts:
+        sent = m.sent_at
+        before = [
+            e
+            for e in trail_rows
+            if (e.contact_ref == m.contact_ref or (e.number and e.number == m.recipient))
+            and e.program in (None, m.program)
+            and sent is not None
+            and e.at <= sent
+        ]
+        last = before[-1] if before else None
+        if last is None:
+            basis, at, source, ref = "SMSUPDATE on the contact in the ERP", "", "", ""
+        elif last.action == OPT_IN:
+            basis = "opt-in recorded"
+            at = last.at.astimezone(dt.UTC).isoformat(timespec="seconds")
+            source, ref = last.source, str(last.id)
+        else:
+            basis = "SENT AFTER AN OPT-OUT"
+            at = last.at.astimezone(dt.UTC).isoformat(timespec="seconds")
+            source, ref = last.source, str(last.id)
+        out.append(
+            {
+                "message_id": str(m.id),
+                "sent_at": sent.astimezone(dt.UTC).isoformat(timespec="seconds") if sent else "",
+                "order_number": m.order_number,
+                "event": m.event,
+                "program": m.program or "",
+                "contact_id": m.contact_ref or "",
+                "contact_name": m.contact_name or "",
+                "number": m.recipient or "",
+                "consent": basis,
+                "consent_at": at,
+                "consent_source": source,
+                "consent_event_id": ref,
+            }
+        )
+    return out

@@ -46,6 +46,13 @@ from .common import staff_session
     help="The consent trail instead of the texts: every opt-in and opt-out with time, "
     "source, who and number (--since, --until, --contact apply).",
 )
+@click.option(
+    "--consent-evidence",
+    "evidence",
+    is_flag=True,
+    help="For each text that went out: the consent it was sent under (the last opt-in "
+    "before it, or SMSUPDATE in the ERP) — for an auditor (--since, --until, --contact).",
+)
 def report_cmd(
     since: str | None,
     until: str | None,
@@ -58,6 +65,7 @@ def report_cmd(
     output: Path | None,
     group_by: str | None,
     consent: bool,
+    evidence: bool,
 ) -> None:
     """The email log report: every text considered, with status and reason.
 
@@ -68,6 +76,7 @@ def report_cmd(
       erp-sms report --format html --output log.html
       erp-sms report --group-by month --since 2026-01-01
       erp-sms report --consent --format csv --output consent.csv
+      erp-sms report --consent-evidence --since 2026-11-01 --format csv
     """
     filters = report.make_filters(
         since=since,
@@ -78,8 +87,8 @@ def report_cmd(
         event=event,
         channel=channel,
     )
-    if consent:
-        _write_consent(filters, fmt, output)
+    if consent or evidence:
+        _write_consent(filters, fmt, output, evidence=evidence)
         return
     if group_by:
         with staff_session(readonly=True) as s:
@@ -121,21 +130,32 @@ def _write_records(
         out.write("\n")
 
 
-def _write_consent(filters: report.Filters, fmt: str, output: Path | None) -> None:
-    """``--consent``: the consent trail as CSV, JSON or a table."""
-
+def _write_consent(
+    filters: report.Filters, fmt: str, output: Path | None, *, evidence: bool = False
+) -> None:
+    """``--consent``: the consent trail as CSV, JSON or a table; ``--consent-evidence``:
+    each text sent with the consent it was sent under."""
+    flag = "--consent-evidence" if evidence else "--consent"
     if fmt == "html":
-        raise InputError("--consent is written as csv, json or table, not html")
+        raise InputError(f"{flag} is written as csv, json or table, not html")
     if filters.order or filters.statuses or filters.event or filters.channel:
-        raise InputError("--consent takes --since, --until and --contact only")
+        raise InputError(f"{flag} takes --since, --until and --contact only")
+    read = consent_trail.evidence if evidence else consent_trail.trail
     with staff_session(readonly=True) as s:
-        rows = consent_trail.trail(
-            s, contact_key=filters.contact, since=filters.since, until=filters.until
-        )
+        rows = read(s, contact_key=filters.contact, since=filters.since, until=filters.until)
+    columns = consent_trail.EVIDENCE_COLUMNS if evidence else consent_trail.TRAIL_COLUMNS
 
     def write(out: IO[str], _progress: Callable[[int], object] | None) -> report.Totals:
         if fmt in ("csv", "json"):
-            _write_records(out, fmt, rows, consent_trail.TRAIL_COLUMNS)
+            _write_records(out, fmt, rows, columns)
+        elif evidence:
+            for r in rows:
+                when = f" {r['consent_at']} ({r['consent_source']})" if r["consent_at"] else ""
+                out.write(
+                    f"#{r['message_id']:<6} {r['sent_at']}  {r['contact_name']} {r['number']}  "
+                    f"{r['consent']}{when}\n"
+                )
+            out.write(f"{len(rows)} text(s)\n")
         else:
             for r in rows:
                 who = f" by {r['actor']}" if r["actor"] else ""

@@ -159,3 +159,34 @@ def test_the_consent_import_takes_an_optional_program_column(session):
     bad = io.StringIO(f"contact,date,source,program\n{ann},2026-10-03,form,promos\n")
     with pytest.raises(InputError, match="line 2: program 'promos': use orders, reminders, staff"):
         consent_trail.import_opt_ins(session, csv.DictReader(bad), by="tests")
+
+
+def test_each_text_sent_says_what_consent_it_was_sent_under(any_delivery, any_db, host):
+    """Issue 30: an auditor asks "why were we allowed to send this one?" — the last
+    opt-in before it was sent, or the contact's SMSUPDATE when erp-sms recorded none."""
+    first = scene(host, {"ann": ("Ann", "3125550101@vtext.com")}, order="SO-E1")
+    second = scene(host, {"bo": ("Bo", "3125550102@vtext.com")}, org="B", order="SO-E2")
+    bo = str(second["bo"].id)
+    consent.opt_out(host, contact_key=bo, source="staff")
+    consent.opt_in(host, contact_key=bo, source="import", detail="signed form")
+    host.commit()
+    for made in (first, second):
+        signals.sent_to_production.send(made.order, session=host)
+    host.commit()
+    assert Dispatcher(any_db).run_once().counts.get("sent") == 2
+    _look_again(host)
+    rows = {r["contact_name"]: r for r in consent_trail.evidence(host)}
+    assert rows["Ann"]["consent"] == "SMSUPDATE on the contact in the ERP"
+    assert (rows["Bo"]["consent"], rows["Bo"]["consent_source"]) == ("opt-in recorded", "import")
+    assert rows["Bo"]["consent_event_id"] and rows["Bo"]["program"] == "orders"
+    assert tuple(rows["Ann"]) == consent_trail.EVIDENCE_COLUMNS
+
+
+def test_the_cli_exports_the_consent_evidence(session):
+    out = CliRunner().invoke(cli, ["report", "--consent-evidence", "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.splitlines()[0] == ",".join(consent_trail.EVIDENCE_COLUMNS)
+    bad = CliRunner().invoke(cli, ["report", "--consent-evidence", "--order", "SO-1"])
+    assert bad.exit_code == 2 and "--consent-evidence takes --since, --until and --contact" in (
+        bad.output
+    )
