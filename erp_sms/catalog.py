@@ -273,3 +273,9 @@ def tracking_url(carrier: object, number: object) -> str | None:
     if page is None:
         return None
     return page.replace("{number}", quote(str(number).strip(), safe=""))
+
+
+@cache
+def link_scanners() -> tuple[str, ...]:
+    """``rules/link_scanners.toml``: User-Agent parts of link previews and scanners."""
+    return tuple(a.lower() for a in _load("link_scanners.toml").get("agents", []))

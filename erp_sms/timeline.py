@@ -14,14 +14,23 @@ from sqlalchemy.orm import Session, selectinload
 from .addresses import classify
 from .config import get_settings
 from .errors import AddressError, InputError
-from .models import PLANNED, ConsentEvent, HostEvent, InboundMessage, Message, SequenceRun, Status
+from .models import (
+    PLANNED,
+    Click,
+    ConsentEvent,
+    HostEvent,
+    InboundMessage,
+    Message,
+    SequenceRun,
+    Status,
+)
 from .recipients import default_lookup
 
 
 @dataclass(frozen=True)
 class Entry:
     at: dt.datetime
-    what: str  # message | status | callback | note | host | reply | consent
+    what: str  # message | status | callback | note | host | click | fetched | reply | consent
     text: str
     message_id: int | None = None
 
@@ -62,6 +71,24 @@ def _message_entries(m: Message) -> list[Entry]:
     return out
 
 
+def _clicks(session: Session, msgs: list[Message]) -> list[Entry]:
+    """Each request for these texts' short links: a person's click, or a scanner's fetch."""
+    ids = [m.id for m in msgs if m.link_code]
+    if not ids:
+        return []
+    rows = session.scalars(select(Click).where(Click.message_id.in_(ids)).order_by(Click.id))
+    return [
+        Entry(
+            c.at,
+            "click" if c.counted else "fetched",
+            f"{c.url}"
+            + ("" if c.counted else f" by {c.user_agent or 'a link scanner'} (not counted)"),
+            c.message_id,
+        )
+        for c in rows
+    ]
+
+
 def _told(session: Session, msgs: list[Message]) -> list[Entry]:
     """The deliveries of these texts' statuses to the host's webhook (when one is set)."""
     ids = [m.id for m in msgs]
@@ -100,7 +127,11 @@ def for_order(session: Session, number: str) -> list[Entry]:
     replies = session.scalars(select(InboundMessage).where(InboundMessage.order_number == number))
     if not msgs:
         raise InputError(f"no texts for order {number!r} in the email log")
-    entries = [e for m in msgs for e in _message_entries(m)] + _told(session, msgs)
+    entries = (
+        [e for m in msgs for e in _message_entries(m)]
+        + _told(session, msgs)
+        + _clicks(session, msgs)
+    )
     entries += [
         Entry(r.received_at, "reply", f"{r.kind}: {r.body!r} from {r.from_number}") for r in replies
     ]
@@ -127,7 +158,11 @@ def for_subject(session: Session, kind: str, ref: str) -> list[Entry]:
     )
     if not msgs:
         raise InputError(f"no texts for {kind} {ref!r} in the email log")
-    entries = [e for m in msgs for e in _message_entries(m)] + _told(session, msgs)
+    entries = (
+        [e for m in msgs for e in _message_entries(m)]
+        + _told(session, msgs)
+        + _clicks(session, msgs)
+    )
     return sorted(entries, key=lambda e: (e.at, e.message_id or 0))
 
 
@@ -180,7 +215,11 @@ def for_contact(session: Session, contact_key: str) -> list[Entry]:
     consents = session.scalars(select(ConsentEvent).where(ConsentEvent.contact_ref == contact_key))
     if contact is None and not msgs:
         raise InputError(f"no contact with id {contact_key!r}")
-    entries = [e for m in msgs for e in _message_entries(m)] + _told(session, msgs)
+    entries = (
+        [e for m in msgs for e in _message_entries(m)]
+        + _told(session, msgs)
+        + _clicks(session, msgs)
+    )
     entries += [
         Entry(
             r.received_at,

@@ -50,7 +50,7 @@ from .db import Database
 from .errors import ConfigurationError
 from .models import Message
 from .statuses import normalise
-from .web.optout import public
+from .web.optout import public, short
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
     app.register_blueprint(blueprint, url_prefix="/twilio")
     app.register_blueprint(web.blueprint)
     app.register_blueprint(public, url_prefix="/o")  # the customers' opt-out page
+    app.register_blueprint(short, url_prefix="/l")  # the texts' short links
     # The pages' security headers on every answer of this app (webhooks, 404s) too.
     app.after_request(web.safety.add_headers)
 

@@ -19,6 +19,7 @@ from .consent import OptOut as OptOut
 from .consent import ProgramOptOut as ProgramOptOut
 from .directory import DirectoryEntry as DirectoryEntry
 from .directory import DirectoryMark as DirectoryMark
+from .messages import Click as Click
 from .messages import Fold as Fold
 from .messages import HostEvent as HostEvent
 from .messages import Message as Message

@@ -85,6 +85,11 @@ class Message(Base):
     # The hosted opt-out page's token the text carries (``links``): how the page knows
     # the number without putting it in the link.
     link_token: Mapped[str | None] = mapped_column(String(16), default=None, index=True)
+    # Its short links (``links.shorten``): the code under ERP_SMS_PUBLIC_URL/l/, the
+    # original URLs (JSON, in order), and the first click a person made.
+    link_code: Mapped[str | None] = mapped_column(String(16), default=None, index=True)
+    link_urls: Mapped[str | None] = mapped_column(Text, default=None)
+    clicked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     # A ``merged`` text: the message that carries its news (SMSDIGESTMINUTES).
     merged_into: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
 
@@ -159,3 +164,18 @@ class HostEvent(Base):
 
 
 # Core handles for the statements that claim and update rows (outbox, notifier).
+
+
+class Click(Base):
+    """A request for one of a text's short links: a person's click (``counted``), or a
+    link preview or scanner fetching it (kept, not counted)."""
+
+    __tablename__ = "sms_click"
+    __table_args__ = (Index("ix_sms_click_message", "message_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(Integer)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    url: Mapped[str] = mapped_column(Text)
+    user_agent: Mapped[str | None] = mapped_column(String(255), default=None)
+    counted: Mapped[bool] = mapped_column(Boolean, default=True)

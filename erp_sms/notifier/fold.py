@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -268,14 +269,15 @@ def _words(
         None if templates.refers_to(source, "contact") else ("words", channel, source, repr(what))
     )
     if same is not None and same in words:
-        return _own(dict(words[same]), m)
+        return _own(dict(words[same]), m, carrier)
     context = {
         **info.context,
         **what.context(),
         "contact": info.contact_contexts.get(m.idempotency_key, {}),
     }
     rendered = templates.render(source, context, told.template)
-    done = wording.finish(rendered.body, channel, info.rules, wording.keep_from(context))
+    body, urls = links.shorten(get_settings(), rendered.body)
+    done = wording.finish(body, channel, info.rules, wording.keep_from(context))
     values = {
         "body": done.body,
         "encoding": done.encoding,
@@ -283,15 +285,20 @@ def _words(
         "event": told.name,
         "template": told.template,
         "subject_ref": what.subject_ref,
+        "link_urls": json.dumps(urls) if urls else None,
     }
     if same is not None:
         words[same] = values
-    return _own(dict(values), m)
+    return _own(dict(values), m, carrier)
 
 
-def _own(values: dict[str, Any], m: Message) -> dict[str, Any]:
-    """The words with the recipient's own opt-out link (``links``), when they carry one."""
-    body, mine = links.fill(get_settings(), values["body"], m.recipient)
+def _own(values: dict[str, Any], m: Message, carrier: Carrier) -> dict[str, Any]:
+    """The words with the recipient's own opt-out link and the carrier's own short-link
+    code (``links``), when they carry them."""
+    settings = get_settings()
+    body, mine = links.fill(settings, values["body"], m.recipient)
     if mine is not None:
         values["body"], values["link_token"] = body, mine
+    body, code = links.fill_code(settings, values["body"], carrier.key)
+    values["body"], values["link_code"] = body, code
     return values

@@ -4,6 +4,7 @@ words — or why not (skipped, failed, held) — as message rows not yet written
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -188,6 +189,8 @@ def _plan(
     # and finished once per channel (the packaged templates are all like that).
     same_for_all = source is not None and not templates.refers_to(source, "contact")
     finished: dict[str | None, wording.Finished] = {}
+    done_urls: dict[str | None, list[str]] = {}  # the short links' URLs, per channel
+    settings = get_settings()
 
     out = []
     for i, d in enumerate(decisions):
@@ -230,7 +233,10 @@ def _plan(
                 rendered = templates.render(
                     source, {**context, "contact": contact.context}, event.template
                 )
-                done = wording.finish(rendered.body, r.channel, info.rules, keep)
+                # Links as short links with the text's code (segments counted with them).
+                body, urls = links.shorten(settings, rendered.body)
+                done = wording.finish(body, r.channel, info.rules, keep)
+                done_urls[r.channel] = urls
                 if same_for_all:
                     finished[r.channel] = done
         except TemplateError as exc:
@@ -242,7 +248,10 @@ def _plan(
         msg = _new_message({**base, **who}, key, Status.QUEUED, None)
         msg.body, msg.encoding, msg.segments = done.body, done.encoding, done.segments
         if info.rules.opt_out_link:  # the recipient's own link, in the slot (same length)
-            msg.body, msg.link_token = links.fill(get_settings(), done.body, address.e164)
+            msg.body, msg.link_token = links.fill(settings, done.body, address.e164)
+        if done_urls.get(r.channel):
+            msg.body, msg.link_code = links.fill_code(settings, msg.body, key)
+            msg.link_urls = json.dumps(done_urls[r.channel])
         info.contact_contexts[key] = contact.context
         out.append(msg)
     return out

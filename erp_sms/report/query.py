@@ -32,6 +32,7 @@ COLUMNS = (
     "segments",
     "body",
     "scheduled_for",
+    "clicked_at",
 )
 FORMATS = ("table", "csv", "json", "html")
 # Statuses whose segments left us (and may be billed).
@@ -194,7 +195,7 @@ def count_upto(session: Session, f: Filters, cap: int) -> int:
     return int(session.scalar(select(func.count()).select_from(found)) or 0)
 
 
-_TIMES = ("created_at", "sent_at", "scheduled_for")
+_TIMES = ("created_at", "sent_at", "scheduled_for", "clicked_at")
 # Columns of text anyone can write (names, replies, reasons): made safe for spreadsheets.
 _TEXTS = tuple(c for c in COLUMNS if c not in (*_TIMES, "message_id", "segments"))
 

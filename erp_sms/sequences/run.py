@@ -345,16 +345,22 @@ class _Planner:
         }
         try:
             rendered = templates.render(source.source, context, step.template)
+            body, urls = links.shorten(get_settings(), rendered.body)
             done = wording.finish(
-                rendered.body, entry.get("channel"), self.rules, wording.keep_from(context)
+                body, entry.get("channel"), self.rules, wording.keep_from(context)
             )
         except TemplateError as exc:
             return Status.FAILED, exc.message, None
         except wording.NotSendable as exc:
             return exc.status, exc.reason, None
         body, mine = links.fill(get_settings(), done.body, entry.get("recipient"))
+        body, code = links.fill_code(get_settings(), body, row["idempotency_key"])
         row |= {"body": body, "encoding": done.encoding, "segments": done.segments}
-        row["link_token"] = mine
+        row |= {
+            "link_token": mine,
+            "link_code": code,
+            "link_urls": json.dumps(urls) if urls else None,
+        }
         due = max(start_of_day(day, zones), self.now)
         deferred = self.policy.deferral(entry.get("recipient"), due)
         if deferred is None:

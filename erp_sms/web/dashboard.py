@@ -87,6 +87,11 @@ def dashboard() -> str:
         ).one()
         replies, oldest = int(waiting[0] or 0), waiting[1]
         sunset, sunset_error = _sunset_rows(s)
+        linked, clicked = s.execute(
+            select(func.count(Message.link_code), func.count(Message.clicked_at)).where(
+                Message.created_at >= recent
+            )
+        ).one()
     # Texts folded into another of their order's (SMSDIGESTMINUTES): one fewer each.
     saved = sum(n for _ch, st, _price, _unit, n in by_channel if st == Status.MERGED)
     rate_rows = _delivery_rates([(ch, st, n) for ch, st, _price, _unit, n in by_channel])
@@ -100,6 +105,7 @@ def dashboard() -> str:
         window=WINDOW,
         held=held,
         saved=saved,
+        clicks=(f"{100 * clicked / linked:.0f}% of {linked}" if linked else ""),
         replies=replies,
         oldest=_age(oldest),
         sunset=sunset,

@@ -8,14 +8,16 @@ opt-out is recorded with source ``link``, as any other."""
 from __future__ import annotations
 
 import hmac
+import json
 from typing import Any
 
-from flask import Blueprint, abort, render_template, request
+from flask import Blueprint, abort, redirect, render_template, request
 from sqlalchemy import select
 
 from .. import appstate, consent, links, options
 from ..codes import Program
-from ..models import Message, OptOut, ProgramOptOut
+from ..db import utcnow
+from ..models import Click, Message, OptOut, ProgramOptOut
 from .base import csrf
 
 public = Blueprint("erp_sms_public", __name__, template_folder="templates")
@@ -76,3 +78,34 @@ def opt_out(token: str) -> Any:
         consent.opt_out(s, number=number, source="link", detail="the opt-out page", program=program)
     what = "all texts" if program is None else consent.PROGRAM_WORDS[program]
     return _page(token, number, done=f"Done: you will get no more {what} from us.")
+
+
+# -- short links --------------------------------------------------------------------------------
+
+short = Blueprint("erp_sms_short", __name__)
+
+
+@short.route("/<code>", methods=["GET", "HEAD"])
+def follow(code: str) -> Any:
+    """A text's short link: 302 to the original URL. A person's click is recorded (the
+    text's first click, each on its timeline); a preview or a link scanner (HEAD, a known
+    User-Agent) is kept as fetched, not counted."""
+    state = appstate.state()
+    mine, place = code[: links.CODE_LENGTH], code[links.CODE_LENGTH :]
+    with state.db.session() as s:
+        msg = s.scalar(select(Message).where(Message.link_code == mine).limit(1))
+        urls = json.loads(msg.link_urls or "[]") if msg is not None else []
+        if (
+            msg is None
+            or not place.isdigit()
+            or not 1 <= int(place) <= len(urls)
+            or not hmac.compare_digest(links.code(state.settings, msg.idempotency_key), mine)
+        ):
+            return render_template("erp_sms/optout.html", invalid=True), 404
+        url = urls[int(place) - 1]
+        agent = (request.headers.get("User-Agent") or "")[:255]
+        counted = not links.is_scanner(request.method, agent)
+        s.add(Click(message_id=msg.id, url=url, user_agent=agent or None, counted=counted))
+        if counted and msg.clicked_at is None:
+            msg.clicked_at = utcnow()
+    return redirect(url, code=302)

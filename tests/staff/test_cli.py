@@ -87,7 +87,7 @@ def test_every_command_has_help_with_an_example(run, path):
 
 def test_db_upgrade_creates_everything_and_is_safe_to_rerun(run, tmp_path):
     with_settings(database_url=f"sqlite:///{tmp_path / 'new.db'}")
-    assert "is up to date (e0002, p0015)" in run("db", "upgrade").stdout
+    assert "is up to date (e0002, p0016)" in run("db", "upgrade").stdout
     assert "is up to date" in run("db", "upgrade").stdout
 
 
@@ -358,6 +358,7 @@ def test_report_csv_and_json_have_exactly_the_contract_columns(run, logged):
             "segments",
             "body",
             "scheduled_for",
+            "clicked_at",  # issue 30: the first click on the text's short links
         )
     )
     assert len(rows) == 1 + len(logged)
