@@ -76,6 +76,8 @@ def run_demo(
             smtp_from="orders@northwind-machining.example",
             twilio_api_url=twilio.url,
             public_url=hook_url,
+            # Signs the texts' short links (and encrypts the AuthCode): a throwaway key.
+            secret_key=secrets.token_hex(32),
             inline_dispatch=False,
             # The ERP's own endpoint: it hears each status, reply and opt-out.
             host_webhook_url=erp_hook.url,
@@ -179,6 +181,7 @@ def run_demo(
             )
             echo("   " + prices.reconcile(db, settings).line())
             _answer_a_reply(db, settings, hook_url, sid, token, echo)
+            _tap_a_link(db, echo)
             kinds: dict[str, int] = {}
             for e in erp_hook.accepted:
                 kinds[e["type"]] = kinds.get(e["type"], 0) + 1
@@ -246,6 +249,44 @@ def _answer_a_reply(
     echo(f'   erp-sms replies answer {reply.id} --message "Yes, dock 4 it is. See you Tuesday."')
     echo(f"   {said}")
     echo("   " + Dispatcher(db, settings).run_once().line())
+
+
+def _tap_a_link(db: Database, echo: Callable[[str], None]) -> None:
+    """Jordan's delivered text carries the tracking page as a short link: a link preview
+    fetches it first (not counted), then Jordan taps it (counted)."""
+    import urllib.request
+
+    with db.read_session() as s:
+        text = s.scalars(
+            select(Message)
+            .where(Message.contact_name == "Jordan Smith", Message.link_code.is_not(None))
+            .order_by(Message.id)
+        ).first()
+    if text is None:
+        return
+    link = next(w for w in text.body.split() if "/l/" in w).rstrip(").,")
+    echo(f"   #{text.id} to Jordan: {text.body}")
+
+    class _Stay(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any) -> None:  # see the 302, do not follow it
+            return None
+
+    opener = urllib.request.build_opener(_Stay)
+    for agent in ("facebookexternalhit/1.1", "Mozilla/5.0 (iPhone) Mobile/15E148"):
+        # The demo's own loopback short link (http, from the text just sent).
+        request = urllib.request.Request(link, headers={"User-Agent": agent})  # noqa: S310
+        try:
+            opener.open(request, timeout=5)
+        except urllib.error.HTTPError as exc:  # the 302, not followed
+            echo(f"   {agent.split('/')[0]} opened {link}: {exc.code} to {exc.headers['Location']}")
+    with db.read_session() as s:
+        clicked = s.get(Message, text.id)
+        when = clicked.clicked_at if clicked is not None else None
+    echo(
+        f"   a link preview is not a click; Jordan's tap is: clicked_at {when:%H:%M:%S}"
+        if when
+        else "   no click recorded"
+    )
 
 
 def options_default(name: str) -> str:

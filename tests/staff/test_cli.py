@@ -562,6 +562,10 @@ def test_demo_runs_the_whole_flow_on_loopback(run, tmp_path):
     )
     assert heard is not None and int(heard.group(1)) >= 10
     assert "reply.received x2" in out and "consent.changed x1" in out
+    # Issue 30: the tracking page as a short link; a preview is not a click, a tap is.
+    assert re.search(r"was delivered \(UPS http://127\.0\.0\.1:\d+/l/\S{9}\)", out)
+    assert "302 to https://www.ups.com/track?tracknum=1Z999AA1" in out
+    assert re.search(r"Jordan's tap is: clicked_at \d\d:\d\d:\d\d", out)
     # Issue 29: a reply answered from the pages' and the CLI's one action.
     assert re.search(
         r"#\d+ queued for Jordan Smith \(twilio \+13125550101\), 1 segment\(s\); reply #\d+ done",
