@@ -95,6 +95,13 @@ class Settings:
                 f"ERP_SMS_SMTP_PORT={port_text!r}: use a port number such as 25 or 587"
             ) from None
         dispatch = DispatchSettings()
+        sections = {k for k, v in file_values.items() if isinstance(v, dict)}
+        if sections - {"dispatch"}:
+            raise ConfigurationError(
+                f"ERP_SMS_CONFIG: unknown section(s) "
+                f"{', '.join(f'[{n}]' for n in sorted(sections - {'dispatch'}))}; known: "
+                "[dispatch] (the other settings go at the top, e.g. database_url = …)"
+            )
         section = file_values.get("dispatch", {})
         if isinstance(section, dict):
             known = DispatchSettings.__dataclass_fields__
@@ -104,7 +111,7 @@ class Settings:
                     f"ERP_SMS_CONFIG [dispatch]: unknown setting(s) {', '.join(unknown)}; "
                     f"known: {', '.join(known)}"
                 )
-            dispatch = replace(dispatch, **section)
+            dispatch = replace(dispatch, **{k: _checked(k, v) for k, v in section.items()})
         numbers: dict[str, Any] = {}
         for name, kind in (
             ("concurrency", int),
@@ -148,6 +155,29 @@ class Settings:
             ),
             dispatch=dispatch,
         )
+
+
+_ZERO_OK = frozenset({"rate_per_second", "backoff_base_seconds", "backoff_max_seconds"})
+
+
+def _checked(name: str, value: Any) -> Any:
+    """A ``[dispatch]`` value of the type its setting takes, and not below its least:
+    one line naming the setting otherwise (never a traceback or a database error)."""
+    default = getattr(DispatchSettings(), name)
+    where = f"ERP_SMS_CONFIG [dispatch] {name} = {value!r}"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"{where}: use true or false")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{where}: use a number, e.g. {name} = {default}")
+    if isinstance(default, int) and not isinstance(value, int):
+        raise ConfigurationError(f"{where}: use a whole number, e.g. {name} = {default}")
+    zero_ok = name in _ZERO_OK  # no pacing, no wait between tries
+    if value < 0 or (value == 0 and not zero_ok):
+        more = "0 or more" if zero_ok else "more than 0"
+        raise ConfigurationError(f"{where}: use {more}, e.g. {name} = {default}")
+    return type(default)(value)
 
 
 def _host_webhook_url(text: str | None) -> str | None:

@@ -26,6 +26,7 @@ from xml.sax.saxutils import escape
 
 from flask import Blueprint, Flask, Response, abort, request
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from twilio.request_validator import (
     HMAC_SHA1,
@@ -46,7 +47,7 @@ from .conversations.keywords import REPLY as REPLY
 from .conversations.keywords import START as START
 from .conversations.keywords import STOP as STOP
 from .conversations.keywords import classify_reply as classify_reply
-from .db import Database
+from .db import Database, one_line
 from .errors import ConfigurationError
 from .models import Message
 from .statuses import normalise
@@ -79,6 +80,13 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
 
     @app.get("/healthz")
     def healthz() -> tuple[str, int]:
+        """200 when the database answers (a process that cannot reach it is not healthy:
+        webhooks would answer 500 and Twilio retry), 503 with the reason otherwise."""
+        try:
+            with _state().db.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError as exc:
+            return f"database unreachable: {one_line(exc)}", 503
         return "ok", 200
 
     return app

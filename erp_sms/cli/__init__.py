@@ -88,6 +88,7 @@ def _fail(message: str, code: int) -> None:
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (INFO).")
+@click.version_option(None, "--version", package_name="erp-sms", message="erp-sms %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
     """erp-sms: text customers as their sales orders move.

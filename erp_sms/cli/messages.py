@@ -8,6 +8,9 @@ from .. import staff
 from ..errors import InputError
 from .common import _user, staff_session
 
+# A message id as every database can store it (a larger one would be a raw "out of range").
+MESSAGE_ID = click.IntRange(1, 2**31 - 1)
+
 # -- messages -----------------------------------------------------------------------------------
 
 
@@ -22,7 +25,7 @@ def messages() -> None:
 
 
 @messages.command("release")
-@click.argument("ids", nargs=-1, type=int)
+@click.argument("ids", nargs=-1, type=MESSAGE_ID)
 @click.option("--all", "all_", is_flag=True, help="Release every held text.")
 def messages_release(ids: tuple[int, ...], all_: bool) -> None:
     """Put held texts back in the queue.
@@ -42,7 +45,7 @@ def messages_release(ids: tuple[int, ...], all_: bool) -> None:
 
 
 @messages.command("cancel")
-@click.argument("ids", nargs=-1, type=int, required=True)
+@click.argument("ids", nargs=-1, type=MESSAGE_ID, required=True)
 @click.option("--reason", default=None, help="Why (shown in the email log).")
 def messages_cancel(ids: tuple[int, ...], reason: str | None) -> None:
     """Cancel queued or held texts (sent ones are past canceling).
@@ -57,7 +60,7 @@ def messages_cancel(ids: tuple[int, ...], reason: str | None) -> None:
 
 
 @messages.command("retry")
-@click.argument("ids", nargs=-1, type=int, required=True)
+@click.argument("ids", nargs=-1, type=MESSAGE_ID, required=True)
 def messages_retry(ids: tuple[int, ...]) -> None:
     """Plan skipped or failed texts again with today's data and rules (after fixing
     the cause: TWILIO activated, Email 2 corrected, the contact opted in…).

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+
 import click
 
 from ..config import get_settings
@@ -43,7 +46,13 @@ def timeline(number: str | None, contact: str | None, subject: str | None) -> No
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port to listen on (1-65535).",
+)
 def serve(host: str, port: int) -> None:
     """Serve the Twilio webhooks (/twilio/status, /twilio/inbound) and the staff pages.
     Point Twilio at ERP_SMS_PUBLIC_URL; behind a proxy that is the URL Twilio signs.
@@ -60,10 +69,38 @@ def serve(host: str, port: int) -> None:
             "the URL each request shows (wrong behind a proxy)",
             err=True,
         )
-    run(
-        host,
-        port,
-        on_listening=lambda url: click.echo(
-            f"erp-sms: listening on {url} (webhooks at /twilio/…, staff pages at /)", err=True
-        ),
-    )
+    _can_listen(host, port)
+    try:
+        run(
+            host,
+            port,
+            on_listening=lambda url: click.echo(
+                f"erp-sms: listening on {url} (webhooks at /twilio/…, staff pages at /)", err=True
+            ),
+        )
+    except OSError as exc:  # taken between the check and the server's own bind
+        _refuse(host, port, exc)
+        raise
+
+
+def _can_listen(host: str, port: int) -> None:
+    """One line when ``host:port`` cannot be listened on — checked with a socket of our
+    own, closed at once (the server's, on a failed bind, would be left open)."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        _refuse(host, port, exc)
+        raise
+
+
+def _refuse(host: str, port: int, exc: OSError) -> None:
+    why = {
+        errno.EADDRINUSE: "is in use by another program",
+        errno.EACCES: "needs privileges this user does not have",
+        errno.EADDRNOTAVAIL: "is not an address of this machine",
+    }.get(exc.errno or 0)
+    if why is not None:
+        raise InputError(
+            f"cannot listen on {host}:{port}: it {why}; choose another with --port (or --host)"
+        ) from None

@@ -1,0 +1,93 @@
+"""Issue 31 (part): what an operator meets first — a version, a health check that asks
+the database, a port that cannot be used, an id too large, a config file with a mistake —
+each one line that says what to do, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from click.testing import CliRunner
+
+import erp_sms
+from erp_sms.cli import cli
+from erp_sms.config import ConfigurationError, Settings
+from erp_sms.db import Database
+from erp_sms.webhooks import create_app
+
+
+def _one_line(result) -> str:
+    text = result.output.strip()
+    assert "Traceback" not in text and text.count("\n") == 0, text
+    return text
+
+
+def test_version():
+    out = CliRunner().invoke(cli, ["--version"])
+    assert out.exit_code == 0 and out.output.strip() == f"erp-sms {erp_sms.__version__}"
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-1"])
+def test_serve_refuses_a_port_out_of_range(settings, port):
+    out = CliRunner().invoke(cli, ["serve", "--port", port])
+    assert out.exit_code == 2 and "not in the range 1<=x<=65535" in out.output
+
+
+def test_serve_on_a_port_in_use_says_so(settings):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = CliRunner().invoke(cli, ["serve", "--port", str(port)])
+    assert out.exit_code == 2
+    assert f"cannot listen on 127.0.0.1:{port}: it is in use by another program" in out.stderr
+
+
+def test_an_id_too_large_for_any_database_is_one_line(settings):
+    out = CliRunner().invoke(cli, ["messages", "retry", "99999999999999999999"])
+    assert out.exit_code == 2 and "is not in the range 1<=x<=2147483647" in out.output
+    assert "out of range" not in out.output.lower().replace("not in the range", "")
+
+
+def test_healthz_asks_the_database(settings, db, tmp_path):
+    up = create_app(db=db, settings=settings).test_client().get("/healthz")
+    assert (up.status_code, up.get_data(as_text=True)) == (200, "ok")
+    gone = Database(f"sqlite:///{tmp_path / 'no-such-dir' / 'x.db'}")
+    down = create_app(db=gone, settings=settings).test_client().get("/healthz")
+    assert down.status_code == 503 and "database unreachable" in down.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("toml", "says"),
+    [
+        ('[dispatch]\nlease_seconds = "abc"\n', "lease_seconds = 'abc': use a number"),
+        ("[dispatch]\nbatch_size = -5\n", "batch_size = -5: use more than 0"),
+        ("[dispatch]\nbatch_size = 0\n", "batch_size = 0: use more than 0"),
+        ("[dispatch]\nlease_seconds = 0\n", "lease_seconds = 0: use more than 0"),
+        ("[dispatch]\nbackoff_base_seconds = -1\n", "backoff_base_seconds = -1: use 0 or more"),
+        ("[dispatch]\nconcurrency = 2.5\n", "concurrency = 2.5: use a whole number"),
+        ("[dispatch]\npace_by_sender = 1\n", "pace_by_sender = 1: use true or false"),
+        ("[dispach]\nbatch_size = 5\n", "unknown section(s) [dispach]; known: [dispatch]"),
+    ],
+)
+def test_a_config_file_mistake_is_one_line_naming_it(tmp_path, toml, says):
+    path = tmp_path / "erp_sms.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigurationError, match="ERP_SMS_CONFIG") as caught:
+        Settings.from_env({"ERP_SMS_CONFIG": str(path)})
+    assert says in str(caught.value)
+    # and through a command: one line, exit 1
+    out = CliRunner(env={"ERP_SMS_CONFIG": str(path)}).invoke(cli, ["options", "show"])
+    assert out.exit_code != 0 and says in out.output and "Traceback" not in out.output
+
+
+def test_good_dispatch_settings_still_read(tmp_path):
+    path = tmp_path / "erp_sms.toml"
+    path.write_text(
+        "[dispatch]\nbatch_size = 20\nlease_seconds = 60\nrate_per_second = 0\n"
+        "backoff_base_seconds = 0.0\n"
+    )
+    d = Settings.from_env({"ERP_SMS_CONFIG": str(path)}).dispatch
+    assert (d.batch_size, d.lease_seconds, d.rate_per_second) == (20, 60.0, 0.0)
+    assert d.backoff_base_seconds == 0.0
+    assert isinstance(d.lease_seconds, float)
