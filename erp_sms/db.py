@@ -121,10 +121,31 @@ def safe_url(url: str) -> str:
         return repr(url)
 
 
+# URLs as people write them (Heroku's postgres://, a bare mysql://) -> the drivers erp-sms
+# installs and documents (psycopg 3, PyMySQL): SQLAlchemy's defaults for those schemes are
+# drivers erp-sms does not ship (psycopg2, mysqlclient).
+_SCHEMES = {
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+
+
+def normalise_url(url: str) -> str:
+    """``url`` with a bare scheme given its documented driver (``postgres://`` ->
+    ``postgresql+psycopg://``); any other URL as it is."""
+    scheme, sep, rest = url.partition("://")
+    driver = _SCHEMES.get(scheme.lower()) if sep else None
+    return f"{driver}://{rest}" if driver else url
+
+
 def open_engine(url: str, *, sqlite_immediate: bool = False, **kwargs: Any) -> Engine:
     """``make_engine`` with a ``ConfigurationError`` saying what to fix for a malformed
     URL, an unknown database kind or a driver that is not installed."""
     from .errors import ConfigurationError
+
+    url = normalise_url(url)
 
     try:
         make_url(url)
@@ -179,6 +200,7 @@ def make_engine(url: str, *, sqlite_immediate: bool = False, **kwargs: Any) -> E
     timeout). ``sqlite_immediate``: every transaction takes the write lock at BEGIN — for
     erp-sms's own worker threads, which all write; a WAL reader that later writes after
     another connection's commit fails at once instead of waiting."""
+    url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         kwargs.setdefault("connect_args", {}).setdefault("timeout", 30)
@@ -195,6 +217,7 @@ class Database:
     def __init__(self, url_or_engine: str | Engine) -> None:
         if isinstance(url_or_engine, str):
             kwargs: dict[str, Any] = {}
+            url_or_engine = normalise_url(url_or_engine)
             if _backend(url_or_engine) in ("mysql", "mariadb"):
                 # erp-sms's own transactions (claims, outcomes, webhooks, staff) read
                 # committed rows: REPEATABLE READ's gap locks on the outbox's indexes made

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import phonenumbers
 from blinker import Signal
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, configure_mappers
@@ -36,6 +37,9 @@ from .transaction import _begin_sqlite_transaction, _our_part, guarded
 
 log = logging.getLogger(__name__)
 
+
+_MOBILE = phonenumbers.PhoneNumberType.MOBILE
+_E164 = phonenumbers.PhoneNumberFormat.E164
 
 # Sent (with ``settings=``) when the host path queued texts in a session: inline delivery
 # (``erp_sms.inline``) listens, so the host path names no dispatcher.
@@ -129,7 +133,10 @@ def warm_up(engine: Engine) -> None:
             if default is not None:
                 with contextlib.suppress(ErpSmsError):
                     templates.compile_template(default.source)
-        classify("2125550100", get_settings().default_region)
+        region = get_settings().default_region
+        example = phonenumbers.example_number_for_type(region, _MOBILE)  # any region's
+        if example is not None:
+            classify(phonenumbers.format_number(example, _E164), region)
         with engine.connect() as conn:
             # Each statement both ways: SQLAlchemy's compiled cache (taken when a host
             # listens to statement events) and ``direct``'s compiled form (otherwise).

@@ -15,6 +15,8 @@ from erp_sms.config import ConfigurationError, Settings
 from erp_sms.db import Database
 from erp_sms.webhooks import create_app
 
+from ..conftest import with_settings
+
 
 def _one_line(result) -> str:
     text = result.output.strip()
@@ -91,3 +93,33 @@ def test_good_dispatch_settings_still_read(tmp_path):
     assert (d.batch_size, d.lease_seconds, d.rate_per_second) == (20, 60.0, 0.0)
     assert d.backoff_base_seconds == 0.0
     assert isinstance(d.lease_seconds, float)
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("postgres://erp@127.0.0.1:1/erp", "postgresql+psycopg"),
+        ("postgresql://erp@127.0.0.1:1/erp", "postgresql+psycopg"),
+        ("mysql://erp@127.0.0.1:1/erp", "mysql+pymysql"),
+        ("mariadb://erp@127.0.0.1:1/erp", "mariadb+pymysql"),
+        ("postgresql+psycopg://erp@127.0.0.1:1/erp", "postgresql+psycopg"),
+    ],
+)
+def test_database_urls_as_people_write_them_get_the_documented_driver(url, driver):
+    db = Database(url)  # no connection is made until one is needed
+    try:
+        assert db.engine.url.drivername == driver
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("region", ["DE", "GB", "MX", "IN"])
+def test_warm_up_works_in_any_region(db, region, caplog):
+    import logging
+
+    from erp_sms import warm_up
+
+    with_settings(default_region=region)
+    with caplog.at_level(logging.WARNING, logger="erp_sms"):
+        warm_up(db.engine)
+    assert "warm-up incomplete" not in caplog.text, caplog.text
