@@ -74,6 +74,10 @@ class Settings:
                     file_values = tomllib.load(fh)
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigurationError(f"ERP_SMS_CONFIG={path}: cannot read it ({exc})") from exc
+            except UnicodeDecodeError:
+                raise ConfigurationError(
+                    f"ERP_SMS_CONFIG={path} is not UTF-8 text: save it as UTF-8"
+                ) from None
 
         def get(name: str, default: str | None) -> str | None:
             value = env.get(f"ERP_SMS_{name}")

@@ -30,6 +30,17 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
+def _not_utf8(exc: UnicodeError) -> str:
+    """One line for text that is not UTF-8: a file's bytes, or a value typed on the
+    command line in another encoding."""
+    if isinstance(exc, UnicodeDecodeError):
+        return (
+            f"a file given is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position "
+            f"{exc.start}): save it as UTF-8 and try again"
+        )
+    return "a value on the command line is not UTF-8 text: type it again in a UTF-8 terminal"
+
+
 class ErpSmsGroup(click.Group):
     """A click group whose errors are one line on stderr (usage errors exit 2, input
     errors 2, other failures 1)."""
@@ -65,6 +76,8 @@ class ErpSmsGroup(click.Group):
             from ..db import describe_error
 
             _fail(describe_error(exc, get_settings().database_url), 1)
+        except UnicodeError as exc:
+            _fail(_not_utf8(exc), 2)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except Exception as exc:

@@ -85,8 +85,16 @@ def templates_set(name: str, path: Path) -> None:
     Example:
       erp-sms templates set "SMS S2P" --file s2p.txt
     """
+    most = tpl.MAX_SOURCE * 4  # bytes: a template's most characters, 4 bytes each at most
     try:
-        body = path.read_text(encoding="utf-8").strip()
+        with path.open("rb") as fh:  # never more than that: a device never ends
+            raw = fh.read(most + 1)
+        if len(raw) > most:
+            raise InputError(
+                f"{path} is larger than a template can be ({tpl.MAX_SOURCE:,} characters): "
+                "give the template's own text file"
+            )
+        body = raw.decode("utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {path}: {exc}; save it as UTF-8 text") from None
     with staff_session() as s:

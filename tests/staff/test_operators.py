@@ -123,3 +123,22 @@ def test_warm_up_works_in_any_region(db, region, caplog):
     with caplog.at_level(logging.WARNING, logger="erp_sms"):
         warm_up(db.engine)
     assert "warm-up incomplete" not in caplog.text, caplog.text
+
+
+def test_text_that_is_not_utf8_is_one_line(settings, session, tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_bytes(b'database_url = "\xff\xfe"\n')
+    with pytest.raises(ConfigurationError, match="is not UTF-8 text: save it as UTF-8"):
+        Settings.from_env({"ERP_SMS_CONFIG": str(config)})
+    csv_file = tmp_path / "bad.csv"
+    csv_file.write_bytes(b"contact,date,source\n\xff\xfe,2026-10-01,form\n")
+    out = CliRunner().invoke(cli, ["contacts", "import", str(csv_file)])
+    assert out.exit_code == 2
+    assert "a file given is not UTF-8 text (byte 0xff at position" in _one_line(out)
+    typed = CliRunner().invoke(cli, ["report", "--contact", "\udcff"])
+    assert typed.exit_code == 2 and "not UTF-8 text: type it again" in _one_line(typed)
+
+
+def test_a_template_file_that_never_ends_is_refused_not_read(settings, session):
+    out = CliRunner().invoke(cli, ["templates", "set", "SMS S2P", "--file", "/dev/urandom"])
+    assert out.exit_code == 2 and "is larger than a template can be" in _one_line(out)
