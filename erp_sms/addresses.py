@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import phonenumbers
@@ -23,7 +24,30 @@ from .models import Channel
 PHONE = "phone"
 GATEWAY = "gateway"
 
-_PHONE_CHARS = re.compile(r"^\+?[0-9 ().\-]+$")
+_PHONE_CHARS = re.compile(r"^\+?[0-9A-Za-z ().\-/#,;=*]+$")
+# Dashes word processors and phones put in numbers, read as the hyphen.
+_DASHES = {ord(c): "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63\uff0d"}
+_SCHEMES = ("tel:", "callto:", "sms:")
+
+
+def _as_pasted(text: str) -> tuple[str, str | None]:
+    """A number as people paste it, made plain: invisible characters (zero-width spaces,
+    direction marks, soft hyphens) dropped, full-width digits and odd spaces folded (NFKC),
+    dashes read as hyphens, a ``tel:`` prefix taken off. Also the first invisible
+    character's name, for a reason when the number is still refused."""
+    hidden = [c for c in text if unicodedata.category(c) == "Cf"]
+    said = None
+    if hidden:
+        c = hidden[0]
+        said = f"it contains an invisible {unicodedata.name(c, 'character')} (U+{ord(c):04X})"
+    plain = unicodedata.normalize("NFKC", "".join(c for c in text if c not in hidden))
+    plain = plain.translate(_DASHES).strip()
+    for scheme in _SCHEMES:
+        if plain.lower().startswith(scheme):
+            plain = plain[len(scheme) :].strip()
+    return plain, said
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -118,7 +142,17 @@ def _classify_gateway(text: str) -> Address:
     return Address(GATEWAY, text, f"+1{local}", f"{local}@{domain}", carrier)
 
 
-def _classify_phone(text: str, region: str) -> Address:
+def _classify_phone(raw: str, region: str) -> Address:
+    text, hidden = _as_pasted(raw)
+    try:
+        return _classify_plain_phone(raw, text, region)
+    except AddressError as exc:
+        if hidden is None:
+            raise
+        raise AddressError(f"{exc.message} ({hidden}: retype the number)") from None
+
+
+def _classify_plain_phone(raw: str, text: str, region: str) -> Address:
     if text.startswith("+") and text.count("+") == 1:
         pass
     elif "+" in text:
@@ -131,6 +165,11 @@ def _classify_phone(text: str, region: str) -> Address:
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
+        if re.search(r"[A-Za-z]", text):  # not a vanity number either: words
+            raise AddressError(
+                f"{text!r} is neither a phone number (digits only, e.g. 555-555-5555) "
+                "nor a gateway address (5555555555@vtext.com)"
+            ) from None
         raise AddressError(f"{text!r} is not a phone number: {exc}") from None
     # IS_POSSIBLE_LOCAL_ONLY (7 digits, no area code) cannot be texted either.
     reason = phonenumbers.is_possible_number_with_reason(number)
@@ -138,13 +177,18 @@ def _classify_phone(text: str, region: str) -> Address:
         digits = len(re.sub(r"\D", "", text))
         raise AddressError(
             f"{text!r} is not a complete phone number ({digits} digits); "
-            f"enter all 10 digits or +country code and number"
+            + (
+                "enter all 10 digits or +country code and number"
+                if region in ("US", "CA")
+                else "enter it with its area code, or as +country code and number"
+            )
         )
     invalid = _invalid_reason(number)
     if invalid:
         raise AddressError(f"{text!r} is not a real phone number ({invalid}); fix Email 2")
+    # An extension (x45, ext. 9) is kept apart by phonenumbers: a text goes to the number.
     return Address(
-        PHONE, text, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        PHONE, raw, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     )
 
 

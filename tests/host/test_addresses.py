@@ -38,7 +38,7 @@ def test_gateway_address_keeps_address_and_digits() -> None:
     ("raw", "fragment"),
     [
         ("call-me-maybe", "neither a phone number"),
-        ("555-CALL-NOW", "neither a phone number"),
+        ("555-CALL-NOW", "area code 555 is not in use"),  # a vanity number, read as one
         ("555-1234", "not a complete phone number"),
         ("12", "not a complete phone number"),
         ("+13125550142@vtext.com", "10-digit phone number"),
@@ -98,3 +98,32 @@ def test_verizon_counts_as_shut_down_from_its_sunset_date() -> None:
 def test_mask_keeps_only_the_last_four_digits() -> None:
     assert mask("+13125550142") == "***0142"
     assert mask("3125550142@vtext.com") == "***0142@vtext.com"
+
+
+@pytest.mark.parametrize(
+    ("typed", "region", "e164"),
+    [
+        ("1-800-FLOWERS", "US", "+18003569377"),  # a vanity number
+        ("030/1234567", "DE", "+49301234567"),
+        ("+1 212 555 0123 x45", "US", "+12125550123"),  # the extension kept apart
+        ("(212) 555-0123 ext. 9", "US", "+12125550123"),
+        ("tel:+12125550123", "US", "+12125550123"),
+        ("\uff12\uff11\uff12\uff15\uff15\uff15\uff10\uff11\uff12\uff13", "US", "+12125550123"),
+        ("212\u00a0555\u00a00123", "US", "+12125550123"),  # non-breaking spaces
+        ("212\u2013555\u20130123", "US", "+12125550123"),  # en dashes from Word
+        ("212\u200b555 0123", "US", "+12125550123"),  # a zero-width space
+        ("55 1234 5678", "MX", "+525512345678"),
+        ("07911 123456", "GB", "+447911123456"),
+    ],
+)
+def test_numbers_as_people_paste_them(typed, region, e164):
+    """Issue 31: numbers pasted from mail, Word and phones are read (1,710 of 7,728 valid
+    inputs were refused)."""
+    assert classify(typed, region).e164 == e164
+
+
+def test_a_refused_number_names_the_invisible_character_in_it():
+    with pytest.raises(AddressError, match=r"invisible ZERO WIDTH SPACE \(U\+200B\)"):
+        classify("12\u200b3", "US")
+    with pytest.raises(AddressError, match="enter it with its area code"):
+        classify("1234 5", "GB")
