@@ -13,6 +13,9 @@ extra, ``pip install 'erp-sms[demo]'``)::
         ...
         assert [m.to for m in twilio.messages] == ["+13125550101"]
 
+As a process of their own on fixed ports (a host's end-to-end setup beside a separate
+worker): ``python -m erp_sms.testing --twilio-port 8701 --smtp-port 8725``.
+
 ``TwilioServer`` speaks enough of the 2010-04-01 Messages API for the real ``twilio``
 client: create, fetch and list (To/From/DateSent filters), HTTP basic auth checked
 against the account's token, and programmable faults: error bodies by code, HTTP 500,

@@ -56,6 +56,7 @@ class SmtpSink:
         credentials: tuple[str, str] | None = None,
         eight_bit: bool = True,
         smtputf8: bool = False,
+        port: int = 0,
     ) -> None:
         try:
             from aiosmtpd.controller import Controller
@@ -75,7 +76,7 @@ class SmtpSink:
         self.sessions = 0
         self._dropped = False
         self.host = "127.0.0.1"
-        self.port = _free_port()
+        self.port = port or _free_port()
         kwargs: dict[str, Any] = {}
         if tls is not None:
             import ssl

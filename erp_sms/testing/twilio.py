@@ -39,6 +39,7 @@ class TwilioServer(TwilioHttp):
     #: Called with each message once it is created and before the API answers: a soak
     #: posts its status callback from here, racing the sender's own record of the send.
     on_create: Callable[[StoredMessage], None] | None = None
+    port: int = 0  # 0: a free one
 
     def __post_init__(self) -> None:
         self.messages: list[StoredMessage] = []

@@ -60,7 +60,8 @@ class TwilioHttp:
             def do_POST(self) -> None:
                 server._handle(self, "POST")
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # A fixed port when given (``python -m erp_sms.testing``), else a free one.
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", getattr(self, "port", 0)), Handler)
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         threading.Thread(

@@ -142,3 +142,43 @@ def test_text_that_is_not_utf8_is_one_line(settings, session, tmp_path):
 def test_a_template_file_that_never_ends_is_refused_not_read(settings, session):
     out = CliRunner().invoke(cli, ["templates", "set", "SMS S2P", "--file", "/dev/urandom"])
     assert out.exit_code == 2 and "is larger than a template can be" in _one_line(out)
+
+
+@pytest.mark.slow
+def test_the_loopback_servers_run_as_a_process_on_fixed_ports():
+    """Issue 31: `python -m erp_sms.testing` for a host's own end-to-end setup (it needed a
+    29-line wrapper): fixed ports, the settings printed, the real twilio client served."""
+    import subprocess
+    import sys
+
+    from twilio.http.http_client import TwilioHttpClient
+    from twilio.rest import Client
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "erp_sms.testing", "--twilio-port", str(ports[0]),
+         "--smtp-port", str(ports[1])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        said = dict(proc.stdout.readline().strip().split("=", 1) for _ in range(4))
+        token = proc.stdout.readline().split("=", 1)[1].split()[0]
+        assert said["ERP_SMS_TWILIO_API_URL"] == f"http://127.0.0.1:{ports[0]}"
+        assert said["ERP_SMS_SMTP_PORT"] == str(ports[1])
+        base = said["ERP_SMS_TWILIO_API_URL"]
+        http = TwilioHttpClient()
+        client = Client(said["TWILIO_ACCOUNT_SID"], token, http_client=http)
+        client.api.base_url = base
+        sent = client.api.v2010.accounts(said["TWILIO_ACCOUNT_SID"]).messages.create(
+            to="+13125550101", from_="+13125550100", body="hello"
+        )
+        assert sent.sid.startswith("SM")
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=10)
+    assert "stopped: 1 text(s) through the API" in err
