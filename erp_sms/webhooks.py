@@ -49,6 +49,7 @@ from .conversations.keywords import STOP as STOP
 from .conversations.keywords import classify_reply as classify_reply
 from .db import Database, one_line
 from .errors import ConfigurationError
+from .metrics import CONTENT_TYPE, scrape
 from .models import Message
 from .statuses import normalise
 from .web.optout import public, short
@@ -88,6 +89,11 @@ def create_app(db: Database | None = None, settings: Settings | None = None) -> 
         except SQLAlchemyError as exc:
             return f"database unreachable: {one_line(exc)}", 503
         return "ok", 200
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus text format: counts and ages only (``erp_sms.metrics``)."""
+        return Response(scrape(_state().db), mimetype=CONTENT_TYPE)
 
     return app
 

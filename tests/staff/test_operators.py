@@ -182,3 +182,36 @@ def test_the_loopback_servers_run_as_a_process_on_fixed_ports():
         proc.terminate()
         _out, err = proc.communicate(timeout=10)
     assert "stopped: 1 text(s) through the API" in err
+
+
+def test_metrics_are_scraped_and_parsed_with_prometheus_client(settings, db, session):
+    """Issue 31: GET /metrics — no sign-in, the Prometheus text format as the maintained
+    parser reads it, counts and ages only (no number or name in it)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from erp_sms import signals
+    from erp_sms.models import Message, Status
+
+    from ..helpers import messages, scene
+
+    scene(session, {"ann": ("Ann Lee", "3125550101@vtext.com")}, order="SO-M1", fire=True)
+    held = scene(session, {"bo": ("Bo Ray", "3125550102@vtext.com")}, org="B", order="SO-M2")
+    signals.sent_to_production.send(held.order, session=session)
+    session.commit()
+    last = messages(session)[-1]
+    last.status = Status.HELD
+    session.commit()
+    r = create_app(db=db, settings=settings).test_client().get("/metrics")
+    assert r.status_code == 200 and r.mimetype == "text/plain"
+    text = r.get_data(as_text=True)
+    assert "3125550101" not in text and "Ann" not in text
+    found = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    queued = ("erp_sms_texts_last_24h", (("channel", "email_gateway"), ("status", "queued")))
+    assert found[queued] == 1
+    assert found[("erp_sms_held_texts", ())] == 1
+    assert found[("erp_sms_oldest_due_text_age_seconds", ())] >= 0
+    assert session.query(Message).count() == 2
