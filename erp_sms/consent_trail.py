@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -33,6 +34,19 @@ TRAIL_COLUMNS = (
 )
 
 
+def _window(
+    q: Any, contact: Any, when: Any, contact_key: str | None, since: Any, until: Any
+) -> Any:
+    """``q`` limited to one contact and a time window, when given."""
+    if contact_key is not None:
+        q = q.where(contact == contact_key)
+    if since is not None:
+        q = q.where(when >= since)
+    if until is not None:
+        q = q.where(when <= until)
+    return q
+
+
 def trail(
     session: Session,
     *,
@@ -44,12 +58,7 @@ def trail(
     pages, the host, imports), oldest first, as rows of ``TRAIL_COLUMNS`` for an auditor;
     times in UTC, ISO 8601."""
     q = select(ConsentEvent).order_by(ConsentEvent.at, ConsentEvent.id)
-    if contact_key is not None:
-        q = q.where(ConsentEvent.contact_ref == contact_key)
-    if since is not None:
-        q = q.where(ConsentEvent.at >= since)
-    if until is not None:
-        q = q.where(ConsentEvent.at <= until)
+    q = _window(q, ConsentEvent.contact_ref, ConsentEvent.at, contact_key, since, until)
     return [
         {
             "at": e.at.astimezone(dt.UTC).isoformat(timespec="seconds"),
@@ -186,12 +195,7 @@ def evidence(
     opt-out says so (it should never happen; an auditor would ask). Two reads, whatever
     the number of texts: the texts, then the trail of their contacts and numbers."""
     q = select(Message).where(Message.status.in_(_SENT), Message.sent_at.is_not(None))
-    if contact_key is not None:
-        q = q.where(Message.contact_ref == contact_key)
-    if since is not None:
-        q = q.where(Message.sent_at >= since)
-    if until is not None:
-        q = q.where(Message.sent_at <= until)
+    q = _window(q, Message.contact_ref, Message.sent_at, contact_key, since, until)
     texts = list(session.scalars(q.order_by(Message.id)))
     refs = {m.contact_ref for m in texts if m.contact_ref}
     numbers = {m.recipient for m in texts if m.recipient}
@@ -202,16 +206,23 @@ def evidence(
             .order_by(ConsentEvent.at, ConsentEvent.id)
         )
     ) if refs or numbers else []  # fmt: skip
+    # Each contact's and number's events, oldest first: a text looks at its own only.
+    by_ref: dict[str, list[ConsentEvent]] = {}
+    by_number: dict[str, list[ConsentEvent]] = {}
+    for e in trail_rows:
+        if e.contact_ref:
+            by_ref.setdefault(e.contact_ref, []).append(e)
+        if e.number:
+            by_number.setdefault(e.number, []).append(e)
     out = []
     for m in texts:
         sent = m.sent_at
+        mine = {e.id: e for e in by_ref.get(m.contact_ref or "", [])}
+        mine.update((e.id, e) for e in by_number.get(m.recipient or "", []))
         before = [
             e
-            for e in trail_rows
-            if (e.contact_ref == m.contact_ref or (e.number and e.number == m.recipient))
-            and e.program in (None, m.program)
-            and sent is not None
-            and e.at <= sent
+            for e in sorted(mine.values(), key=lambda e: (e.at, e.id))
+            if e.program in (None, m.program) and sent is not None and e.at <= sent
         ]
         last = before[-1] if before else None
         if last is None:

@@ -19,6 +19,7 @@ import urllib.request
 import uuid
 
 from sqlalchemy import and_, func, or_, select, update
+from standardwebhooks import Webhook
 
 from ..config import Settings
 from ..db import Database, utcnow
@@ -45,7 +46,6 @@ def deliver(db: Database, settings: Settings, *, now: dt.datetime | None = None)
     url, secret = settings.host_webhook_url, settings.host_webhook_secret
     if not url or not secret:
         return 0
-    from standardwebhooks import Webhook
 
     now = now or utcnow()
     t = host_event_table.c
@@ -128,11 +128,11 @@ def body(row: HostEvent) -> bytes:
     ).encode()
 
 
-def _post(url: str, signer: object, row: HostEvent, at: dt.datetime) -> str | None:
+def _post(url: str, signer: Webhook, row: HostEvent, at: dt.datetime) -> str | None:
     """POST one event; None when the host answered 2xx, else what went wrong."""
     payload = body(row)
     msg_id = f"msg_{row.id}"  # the same on every retry: the host drops repeats by it
-    signature = signer.sign(msg_id, at, payload)  # type: ignore[attr-defined]
+    signature = signer.sign(msg_id, at, payload)
     # The configured URL, checked to be http(s) when the settings were read.
     request = urllib.request.Request(  # noqa: S310
         url,

@@ -48,7 +48,6 @@ class Carrier:
     id: int
     key: str
     status: str
-    event: str
     attempts: int
     maybe_sent: bool
     claimed_at: dt.datetime | None
@@ -181,7 +180,6 @@ _CARRIERS = (
         _m.id,
         _m.idempotency_key,
         _m.status,
-        _m.event,
         _m.attempts,
         _m.maybe_sent,
         _m.claimed_at,
@@ -217,7 +215,7 @@ def carriers(
     gaps = conn.dialect.name in ("mysql", "mariadb")
     wanted = set(keys) if gaps else set(keys) | set(ours)
     found = {
-        r.idempotency_key: Carrier(*r[:5], bool(r.maybe_sent), *r[6:9], bool(r.send_window))
+        r.idempotency_key: Carrier(*r[:4], bool(r.maybe_sent), *r[5:8], bool(r.send_window))
         for r in conn.execute(_CARRIERS, {"keys": sorted(wanted)})
     }
     if gaps:
