@@ -7,8 +7,6 @@ its transaction. See README.md.
 
 from __future__ import annotations
 
-from importlib import metadata as _metadata
-
 # First: `erp-sms worker` keeps a stop asked while it starts (see _early); nothing else.
 from . import _early, signals  # noqa: F401
 from .consent import opt_in, opt_out
@@ -17,12 +15,9 @@ from .events import EventType, all_events, fire, get_event, register_builtin_eve
 from .inline import join_inline
 from .notifier import warm_up
 from .recipients import ContactView, OrderView, RecipientLookup, set_default_lookup
+from .retention import erase_contact
 from .sequences import Sequence, get_sequence, register_sequence
-
-try:
-    __version__ = _metadata.version("erp-sms")
-except _metadata.PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
+from .version import __version__ as __version__
 
 register_builtin_events()
 
@@ -34,6 +29,7 @@ __all__ = [
     "RecipientLookup",
     "Sequence",
     "all_events",
+    "erase_contact",
     "fire",
     "get_event",
     "get_sequence",

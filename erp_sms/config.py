@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import ConfigurationError
+from .logs import log_format
 
 SMTP_SECURITY = ("none", "starttls", "ssl")
 
@@ -61,6 +62,7 @@ class Settings:
     # The host's own endpoint for what happened (Standard Webhooks), and its secret.
     host_webhook_url: str | None = None
     host_webhook_secret: str | None = field(default=None, repr=False)
+    log_format: str = "text"  # text | json (ERP_SMS_LOG_FORMAT)
     dispatch: DispatchSettings = DispatchSettings()
 
     @classmethod
@@ -157,6 +159,7 @@ class Settings:
             host_webhook_secret=_host_webhook_secret(
                 get("HOST_WEBHOOK_URL", None), get("HOST_WEBHOOK_SECRET", None)
             ),
+            log_format=log_format(get("LOG_FORMAT", "text")),
             dispatch=dispatch,
         )
 

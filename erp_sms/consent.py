@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from sqlalchemy import null, select, union_all
 from sqlalchemy.orm import Session
 
-from . import feedback
+from . import erased, feedback
 from .addresses import classify
 from .codes import Program
 from .config import get_settings
@@ -101,6 +101,12 @@ class OptOutRow(Protocol):
 def describe(opt_out: OptOutRow) -> str:
     """The reason a text is not sent to an opted-out number."""
     program = getattr(opt_out, "program", None)
+    if opt_out.number.startswith(erased.PREFIX):  # kept as a hash: the number is not known
+        return (
+            f"the number opted out on {opt_out.at:%Y-%m-%d %H:%M} UTC ({opt_out.source}) and "
+            "its owner's data was erased since; it gets no texts until it opts back in "
+            "(START, or `erp-sms contacts opt-in`)"
+        )
     if program:
         return (
             f"{opt_out.number} opted out of {PROGRAM_WORDS.get(program, program)} on "
@@ -225,6 +231,7 @@ def opt_in(
         _check_program(program)
     changed = False
     if number is not None:
+        _unhash(session, number)
         row = session.get(OptOut, number)
         if row is not None:
             if program is not None:  # out of all but this one now
@@ -255,6 +262,27 @@ def opt_in(
         _tell(session, views, number, OPT_IN, source)
     session.flush()
     return ConsentChange(number, views, changed)
+
+
+def _unhash(session: Session, number: str) -> None:
+    """An erased number's opt-outs (kept as its hash) under the number again: the number
+    is back in erp-sms's tables the moment its owner opts back in, and the opt-in then
+    lifts them as it lifts any other."""
+    hash_of = erased.hasher(session.connection())
+    if hash_of is None:
+        return
+    digest = hash_of(number)
+    for row in session.scalars(select(OptOut).where(OptOut.number == digest)).all():
+        session.delete(row)
+        session.flush()
+        session.add(OptOut(number=number, at=row.at, source=row.source, detail=row.detail))
+    for prow in session.scalars(select(ProgramOptOut).where(ProgramOptOut.number == digest)).all():
+        session.delete(prow)
+        session.flush()
+        session.add(
+            ProgramOptOut(number=number, program=prow.program, at=prow.at, source=prow.source)
+        )
+    session.flush()
 
 
 def _check_program(program: str) -> None:

@@ -177,6 +177,13 @@ def describe_error(exc: SQLAlchemyError, url: str) -> str:
     text = (str(orig) if orig is not None else str(exc)).strip().splitlines()[0]
     where = safe_url(url)
     lowered = text.lower()
+    missing = _missing_database(text)
+    if missing is not None:
+        return (
+            f"the database {missing} does not exist on the server of {where}: create it "
+            f"(PostgreSQL: createdb {missing}; MariaDB: CREATE DATABASE {missing}), then run "
+            "`erp-sms db upgrade`"
+        )
     if "no such table" in lowered or "does not exist" in lowered or "doesn't exist" in lowered:
         return f"the erp-sms tables are missing in {where}: run `erp-sms db upgrade`"
     if "file is not a database" in lowered or "malformed" in lowered or "not a database" in lowered:
@@ -193,6 +200,17 @@ def describe_error(exc: SQLAlchemyError, url: str) -> str:
     if "connect" in lowered or "connection" in lowered or "server" in lowered:
         return f"cannot reach the database {where}: {text}"
     return f"database error in {where}: {text}"
+
+
+def _missing_database(text: str) -> str | None:
+    """The name of a database the server says does not exist (PostgreSQL: database "x"
+    does not exist; MariaDB: Unknown database 'x'), else None."""
+    import re
+
+    found = re.search(r'database "([^"]+)" does not exist', text) or re.search(
+        r"unknown database '([^']+)'", text, re.IGNORECASE
+    )
+    return found.group(1) if found else None
 
 
 def make_engine(url: str, *, sqlite_immediate: bool = False, **kwargs: Any) -> Engine:
@@ -265,6 +283,12 @@ def is_lock_conflict(exc: BaseException) -> bool:
         return True
     code = getattr(orig, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF in _SQLITE_CONFLICTS
+
+
+def rowcount(result: Any) -> int:
+    """The rows an UPDATE or DELETE changed (a ``CursorResult``'s, typed loosely: the
+    Session's ``execute`` is annotated as returning a plain ``Result``)."""
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def one_line(exc: BaseException) -> str:

@@ -14,6 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from . import health
 from .db import Database, utcnow
 from .models import Message, Status
 
@@ -38,11 +39,7 @@ class _FromTheLog(Collector):
                 .where(Message.created_at >= now - WINDOW)
                 .group_by(Message.status, Message.channel)
             ).all()
-            oldest = s.scalar(
-                select(func.min(Message.next_attempt_at)).where(
-                    Message.status == Status.QUEUED, Message.next_attempt_at <= now
-                )
-            )
+            pulse = health.pulse(s, now)
             held = s.scalar(select(func.count()).where(Message.status == Status.HELD))
         for status, channel, n in rows:
             by.add_metric([status, channel or "none"], n)
@@ -51,10 +48,20 @@ class _FromTheLog(Collector):
             "erp_sms_oldest_due_text_age_seconds",
             "How long the oldest text that is due has waited (0: none waits)",
         )
-        if oldest is not None and oldest.tzinfo is None:
-            oldest = oldest.replace(tzinfo=dt.UTC)
-        age.add_metric([], max((now - oldest).total_seconds(), 0.0) if oldest else 0.0)
+        age.add_metric([], pulse.due_age)
         yield age
+        beat = GaugeMetricFamily(
+            "erp_sms_worker_heartbeat_age_seconds",
+            "Seconds since a dispatch worker last said it was alive (absent: never)",
+        )
+        if pulse.worker_age is not None:
+            beat.add_metric([], pulse.worker_age)
+        yield beat
+        yield GaugeMetricFamily(
+            "erp_sms_workers_alive",
+            f"Workers seen in the last {health.GONE_AFTER.total_seconds():.0f} s",
+            value=pulse.workers_alive,
+        )
         yield GaugeMetricFamily("erp_sms_held_texts", "Texts held for staff", value=held or 0)
 
 

@@ -33,6 +33,36 @@ def upgrade(engine: Engine, *, plugin_only: bool = False) -> None:
         command.upgrade(cfg, "plugin@head" if plugin_only else "heads")
 
 
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the plugin's tables back to ``revision`` (e.g. ``p0016``): what an operator
+    does before installing the erp-sms that knew no newer one. Columns and tables a
+    newer version added are dropped with what they held."""
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
+def heads(*, plugin_only: bool = False) -> set[str]:
+    """The newest revision of each branch this erp-sms knows (``plugin`` only: for a
+    host with its own ERP tables)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    found = set(script.get_heads())
+    if plugin_only:
+        found = {h for h in found if h.startswith("p")}
+    return found
+
+
+def revisions() -> list[str]:
+    """Every plugin revision, oldest first (what ``db downgrade`` accepts)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    return sorted(r.revision for r in script.walk_revisions() if r.revision.startswith("p"))
+
+
 def current(engine: Engine) -> set[str]:
     from alembic.runtime.migration import MigrationContext
 

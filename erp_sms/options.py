@@ -80,6 +80,12 @@ def parse_value(opt: OptionDef, value: str) -> str:
                 f"{opt.name} takes a whole number of minutes from 0 (off) to 120, not {value!r}"
             )
         return str(int(value))
+    if opt.kind == "days":
+        if not value.strip().isdigit() or not 0 <= int(value) <= 3650:
+            raise InputError(
+                f"{opt.name} takes a whole number of days from 0 (off) to 3650, not {value!r}"
+            )
+        return str(int(value))
     if opt.kind == "int":
         lo, hi = 1, 10
         if not value.strip().isdigit() or not lo <= int(value) <= hi:

@@ -105,6 +105,11 @@ def seal(value: str) -> str:
     return _ENCRYPTED + f.encrypt(value.encode()).decode() if f else value
 
 
+def is_sealed(stored: str) -> bool:
+    """Whether a stored secret is encrypted (with ``ERP_SMS_SECRET_KEY``)."""
+    return stored.startswith(_ENCRYPTED)
+
+
 def unseal(stored: str) -> str:
     if not stored.startswith(_ENCRYPTED):
         return stored

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from sqlalchemy import Connection, Engine, create_engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import erased
 from .config import Settings
 from .db import Database, one_line
 from .errors import TransientError
@@ -71,13 +72,14 @@ class SendGuard:
                 conn.execute(
                     select(m.id).where(m.id == msg.id).with_for_update(read=True, key_share=True)
                 )
-            found = conn.execute(select(t.at, t.source).where(t.number == msg.recipient)).first()
+            # The number, and its keyed hash should its owner's data have been erased.
+            hash_of = erased.hasher(conn)
+            numbers = [msg.recipient, hash_of(msg.recipient)] if hash_of else [msg.recipient]
+            found = conn.execute(select(t.at, t.source).where(t.number.in_(numbers))).first()
             if found is None and msg.program:  # opted out of this text's program only
                 p = program_opt_out_table.c
                 found = conn.execute(
-                    select(p.at, p.source).where(
-                        p.number == msg.recipient, p.program == msg.program
-                    )
+                    select(p.at, p.source).where(p.number.in_(numbers), p.program == msg.program)
                 ).first()
         except SQLAlchemyError as exc:
             self._drop()

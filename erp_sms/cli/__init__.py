@@ -13,21 +13,11 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
+from .. import logs
 from ..config import get_settings
 from ..errors import ErpSmsError, InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # The twilio client logs every request's headers at INFO; werkzeug every request.
-    logging.getLogger("twilio").setLevel(logging.WARNING)
-    if not verbose:
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 def _not_utf8(exc: UnicodeError) -> str:
@@ -112,8 +102,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
       erp-sms rules set TWILIO --sid AC… --auth-code … --phone-number 3125550100 --active
       erp-sms worker
     """
-    _setup_logging(verbose)
-    if ctx.invoked_subcommand != "demo" and not ctx.resilient_parsing:
+    logs.setup(verbose, get_settings().log_format)
+    if ctx.invoked_subcommand not in ("demo", "doctor") and not ctx.resilient_parsing:
         # The host's integration module first, for every command (CONTRACT.md "Host
         # integration"): its lookup, events and templates. The demo uses its own data.
         from ..host import load_host_module
@@ -131,6 +121,7 @@ def _register() -> None:
         delivery,
         demo,
         messages,
+        operations,
         options,
         replies,
         report,
@@ -157,6 +148,8 @@ def _register() -> None:
         users.group,
         timeline.timeline,
         timeline.serve,
+        operations.doctor,
+        operations.purge,
         demo.demo,
     ):
         cli.add_command(command)

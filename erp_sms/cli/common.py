@@ -46,3 +46,14 @@ def staff_session(*, readonly: bool = False) -> Iterator[Session]:
 
 def _safe_url() -> str:
     return safe_url(get_settings().database_url)
+
+
+def readable(db: Database) -> None:
+    """Ask the database for one text's id: a database that cannot be read (gone, not a
+    database, no tables) is one line before any work starts, not a warning per step."""
+    from sqlalchemy import select
+
+    from ..models import Message
+
+    with db.read_session() as s:
+        s.execute(select(Message.id).limit(1)).all()

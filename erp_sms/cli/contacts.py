@@ -182,3 +182,28 @@ def import_consents(file: IO[str]) -> None:
     for line in done.lines:
         click.echo(line)
     click.echo(f"{done.recorded} consent(s) recorded")
+
+
+@group.command("erase")
+@click.argument("contact")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def erase(contact: str, yes: bool) -> None:
+    """Erase a contact's personal data from erp-sms's tables at their request: the words,
+    number, address and name of their texts, their replies, consent records and
+    customer-search entry. Counts and costs in reports stay; an opt-out is kept as the
+    number's keyed hash, so the number still gets nothing. The ERP's own contact is the
+    ERP's to remove.
+
+    \b
+    Example:
+      erp-sms contacts erase 42 --yes
+    """
+    from .. import retention
+
+    if not yes and not click.confirm(
+        f"Erase contact {contact}'s data from erp-sms (this cannot be undone)?", default=False
+    ):
+        raise click.Abort()
+    with staff_session() as s:
+        done = retention.erase_contact(s, contact, by=f"cli:{_user()}")
+    click.echo(done.line())

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 
 import click
 
 from ..config import get_settings
-from .common import database
+from .common import database, readable
+
+# The worker's own lines (start, batches, stop): INFO on this logger, shown without -v,
+# in the one log format (ERP_SMS_LOG_FORMAT) with everything else on stderr.
+say = logging.getLogger("erp_sms.worker").info
 
 # -- dispatch / worker ----------------------------------------------------------------------
 
@@ -23,6 +28,7 @@ def dispatch() -> None:
     from ..dispatch import Dispatcher
 
     with database() as db_:
+        readable(db_)
         summary = Dispatcher(db_).run_once()
     click.echo(summary.line())
 
@@ -44,7 +50,7 @@ def worker(worker_id: str | None) -> None:
     stop = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
-        click.echo(f"worker: {signal.Signals(signum).name}, finishing the text in hand", err=True)
+        say("worker: %s, finishing the text in hand", signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, _stop)
@@ -52,10 +58,11 @@ def worker(worker_id: str | None) -> None:
     if _early.requested is not None:  # asked to stop while it was starting
         _stop(_early.requested, None)
     with database() as db_:
+        readable(db_)
         d = Dispatcher(db_, worker_id=worker_id, stop=stop)
-        click.echo(f"worker {d.worker_id}: delivering (SIGTERM to stop)", err=True)
-        d.run_forever(on_batch=lambda s: click.echo(s.line(), err=True))
-    click.echo("worker: stopped", err=True)
+        say("worker %s: delivering (SIGTERM to stop)", d.worker_id)
+        d.run_forever(on_batch=lambda s: say("%s", s.line()))
+    say("worker: stopped")
 
 
 @click.command()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import channels, outbox
+from .. import channels, options, outbox, retention
 from ..channels.base import Channel
 from ..config import Settings, get_settings
 from ..db import Database, one_line, utcnow
@@ -23,7 +23,7 @@ from ..host import load_host_module
 from ..models import Status
 from ..outbox import Claimed, Outcome
 from ..send_guard import SendGuard
-from . import host_webhook
+from . import heartbeat, host_webhook
 from .alerts import mail_replies
 from .lanes import _Lane, _LaneSet
 from .policy import RetryPolicy, Summary, default_worker_id
@@ -31,6 +31,9 @@ from .recorder import _Record, _Recorder
 from .send import Sending
 
 log = logging.getLogger(__name__)
+
+#: How often a worker looks whether the day's SMSRETENTIONDAYS purge is due.
+RETENTION_CHECK = 3600.0
 
 
 class Dispatcher(Sending):
@@ -71,6 +74,18 @@ class Dispatcher(Sending):
         self._opted_out: set[str] = set()
         self._guard: SendGuard | None = None  # the opt-out check around each handover
         self._telling: threading.Thread | None = None  # delivering to the host's webhook
+        self._beaten: float | None = None  # time.monotonic() of the last heartbeat row
+        self._retention_checked: float | None = None  # ... of the last SMSRETENTIONDAYS look
+
+    def beat(self, *, stopped: bool = False) -> None:
+        """Say this worker is alive (``sms_worker``), at most every ``BEAT_SECONDS``
+        unless it is leaving."""
+        tick = time.monotonic()
+        recent = self._beaten is not None and tick - self._beaten < heartbeat.BEAT_SECONDS
+        if recent and not stopped:
+            return
+        self._beaten = tick
+        heartbeat.beat(self.db, self.worker_id, self.clock(), stopped=stopped)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -84,6 +99,7 @@ class Dispatcher(Sending):
         recorder thread, in groups."""
         summary = Summary()
         started = time.monotonic()
+        self.beat()
         self._release_ready()
         self._mail_replies()
         recorder = _Recorder(self)
@@ -198,6 +214,13 @@ class Dispatcher(Sending):
     def run_forever(self, on_batch: Callable[[Summary], None] | None = None) -> None:
         """Keep delivering until ``self.stop`` is set."""
         log.info("worker %s started", self.worker_id)
+        try:
+            self._run_until_stopped(on_batch)
+        finally:
+            self.beat(stopped=True)
+        log.info("worker %s stopped", self.worker_id)
+
+    def _run_until_stopped(self, on_batch: Callable[[Summary], None] | None) -> None:
         while not self.stop.is_set():
             try:
                 summary = self.run_once()
@@ -213,9 +236,30 @@ class Dispatcher(Sending):
                 continue
             if summary.handled and on_batch:
                 on_batch(summary)
+            self.keep_retention()
             if not summary.handled:
                 self.stop.wait(self.settings.dispatch.poll_seconds)
-        log.info("worker %s stopped", self.worker_id)
+
+    def keep_retention(self) -> None:
+        """SMSRETENTIONDAYS: once a day, forget what finished longer ago (``purge``).
+        Checked at most every ``RETENTION_CHECK``; a failure waits for the next check."""
+        tick = time.monotonic()
+        last_look = self._retention_checked
+        if last_look is not None and tick - last_look < RETENTION_CHECK:
+            return
+        self._retention_checked = tick
+        now = self.clock()
+        try:
+            with self.db.read_session() as s:
+                days = int(options.get(s, "SMSRETENTIONDAYS") or 0)
+                last = retention.last_purge(s) if days else None
+            if not days or (last is not None and now - last < dt.timedelta(days=1)):
+                return
+            done = retention.purge(self.db, days, now=now)
+        except SQLAlchemyError as exc:
+            log.warning("cannot apply SMSRETENTIONDAYS (%s); next check", one_line(exc))
+            return
+        log.info("%s (SMSRETENTIONDAYS)", done.line(days))
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -247,8 +291,12 @@ class Dispatcher(Sending):
 
     def _heartbeat(self, done: threading.Event) -> None:
         interval = max(self.lease_seconds / 3, 0.05)
-        while not done.wait(interval):
-            self.renew_leases()
+        renewed = time.monotonic()
+        while not done.wait(min(interval, heartbeat.BEAT_SECONDS)):
+            self.beat()  # a long run still says it is alive
+            if interval <= heartbeat.BEAT_SECONDS or time.monotonic() - renewed >= interval:
+                renewed = time.monotonic()
+                self.renew_leases()
 
     # -- one batch ------------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ from .messages import Fold as Fold
 from .messages import HostEvent as HostEvent
 from .messages import Message as Message
 from .messages import MessageEvent as MessageEvent
+from .operations import State as State
+from .operations import Worker as Worker
 from .sequences import SequenceRun as SequenceRun
 from .sequences import SequenceStep as SequenceStep
 from .sequences import SequenceSteps as SequenceSteps

@@ -92,6 +92,8 @@ class Message(Base):
     clicked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     # A ``merged`` text: the message that carries its news (SMSDIGESTMINUTES).
     merged_into: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
+    # When its words, number and raw reports were removed (``purge``, an erasure).
+    purged_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
     history: Mapped[list[MessageEvent]] = relationship(
         back_populates="message", order_by="MessageEvent.id", cascade="all, delete-orphan"

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Select, bindparam, literal, select
 from sqlalchemy.orm import Session
 
-from .. import consent, direct, links, options, rule_records, templates, wording
+from .. import consent, direct, erased, links, options, rule_records, templates, wording
 from ..addresses import Address, classify
 from ..config import get_settings
 from ..errors import AddressError
@@ -105,17 +105,21 @@ def _settings_and_opt_outs(
     (into ``info``) and the opt-outs among ``numbers`` that stop a text of ``program``
     (of every program, and of that one), in one statement: one row of settings, joined
     with each opt-out."""
+    conn = session.connection(bind_arguments={"mapper": Message})
     wanted = sorted(set(numbers))
+    # An erased contact's opt-out is kept as its number's keyed hash: look up both.
+    hash_of = erased.hasher(conn)
+    hashed = {hash_of(n): n for n in wanted if n} if hash_of else {}
+    wanted += sorted(hashed)
     slots = _slots(len(wanted))
     wanted += [""] * (slots - len(wanted))  # "" matches no opt-out: still one settings row
-    conn = session.connection(bind_arguments={"mapper": Message})
     org_ref = (info.view.organization_key if info.view else None) or ""
     params: dict[str, Any] = {f"number_{i}": n for i, n in enumerate(wanted)}
     params["org_ref"] = org_ref
     params["program"] = program
     rows = direct.rows(conn, _settings_statement(template, slots), params)
     first = rows[0]
-    blocked = {r.number: r for r in rows if r.number is not None}
+    blocked = {hashed.get(r.number, r.number): r for r in rows if r.number is not None}
     info.window = options.value_from("SMSSENDWINDOW", first[4])
     info.zone = options.value_from("SMSTIMEZONE", first[5])
     info.window_events = options.value_from("SMSWINDOWEVENTS", first[6])

@@ -15,7 +15,7 @@ from blinker import Signal
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, configure_mappers
 
-from .. import direct, events, templates
+from .. import direct, erased, events, templates
 from ..addresses import classify
 from ..config import get_settings
 from ..db import one_line
@@ -149,6 +149,7 @@ def warm_up(engine: Engine) -> None:
                     numbers = {f"number_{i}": "" for i in range(slots)}
                     params = numbers | {"org_ref": "", "program": ev.program}
                     read(_settings_statement(ev.template, slots), params)
+            erased.key(conn)  # read once per process and database
             read(_opted_in_contacts(engine.dialect.name), {"org_id": -1})
             read(_organization_and_contacts(engine.dialect.name), {"org_id": -1})
             # The INSERT is compiled by running it in the transaction rolled back.

@@ -16,7 +16,7 @@ from flask_login import (
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .. import outbox, report, staff
+from .. import health, outbox, report, staff
 from ..conversations.keywords import NEEDS_A_PERSON
 from ..errors import InputError
 from ..models import Channel, InboundMessage, Message, Status
@@ -86,6 +86,7 @@ def dashboard() -> str:
             )
         ).one()
         replies, oldest = int(waiting[0] or 0), waiting[1]
+        pulse = health.pulse(s, dt.datetime.now(dt.UTC))
         sunset, sunset_error = _sunset_rows(s)
         linked, clicked = s.execute(
             select(func.count(Message.link_code), func.count(Message.clicked_at)).where(
@@ -108,6 +109,9 @@ def dashboard() -> str:
         clicks=(f"{100 * clicked / linked:.0f}% of {linked}" if linked else ""),
         replies=replies,
         oldest=_age(oldest),
+        worker=health.ago(pulse.worker_age),
+        worker_gone=(pulse.workers_alive == 0),
+        due_age=health.ago(pulse.due_age) if pulse.oldest_due else "",
         sunset=sunset,
         sunset_error=sunset_error,
     )

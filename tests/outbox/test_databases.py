@@ -24,7 +24,7 @@ from ..helpers import messages, scene
 def test_db_upgrade_is_safe_to_rerun_and_matches_the_models(any_db: Database):
     migrate.upgrade(any_db.engine)  # already at head: a no-op
     migrate.upgrade(any_db.engine, plugin_only=True)
-    assert migrate.current(any_db.engine) == {"e0002", "p0016"}
+    assert migrate.current(any_db.engine) == {"e0002", "p0017"}
     with any_db.engine.connect() as conn:
         ctx = MigrationContext.configure(
             conn, opts={"compare_type": True, "version_table": VERSION_TABLE}

@@ -87,8 +87,8 @@ def test_every_command_has_help_with_an_example(run, path):
 
 def test_db_upgrade_creates_everything_and_is_safe_to_rerun(run, tmp_path):
     with_settings(database_url=f"sqlite:///{tmp_path / 'new.db'}")
-    assert "is up to date (e0002, p0016)" in run("db", "upgrade").stdout
-    assert "is up to date" in run("db", "upgrade").stdout
+    assert "created the tables (e0002, p0017)" in run("db", "upgrade").stdout
+    assert "is up to date (e0002, p0017); nothing to do" in run("db", "upgrade").stdout
 
 
 def test_db_upgrade_fills_the_customer_search_directory(run, db):

@@ -1,0 +1,146 @@
+"""Forgetting: what finished texts keep after ``purge`` (retention) and ``erase`` (one
+person's request). A text keeps what the reports count and cost — status, channel,
+segments, price, dates, order and organization — and loses its words, its number and
+address, the provider's raw reports and the link it carried.
+
+Rows are changed in batches of ``BATCH`` (each its own short transaction, the caller's):
+a purge of a year of texts never holds the log locked for long.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from ..codes import Status
+from ..db import rowcount, utcnow
+from ..models import Click, MessageEvent, message_table
+
+BATCH = 1000
+
+#: A text in one of these will not change again: it may be purged.
+FINISHED = (
+    Status.SENT,
+    Status.DELIVERED,
+    Status.READ,
+    Status.UNDELIVERED,
+    Status.FAILED,
+    Status.SKIPPED,
+    Status.CANCELED,
+    Status.MERGED,
+)
+
+_NUMBER = re.compile(r"\+\d{7,15}\b|\b\d{10}(?=@)")
+
+
+def scrub(text: str | None, names: Sequence[str] = ()) -> str | None:
+    """``text`` (a reason, a timeline line) without phone numbers and ``names``."""
+    if not text:
+        return text
+    text = _NUMBER.sub("(number removed)", text)
+    for name in names:
+        if name:
+            text = text.replace(name, "(name removed)")
+    return text
+
+
+def purgeable(session: Session, cutoff: dt.datetime, *, limit: int = BATCH) -> list[int]:
+    """Up to ``limit`` ids of texts finished before ``cutoff`` and not purged yet, oldest
+    first (through the ``created_at`` index: a text finishes after it is created)."""
+    m = message_table.c
+    return list(
+        session.scalars(
+            select(m.id)
+            .where(
+                m.created_at < cutoff,
+                m.updated_at < cutoff,
+                m.status.in_(FINISHED),
+                m.purged_at.is_(None),
+            )
+            .order_by(m.created_at, m.id)
+            .limit(limit)
+        )
+    )
+
+
+def count_purgeable(session: Session, cutoff: dt.datetime) -> int:
+    """How many texts ``purge`` would change (``--dry-run``)."""
+    m = message_table.c
+    return int(
+        session.scalar(
+            select(func.count()).where(
+                m.created_at < cutoff,
+                m.updated_at < cutoff,
+                m.status.in_(FINISHED),
+                m.purged_at.is_(None),
+            )
+        )
+        or 0
+    )
+
+
+def forget(
+    session: Session, ids: Sequence[int], *, forget_contact: bool = False, names: Sequence[str] = ()
+) -> int:
+    """Strip the texts ``ids`` of their personal data; ``forget_contact``: also which
+    contact they were for (an erasure). The number of texts changed."""
+    if not ids:
+        return 0
+    now = utcnow()
+    values: dict[str, object] = {
+        "body": "",
+        "address": None,
+        "raw_address": None,
+        "recipient": None,
+        "contact_name": None,
+        "link_urls": None,
+        "purged_at": now,
+    }
+    if forget_contact:
+        values["contact_ref"] = None
+    m = message_table.c
+    reasons = session.execute(
+        select(m.id, m.reason).where(m.id.in_(ids), m.reason.is_not(None))
+    ).all()
+    changed = rowcount(session.execute(update(message_table).where(m.id.in_(ids)).values(**values)))
+    for mid, reason in reasons:
+        clean = scrub(reason, names)
+        if clean != reason:
+            session.execute(update(message_table).where(m.id == mid).values(reason=clean))
+    events = session.execute(
+        select(MessageEvent.id, MessageEvent.detail).where(
+            MessageEvent.message_id.in_(ids),
+            or_(MessageEvent.raw.is_not(None), MessageEvent.detail.is_not(None)),
+        )
+    ).all()
+    for eid, detail in events:
+        session.execute(
+            update(MessageEvent)
+            .where(MessageEvent.id == eid)
+            .values(raw=None, detail=scrub(detail, names))
+        )
+    session.execute(update(Click).where(Click.message_id.in_(ids)).values(user_agent=None))
+    return changed
+
+
+def of_contact(
+    session: Session, contact_ref: str | None, numbers: Sequence[str], *, limit: int = BATCH
+) -> list[int]:
+    """Up to ``limit`` ids of texts for ``contact_ref`` or to ``numbers`` that still hold
+    personal data (erasure)."""
+    m = message_table.c
+    who = []
+    if contact_ref:
+        who.append(m.contact_ref == contact_ref)
+    if numbers:
+        who.append(m.recipient.in_(list(numbers)))
+    if not who:
+        return []
+    still = or_(m.purged_at.is_(None), m.contact_ref.is_not(None))
+    return list(
+        session.scalars(select(m.id).where(and_(or_(*who), still)).order_by(m.id).limit(limit))
+    )
