@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint soak bench bench-scale clean
+.PHONY: demo test lint docs soak bench bench-scale clean
 
 # The venv, the package with its test extras, and Twilio's segment calculator (npm) — the
 # independent count tests/host/test_segments.py checks against; without npm that test skips
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip "setuptools>=68" wheel
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,docs]'
 	command -v npm >/dev/null && npm install --silent --no-audit --no-fund \
 	  --prefix $(VENV)/node sms-segments-calculator@1.3.0 || echo "npm not found: the segment comparison will skip"
 	rm -f $(VENV)/.installed-*
@@ -25,12 +25,17 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# The documentation site, served with live reload on 127.0.0.1:8000.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs serve
 
 # The fault soak (issue 9): 4 workers x 5,000 texts on PostgreSQL and MariaDB, minutes.
 soak: $(STAMP)

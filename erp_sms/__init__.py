@@ -2,7 +2,7 @@
 
 ``import erp_sms`` connects the receivers of the four order events in
 ``erp_sms.signals``; a host fires them with its own Session and the texts are queued in
-its transaction. See README.md.
+its transaction. See docs/ (the documentation site).
 """
 
 from __future__ import annotations

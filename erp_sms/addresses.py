@@ -72,31 +72,48 @@ def mask(number: str | None) -> str:
 def classify(raw: str | None, region: str = "US") -> Address:
     """What kind of text-message address ``raw`` is (a phone number or a carrier gateway
     address), normalised; ``AddressError`` with what to fix when it is not usable."""
-    return _classify_cached(raw, region)
+    return _classify_cached(raw, region, _field[0])
+
+
+# What staff call the field a contact's text address is in, for the hints: the reference
+# schema's "Email 2", or what the host's lookup says (``address_field``).
+REFERENCE_FIELD = "Email 2"
+GENERIC_FIELD = "the contact's text-message address"
+_field = [REFERENCE_FIELD]
+
+
+def set_field_name(name: str) -> None:
+    """Name the address field in hints (``set_default_lookup`` does it for the host)."""
+    _field[0] = name
+
+
+def field_name() -> str:
+    """The address field's name as staff know it ("Email 2" in the reference schema)."""
+    return _field[0]
 
 
 @functools.lru_cache(maxsize=65_536)
-def _classify_cached(raw: str | None, region: str) -> Address:
+def _classify_cached(raw: str | None, region: str, field: str = REFERENCE_FIELD) -> Address:
     # Pure in its arguments (the carrier table is loaded once per process): the host path
     # classifies the same contacts' addresses event after event, and validation
     # (email-validator, phonenumbers) is most of its CPU. Errors are not cached.
     if raw is None or not raw.strip():
-        raise AddressError("no text-message address: fill in Email 2 on the contact")
+        raise AddressError(f"no text-message address: fill in {field} on the contact")
     if _CONTROL.search(raw):
         raise AddressError(
             "the text-message address contains a line break or control character; "
-            "retype Email 2 on the contact"
+            f"retype {field} on the contact"
         )
     text = raw.strip()
     if "@" in text:
-        return _classify_gateway(text)
-    return _classify_phone(text, region)
+        return _classify_gateway(text, field)
+    return _classify_phone(text, region, field)
 
 
 _PLAIN_GATEWAY = re.compile(r"([0-9]{10})@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
 
 
-def _classify_gateway(text: str) -> Address:
+def _classify_gateway(text: str, field: str) -> Address:
     plain = _PLAIN_GATEWAY.fullmatch(text)
     if plain is not None:
         # Ten digits @ a known carrier's domain is a valid address by construction:
@@ -107,7 +124,7 @@ def _classify_gateway(text: str) -> Address:
             invalid = _invalid_reason(phonenumbers.parse(f"+1{local}", None))
             if invalid:
                 raise AddressError(
-                    f"{text!r}: {local} is not a real phone number ({invalid}); fix Email 2"
+                    f"{text!r}: {local} is not a real phone number ({invalid}); fix {field}"
                 )
             return Address(GATEWAY, text, f"+1{local}", f"{local}@{domain}", carrier)
     try:
@@ -131,7 +148,7 @@ def _classify_gateway(text: str) -> Address:
         )
     invalid = _invalid_reason(phonenumbers.parse(f"+1{local}", None))
     if invalid:
-        raise AddressError(f"{text!r}: {local} is not a real phone number ({invalid}); fix Email 2")
+        raise AddressError(f"{text!r}: {local} is not a real phone number ({invalid}); fix {field}")
     carrier = carrier_for_domain(domain)
     if carrier is None:
         known = ", ".join(d for c in carriers() for d in c.domains)
@@ -142,17 +159,17 @@ def _classify_gateway(text: str) -> Address:
     return Address(GATEWAY, text, f"+1{local}", f"{local}@{domain}", carrier)
 
 
-def _classify_phone(raw: str, region: str) -> Address:
+def _classify_phone(raw: str, region: str, field: str = REFERENCE_FIELD) -> Address:
     text, hidden = _as_pasted(raw)
     try:
-        return _classify_plain_phone(raw, text, region)
+        return _classify_plain_phone(raw, text, region, field)
     except AddressError as exc:
         if hidden is None:
             raise
         raise AddressError(f"{exc.message} ({hidden}: retype the number)") from None
 
 
-def _classify_plain_phone(raw: str, text: str, region: str) -> Address:
+def _classify_plain_phone(raw: str, text: str, region: str, field: str) -> Address:
     if text.startswith("+") and text.count("+") == 1:
         pass
     elif "+" in text:
@@ -185,7 +202,7 @@ def _classify_plain_phone(raw: str, text: str, region: str) -> Address:
         )
     invalid = _invalid_reason(number)
     if invalid:
-        raise AddressError(f"{text!r} is not a real phone number ({invalid}); fix Email 2")
+        raise AddressError(f"{text!r} is not a real phone number ({invalid}); fix {field}")
     # An extension (x45, ext. 9) is kept apart by phonenumbers: a text goes to the number.
     return Address(
         PHONE, raw, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

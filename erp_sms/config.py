@@ -6,6 +6,7 @@ environment wins where both say something.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -38,7 +39,7 @@ class DispatchSettings:
     smtp_timeout_seconds: float = 30.0
     #: SMTP connections sending at once. Each may leave one text sent but unrecorded when
     #: the worker is killed (gateways cannot be asked): more connections, more speed, a
-    #: wider duplicate window (README "Delivery guarantees").
+    #: wider duplicate window (docs/operations.md "Delivery guarantees").
     smtp_connections: int = 1
 
 
@@ -80,6 +81,17 @@ class Settings:
                 raise ConfigurationError(
                     f"ERP_SMS_CONFIG={path} is not UTF-8 text: save it as UTF-8"
                 ) from None
+
+        unknown = sorted(
+            k for k, v in file_values.items() if not isinstance(v, dict) and k not in KEYS
+        )
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], KEYS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigurationError(
+                f"ERP_SMS_CONFIG: unknown setting(s) {', '.join(unknown)}{hint}; known: "
+                f"{', '.join(KEYS)}, and the [dispatch] table"
+            )
 
         def get(name: str, default: str | None) -> str | None:
             value = env.get(f"ERP_SMS_{name}")
@@ -124,7 +136,7 @@ class Settings:
             ("batch_size", int),
             ("rate_per_second", float),
             ("smtp_connections", int),
-        ):
+        ):  # (and pace_by_sender below: _DISPATCH_ENV lists them all)
             var = f"ERP_SMS_DISPATCH_{name.upper()}"
             value = env.get(var)
             if value:
@@ -134,9 +146,7 @@ class Settings:
                     raise ConfigurationError(f"{var}={value!r}: use a number") from None
         pace = env.get("ERP_SMS_DISPATCH_PACE_BY_SENDER")
         if pace:
-            if pace.lower() not in ("on", "off", "1", "0", "true", "false", "yes", "no"):
-                raise ConfigurationError(f"ERP_SMS_DISPATCH_PACE_BY_SENDER={pace!r}: use on or off")
-            numbers["pace_by_sender"] = pace.lower() in ("on", "1", "true", "yes")
+            numbers["pace_by_sender"] = _switch("ERP_SMS_DISPATCH_PACE_BY_SENDER", pace)
         dispatch = replace(dispatch, **numbers)
         return cls(
             database_url=get("DATABASE_URL", cls.database_url) or cls.database_url,
@@ -148,13 +158,12 @@ class Settings:
             smtp_from=get("SMTP_FROM", None),
             smtp_ca_file=(get("SMTP_CA_FILE", None) or None),
             twilio_api_url=(get("TWILIO_API_URL", cls.twilio_api_url) or cls.twilio_api_url),
-            public_url=(get("PUBLIC_URL", None) or None),
+            public_url=_public_url(get("PUBLIC_URL", None)),
             secret_key=get("SECRET_KEY", None),
             default_region=_region(get("DEFAULT_REGION", "US") or "US"),
             host_module=(get("HOST_MODULE", None) or None),
             default_timezone=_timezone(get("DEFAULT_TIMEZONE", cls.default_timezone)),
-            inline_dispatch=(get("INLINE_DISPATCH", "off") or "off").lower()
-            in ("1", "on", "true", "yes"),
+            inline_dispatch=_switch("ERP_SMS_INLINE_DISPATCH", get("INLINE_DISPATCH", "off")),
             host_webhook_url=_host_webhook_url(get("HOST_WEBHOOK_URL", None)),
             host_webhook_secret=_host_webhook_secret(
                 get("HOST_WEBHOOK_URL", None), get("HOST_WEBHOOK_SECRET", None)
@@ -162,6 +171,68 @@ class Settings:
             log_format=log_format(get("LOG_FORMAT", "text")),
             dispatch=dispatch,
         )
+
+
+#: The settings (ERP_SMS_ + the upper-case name in the environment, the name itself at the
+#: top of the ERP_SMS_CONFIG file).
+KEYS = (
+    "database_url", "smtp_host", "smtp_port", "smtp_user", "smtp_password", "smtp_security",
+    "smtp_from", "smtp_ca_file", "twilio_api_url", "public_url", "secret_key",
+    "default_region", "host_module", "default_timezone", "inline_dispatch",
+    "host_webhook_url", "host_webhook_secret", "log_format",
+)  # fmt: skip
+#: Environment variables that are not settings but are erp-sms's own (tests, the CI).
+OTHER_VARIABLES = ("ERP_SMS_CONFIG",)
+OTHER_PREFIXES = ("ERP_SMS_TEST_", "ERP_SMS_SCREENSHOTS", "ERP_SMS_BENCH")
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``ERP_SMS_*`` variables that are no setting (a typo is otherwise silently
+    ignored), each with the setting it is probably meant to be."""
+    names = [f"ERP_SMS_{k.upper()}" for k in KEYS]
+    dispatch = [f"ERP_SMS_DISPATCH_{k.upper()}" for k in _DISPATCH_ENV]
+    out = []
+    for var in sorted(environ):
+        if not var.startswith("ERP_SMS_") or var.startswith(OTHER_PREFIXES):
+            continue
+        if var in names or var in dispatch or var in OTHER_VARIABLES:
+            continue
+        close = difflib.get_close_matches(var, names + dispatch, n=1)
+        out.append((var, close[0] if close else None))
+    return out
+
+
+_DISPATCH_ENV = (
+    "concurrency",
+    "batch_size",
+    "rate_per_second",
+    "smtp_connections",
+    "pace_by_sender",
+)
+
+_ON = ("1", "on", "true", "yes")
+_OFF = ("0", "off", "false", "no", "")
+
+
+def _switch(var: str, value: str | None) -> bool:
+    text = (value or "").strip().lower()
+    if text not in _ON + _OFF:
+        raise ConfigurationError(f"{var}={value!r}: use on or off")
+    return text in _ON
+
+
+def _public_url(text: str | None) -> str | None:
+    from urllib.parse import urlsplit
+
+    if not text or not text.strip():
+        return None
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(
+            f"ERP_SMS_PUBLIC_URL={text!r}: use the address Twilio and browsers reach "
+            "`erp-sms serve` at, e.g. https://sms.example.com"
+        )
+    return text.strip().rstrip("/")
 
 
 _ZERO_OK = frozenset({"rate_per_second", "backoff_base_seconds", "backoff_max_seconds"})

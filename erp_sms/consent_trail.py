@@ -4,7 +4,7 @@ auditors (``report --consent``), and opt-ins collected elsewhere imported from C
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,12 +94,13 @@ def import_opt_ins(
     by: str,
     today: dt.date | None = None,
     lookup: RecipientLookup | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> Imported:
     """Record opt-ins collected elsewhere (a signed form, a web form…): each row names the
     contact (id), the date it was given (YYYY-MM-DD) and where (``source``; ``note``
     optional; ``program`` optional: orders, reminders or staff — empty, every program). Every row is checked before anything is written (``InputError`` naming the
     line). A consent older than the contact's last opt-out is not applied: the opt-out
-    came later and stands."""
+    came later and stands. ``progress`` is told of each row checked and each applied."""
     lookup = lookup or default_lookup()
     today = today or clock_now().date()
     checked: list[tuple[int, ContactView, dt.date, str, str, str | None]] = []
@@ -129,8 +130,12 @@ def import_opt_ins(
                 "empty (every program); nothing was imported"
             )
         checked.append((line, view, day, source[:200], (row.get("note") or "").strip(), program))
+        if progress is not None:
+            progress(1)
     out, recorded = [], 0
     for line, view, day, source, note, program in checked:
+        if progress is not None:
+            progress(1)
         given = dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)
         last_out = session.scalar(
             select(ConsentEvent.at)

@@ -87,7 +87,7 @@ def _sqlite_setup(engine: Engine, immediate: bool) -> None:
             if immediate:
                 # erp-sms's own connections (worker, CLI): in WAL mode NORMAL survives a
                 # crash of the process, not of the machine — a power cut can undo the
-                # last outcomes, which then go out again (README "Delivery guarantees").
+                # last outcomes, which then go out again (docs/operations.md "Delivery guarantees").
                 # FULL costs an fsync per outcome: a third of a gateway send.
                 cur.execute("PRAGMA synchronous = NORMAL")
         cur.close()

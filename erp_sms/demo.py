@@ -19,13 +19,13 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from . import erp, migrate, options, report, rule_records, signals, staff, users
+from . import demo_data, erp, migrate, options, report, rule_records, signals, staff, users
 from .channels.twilio import prices
 from .config import Settings, get_settings, set_settings
 from .db import Database
@@ -209,16 +209,59 @@ def run_demo(
             password = secrets.token_urlsafe(12)  # this demo database's only sign-in
             with db.session() as s:
                 users.add(s, "demo", password, by="demo")
-            echo(f"Staff pages: {hook_url}/  — sign in as demo / {password}")
+            _doctor(settings, echo)
+            env = _env_file(workdir if database is None else os.path.dirname(path), settings)
             if serve_until is not None:
+                echo(f"Staff pages: {hook_url}/  — sign in as demo / {password}")
                 echo("   serving the pages on the demo data; Ctrl-C to stop")
                 serve_until.wait()
             else:
-                echo(f"   to open them later: ERP_SMS_DATABASE_URL={url} erp-sms serve --port 8080")
+                _tour(env, password, echo)
             return out.getvalue()
         finally:
             db.dispose()
             set_settings(previous)
+
+
+def _doctor(settings: Settings, echo: Callable[[str], None]) -> None:
+    """``erp-sms doctor`` on the demo's setup, while its servers still answer."""
+    from .staff import doctor
+
+    echo("\nerp-sms doctor")
+    found = doctor.examine(settings)
+    for finding in found.findings:
+        echo(f"   problem: {finding}")
+    if not found.findings:
+        echo(f"   no problems found: {'; '.join(found.healthy)}")
+
+
+def _env_file(folder: str, settings: Settings) -> str:
+    """The settings later commands need to read the demo's data, in a file only its owner
+    reads (it holds the throwaway key the demo's AuthCode is encrypted with)."""
+    path = os.path.join(folder, "demo.env")
+    lines = [
+        f"ERP_SMS_DATABASE_URL={settings.database_url}",
+        "ERP_SMS_HOST_MODULE=erp_sms.demo_host",  # the demo ERP's reminder sequence
+        f"ERP_SMS_SECRET_KEY={settings.secret_key}",
+        "ERP_SMS_SMTP_FROM=orders@northwind-machining.example",
+        "ERP_SMS_PUBLIC_URL=http://127.0.0.1:8080",  # where the tour's `serve` listens
+    ]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
+
+
+def _tour(env: str, password: str, echo: Callable[[str], None]) -> None:
+    """What to try next on the demo's data (its servers are gone when the demo ends)."""
+    echo("\nLook around (the demo's database stays; its settings are in a file):")
+    echo(f"   set -a; . {env}; set +a")
+    echo("   erp-sms report --status failed,skipped")
+    echo("   erp-sms timeline --order SO-104233")
+    echo("   erp-sms sequences show dunning")
+    echo(
+        f"   erp-sms serve --port 8080   # then http://127.0.0.1:8080/, sign in as demo / {password}"
+    )
 
 
 def _answer_a_reply(
@@ -335,46 +378,25 @@ def _webhook_server() -> Iterator[tuple[str, Callable[[Database, Settings], None
         thread.join(timeout=10)
 
 
-@dataclass(frozen=True)
-class Invoice:
-    """The demo's invoices: any object with an id does (the host's own)."""
-
-    id: int
-    number: str
-    due_date: dt.date
-    amount: str
-
-
-DUNNING_STEPS = [(-3, "SMS DUNNING SOON"), (0, "SMS DUNNING DUE"), (7, "SMS DUNNING LATE")]
-DUNNING_TEMPLATES = {
-    "SMS DUNNING SOON": "{{ order.organization.name }}: invoice {{ invoice.number }} "
-    "({{ invoice.amount }}) is due on {{ invoice.due_date }}. Reply STOP to opt out.",
-    "SMS DUNNING DUE": "{{ order.organization.name }}: invoice {{ invoice.number }} "
-    "({{ invoice.amount }}) is due today. Reply STOP to opt out.",
-    "SMS DUNNING LATE": "{{ order.organization.name }}: invoice {{ invoice.number }} "
-    "is {{ sequence.days }} days overdue; please call us. Reply STOP to opt out.",
-}
-
-
 def _dunning_demo(db: Database, ids: dict[str, int], echo: Callable[[str], None]) -> None:
     """Three invoices of Birch & Sons (Casey, a Chicago number) on a dunning schedule,
     started by the office at 21:30 Chicago time — after the send window closed."""
     from .sendwindow import set_clock
-    from .sequences import register_sequence
 
-    dunning = register_sequence(
-        "dunning", subject="invoice", steps=DUNNING_STEPS, default_templates=DUNNING_TEMPLATES
-    )
+    dunning = demo_data.register()
     chicago = ZoneInfo("America/Chicago")
-    today = dt.datetime.now(chicago).date()
-    evening = dt.datetime.combine(today, dt.time(21, 30), tzinfo=chicago)
+    now = dt.datetime.now(chicago)
+    evening = dt.datetime.combine(now.date(), dt.time(21, 30), tzinfo=chicago)
+    if evening > now:  # the rows are dated when they were made: never in the future
+        evening -= dt.timedelta(days=1)
+    today = evening.date()
     echo(
         "\n4) SMS dunning: steps 3 days before, on and 7 days after the due date, started "
         f"{evening:%Y-%m-%d %H:%M} Chicago time (send window 08:00-20:00)"
     )
-    soon = Invoice(5001, "INV-5001", today + dt.timedelta(days=3), "$1,250.00")
-    late = Invoice(5002, "INV-5002", today - dt.timedelta(days=5), "$310.00")
-    paid = Invoice(5003, "INV-5003", today + dt.timedelta(days=10), "$89.50")
+    soon = demo_data.Invoice(5001, "INV-5001", today + dt.timedelta(days=3), "$1,250.00")
+    late = demo_data.Invoice(5002, "INV-5002", today - dt.timedelta(days=5), "$310.00")
+    paid = demo_data.Invoice(5003, "INV-5003", today + dt.timedelta(days=10), "$89.50")
     set_clock(lambda: evening)
     try:
         with db.session() as s:

@@ -19,7 +19,7 @@ class ErpSmsError(Exception):
 
 
 class ConfigurationError(ErpSmsError):
-    """erp-sms is not configured correctly; see README "Configuration"."""
+    """erp-sms is not configured correctly; see docs/operations.md "Configuration"."""
 
 
 class InputError(ErpSmsError):

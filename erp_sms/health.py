@@ -74,3 +74,15 @@ def ago(seconds: float | None) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.0f} h ago"
     return f"{seconds / 86400:.0f} days ago"
+
+
+def due_count(session: Session, now: dt.datetime) -> int:
+    """How many queued texts are due at ``now`` (the claim's own index)."""
+    return int(
+        session.scalar(
+            select(func.count()).where(
+                Message.status == Status.QUEUED, Message.next_attempt_at <= now
+            )
+        )
+        or 0
+    )

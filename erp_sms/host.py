@@ -55,8 +55,8 @@ def load_host_module(settings: Settings | None = None) -> ModuleType | None:
         sys.modules.pop(name, None)
         raise ConfigurationError(
             f"ERP_SMS_HOST_MODULE={name} installs no recipient lookup: call "
-            "erp_sms.set_default_lookup(YourLookup()) in it (README 'Hosts with their own "
-            "tables')"
+            "erp_sms.set_default_lookup(YourLookup()) in it (docs/host-integration.md, 'A host "
+            "with its own tables')"
         )
     _loaded[name] = module
     log.info("erp-sms: host module %s loaded", name)

@@ -147,7 +147,9 @@ def any_db_url(request: pytest.FixtureRequest, tmp_path, sqlite_template: str, s
         return f"sqlite:///{path}"
     url = server_urls[kind]
     if url is None:
-        pytest.skip(f"{kind} server not reachable on loopback (install it or see README 'Tests')")
+        pytest.skip(
+            f"{kind} server not reachable on loopback (install it or see docs/development.md 'Tests and benchmarks')"
+        )
     _empty(url)
     return url
 

@@ -86,7 +86,7 @@ class _OutOfStep(Exception):
 class EmailGatewayChannel(Channel):
     """Plain-text mail to the contact's carrier gateway, over one SMTP connection per
     instance. It cannot tell whether an earlier attempt went out (``find_previous_send``
-    is the base's None): see README "Delivery guarantees"."""
+    is the base's None): see docs/operations.md "Delivery guarantees"."""
 
     name = "email_gateway"
     uses_handover_barrier = True  # SMTP cannot be asked whether it has a text

@@ -7,8 +7,10 @@ import signal
 
 import click
 
+from .. import health
 from ..config import get_settings
 from .common import database, readable
+from .progress import progress_bar
 
 # The worker's own lines (start, batches, stop): INFO on this logger, shown without -v,
 # in the one log format (ERP_SMS_LOG_FORMAT) with everything else on stderr.
@@ -29,7 +31,12 @@ def dispatch() -> None:
 
     with database() as db_:
         readable(db_)
-        summary = Dispatcher(db_).run_once()
+        d = Dispatcher(db_)
+        with db_.read_session() as s:
+            due = health.due_count(s, d.clock())
+        with progress_bar(due, "delivering") as advance:
+            d.progress = advance
+            summary = d.run_once()
     click.echo(summary.line())
 
 

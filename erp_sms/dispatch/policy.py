@@ -47,13 +47,18 @@ class RetryPolicy:
 
 @dataclass
 class Summary:
+    """What a run did, by outcome; ``progress`` hears of each (a progress bar)."""
+
     counts: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    progress: Callable[[int], object] | None = field(default=None, repr=False)
 
     def add(self, what: str, n: int = 1) -> None:
         with self._lock:  # the SMTP thread and the Twilio pool both count
             self.counts[what] += n
+            if self.progress is not None:
+                self.progress(n)
 
     @property
     def handled(self) -> int:

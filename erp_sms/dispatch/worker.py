@@ -75,6 +75,8 @@ class Dispatcher(Sending):
         self._guard: SendGuard | None = None  # the opt-out check around each handover
         self._telling: threading.Thread | None = None  # delivering to the host's webhook
         self._beaten: float | None = None  # time.monotonic() of the last heartbeat row
+        #: Told of each outcome as it is counted (``erp-sms dispatch``'s progress bar).
+        self.progress: Callable[[int], object] | None = None
         self._retention_checked: float | None = None  # ... of the last SMSRETENTIONDAYS look
 
     def beat(self, *, stopped: bool = False) -> None:
@@ -97,7 +99,7 @@ class Dispatcher(Sending):
         next batch is claimed while the last one is still going out, so the provider
         always has ``concurrency`` requests in flight. Outcomes are written by one
         recorder thread, in groups."""
-        summary = Summary()
+        summary = Summary(progress=self.progress)
         started = time.monotonic()
         self.beat()
         self._release_ready()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import addresses
 from .lookup import RecipientLookup
 from .reference import ErpLookup
 
@@ -19,12 +20,15 @@ def set_default_lookup(lookup: RecipientLookup) -> None:
     global _default_lookup, _installed
     _default_lookup = lookup
     _installed = True
+    # Hints name the host's own field, not the reference schema's "Email 2".
+    addresses.set_field_name(getattr(lookup, "address_field", None) or addresses.GENERIC_FIELD)
 
 
 def reset_default_lookup() -> None:
     """Back to the reference schema's lookup, as before any ``set_default_lookup``."""
     global _default_lookup, _installed
     _default_lookup, _installed = ErpLookup(), False
+    addresses.set_field_name(addresses.REFERENCE_FIELD)
 
 
 def lookup_installed() -> bool:

@@ -44,7 +44,12 @@ class ContactView:
 
 class RecipientLookup(Protocol):
     """What a host provides so erp-sms can find who to text. All calls get the host's
-    session and run inside the host's transaction."""
+    session and run inside the host's transaction.
+
+    Optionally, an ``address_field`` attribute names the field a contact's text address
+    is in, as staff know it (e.g. ``"Mobile"``): the hints say "fix Mobile". Without it
+    they say "the contact's text-message address"; the reference schema's is "Email 2".
+    """
 
     def order(self, session: Session, order: Any) -> OrderView:
         """Describe the order the event is about."""
@@ -145,7 +150,7 @@ def optional(lookup: object, kind: type[_P], purpose: str) -> _P:
     method = next(n for n in vars(kind) if not n.startswith("_"))
     raise ConfigurationError(
         f"the recipient lookup {type(lookup).__name__} has no {method}() method: add it to "
-        f"{purpose} (README 'Hosts with their own tables')"
+        f"{purpose} (docs/host-integration.md, 'A host with its own tables')"
     )
 
 

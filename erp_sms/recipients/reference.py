@@ -88,6 +88,8 @@ def _opted_in_contacts(dialect: str) -> Select[Any]:
 class ErpLookup:
     """``RecipientLookup`` for the reference schema (``erp_sms.erp``)."""
 
+    address_field = "Email 2"
+
     def order(self, session: Session, order: Any) -> OrderView:
         if not isinstance(order, erp.SalesOrder):
             raise TypeError(

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import smtplib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
@@ -19,8 +20,8 @@ from sqlalchemy.orm import Session
 
 from .. import health, migrate, options, outbox, rule_records
 from ..channels.email_gateway import connect_smtp
-from ..codes import Channel, Status
-from ..config import Settings
+from ..codes import Channel
+from ..config import Settings, unknown_variables
 from ..db import Database, describe_error, one_line
 from ..errors import ErpSmsError
 from ..host import host_configured, load_host_module
@@ -59,11 +60,19 @@ def examine(
     *,
     now: Callable[[], dt.datetime] | None = None,
     smtp: bool = True,
+    environ: Mapping[str, str] | None = None,
 ) -> Report:
     """Run every check against ``settings``' database; ``smtp``: also connect to the
     relay when gateway texts are sent (``--offline`` skips it)."""
     report = Report()
     clock = now or (lambda: dt.datetime.now(dt.UTC))
+    for var, meant in unknown_variables(os.environ if environ is None else environ):
+        report.findings.append(
+            Finding(
+                f"{var} is not an erp-sms setting, so it is ignored",
+                f"did you mean {meant}?" if meant else "remove it (docs/operations.md lists them)",
+            )
+        )
     try:
         load_host_module(settings)
     except ErpSmsError as exc:
@@ -213,11 +222,7 @@ def _worker(s: Session, now: dt.datetime, report: Report) -> Iterator[Finding]:
     pulse = health.pulse(s, now)
     seen = health.ago(pulse.worker_age)
     if pulse.oldest_due is not None:
-        due = s.scalar(
-            select(func.count()).where(
-                Message.status == Status.QUEUED, Message.next_attempt_at <= now
-            )
-        )
+        due = health.due_count(s, now)
         waited = now - pulse.oldest_due
         if pulse.workers_alive == 0 and waited >= NO_WORKER_GRACE:
             yield Finding(

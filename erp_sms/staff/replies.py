@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from .. import consent, rule_records
 from .. import templates as tpl
+from ..addresses import field_name
 from ..conversations.keywords import NEEDS_A_PERSON
 from ..db import utcnow
 from ..errors import InputError, TemplateError
@@ -115,7 +116,7 @@ def answer_reply(session: Session, reply_id: int, text: str, *, by: str) -> str:
     if view is None:
         raise InputError(
             f"reply #{reply_id} came from {reply.from_number}, which is no contact's number: "
-            "add it to the contact (Email 2) to answer by text, or call them"
+            f"add it to the contact ({field_name()}) to answer by text, or call them"
         )
     text = text.strip()
     if not text:

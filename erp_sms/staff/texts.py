@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from .. import consent, outbox, rule_records
 from .. import templates as tpl
-from ..addresses import GATEWAY, classify
+from ..addresses import GATEWAY, classify, field_name
 from ..catalog import Carrier
 from ..config import get_settings
 from ..db import utcnow
@@ -88,7 +88,7 @@ def retry(session: Session, ids: Sequence[int], *, by: str) -> list[str]:
 
 @dataclass(frozen=True)
 class GatewayContact:
-    """A contact whose Email 2 is a carrier gateway with a sunset date, and what to do."""
+    """A contact whose text address is a carrier gateway with a sunset date, and what to do."""
 
     key: str
     name: str
@@ -118,8 +118,8 @@ def gateway_contacts(session: Session, today: dt.date | None = None) -> list[Gat
             continue
         if active:
             todo = (
-                f"texts already go through Twilio to {addr.e164}; you may replace Email 2 "
-                f"with {addr.e164}"
+                f"texts already go through Twilio to {addr.e164}; you may replace "
+                f"{field_name()} with {addr.e164}"
             )
         elif carrier.is_shut_down(today):
             todo = f"not texted: activate the TWILIO rule, texts will go to {addr.e164}"

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import health, outbox, report, staff
+from ..addresses import field_name
 from ..conversations.keywords import NEEDS_A_PERSON
 from ..errors import InputError
 from ..models import Channel, InboundMessage, Message, Status
@@ -113,6 +114,7 @@ def dashboard() -> str:
         worker_gone=(pulse.workers_alive == 0),
         due_age=health.ago(pulse.due_age) if pulse.oldest_due else "",
         sunset=sunset,
+        address_field=field_name(),
         sunset_error=sunset_error,
     )
 

@@ -127,3 +127,35 @@ def test_a_refused_number_names_the_invisible_character_in_it():
         classify("12\u200b3", "US")
     with pytest.raises(AddressError, match="enter it with its area code"):
         classify("1234 5", "GB")
+
+
+@pytest.mark.parametrize(
+    ("lookup_field", "says"),
+    [
+        (None, "fix the contact's text-message address"),
+        ("Mobile", "fix Mobile"),
+    ],
+)
+def test_hints_name_the_hosts_own_field_not_email_2(lookup_field, says) -> None:
+    """Issue 31: "Email 2" appeared in hints for hosts that have no such field."""
+    from erp_sms.recipients import ErpLookup, reset_default_lookup, set_default_lookup
+
+    class HostLookup(ErpLookup):
+        pass
+
+    HostLookup.address_field = lookup_field  # None: a host lookup that names no field
+    assert "fix Email 2" in _reason("123-456-7890")  # the reference schema's
+    set_default_lookup(HostLookup())
+    try:
+        assert _reason("123-456-7890").endswith(says)
+        assert "Email 2" not in _reason("123-456-7890")
+        assert "Email 2" not in _reason("")
+    finally:
+        reset_default_lookup()
+    assert "fix Email 2" in _reason("123-456-7890")
+
+
+def _reason(raw: str) -> str:
+    with pytest.raises(AddressError) as caught:
+        classify(raw)
+    return caught.value.message

@@ -382,7 +382,7 @@ def test_a_lookup_without_an_optional_method_is_told_which_to_add():
         optional(Minimal(), FindsOrders, "preview templates against real orders")
     assert refused.value.message == (
         "the recipient lookup Minimal has no find_order() method: add it to preview "
-        "templates against real orders (README 'Hosts with their own tables')"
+        "templates against real orders (docs/host-integration.md, 'A host with its own tables')"
     )
     reference = ErpLookup()
     assert optional(reference, ListsSubjects, "retry texts") is reference

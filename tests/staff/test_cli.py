@@ -8,20 +8,23 @@ import datetime as dt
 import io
 import json
 import logging
+import os
 import re
+import subprocess
 
 import click
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from erp_sms import erp, outbox, report, signals
 from erp_sms.cli import cli
-from erp_sms.models import ConsentEvent, Rule, RuleAudit, Status, TemplateOverride
+from erp_sms.db import Database
+from erp_sms.models import ConsentEvent, Message, Rule, RuleAudit, Status, TemplateOverride
 
 from ..conftest import with_settings
 from ..factories import ContactFactory, OrganizationFactory, SalesOrderFactory, ShippingEventFactory
-from ..helpers import AUTH, SID, messages
+from ..helpers import AUTH, SID, erp_sms_command, messages
 
 GOOD = [
     "--sid",
@@ -576,8 +579,26 @@ def test_demo_runs_the_whole_flow_on_loopback(run, tmp_path):
     assert "INV-5002 step 1" in dunning and "not sent late" in dunning
     assert dunning.count("canceled — dunning stopped: INV-5003 paid") == 3
     assert "AT&T shut down its email-to-SMS gateway on 2025-06-17" in out
-    assert re.search(r"Staff pages: http://127\.0\.0\.1:\d+/  — sign in as demo / \S+", out)
-    assert "erp-sms serve --port 8080" in out  # not served: CliRunner is no terminal
+    # Issue 31: piped, it is a tour — the doctor at its end, no URL that dies with it,
+    # the settings later commands need in a file of the owner's, rows dated in the past.
+    assert "\nerp-sms doctor\n   no problems found: database up to date" in out
+    assert "Staff pages: http" not in out  # not served: CliRunner is no terminal
+    assert re.search(r"erp-sms serve --port 8080   # then http://127\.0\.0\.1:8080/, sign in", out)
+    env_file = tmp_path / "demo.env"
+    assert f"set -a; . {env_file}; set +a" in out
+    assert env_file.stat().st_mode & 0o077 == 0
+    env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert env["ERP_SMS_HOST_MODULE"] == "erp_sms.demo_host"
+    assert env["ERP_SMS_SECRET_KEY"] not in out  # the file holds it; the output does not
+    with Database(env["ERP_SMS_DATABASE_URL"]).session() as s:
+        newest = s.scalar(select(func.max(Message.created_at)))
+    assert newest <= dt.datetime.now(dt.UTC)
+    later = subprocess.run(
+        erp_sms_command("sequences", "show", "dunning"),
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert later.returncode == 0, later.stderr
+    assert later.stdout.startswith("dunning: send window 08:00-20:00")
 
 
 def test_prices_are_fetched_after_sending_and_totalled_in_the_report(

@@ -215,3 +215,55 @@ def test_a_database_that_does_not_exist_says_to_create_it(error, says):
 
     line = describe_error(OperationalError("SELECT 1", {}, Exception(error)), "postgresql://h/x")
     assert line.startswith(says) and "createdb" in line and "run `erp-sms db upgrade`" in line
+
+
+def _old_texts(db, n: int) -> None:
+    """``n`` texts sent 400 days ago (as a long-running log holds them)."""
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
+    with db.session() as s:
+        s.add_all(
+            Message(
+                idempotency_key=f"old-{i}", event="shipment_delivered", template="SMS DEL",
+                order_ref="1", order_number="SO-1", status="delivered", body="Your order…",
+                recipient="+13125550101", created_at=old, updated_at=old,
+            )
+            for i in range(n)
+        )  # fmt: skip
+
+
+def test_long_work_shows_progress_on_a_terminal_and_nothing_when_piped(settings, db, tmp_path):
+    """Issue 31: a purge of many texts shows a bar on a terminal (click.progressbar); piped
+    or logged, only its one-line result."""
+    import os
+    import pty
+    import subprocess
+
+    from ..helpers import erp_sms_command
+
+    _old_texts(db, 2500)
+    env = {**os.environ, "ERP_SMS_DATABASE_URL": settings.database_url}
+    piped = subprocess.run(
+        erp_sms_command("purge", "--older-than", "365", "--dry-run"),
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "would remove the words, numbers and raw reports of 2500 text(s)" in piped.stdout
+    assert piped.stderr == ""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        erp_sms_command("purge", "--older-than", "365"),
+        env=env, stdout=subprocess.PIPE, stderr=slave, text=True,
+    )  # fmt: skip
+    os.close(slave)
+    out, _ = proc.communicate(timeout=60)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.returncode == 0 and "of 2500 text(s)" in out
+    assert b"purging" in seen and b"100%" in seen, seen

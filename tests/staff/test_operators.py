@@ -70,12 +70,21 @@ def test_healthz_asks_the_database(settings, db, tmp_path):
         ("[dispatch]\nconcurrency = 2.5\n", "concurrency = 2.5: use a whole number"),
         ("[dispatch]\npace_by_sender = 1\n", "pace_by_sender = 1: use true or false"),
         ("[dispach]\nbatch_size = 5\n", "unknown section(s) [dispach]; known: [dispatch]"),
+        (
+            'databse_url = "sqlite:///x.db"\n',
+            "unknown setting(s) databse_url (did you mean database_url?)",
+        ),
+        ('inline_dispatch = "maybe"\n', "ERP_SMS_INLINE_DISPATCH='maybe': use on or off"),
+        (
+            'public_url = "sms.example.com"\n',
+            "ERP_SMS_PUBLIC_URL='sms.example.com': use the address",
+        ),
     ],
 )
 def test_a_config_file_mistake_is_one_line_naming_it(tmp_path, toml, says):
     path = tmp_path / "erp_sms.toml"
     path.write_text(toml)
-    with pytest.raises(ConfigurationError, match="ERP_SMS_CONFIG") as caught:
+    with pytest.raises(ConfigurationError, match="ERP_SMS_") as caught:
         Settings.from_env({"ERP_SMS_CONFIG": str(path)})
     assert says in str(caught.value)
     # and through a command: one line, exit 1
@@ -215,3 +224,25 @@ def test_metrics_are_scraped_and_parsed_with_prometheus_client(settings, db, ses
     assert found[("erp_sms_held_texts", ())] == 1
     assert found[("erp_sms_oldest_due_text_age_seconds", ())] >= 0
     assert session.query(Message).count() == 2
+
+
+def test_an_environment_variable_that_is_no_setting_is_named_by_the_doctor(settings):
+    """A misspelt ERP_SMS_ variable was silently ignored."""
+    from erp_sms.staff import doctor
+
+    env = {
+        "ERP_SMS_DATABSE_URL": "sqlite:///x.db",
+        "ERP_SMS_DISPATCH_CONCURENCY": "4",
+        "ERP_SMS_TEST_POSTGRESQL": "postgresql://root@127.0.0.1/postgres",  # the tests' own
+        "ERP_SMS_PUBLIC_URL": "https://sms.example.com",
+    }
+    found = [str(f) for f in doctor.examine(settings, smtp=False, environ=env).findings]
+    assert found == [
+        "ERP_SMS_DATABSE_URL is not an erp-sms setting, so it is ignored: did you mean "
+        "ERP_SMS_DATABASE_URL?",
+        "ERP_SMS_DISPATCH_CONCURENCY is not an erp-sms setting, so it is ignored: did you "
+        "mean ERP_SMS_DISPATCH_CONCURRENCY?",
+    ]
+    assert Settings.from_env({"ERP_SMS_PUBLIC_URL": "https://sms.example.com/"}).public_url == (
+        "https://sms.example.com"
+    )
