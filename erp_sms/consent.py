@@ -32,7 +32,7 @@ from .codes import Program
 from .config import get_settings
 from .db import utcnow
 from .errors import AddressError, InputError
-from .models import ConsentEvent, OptOut, ProgramOptOut
+from .models import ConsentEvent, ErasedOptOut, OptOut, ProgramOptOut
 from .outbox import cancel_for_opt_out
 from .recipients import ContactView, RecipientLookup, default_lookup
 
@@ -271,17 +271,16 @@ def _unhash(session: Session, number: str) -> None:
     hash_of = erased.hasher(session.connection())
     if hash_of is None:
         return
-    digest = hash_of(number)
-    for row in session.scalars(select(OptOut).where(OptOut.number == digest)).all():
+    rows = session.scalars(select(ErasedOptOut).where(ErasedOptOut.digest == hash_of(number))).all()
+    for row in rows:
         session.delete(row)
-        session.flush()
-        session.add(OptOut(number=number, at=row.at, source=row.source, detail=row.detail))
-    for prow in session.scalars(select(ProgramOptOut).where(ProgramOptOut.number == digest)).all():
-        session.delete(prow)
-        session.flush()
-        session.add(
-            ProgramOptOut(number=number, program=prow.program, at=prow.at, source=prow.source)
-        )
+        if row.program == erased.EVERY:
+            if session.get(OptOut, number) is None:
+                session.add(OptOut(number=number, at=row.at, source=row.source))
+        elif session.get(ProgramOptOut, (number, row.program)) is None:
+            session.add(
+                ProgramOptOut(number=number, program=row.program, at=row.at, source=row.source)
+            )
     session.flush()
 
 

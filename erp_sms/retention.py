@@ -29,6 +29,7 @@ from .errors import InputError
 from .models import (
     ConsentEvent,
     DirectoryEntry,
+    ErasedOptOut,
     Fold,
     HostEvent,
     InboundMessage,
@@ -297,25 +298,24 @@ def _known(session: Session, key: str) -> tuple[set[str], set[str]]:
 def _hash_opt_outs(
     session: Session, key: str, numbers: set[str], hash_of: Callable[[str], str]
 ) -> int:
+    """Each opt-out of ``numbers`` (of every program, or of one) moved to
+    ``sms_opt_out_erased`` under the number's hash."""
     count = 0
-    for row in session.scalars(select(OptOut).where(OptOut.number.in_(sorted(numbers) or [""]))):
-        digest = hash_of(row.number)
-        session.delete(row)
-        session.flush()
-        if session.get(OptOut, digest) is None:
-            session.add(OptOut(number=digest, at=row.at, source=row.source))
-        count += 1
-    rows = session.scalars(
-        select(ProgramOptOut).where(ProgramOptOut.number.in_(sorted(numbers) or [""]))
-    ).all()
-    for prow in rows:
-        digest = hash_of(prow.number)
-        session.delete(prow)
-        session.flush()
-        if session.get(ProgramOptOut, (digest, prow.program)) is None:
-            session.add(
-                ProgramOptOut(number=digest, program=prow.program, at=prow.at, source=prow.source)
-            )
+    wanted = sorted(numbers) or [""]
+    moved: list[tuple[str, str, dt.datetime, str]] = [
+        (row.number, erased.EVERY, row.at, row.source)
+        for row in session.scalars(select(OptOut).where(OptOut.number.in_(wanted)))
+    ]
+    moved += [
+        (row.number, row.program, row.at, row.source)
+        for row in session.scalars(select(ProgramOptOut).where(ProgramOptOut.number.in_(wanted)))
+    ]
+    session.execute(delete(OptOut).where(OptOut.number.in_(wanted)))
+    session.execute(delete(ProgramOptOut).where(ProgramOptOut.number.in_(wanted)))
+    for number, program, at, source in moved:
+        digest = hash_of(number)
+        if session.get(ErasedOptOut, (digest, program)) is None:
+            session.add(ErasedOptOut(digest=digest, program=program, at=at, source=source))
         count += 1
     session.execute(
         update(OptOut).where(OptOut.contact_ref == key).values(contact_ref=None, detail=None)

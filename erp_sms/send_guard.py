@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -15,7 +16,7 @@ from . import erased
 from .config import Settings
 from .db import Database, one_line
 from .errors import TransientError
-from .models import message_table, opt_out_table, program_opt_out_table
+from .models import ErasedOptOut, message_table, opt_out_table, program_opt_out_table
 from .outbox import Claimed
 
 
@@ -72,14 +73,25 @@ class SendGuard:
                 conn.execute(
                     select(m.id).where(m.id == msg.id).with_for_update(read=True, key_share=True)
                 )
-            # The number, and its keyed hash should its owner's data have been erased.
+            # The number's opt-out, or its keyed hash's should its owner's data have been
+            # erased since the text was planned: one statement.
+            every: Any = select(t.at, t.source).where(t.number == msg.recipient)
             hash_of = erased.hasher(conn)
-            numbers = [msg.recipient, hash_of(msg.recipient)] if hash_of else [msg.recipient]
-            found = conn.execute(select(t.at, t.source).where(t.number.in_(numbers))).first()
+            if hash_of is not None:
+                e = ErasedOptOut
+                programs = [erased.EVERY, msg.program or erased.EVERY]
+                every = every.union_all(
+                    select(e.at, e.source).where(
+                        e.digest == hash_of(msg.recipient), e.program.in_(programs)
+                    )
+                )
+            found = conn.execute(every).first()
             if found is None and msg.program:  # opted out of this text's program only
                 p = program_opt_out_table.c
                 found = conn.execute(
-                    select(p.at, p.source).where(p.number.in_(numbers), p.program == msg.program)
+                    select(p.at, p.source).where(
+                        p.number == msg.recipient, p.program == msg.program
+                    )
                 ).first()
         except SQLAlchemyError as exc:
             self._drop()

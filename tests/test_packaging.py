@@ -104,3 +104,19 @@ def test_wheel_carries_the_data_and_a_plain_install_finds_it(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("8 {% if sender.name %}{{ sender.")
+
+
+def test_the_readme_is_short_and_leads_into_the_docs_site():
+    """Issue 31: the README was a 582-line reference manual; it is what a newcomer needs
+    first, with the two commands and links into the docs (built by `make test`)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 80
+    assert "make demo" in readme and "make test" in readme
+    links = re.findall(r"\]\((docs/[^)]+\.md)\)", readme)
+    assert len(links) >= 5 and all((root / link).is_file() for link in links), links
+    nav = (root / "mkdocs.yml").read_text(encoding="utf-8")
+    assert all(Path(link).name in nav for link in links)

@@ -14,6 +14,7 @@ from .base import PLANNED as PLANNED
 from .base import Base as Base
 from .base import _table
 from .consent import ConsentEvent as ConsentEvent
+from .consent import ErasedOptOut as ErasedOptOut
 from .consent import InboundMessage as InboundMessage
 from .consent import OptOut as OptOut
 from .consent import ProgramOptOut as ProgramOptOut

@@ -86,3 +86,16 @@ class ProgramOptOut(Base):
     source: Mapped[str] = mapped_column(String(32))
     contact_ref: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class ErasedOptOut(Base):
+    """The opt-out of a number whose owner's data was erased, kept as the number's keyed
+    hash (``erased.digest``): the number is gone from erp-sms's tables, and a text to it
+    is still refused. ``program`` is ``*`` for every program (a STOP)."""
+
+    __tablename__ = "sms_opt_out_erased"
+
+    digest: Mapped[str] = mapped_column(String(32), primary_key=True)
+    program: Mapped[str] = mapped_column(String(16), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    source: Mapped[str] = mapped_column(String(32))

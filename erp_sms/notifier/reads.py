@@ -65,6 +65,8 @@ def _settings_statement(template: str, slots: int) -> Select[Any]:
         options.value_query("SMSCOMPANYNAME"),
         *(options.value_query(name) for name in wording.OPTIONS),
         options.value_query("SMSDIGESTMINUTES"),
+        # Whether any erased number's opt-out is kept: only then are hashes looked up.
+        erased.any_query().label("erased_any"),
     )
     one = select(literal(1).label("one")).subquery()
     blocking = consent.blocking_query(bindparam("program")).subquery("blocking")
@@ -107,10 +109,6 @@ def _settings_and_opt_outs(
     with each opt-out."""
     conn = session.connection(bind_arguments={"mapper": Message})
     wanted = sorted(set(numbers))
-    # An erased contact's opt-out is kept as its number's keyed hash: look up both.
-    hash_of = erased.hasher(conn)
-    hashed = {hash_of(n): n for n in wanted if n} if hash_of else {}
-    wanted += sorted(hashed)
     slots = _slots(len(wanted))
     wanted += [""] * (slots - len(wanted))  # "" matches no opt-out: still one settings row
     org_ref = (info.view.organization_key if info.view else None) or ""
@@ -119,7 +117,10 @@ def _settings_and_opt_outs(
     params["program"] = program
     rows = direct.rows(conn, _settings_statement(template, slots), params)
     first = rows[0]
-    blocked = {hashed.get(r.number, r.number): r for r in rows if r.number is not None}
+    blocked: dict[str, Any] = {r.number: r for r in rows if r.number is not None}
+    if first.erased_any:  # an erased contact's opt-out, kept as its number's hash (rare)
+        rest = [n for n in numbers if n and n not in blocked]
+        blocked.update(erased.blocking(conn, rest, program))
     info.window = options.value_from("SMSSENDWINDOW", first[4])
     info.zone = options.value_from("SMSTIMEZONE", first[5])
     info.window_events = options.value_from("SMSWINDOWEVENTS", first[6])

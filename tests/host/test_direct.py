@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, event, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from erp_sms import direct, erased, erp, signals
+from erp_sms import direct, erp, signals
 from erp_sms.db import Database, make_engine
 from erp_sms.models import Message, OptOut, Status
 from erp_sms.notifier import _settings_statement
@@ -100,8 +100,6 @@ def shop(any_db: Database) -> Iterator[dict[str, Any]]:
     engine = make_engine(any_db.engine.url.render_as_string(hide_password=False))
     driver.install(engine)
     order_id = three_contact_order(engine)
-    with engine.connect() as conn:  # read once per process and database (warm_up does it)
-        erased.key(conn)
     yield {"engine": engine, "order_id": order_id, "driver": driver}
     engine.dispose()
 

@@ -272,7 +272,7 @@ def test_an_event_costs_the_host_five_statements_four_on_sqlite(any_db_url):
     """SAVEPOINT, the organization with its opted-in contacts, the settings with the
     opt-outs, one INSERT, RELEASE. On SQLite no SAVEPOINT (each statement undoes itself
     on error) but the no-op write that takes the lock before our reads (issue 9)."""
-    from erp_sms import erased, erp, signals
+    from erp_sms import erp, signals
     from erp_sms.config import Settings, set_settings
     from erp_sms.db import make_engine
     from erp_sms.migrate import upgrade
@@ -291,8 +291,6 @@ def test_an_event_costs_the_host_five_statements_four_on_sqlite(any_db_url):
             )
         s.add(erp.SalesOrder("SO-1", org, sms_update=True))
         s.commit()
-    with engine.connect() as conn:  # read once per process and database (warm_up does it)
-        erased.key(conn)
     statements: list[str] = []
     with Session(engine) as s:
         order = s.scalars(select(erp.SalesOrder)).one()

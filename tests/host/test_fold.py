@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from erp_sms import consent, erased, erp, options, outbox, register_event, signals, staff, timeline
+from erp_sms import consent, erp, options, outbox, register_event, signals, staff, timeline
 from erp_sms.db import make_engine
 from erp_sms.dispatch import Dispatcher
 from erp_sms.errors import InputError
@@ -333,8 +333,6 @@ def test_folding_costs_a_bounded_number_of_statements(any_delivery, any_db, host
             event.remove(engine, "before_cursor_execute", listener)
         return [s for s in seen if not s.startswith(("COMMIT", "BEGIN", "ROLLBACK"))]
 
-    with engine.connect() as conn:  # read once per process and database (warm_up does it)
-        erased.key(conn)
     plain = _order(host, "SO-PLAIN")
     options.set_value(host, "SMSDIGESTMINUTES", "0", by="test")
     host.commit()

@@ -17,6 +17,7 @@ from erp_sms.cli import cli
 from erp_sms.dispatch import Dispatcher
 from erp_sms.models import (
     ConsentEvent,
+    ErasedOptOut,
     InboundMessage,
     Message,
     MessageEvent,
@@ -160,7 +161,8 @@ def test_erasing_a_contact_leaves_no_trace_and_keeps_totals_and_the_opt_out(
     # The opt-out holds as a hash: the ERP still has Bob and turns SMSUPDATE back on.
     with any_db.session() as s:
         digest = erased.digest(erased.key(s.connection()), BOB)
-        assert s.get(OptOut, digest) is not None
+        assert s.get(ErasedOptOut, (digest, erased.EVERY)) is not None
+        assert s.get(OptOut, BOB) is None
     host.rollback()
     bob.attributes.append(erp.ContactAttribute("SMSUPDATE"))
     host.commit()
@@ -180,7 +182,8 @@ def test_an_erased_number_that_opted_out_meanwhile_is_stopped_at_the_handover(
     host.commit()
     scene(host, {"ann": ("Ann Lee", ANN)}, fire=True)
     with any_db.session() as s:
-        s.add(OptOut(number=erased.digest(erased.key(s.connection()), ANN), source="sms_reply"))
+        digest = erased.digest(erased.key(s.connection()), ANN)
+        s.add(ErasedOptOut(digest=digest, program=erased.EVERY, source="sms_reply"))
     Dispatcher(any_db).run_once()
     (m,) = messages(host)
     assert m.status == Status.CANCELED and "opted out" in (m.reason or "")
@@ -193,8 +196,8 @@ def test_an_erased_number_that_texts_start_gets_texts_again(history, any_db, hos
     client = create_app(db=any_db, settings=with_settings(public_url=PUBLIC)).test_client()
     post(client, "inbound", inbound(BOB, "START", "SM" + "9" * 32))
     with any_db.read_session() as s:
-        assert s.scalar(select(OptOut.number).where(OptOut.number.like("#%"))) is None
-        assert s.get(OptOut, BOB) is None
+        assert s.scalar(select(ErasedOptOut.digest)) is None  # back under the number…
+        assert s.get(OptOut, BOB) is None  # …and lifted by the opt-in
 
 
 def test_contacts_erase_on_the_command_line(history, any_db):

@@ -200,6 +200,20 @@ def test_doctor_on_a_database_behind_on_migrations(tmp_path):
     assert behind.exit_code == 1 and "is at e0002, p0016 but this erp-sms needs" in behind.output
 
 
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_db_upgrade_on_a_server_database_that_does_not_exist(server_urls, kind):
+    """Found: `db upgrade` on a database that does not exist said to run `db upgrade`."""
+    url = server_urls[kind]
+    if url is None:
+        pytest.skip(f"{kind} server not reachable on loopback")
+    missing = url.rsplit("/", 1)[0] + "/erp_sms_no_such_database"
+    out = _run_with_env({"ERP_SMS_DATABASE_URL": missing}, "db", "upgrade")
+    assert out.exit_code == 1
+    line = out.output.strip()
+    assert line.startswith("erp-sms: the database erp_sms_no_such_database does not exist"), line
+    assert "createdb erp_sms_no_such_database" in line and "\n" not in line
+
+
 @pytest.mark.parametrize(
     ("error", "says"),
     [

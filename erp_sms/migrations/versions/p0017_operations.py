@@ -1,4 +1,4 @@
-"""operations: when a text was purged, each worker's heartbeat, the plugin's housekeeping state, and the key
+"""operations: when a text was purged, erased numbers' opt-outs (as keyed hashes), each worker's heartbeat, the plugin's housekeeping state, and the key
 erased numbers' opt-outs are hashed with (random, made here once per database)
 
 Revision ID: p0017
@@ -42,6 +42,13 @@ def upgrade() -> None:
         sa.Column("value", sa.Text(), nullable=False),
         sa.Column("updated_at", DATETIME, nullable=False),
     )
+    op.create_table(
+        "sms_opt_out_erased",
+        sa.Column("digest", sa.String(32), primary_key=True),
+        sa.Column("program", sa.String(16), primary_key=True),
+        sa.Column("at", DATETIME, nullable=False),
+        sa.Column("source", sa.String(32), nullable=False),
+    )
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     op.bulk_insert(
         state, [{"name": "erase_key", "value": secrets.token_hex(32), "updated_at": now}]
@@ -49,6 +56,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("sms_opt_out_erased")
     op.drop_table("sms_state")
     op.drop_table("sms_worker")
     with op.batch_alter_table("sms_message", schema=None) as batch_op:
