@@ -221,18 +221,26 @@ def _switch(var: str, value: str | None) -> bool:
     return text in _ON
 
 
-def _public_url(text: str | None) -> str | None:
+def _http_url(var: str, text: str | None, what: str) -> str | None:
+    """An http(s) URL setting (None when unset); one line saying ``what`` it should be
+    otherwise."""
     from urllib.parse import urlsplit
 
     if not text or not text.strip():
         return None
     parts = urlsplit(text.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigurationError(
-            f"ERP_SMS_PUBLIC_URL={text!r}: use the address Twilio and browsers reach "
-            "`erp-sms serve` at, e.g. https://sms.example.com"
-        )
-    return text.strip().rstrip("/")
+        raise ConfigurationError(f"{var}={text!r}: use {what}")
+    return text.strip()
+
+
+def _public_url(text: str | None) -> str | None:
+    url = _http_url(
+        "ERP_SMS_PUBLIC_URL",
+        text,
+        "the address Twilio and browsers reach `erp-sms serve` at, e.g. https://sms.example.com",
+    )
+    return url.rstrip("/") if url else None
 
 
 _ZERO_OK = frozenset({"rate_per_second", "backoff_base_seconds", "backoff_max_seconds"})
@@ -259,17 +267,11 @@ def _checked(name: str, value: Any) -> Any:
 
 
 def _host_webhook_url(text: str | None) -> str | None:
-    from urllib.parse import urlsplit
-
-    if not text:
-        return None
-    parts = urlsplit(text.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigurationError(
-            f"ERP_SMS_HOST_WEBHOOK_URL={text!r}: use the host's endpoint as an http(s) URL, "
-            "e.g. https://erp.example.com/hooks/erp-sms"
-        )
-    return text.strip()
+    return _http_url(
+        "ERP_SMS_HOST_WEBHOOK_URL",
+        text,
+        "the host's endpoint as an http(s) URL, e.g. https://erp.example.com/hooks/erp-sms",
+    )
 
 
 def _host_webhook_secret(url: str | None, secret: str | None) -> str | None:

@@ -192,7 +192,7 @@ class Erased:
             f"{self.replies} reply(ies) and {self.consent_events} consent record(s) no longer "
             f"hold its name, number or words; {self.canceled} waiting text(s) canceled"
             f"{kept_line}. Counts and costs in reports are unchanged. Remove the contact "
-            "from the ERP too"
+            "from the ERP too."
         )
 
 

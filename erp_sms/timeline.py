@@ -50,10 +50,11 @@ def _message_entries(m: Message) -> list[Entry]:
         initial, why = Status.QUEUED, None
     else:
         initial, why = m.status, m.reason
-    who = m.contact_name or "(no contact)"
+    gone = m.purged_at is not None  # its personal data removed (purge, an erasure)
+    who = m.contact_name or ("(removed)" if gone else "(no contact)")
     if m.step is not None:  # a reminder sequence's step: say which
         who = f"{who} (step {m.step})"
-    via = f" via {m.channel} {m.address}" if m.channel else ""
+    via = f" via {m.channel} {m.address or '(removed)'}" if m.channel else ""
     said = f"{initial}: {_unsaid(initial, why)}" if initial != Status.QUEUED and why else initial
     if why and why.startswith(f"{initial} "):  # "merged into message 41"
         said = why

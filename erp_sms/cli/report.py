@@ -232,6 +232,8 @@ def _write_output(
             totals = write(out, None)
         if out_file:
             out_file.close()
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): click ends quietly, status 1
     except OSError as exc:
         if out_file:
             with contextlib.suppress(OSError):

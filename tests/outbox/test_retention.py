@@ -107,6 +107,12 @@ def test_purge_forgets_words_and_numbers_of_old_texts_and_keeps_the_totals(histo
         assert m.status == Status.DELIVERED and m.price == "-0.00790" and m.segments == 1
         assert all(e.raw is None for e in m.history)
     assert new[0].body and new[0].recipient == ANN  # newer than 30 days: untouched
+    from erp_sms import timeline
+
+    lines = [e.line() for e in timeline.for_order(host, "SO-1")]
+    assert any(
+        f"#{old[0].id} sent_to_production → (removed) via twilio (removed)" in ln for ln in lines
+    )
     with any_db.read_session() as s:
         replies = s.scalars(select(InboundMessage)).all()
         assert {(r.body, r.from_number) for r in replies} == {("", "***0101"), ("", "***0102")}

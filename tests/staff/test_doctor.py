@@ -163,13 +163,19 @@ def test_a_log_format_that_does_not_exist_is_one_line(db_url):
     assert out.exit_code == 1 and "ERP_SMS_LOG_FORMAT='xml': use text or json" in out.output
 
 
-def test_db_upgrade_says_what_it_did(tmp_path):
-    """Found: a first upgrade printed the same line as a no-op."""
-    url = f"sqlite:///{tmp_path / 'new.db'}"
+def _on(url: str):
+    """Run a command on the database at ``url``, as an operator would."""
 
     def run(_cli, args):
         return _run_with_env({"ERP_SMS_DATABASE_URL": url}, *args)
 
+    return run
+
+
+def test_db_upgrade_says_what_it_did(tmp_path):
+    """Found: a first upgrade printed the same line as a no-op."""
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    run = _on(url)
     first = run(cli, ["db", "upgrade"])
     assert first.output.splitlines()[0] == f"database {url}: created the tables (e0002, p0017)"
     again = run(cli, ["db", "upgrade"])
@@ -183,11 +189,7 @@ def test_db_upgrade_says_what_it_did(tmp_path):
 
 
 def test_doctor_on_a_database_behind_on_migrations(tmp_path):
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-
-    def run(_cli, args):
-        return _run_with_env({"ERP_SMS_DATABASE_URL": url}, *args)
-
+    run = _on(f"sqlite:///{tmp_path / 'old.db'}")
     none = run(cli, ["doctor", "--offline"])
     assert none.exit_code == 1
     assert (
@@ -281,3 +283,22 @@ def test_long_work_shows_progress_on_a_terminal_and_nothing_when_piped(settings,
     os.close(master)
     assert proc.returncode == 0 and "of 2500 text(s)" in out
     assert b"purging" in seen and b"100%" in seen, seen
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(settings, db):
+    """`erp-sms report | head` said "cannot write standard output: Broken pipe; free
+    some space"; it now stops quietly (click's way: status 1, nothing on stderr)."""
+    import os
+    import subprocess
+
+    from ..helpers import erp_sms_command
+
+    _old_texts(db, 2500)  # far more than a pipe holds
+    env = {**os.environ, "ERP_SMS_DATABASE_URL": settings.database_url}
+    proc = subprocess.Popen(
+        erp_sms_command("report"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stdout.readline().startswith(b"id")
+    proc.stdout.close()  # as `head -1` does
+    _out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (1, b"")
