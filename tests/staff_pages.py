@@ -43,6 +43,7 @@ FORMS = [
     "/log/action",
     "/contacts/1/consent",
     "/contacts/1/text",
+    "/contacts/1/erase",
     "/replies/1/done",
     "/replies/1/answer",
     "/reminders/step",

@@ -200,12 +200,10 @@ def erase(contact: str, yes: bool) -> None:
     Example:
       erp-sms contacts erase 42 --yes
     """
-    from .. import retention
-
     if not yes and not click.confirm(
         f"Erase contact {contact}'s data from erp-sms (this cannot be undone)?", default=False
     ):
         raise click.Abort()
     with staff_session() as s:
-        done = retention.erase_contact(s, contact, by=f"cli:{_user()}")
-    click.echo(done.line())
+        line = staff.erase_contact(s, contact, by=f"cli:{_user()}", confirmed=True)
+    click.echo(line)

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from .. import consent, outbox, rule_records
+from .. import consent, outbox, retention, rule_records
 from .. import templates as tpl
 from ..addresses import GATEWAY, classify, field_name
 from ..catalog import Carrier
@@ -182,3 +182,15 @@ def mark_reply_done(session: Session, reply_id: int, *, by: str) -> str:
     if row.done_at is None:
         row.done_at, row.done_by = utcnow(), by
     return f"reply #{reply_id} from {row.from_number} marked done"
+
+
+def erase_contact(session: Session, contact: str, *, by: str, confirmed: bool) -> str:
+    """A person asked to be forgotten: their personal data removed from erp-sms's tables
+    (``retention.erase_contact``), only when ``confirmed`` (it cannot be undone). The
+    line to show."""
+    if not confirmed:
+        raise InputError(
+            f"erasing contact {contact} cannot be undone: confirm it (tick the box, or "
+            "`--yes` on the command line)"
+        )
+    return retention.erase_contact(session, contact, by=by).line()

@@ -123,6 +123,17 @@ def contact_text(key: str) -> WResponse:
     )
 
 
+@blueprint.post("/contacts/<key>/erase")
+@login_required  # type: ignore[untyped-decorator]
+def contact_erase(key: str) -> WResponse:
+    """A person asked to be forgotten (admins only: not in ``safety.ACTIONS``)."""
+    confirmed = request.form.get("confirm") == "yes"
+    return act(
+        lambda s: staff.erase_contact(s, key, by=who(), confirmed=confirmed),
+        url_for(".timeline", contact=key),
+    )
+
+
 # -- replies ----------------------------------------------------------------------------------
 
 

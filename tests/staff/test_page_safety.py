@@ -438,10 +438,9 @@ def test_an_invoice_timeline_is_titled_by_its_number(staff, session, world):
         )
     )
     session.commit()
-    from erp_sms import sequences
+    from erp_sms import demo_data
 
-    if "dunning" not in {s.name for s in sequences.all_sequences()}:
-        sequences.register_sequence("dunning", subject="invoice", steps=[(0, "SMS S2P")])
+    demo_data.register()  # the demo's "dunning" (one registration per process, any order)
     page = page_text(staff.get(f"/timeline?subject=invoice:{rows[0].subject_ref}"))
     assert "Timeline invoice INV-2291 (order SO-1)" in page
 
@@ -476,3 +475,19 @@ def test_held_texts_are_counted_one_way_by_the_cli_and_the_rules_page(staff, ses
     session.commit()
     assert "— 1 text(s) held." in page_text(staff.get("/rules"))
     assert outbox.held_count(session) == 2  # the dashboard's: every held text
+
+
+def test_erasing_a_contact_is_an_admins_and_asks_for_a_confirmation(app, session, staff):
+    """Issue 31: a person's request to be forgotten, from the contact's page (the CLI's
+    and the host's one action)."""
+    operator = as_user(app, "olga", "operator", session)
+    assert operator.post("/contacts/1/erase", {"confirm": "yes"}).status_code == 403
+    assert "Erase this contact" not in operator.get("/timeline?contact=1").get_data(as_text=True)
+    page = staff.get("/timeline?contact=1").get_data(as_text=True)
+    assert "Erase this contact's data" in page and 'name="confirm" value="yes" required' in page
+    r = staff.post("/contacts/1/erase", {})
+    assert "cannot be undone: confirm it" in flashed(staff.get(r.headers["Location"]))
+    assert "Ann Lee" in str([m.contact_name for m in messages(session)])
+    r = staff.post("/contacts/1/erase", {"confirm": "yes"})
+    assert "contact 1: erased from erp-sms — 1 text(s)" in flashed(staff.get(r.headers["Location"]))
+    assert "Ann Lee" not in str([m.contact_name for m in messages(session)])
