@@ -63,17 +63,20 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
-def ago(seconds: float | None) -> str:
-    """ "4 s ago", "3 min ago", "2 h ago", "never"."""
-    if seconds is None:
-        return "never"
+def duration(seconds: float) -> str:
+    """How long, in words: "4 s", "3 min", "2 h", "5 days"."""
     if seconds < 120:
-        return f"{seconds:.0f} s ago"
+        return f"{seconds:.0f} s"
     if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
+        return f"{seconds / 60:.0f} min"
     if seconds < 172800:
-        return f"{seconds / 3600:.0f} h ago"
-    return f"{seconds / 86400:.0f} days ago"
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
+def ago(seconds: float | None) -> str:
+    """When, in words: "4 s ago", "3 min ago", or "never"."""
+    return "never" if seconds is None else f"{duration(seconds)} ago"
 
 
 def due_count(session: Session, now: dt.datetime) -> int:

@@ -232,7 +232,7 @@ def _worker(s: Session, now: dt.datetime, report: Report) -> Iterator[Finding]:
             return
         if waited >= OVERDUE:
             yield Finding(
-                f"the oldest due text has waited {health.ago(waited.total_seconds())[:-4]} "
+                f"the oldest due text has waited {health.duration(waited.total_seconds())} "
                 f"({due} due)",
                 "the worker is behind or stuck: look at its log; add workers or raise "
                 "[dispatch] concurrency",

@@ -112,7 +112,7 @@ def dashboard() -> str:
         oldest=_age(oldest),
         worker=health.ago(pulse.worker_age),
         worker_gone=(pulse.workers_alive == 0),
-        due_age=health.ago(pulse.due_age) if pulse.oldest_due else "",
+        due_age=health.duration(pulse.due_age) if pulse.oldest_due else "",
         sunset=sunset,
         address_field=field_name(),
         sunset_error=sunset_error,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -100,7 +101,9 @@ def test_the_heartbeat_reaches_metrics_and_the_dashboard(app, db, staff):  # noq
 
     assert "erp_sms_worker_heartbeat_age_seconds" not in scraped()  # never seen
     assert scraped()["erp_sms_workers_alive"] == 0
-    assert "Last worker seen <b>never</b> — start one" in staff.get("/").get_data(as_text=True)
+    page = staff.get("/").get_data(as_text=True)
+    assert "Last worker seen <b>never</b> — start one" in page
+    assert re.search(r"the oldest due text has waited \d+ s</span>", page), page
     Dispatcher(db, worker_id="w1").beat()
     assert 0 <= scraped()["erp_sms_worker_heartbeat_age_seconds"] < 60
     assert scraped()["erp_sms_workers_alive"] == 1
