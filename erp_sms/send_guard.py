@@ -7,9 +7,8 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, select
+from sqlalchemy import Connection, Engine, bindparam, create_engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import erased
@@ -18,6 +17,24 @@ from .db import Database, one_line
 from .errors import TransientError
 from .models import ErasedOptOut, message_table, opt_out_table, program_opt_out_table
 from .outbox import Claimed
+
+# The guard's statements, built once (building one costs more than running it here: a
+# read by primary key for each text handed over).
+_m, _t, _p, _e = message_table.c, opt_out_table.c, program_opt_out_table.c, ErasedOptOut
+_LOCK = select(_m.id).where(_m.id == bindparam("id")).with_for_update(read=True, key_share=True)
+_LISTED = (
+    select(_t.at, _t.source)
+    .where(_t.number == bindparam("number"))
+    .union_all(
+        select(_e.at, _e.source).where(
+            _e.digest == bindparam("digest"),
+            _e.program.in_([bindparam("every"), bindparam("program")]),
+        )
+    )
+)
+_PROGRAM = select(_p.at, _p.source).where(
+    _p.number == bindparam("number"), _p.program == bindparam("program")
+)
 
 
 class SendGuard:
@@ -62,7 +79,6 @@ class SendGuard:
         if msg.recipient is None:
             yield
             return
-        m, t = message_table.c, opt_out_table.c
         try:
             conn = self._connection()
             conn.begin()
@@ -70,28 +86,22 @@ class SendGuard:
                 # PostgreSQL's weakest lock (FOR KEY SHARE): the heartbeat's and the
                 # recorder's UPDATEs pass it, an opt-out's FOR UPDATE waits for it.
                 # MariaDB has only a share lock; its heartbeat skips locked rows.
-                conn.execute(
-                    select(m.id).where(m.id == msg.id).with_for_update(read=True, key_share=True)
-                )
+                conn.execute(_LOCK, {"id": msg.id})
             # The number's opt-out, or its keyed hash's should its owner's data have been
             # erased since the text was planned: one statement.
-            every: Any = select(t.at, t.source).where(t.number == msg.recipient)
             hash_of = erased.hasher(conn)
-            if hash_of is not None:
-                e = ErasedOptOut
-                programs = [erased.EVERY, msg.program or erased.EVERY]
-                every = every.union_all(
-                    select(e.at, e.source).where(
-                        e.digest == hash_of(msg.recipient), e.program.in_(programs)
-                    )
-                )
-            found = conn.execute(every).first()
+            found = conn.execute(
+                _LISTED,
+                {
+                    "number": msg.recipient,
+                    "digest": hash_of(msg.recipient) if hash_of else "",
+                    "every": erased.EVERY,
+                    "program": msg.program or erased.EVERY,
+                },
+            ).first()
             if found is None and msg.program:  # opted out of this text's program only
-                p = program_opt_out_table.c
                 found = conn.execute(
-                    select(p.at, p.source).where(
-                        p.number == msg.recipient, p.program == msg.program
-                    )
+                    _PROGRAM, {"number": msg.recipient, "program": msg.program}
                 ).first()
         except SQLAlchemyError as exc:
             self._drop()

@@ -13,12 +13,12 @@ import datetime as dt
 import re
 from collections.abc import Sequence
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..codes import Status
 from ..db import rowcount, utcnow
-from ..models import Click, MessageEvent, message_table
+from ..models import Click, message_event_table, message_table
 
 BATCH = 1000
 
@@ -107,21 +107,33 @@ def forget(
         select(m.id, m.reason).where(m.id.in_(ids), m.reason.is_not(None))
     ).all()
     changed = rowcount(session.execute(update(message_table).where(m.id.in_(ids)).values(**values)))
-    for mid, reason in reasons:
-        clean = scrub(reason, names)
-        if clean != reason:
-            session.execute(update(message_table).where(m.id == mid).values(reason=clean))
-    events = session.execute(
-        select(MessageEvent.id, MessageEvent.detail).where(
-            MessageEvent.message_id.in_(ids),
-            or_(MessageEvent.raw.is_not(None), MessageEvent.detail.is_not(None)),
+    # Only what names a number or a person is rewritten, in one executemany each.
+    scrubbed = [
+        {"_id": mid, "_text": clean}
+        for mid, reason in reasons
+        if (clean := scrub(reason, names)) != reason
+    ]
+    if scrubbed:
+        session.connection().execute(
+            update(message_table).where(m.id == bindparam("_id")).values(reason=bindparam("_text")),
+            scrubbed,
         )
+    e = message_event_table.c
+    session.execute(update(message_event_table).where(e.message_id.in_(ids)).values(raw=None))
+    details = session.execute(
+        select(e.id, e.detail).where(e.message_id.in_(ids), e.detail.is_not(None))
     ).all()
-    for eid, detail in events:
-        session.execute(
-            update(MessageEvent)
-            .where(MessageEvent.id == eid)
-            .values(raw=None, detail=scrub(detail, names))
+    scrubbed = [
+        {"_id": eid, "_text": clean}
+        for eid, detail in details
+        if (clean := scrub(detail, names)) != detail
+    ]
+    if scrubbed:
+        session.connection().execute(
+            update(message_event_table)
+            .where(e.id == bindparam("_id"))
+            .values(detail=bindparam("_text")),
+            scrubbed,
         )
     session.execute(update(Click).where(Click.message_id.in_(ids)).values(user_agent=None))
     return changed
