@@ -60,6 +60,11 @@ class Address:
     carrier: Carrier | None = None
 
 
+#: A phone number inside free text (a log line, a reason): E.164, or the 10 digits of a
+#: gateway address — what logs mask and a purge removes.
+NUMBER_IN_TEXT = re.compile(r"\+\d{7,15}\b|\b\d{10}(?=@)")
+
+
 def mask(number: str | None) -> str:
     """A phone number or address for logs: keeps the last 4 digits only."""
     if not number:

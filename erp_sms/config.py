@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import ConfigurationError
-from .logs import log_format
 
 SMTP_SECURITY = ("none", "starttls", "ssl")
 
@@ -131,12 +130,7 @@ class Settings:
                 )
             dispatch = replace(dispatch, **{k: _checked(k, v) for k, v in section.items()})
         numbers: dict[str, Any] = {}
-        for name, kind in (
-            ("concurrency", int),
-            ("batch_size", int),
-            ("rate_per_second", float),
-            ("smtp_connections", int),
-        ):  # (and pace_by_sender below: _DISPATCH_ENV lists them all)
+        for name, kind in _DISPATCH_NUMBERS.items():
             var = f"ERP_SMS_DISPATCH_{name.upper()}"
             value = env.get(var)
             if value:
@@ -202,13 +196,14 @@ def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]
     return out
 
 
-_DISPATCH_ENV = (
-    "concurrency",
-    "batch_size",
-    "rate_per_second",
-    "smtp_connections",
-    "pace_by_sender",
-)
+# The [dispatch] settings the environment may also set (ERP_SMS_DISPATCH_…).
+_DISPATCH_NUMBERS: dict[str, type] = {
+    "concurrency": int,
+    "batch_size": int,
+    "rate_per_second": float,
+    "smtp_connections": int,
+}
+_DISPATCH_ENV = (*_DISPATCH_NUMBERS, "pace_by_sender")
 
 _ON = ("1", "on", "true", "yes")
 _OFF = ("0", "off", "false", "no", "")
@@ -241,6 +236,17 @@ def _public_url(text: str | None) -> str | None:
         "the address Twilio and browsers reach `erp-sms serve` at, e.g. https://sms.example.com",
     )
     return url.rstrip("/") if url else None
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def log_format(value: str | None) -> str:
+    """``ERP_SMS_LOG_FORMAT`` checked: text (the default) or json."""
+    name = (value or "text").strip().lower()
+    if name not in LOG_FORMATS:
+        raise ConfigurationError(f"ERP_SMS_LOG_FORMAT={value!r}: use text or json")
+    return name
 
 
 _ZERO_OK = frozenset({"rate_per_second", "backoff_base_seconds", "backoff_max_seconds"})

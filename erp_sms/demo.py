@@ -243,7 +243,7 @@ def _env_file(folder: str, settings: Settings) -> str:
         f"ERP_SMS_DATABASE_URL={settings.database_url}",
         "ERP_SMS_HOST_MODULE=erp_sms.demo_host",  # the demo ERP's reminder sequence
         f"ERP_SMS_SECRET_KEY={settings.secret_key}",
-        "ERP_SMS_SMTP_FROM=orders@northwind-machining.example",
+        f"ERP_SMS_SMTP_FROM={settings.smtp_from}",
         "ERP_SMS_PUBLIC_URL=http://127.0.0.1:8080",  # where the tour's `serve` listens
     ]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Exists, exists, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Exists, exists, insert, select
 
+from .db import utcnow
 from .models import ErasedOptOut, State
 
 KEY = "erase_key"
@@ -37,15 +37,13 @@ _lock = threading.Lock()
 
 
 def key(conn: Any) -> bytes | None:
-    """The database's erase key (None: a schema without it, where nothing was erased)."""
+    """The database's erase key (None: its row was deleted by hand; nothing was erased
+    with a key this database still has)."""
     engine = conn.engine
     found = _keys.get(engine)
     if found is not None:
         return found
-    try:
-        stored = conn.execute(select(State.value).where(State.name == KEY)).scalar()
-    except SQLAlchemyError:
-        return None
+    stored = conn.execute(select(State.value).where(State.name == KEY)).scalar()
     if not stored:
         return None
     with _lock:
@@ -59,10 +57,6 @@ def ensure_key(conn: Any) -> bytes:
     found = key(conn)
     if found is not None:
         return found
-    from sqlalchemy import insert
-
-    from .db import utcnow
-
     conn.execute(insert(State).values(name=KEY, value=secrets.token_hex(32), updated_at=utcnow()))
     made = key(conn)
     assert made is not None

@@ -12,22 +12,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 import sys
 from typing import Any
 
-from .errors import ConfigurationError
-
-FORMATS = ("text", "json")
-
-# A phone number in a line: E.164, or the 10 digits of a gateway address.
-_NUMBER = re.compile(r"\+\d{7,15}\b|\b\d{10}(?=@)")
+from .addresses import NUMBER_IN_TEXT, mask
 
 
 def masked(text: str) -> str:
     """``text`` with each phone number cut to its last 4 digits (+13125550101 ->
     ***0101): numbers are personal data, and logs are kept and shipped."""
-    return _NUMBER.sub(lambda m: "***" + m.group(0)[-4:], text)
+    return NUMBER_IN_TEXT.sub(lambda m: mask(m.group(0)), text)
 
 
 class TextFormatter(logging.Formatter):
@@ -74,14 +68,6 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, _value: Any) -> None:
         pass
-
-
-def log_format(value: str | None) -> str:
-    """``ERP_SMS_LOG_FORMAT`` checked: text (the default) or json."""
-    name = (value or "text").strip().lower()
-    if name not in FORMATS:
-        raise ConfigurationError(f"ERP_SMS_LOG_FORMAT={value!r}: use text or json")
-    return name
 
 
 def setup(verbose: bool, fmt: str = "text") -> None:

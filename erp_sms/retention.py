@@ -19,10 +19,11 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from . import erased, outbox
+from .addresses import mask
 from .consent import number_of
 from .db import Database, rowcount, utcnow
 from .errors import InputError
@@ -38,6 +39,7 @@ from .models import (
     ProgramOptOut,
     SequenceRun,
     State,
+    inbound_table,
 )
 from .outbox import retention as kept
 from .recipients import RecipientLookup, default_lookup
@@ -137,20 +139,22 @@ def _old_replies(cutoff: dt.datetime) -> ColumnElement[bool]:
 
 
 def _forget_replies(s: Session, cutoff: dt.datetime) -> int:
+    """Old replies lose their words and all but the last 4 digits of their number (an
+    erased number's hash stays: it holds nothing), in one executemany."""
     rows = s.execute(
         select(InboundMessage.id, InboundMessage.from_number).where(_old_replies(cutoff))
     ).all()
-    for rid, number in rows:
-        s.execute(
-            update(InboundMessage)
-            .where(InboundMessage.id == rid)
-            .values(body="", raw=None, from_number=_masked(number))
+    if rows:
+        s.connection().execute(
+            update(inbound_table)
+            .where(inbound_table.c.id == bindparam("_id"))
+            .values(body="", raw=None, from_number=bindparam("_number")),
+            [
+                {"_id": rid, "_number": n if n.startswith(erased.PREFIX) else mask(n)}
+                for rid, n in rows
+            ],
         )
     return len(rows)
-
-
-def _masked(number: str) -> str:
-    return number if number.startswith(erased.PREFIX) else "***" + number[-4:]
 
 
 def _mark(s: Session, name: str, value: str) -> None:
@@ -317,9 +321,6 @@ def _hash_opt_outs(
         if session.get(ErasedOptOut, (digest, program)) is None:
             session.add(ErasedOptOut(digest=digest, program=program, at=at, source=source))
         count += 1
-    session.execute(
-        update(OptOut).where(OptOut.contact_ref == key).values(contact_ref=None, detail=None)
-    )
     return count
 
 

@@ -104,6 +104,7 @@ class Dispatcher(Sending):
         self.beat()
         self._release_ready()
         self._mail_replies()
+        self.keep_retention()  # also for `erp-sms dispatch` from cron
         recorder = _Recorder(self)
         lanes = _LaneSet(self)
         beat_done = threading.Event()
@@ -238,13 +239,13 @@ class Dispatcher(Sending):
                 continue
             if summary.handled and on_batch:
                 on_batch(summary)
-            self.keep_retention()
             if not summary.handled:
                 self.stop.wait(self.settings.dispatch.poll_seconds)
 
     def keep_retention(self) -> None:
         """SMSRETENTIONDAYS: once a day, forget what finished longer ago (``purge``).
-        Checked at most every ``RETENTION_CHECK``; a failure waits for the next check."""
+        Checked at most every ``RETENTION_CHECK`` by a long-lived worker (each run of a
+        one-shot ``dispatch`` checks: one option read); a failure waits for the next."""
         tick = time.monotonic()
         last_look = self._retention_checked
         if last_look is not None and tick - last_look < RETENTION_CHECK:

@@ -10,12 +10,12 @@ a purge of a year of texts never holds the log locked for long.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Sequence
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from ..addresses import NUMBER_IN_TEXT
 from ..codes import Status
 from ..db import rowcount, utcnow
 from ..models import Click, message_event_table, message_table
@@ -34,14 +34,12 @@ FINISHED = (
     Status.MERGED,
 )
 
-_NUMBER = re.compile(r"\+\d{7,15}\b|\b\d{10}(?=@)")
-
 
 def scrub(text: str | None, names: Sequence[str] = ()) -> str | None:
     """``text`` (a reason, a timeline line) without phone numbers and ``names``."""
     if not text:
         return text
-    text = _NUMBER.sub("(number removed)", text)
+    text = NUMBER_IN_TEXT.sub("(number removed)", text)
     for name in names:
         if name:
             text = text.replace(name, "(name removed)")
@@ -54,32 +52,25 @@ def purgeable(session: Session, cutoff: dt.datetime, *, limit: int = BATCH) -> l
     m = message_table.c
     return list(
         session.scalars(
-            select(m.id)
-            .where(
-                m.created_at < cutoff,
-                m.updated_at < cutoff,
-                m.status.in_(FINISHED),
-                m.purged_at.is_(None),
-            )
-            .order_by(m.created_at, m.id)
-            .limit(limit)
+            select(m.id).where(_finished_before(cutoff)).order_by(m.created_at, m.id).limit(limit)
         )
     )
 
 
 def count_purgeable(session: Session, cutoff: dt.datetime) -> int:
     """How many texts ``purge`` would change (``--dry-run``)."""
+    return int(session.scalar(select(func.count()).where(_finished_before(cutoff))) or 0)
+
+
+def _finished_before(cutoff: dt.datetime) -> ColumnElement[bool]:
+    """Texts finished before ``cutoff`` and not purged yet (a text finishes after it is
+    created: ``created_at`` bounds the read through its index)."""
     m = message_table.c
-    return int(
-        session.scalar(
-            select(func.count()).where(
-                m.created_at < cutoff,
-                m.updated_at < cutoff,
-                m.status.in_(FINISHED),
-                m.purged_at.is_(None),
-            )
-        )
-        or 0
+    return and_(
+        m.created_at < cutoff,
+        m.updated_at < cutoff,
+        m.status.in_(FINISHED),
+        m.purged_at.is_(None),
     )
 
 

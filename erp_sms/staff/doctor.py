@@ -22,7 +22,7 @@ from .. import health, migrate, options, outbox, rule_records
 from ..channels.email_gateway import connect_smtp
 from ..codes import Channel
 from ..config import Settings, unknown_variables
-from ..db import Database, describe_error, one_line
+from ..db import Database, describe_error
 from ..errors import ErpSmsError
 from ..host import host_configured, load_host_module
 from ..models import HostEvent, Message, Rule
@@ -99,7 +99,7 @@ def _schema(db: Database, settings: Settings, report: Report) -> bool:
     plugin_only = host_configured(settings)
     have = migrate.current(db.engine)
     need = migrate.heads(plugin_only=plugin_only)
-    if not have & need and not have:
+    if not have:
         report.findings.append(
             Finding("the database has no erp-sms tables", "run `erp-sms db upgrade`")
         )
@@ -256,6 +256,6 @@ def _host_webhook(s: Session, now: dt.datetime) -> Iterator[Finding]:
         )
         yield Finding(
             f"{late[0]} event(s) for the host's webhook are undelivered after an hour"
-            + (f" ({one_line(Exception(last))})" if last else ""),
+            + (f" (last error: {last.splitlines()[0][:200]})" if last else ""),
             "check ERP_SMS_HOST_WEBHOOK_URL and that the host answers 2xx",
         )
